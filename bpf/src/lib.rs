@@ -1,0 +1,32 @@
+//! BPF programs and their loaders: the lookup probe (one `bpf_fib_lookup`
+//! per `BPF_PROG_TEST_RUN`) and the forwarder.
+
+pub mod params;
+pub mod probe;
+
+pub use params::{flags, nud, ret, FibParams};
+
+/// Errors from loading or running the programs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {what}: {source}")]
+    Bpf {
+        what: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("the program's global data is not memory-mapped (kernel lacks BPF_F_MMAPABLE?)")]
+    NoGlobalData,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) trait BpfContext<T> {
+    fn ctx(self, what: &'static str) -> Result<T>;
+}
+
+impl<T> BpfContext<T> for libbpf_rs::Result<T> {
+    fn ctx(self, what: &'static str) -> Result<T> {
+        self.map_err(|source| Error::Bpf { what, source })
+    }
+}

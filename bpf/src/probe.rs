@@ -1,0 +1,104 @@
+//! One `bpf_fib_lookup()` through `BPF_PROG_TEST_RUN`, from tc or XDP.
+
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::ProgramInput;
+
+use crate::{BpfContext, Error, FibParams, Result};
+
+mod skel {
+    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
+    include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
+}
+
+/// Which program type calls the helper; the kernel takes a different path
+/// for each (skb vs xdp_buff, and the tc path checks the MTU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Tc,
+    Xdp,
+}
+
+/// What one lookup returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupResult {
+    /// `BPF_FIB_LKUP_RET_*`, or a negative errno (`-EINVAL` for an unknown
+    /// or contradictory flag).
+    pub rc: i64,
+    /// The parameters as the helper left them.
+    pub params: FibParams,
+}
+
+/// The loaded probe programs.
+pub struct Probe {
+    skel: skel::ProbeSkel<'static>,
+}
+
+/// A minimal Ethernet frame for the test run; the helper does not read it.
+const FRAME: [u8; 64] = {
+    let mut f = [0u8; 64];
+    f[12] = 0x08; // IPv4 ethertype
+    f
+};
+
+impl Probe {
+    /// Load the probe into the kernel (needs CAP_BPF / root).
+    pub fn load() -> Result<Self> {
+        // The skeleton borrows its object storage for its whole life; a
+        // probe lives as long as the process, so the storage is leaked.
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let open = skel::ProbeSkelBuilder::default()
+            .open(storage)
+            .ctx("open the probe BPF object")?;
+        let skel = open.load().ctx("load the probe BPF programs")?;
+        Ok(Self { skel })
+    }
+
+    /// Run one lookup with `params` and `flags` from `hook`.
+    pub fn lookup(&mut self, hook: Hook, params: &FibParams, flags: u32) -> Result<LookupResult> {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or(Error::NoGlobalData)?;
+        // SAFETY: both types are the same 64-byte plain-old-data layout
+        // (asserted in params.rs and in fib.h).
+        bss.req.params =
+            unsafe { std::mem::transmute::<FibParams, skel::types::fib_params>(*params) };
+        bss.req.flags = flags;
+        let runs_before = bss.res.runs;
+        let prog = match hook {
+            Hook::Tc => &self.skel.progs.probe_tc,
+            Hook::Xdp => &self.skel.progs.probe_xdp,
+        };
+        let mut input = ProgramInput::default();
+        input.data_in = Some(&FRAME);
+        input.repeat = 1;
+        prog.test_run(input).ctx("test-run the probe program")?;
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref()
+            .ok_or(Error::NoGlobalData)?;
+        debug_assert_eq!(bss.res.runs, runs_before.wrapping_add(1));
+        Ok(LookupResult {
+            rc: bss.res.rc,
+            // SAFETY: as above.
+            params: unsafe {
+                std::mem::transmute::<skel::types::fib_params, FibParams>(bss.res.params)
+            },
+        })
+    }
+
+    /// Whether the running kernel accepts `flag` (an unpatched kernel
+    /// rejects unknown flags with `-EINVAL` before doing anything else).
+    /// Probed with an IPv4 lookup on loopback.
+    pub fn accepts_flag(&mut self, flag: u32) -> Result<bool> {
+        let p = FibParams::forward(1, [127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 64);
+        Ok(self.lookup(Hook::Tc, &p, flag)?.rc != -(libc::EINVAL as i64))
+    }
+}

@@ -1,0 +1,49 @@
+//! `fibneigh`: build and boot patched kernels, probe the running kernel,
+//! and run the project's scenarios.
+
+mod cli_vm;
+mod probe;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a failure of the tool itself (as opposed to a guest
+/// command's own exit status, which `vm run` passes through).
+pub const EXIT_INFRA: u8 = 125;
+
+#[derive(Parser)]
+#[command(
+    name = "fibneigh",
+    version,
+    about = "Neighbour-state-aware bpf_fib_lookup: kernel pipeline and harness"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build patched kernels and boot them under virtme-ng.
+    #[command(subcommand)]
+    Vm(cli_vm::VmCommand),
+    /// Report the running kernel's version and bpf_fib_lookup features.
+    Probe(probe::ProbeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Vm(cmd) => cli_vm::run(cmd),
+        Command::Probe(args) => probe::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("fibneigh: error: {err:#}");
+            ExitCode::from(EXIT_INFRA)
+        }
+    }
+}

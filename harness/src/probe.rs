@@ -1,0 +1,99 @@
+//! `fibneigh probe`: what the running kernel offers.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fibneigh_bpf::probe::{Hook, Probe};
+use fibneigh_bpf::{flags, ret, FibParams};
+use serde::Serialize;
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Fail unless the kernel's release starts with this (e.g. 7.3).
+    #[arg(long)]
+    pub expect_release: Option<String>,
+    /// Fail unless NEIGH_STATE and NEIGH_REFRESH are supported.
+    #[arg(long)]
+    pub expect_patched: bool,
+}
+
+#[derive(Serialize)]
+pub struct Features {
+    pub release: String,
+    /// A tc and an XDP program calling bpf_fib_lookup loaded and ran.
+    pub fib_lookup_tc: String,
+    pub fib_lookup_xdp: String,
+    pub neigh_state: bool,
+    pub neigh_refresh: bool,
+}
+
+fn release() -> Result<String> {
+    Ok(nix::sys::utsname::uname()
+        .context("failed to read uname")?
+        .release()
+        .to_string_lossy()
+        .into_owned())
+}
+
+pub fn features() -> Result<Features> {
+    let mut probe =
+        Probe::load().context("failed to load the probe BPF programs (are you root?)")?;
+    let lo = FibParams::forward(1, [127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 64);
+    let mut run = |hook| -> Result<String> {
+        let r = probe
+            .lookup(hook, &lo, 0)
+            .context("failed to test-run bpf_fib_lookup")?;
+        Ok(ret::name(r.rc))
+    };
+    let fib_lookup_tc = run(Hook::Tc)?;
+    let fib_lookup_xdp = run(Hook::Xdp)?;
+    Ok(Features {
+        release: release()?,
+        fib_lookup_tc,
+        fib_lookup_xdp,
+        neigh_state: probe.accepts_flag(flags::NEIGH_STATE)?,
+        neigh_refresh: probe.accepts_flag(flags::NEIGH_REFRESH)?,
+    })
+}
+
+pub fn run(args: ProbeArgs) -> Result<ExitCode> {
+    let f = features()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+    } else {
+        let yes = |b| {
+            if b {
+                "supported"
+            } else {
+                "not supported (-EINVAL)"
+            }
+        };
+        println!("kernel release        {}", f.release);
+        println!(
+            "bpf_fib_lookup (tc)   loads and runs; loopback lookup -> {}",
+            f.fib_lookup_tc
+        );
+        println!(
+            "bpf_fib_lookup (xdp)  loads and runs; loopback lookup -> {}",
+            f.fib_lookup_xdp
+        );
+        println!("NEIGH_STATE           {}", yes(f.neigh_state));
+        println!("NEIGH_REFRESH         {}", yes(f.neigh_refresh));
+    }
+    if let Some(want) = &args.expect_release {
+        if !f.release.starts_with(want.as_str()) {
+            bail!(
+                "kernel release {} does not match the expected {want}",
+                f.release
+            );
+        }
+    }
+    if args.expect_patched && !(f.neigh_state && f.neigh_refresh) {
+        bail!("this kernel does not support NEIGH_STATE and NEIGH_REFRESH");
+    }
+    Ok(ExitCode::SUCCESS)
+}

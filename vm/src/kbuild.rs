@@ -1,0 +1,157 @@
+//! Step 5: build `bzImage` (and `vmlinux`, kept for BTF) with ccache.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::cmd;
+use crate::error::{Error, IoContext, Result};
+use crate::events::{Event, Phase, Reporter};
+
+/// A build profile: extra `make` arguments that change the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// tinyconfig + fragment, default warnings.
+    Tiny,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Tiny => "tiny",
+        }
+    }
+
+    fn make_args(self) -> Vec<String> {
+        match self {
+            Profile::Tiny => Vec::new(),
+        }
+    }
+}
+
+/// Is this `make` output line one finished object (`  CC      foo.o`)?
+pub fn object_line(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("  ")?;
+    let (tool, target) = rest.split_once(' ')?;
+    let known = [
+        "CC",
+        "AS",
+        "LD",
+        "AR",
+        "HOSTCC",
+        "HOSTLD",
+        "BTF",
+        "OBJCOPY",
+        "GEN",
+        "UPD",
+        "CPP",
+        "LDS",
+        "SYSMAP",
+        "KSYMS",
+        "MKPIGGY",
+        "ZOFFSET",
+        "VOFFSET",
+        "RELOCS",
+        "BTFIDS",
+        "SORTTAB",
+        "BUILD",
+        "XZKERN",
+        "GZIP",
+        "SYSTBL",
+        "SYSHDR",
+        "WRAP",
+        "HYPERCALLS",
+        "POLICY",
+        "TABLE",
+        "DESCEND",
+        "INSTALL",
+        "MKELF",
+        "MKCAP",
+        "CHK",
+        "VDSO",
+        "VDSO2C",
+    ];
+    known.contains(&tool).then(|| target.trim())
+}
+
+/// `make -jN bzImage` in `tree`; output goes to `log`.
+pub fn build(
+    tree: &Path,
+    profile: Profile,
+    jobs: usize,
+    log: &Path,
+    reporter: &mut dyn Reporter,
+) -> Result<()> {
+    reporter.event(Event::Start(Phase::Build, format!("bzImage, -j{jobs}")));
+    let mut make = Command::new("make");
+    make.current_dir(tree)
+        .arg(format!("-j{jobs}"))
+        .args(ccache_args())
+        .args(profile.make_args())
+        .arg("bzImage");
+    let mut done = 0;
+    let ok = cmd::stream(make, log, |line| {
+        if let Some(item) = object_line(line) {
+            done += 1;
+            reporter.event(Event::Progress {
+                done,
+                item: item.to_string(),
+            });
+        }
+    })?;
+    if !ok {
+        let text = fs::read_to_string(log).at(log)?;
+        let interesting: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("error") || l.contains("Error") || l.starts_with("make"))
+            .collect();
+        let start = interesting.len().saturating_sub(20);
+        return Err(Error::Build {
+            log: log.to_path_buf(),
+            tail: interesting[start..].join("\n"),
+        });
+    }
+    reporter.event(Event::End(Phase::Build));
+    Ok(())
+}
+
+/// `CC=ccache gcc` when ccache exists (setup installs it).
+fn ccache_args() -> Vec<String> {
+    let have = Command::new("ccache")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have {
+        vec!["CC=ccache gcc".into(), "HOSTCC=ccache gcc".into()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `uname -r` of the configured tree.
+pub fn kernel_release(tree: &Path) -> Result<String> {
+    Ok(cmd::output(
+        Command::new("make")
+            .current_dir(tree)
+            .args(["-s", "kernelrelease"]),
+    )?
+    .trim()
+    .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_object_lines_only() {
+        assert_eq!(
+            object_line("  CC      net/core/filter.o"),
+            Some("net/core/filter.o")
+        );
+        assert_eq!(object_line("  LD      vmlinux.o"), Some("vmlinux.o"));
+        assert_eq!(object_line("make[1]: Entering directory"), None);
+        assert_eq!(object_line("net/core/filter.c:12: warning: unused"), None);
+        assert_eq!(object_line("  FOO     bar"), None);
+    }
+}

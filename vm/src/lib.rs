@@ -1,0 +1,110 @@
+//! The patched-kernel VM pipeline: fetch the base source, commit it, apply
+//! the series, configure, build (cached by content), boot under virtme-ng
+//! and run a command inside.
+//!
+//! Each step is its own module with one public entry returning a typed
+//! artifact; [`build`] chains them. Nothing here prints: progress is a
+//! stream of [`events::Event`]s.
+
+pub mod apt;
+pub mod boot;
+pub mod cache;
+mod cmd;
+pub mod error;
+pub mod events;
+pub mod kbuild;
+pub mod kconfig;
+pub mod series;
+pub mod source;
+
+use std::fs;
+use std::path::PathBuf;
+
+pub use boot::{detect_accel, Accel, AccelProbe, RunRequest};
+pub use cache::{CacheKey, KernelImage};
+pub use error::{Error, Result};
+pub use events::{Event, NullReporter, Phase, Reporter};
+pub use kbuild::Profile;
+pub use series::Series;
+pub use source::{SourceSpec, SourceTree};
+
+use error::IoContext;
+
+/// Everything `fibneigh vm build` needs.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub cache_dir: PathBuf,
+    pub source: SourceSpec,
+    /// Directory holding `series` and the patches.
+    pub patches: PathBuf,
+    /// The config fragment merged onto tinyconfig.
+    pub config: PathBuf,
+    pub profile: Profile,
+    pub jobs: usize,
+    /// Re-resolve a Debian package against the mirror.
+    pub refresh_source: bool,
+}
+
+/// The default cache directory: `$FIBNEIGH_CACHE`, else
+/// `$XDG_CACHE_HOME/fibneigh`, else `~/.cache/fibneigh`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FIBNEIGH_CACHE") {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("fibneigh");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/fibneigh")
+}
+
+/// Build (or find in the cache) the kernel `req` describes.
+pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelImage> {
+    let series = Series::parse(&req.patches)?;
+    let fetched = source::fetch(&req.source, &req.cache_dir, req.refresh_source, reporter)?;
+    let key = CacheKey {
+        base: fetched.info.id.clone(),
+        series: series.digest()?,
+        config: cache::file_digest(&req.config)?,
+        profile: req.profile.name().to_string(),
+    };
+    if let Some(image) = cache::lookup(&req.cache_dir, &key) {
+        reporter.event(Event::Cached(
+            Phase::Build,
+            format!("kernel {} is cached", key.digest()),
+        ));
+        return Ok(image);
+    }
+
+    let tree = source::unpack(&fetched, &req.cache_dir, reporter)?;
+    series::apply(&tree, &series, reporter)?;
+    let stamp = format!("{}-{}", key.series, key.config);
+    kconfig::configure(&tree.path, &req.config, &stamp, reporter)?;
+    let out = cache::kernel_dir(&req.cache_dir, &key);
+    fs::create_dir_all(&out).at(&out)?;
+    kbuild::build(
+        &tree.path,
+        req.profile,
+        req.jobs,
+        &out.join("build.log"),
+        reporter,
+    )?;
+
+    let image = KernelImage {
+        bzimage: out.join("bzImage"),
+        vmlinux: out.join("vmlinux"),
+        release: kbuild::kernel_release(&tree.path)?,
+        upstream: tree.base.upstream.clone().unwrap_or_default(),
+        origin: tree.base.origin.clone(),
+        key,
+        tree: tree.path.clone(),
+    };
+    for (from, to) in [
+        (tree.path.join("arch/x86/boot/bzImage"), &image.bzimage),
+        (tree.path.join("vmlinux"), &image.vmlinux),
+    ] {
+        fs::copy(&from, to).at(&from)?;
+    }
+    cache::store(&image, &out)?;
+    Ok(image)
+}

@@ -1,0 +1,357 @@
+//! Step 1 and 2: get the base kernel source and turn it into a git tree with
+//! one commit holding the pristine base.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::apt::{self, PrivateApt};
+use crate::cmd;
+use crate::error::{Error, IoContext, Result};
+use crate::events::{Event, Phase, Reporter};
+
+/// Where the base source comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A Debian `linux-source-X.Y` package from `suite`, fetched through the
+    /// system's mirror.
+    Debian { package: String, suite: String },
+    /// A `.tar.xz` (or other tarball `tar` reads) or an unpacked tree.
+    Path(PathBuf),
+}
+
+impl SourceSpec {
+    /// The default base: Linux 7.3 from trixie-backports.
+    pub fn default_base() -> Self {
+        Self::Debian {
+            package: "linux-source-7.3".into(),
+            suite: "trixie-backports".into(),
+        }
+    }
+}
+
+/// The base a tree was made from; recorded next to every tree and kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseInfo {
+    /// Stable identity of the base content, e.g.
+    /// `linux-source-7.3_7.3.4-1~bpo13+1` or `tarball-<sha256>`.
+    pub id: String,
+    /// What a human needs to reproduce it: the package and exact version,
+    /// or the path it came from.
+    pub origin: String,
+    /// The upstream version from the top-level Makefile, e.g. `7.3.4`;
+    /// filled in once the source is unpacked.
+    pub upstream: Option<String>,
+}
+
+/// A located base source, not yet unpacked.
+#[derive(Debug, Clone)]
+pub struct FetchedSource {
+    pub info: BaseInfo,
+    archive: Archive,
+}
+
+#[derive(Debug, Clone)]
+enum Archive {
+    Deb(PathBuf),
+    Tarball(PathBuf),
+    Dir(PathBuf),
+}
+
+/// Locate the base source, downloading it if needed. With `refresh`, a
+/// Debian package is re-resolved against the mirror even when a downloaded
+/// copy exists; otherwise a cached `.deb` is used without network access.
+pub fn fetch(
+    spec: &SourceSpec,
+    cache: &Path,
+    refresh: bool,
+    reporter: &mut dyn Reporter,
+) -> Result<FetchedSource> {
+    match spec {
+        SourceSpec::Debian { package, suite } => {
+            let apt = PrivateApt::new(cache.join("apt").join(suite));
+            let deb = match apt.cached(package, None)? {
+                Some(deb) if !refresh => deb,
+                _ => {
+                    reporter.event(Event::Start(
+                        Phase::Fetch,
+                        format!("{package} from {suite}"),
+                    ));
+                    let mirror = apt::system_mirror(Path::new("/etc/apt"))?;
+                    apt.update(&mirror, suite)?;
+                    let version = apt.candidate(package)?.ok_or_else(|| Error::Package {
+                        package: package.clone(),
+                        suite: suite.clone(),
+                        reason: "not found in the suite's package lists".into(),
+                    })?;
+                    let deb = match apt.cached(package, Some(&version))? {
+                        Some(deb) => deb,
+                        None => apt.download(package, &version)?,
+                    };
+                    reporter.event(Event::End(Phase::Fetch));
+                    deb
+                }
+            };
+            Ok(FetchedSource {
+                info: BaseInfo {
+                    id: format!("{package}_{}", deb.version),
+                    origin: format!("Debian package {package} {} ({suite})", deb.version),
+                    upstream: None,
+                },
+                archive: Archive::Deb(deb.path),
+            })
+        }
+        SourceSpec::Path(path) => {
+            let meta = fs::metadata(path).at(path)?;
+            let (id, archive) = if meta.is_dir() {
+                if !path.join("Makefile").exists() || !path.join("net/core/filter.c").exists() {
+                    return Err(Error::BadSource {
+                        path: path.clone(),
+                        reason: "not a kernel tree (no Makefile or net/core/filter.c)".into(),
+                    });
+                }
+                (
+                    format!("tree-{}", tree_digest(path)?),
+                    Archive::Dir(path.clone()),
+                )
+            } else {
+                (
+                    format!("tarball-{}", file_digest(path)?),
+                    Archive::Tarball(path.clone()),
+                )
+            };
+            Ok(FetchedSource {
+                info: BaseInfo {
+                    id,
+                    origin: format!("{}", path.display()),
+                    upstream: None,
+                },
+                archive,
+            })
+        }
+    }
+}
+
+/// A git tree whose `fibneigh-base` tag is the pristine base.
+#[derive(Debug, Clone)]
+pub struct SourceTree {
+    pub path: PathBuf,
+    pub base: BaseInfo,
+}
+
+pub const BASE_TAG: &str = "fibneigh-base";
+const BASE_FILE: &str = ".git/fibneigh-base.json";
+
+/// The directory a base's tree lives in under `cache`.
+pub fn tree_dir(cache: &Path, base: &BaseInfo) -> PathBuf {
+    cache.join("trees").join(&base.id).join("linux")
+}
+
+/// Unpack `src` into the cache (once) and commit it as the base.
+pub fn unpack(
+    src: &FetchedSource,
+    cache: &Path,
+    reporter: &mut dyn Reporter,
+) -> Result<SourceTree> {
+    let dir = tree_dir(cache, &src.info);
+    let marker = dir.join(BASE_FILE);
+    if let Ok(text) = fs::read_to_string(&marker) {
+        if let Ok(base) = serde_json::from_str::<BaseInfo>(&text) {
+            return Ok(SourceTree { path: dir, base });
+        }
+    }
+    // A half-made tree from an interrupted run is thrown away.
+    if dir.exists() {
+        fs::remove_dir_all(&dir).at(&dir)?;
+    }
+    fs::create_dir_all(&dir).at(&dir)?;
+
+    reporter.event(Event::Start(Phase::Unpack, src.info.origin.clone()));
+    match &src.archive {
+        Archive::Deb(deb) => {
+            let scratch = dir.with_file_name("deb");
+            let _ = fs::remove_dir_all(&scratch);
+            cmd::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&scratch))?;
+            let tarball =
+                find_tarball(&scratch.join("usr/src")).ok_or_else(|| Error::BadSource {
+                    path: deb.clone(),
+                    reason: "the package holds no usr/src/linux-source-*.tar.*".into(),
+                })?;
+            untar(&tarball, &dir)?;
+            fs::remove_dir_all(&scratch).at(&scratch)?;
+        }
+        Archive::Tarball(tarball) => untar(tarball, &dir)?,
+        Archive::Dir(tree) => {
+            cmd::run(
+                Command::new("rsync")
+                    .args(["-a", "--exclude=.git"])
+                    .arg(format!("{}/", tree.display()))
+                    .arg(&dir),
+            )?;
+        }
+    }
+    if !dir.join("net/core/filter.c").exists() {
+        return Err(Error::BadSource {
+            path: dir,
+            reason: "unpacked source is not a kernel tree (no net/core/filter.c)".into(),
+        });
+    }
+    reporter.event(Event::End(Phase::Unpack));
+
+    let mut base = src.info.clone();
+    base.upstream = Some(makefile_version(&dir)?);
+    reporter.event(Event::Start(
+        Phase::Commit,
+        "git commit of the pristine base".into(),
+    ));
+    git(&dir, &["init", "-q", "-b", "fibneigh"])?;
+    git(&dir, &["add", "-A", "-f", "."])?;
+    git(
+        &dir,
+        &[
+            "commit",
+            "-q",
+            "--no-verify",
+            "-m",
+            &format!("base: {}", base.origin),
+        ],
+    )?;
+    git(&dir, &["tag", "-f", BASE_TAG])?;
+    let text = serde_json::to_string_pretty(&base).map_err(|e| Error::BadSource {
+        path: marker.clone(),
+        reason: e.to_string(),
+    })?;
+    fs::write(&marker, text).at(&marker)?;
+    reporter.event(Event::End(Phase::Commit));
+    Ok(SourceTree { path: dir, base })
+}
+
+/// A `git` command in `tree` with a fixed identity, so commits the pipeline
+/// makes do not depend on the user's configuration.
+pub fn git_cmd(tree: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(tree)
+        .env("GIT_AUTHOR_NAME", "fibneigh")
+        .env("GIT_AUTHOR_EMAIL", "fibneigh@localhost")
+        .env("GIT_COMMITTER_NAME", "fibneigh")
+        .env("GIT_COMMITTER_EMAIL", "fibneigh@localhost")
+        .env("GIT_AUTHOR_DATE", "2000-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2000-01-01T00:00:00Z");
+    c
+}
+
+pub fn git(tree: &Path, args: &[&str]) -> Result<String> {
+    cmd::output(git_cmd(tree).args(args))
+}
+
+fn find_tarball(dir: &Path) -> Option<PathBuf> {
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("linux-source-") && n.contains(".tar"))
+        })
+}
+
+fn untar(tarball: &Path, dest: &Path) -> Result<()> {
+    cmd::run(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(tarball)
+            .arg("-C")
+            .arg(dest)
+            .arg("--strip-components=1"),
+    )
+}
+
+/// `VERSION.PATCHLEVEL.SUBLEVEL` from a tree's top-level Makefile.
+pub fn makefile_version(tree: &Path) -> Result<String> {
+    let path = tree.join("Makefile");
+    let text = fs::read_to_string(&path).at(&path)?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim_start().strip_prefix('='))
+            .map(|v| v.trim().to_string())
+    };
+    match (field("VERSION"), field("PATCHLEVEL"), field("SUBLEVEL")) {
+        (Some(v), Some(p), Some(s)) if !s.is_empty() => Ok(format!("{v}.{p}.{s}")),
+        (Some(v), Some(p), _) => Ok(format!("{v}.{p}")),
+        _ => Err(Error::BadSource {
+            path,
+            reason: "no VERSION/PATCHLEVEL in the Makefile".into(),
+        }),
+    }
+}
+
+fn file_digest(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).at(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).at(path)?;
+    Ok(hex::encode(&hasher.finalize()[..8]))
+}
+
+/// A digest of an unpacked tree's listing (paths, sizes, mtimes): cheap,
+/// and changes whenever any file is edited.
+fn tree_digest(path: &Path) -> Result<String> {
+    let listing = cmd::output(Command::new("find").arg(path).args([
+        "-path",
+        "*/.git",
+        "-prune",
+        "-o",
+        "-type",
+        "f",
+        "-printf",
+        "%P %s %T@\n",
+    ]))?;
+    let mut lines: Vec<&str> = listing.lines().collect();
+    lines.sort_unstable();
+    let mut hasher = Sha256::new();
+    for l in lines {
+        hasher.update(l.as_bytes());
+        hasher.update(b"\n");
+    }
+    Ok(hex::encode(&hasher.finalize()[..8]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn makefile_version_reads_sublevel() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("Makefile"),
+            "# SPDX\nVERSION = 7\nPATCHLEVEL = 3\nSUBLEVEL = 4\nEXTRAVERSION =\n",
+        )
+        .unwrap();
+        assert_eq!(makefile_version(dir.path()).unwrap(), "7.3.4");
+        fs::write(
+            dir.path().join("Makefile"),
+            "VERSION = 7\nPATCHLEVEL = 3\nSUBLEVEL =\n",
+        )
+        .unwrap();
+        assert_eq!(makefile_version(dir.path()).unwrap(), "7.3");
+        fs::write(dir.path().join("Makefile"), "all:\n").unwrap();
+        assert!(makefile_version(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_directory_that_is_not_a_kernel_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = fetch(
+            &SourceSpec::Path(dir.path().to_path_buf()),
+            dir.path(),
+            false,
+            &mut crate::events::NullReporter,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not a kernel tree"), "{err}");
+    }
+}
