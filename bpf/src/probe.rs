@@ -74,9 +74,11 @@ impl Probe {
             Hook::Tc => &self.skel.progs.probe_tc,
             Hook::Xdp => &self.skel.progs.probe_xdp,
         };
-        let mut input = ProgramInput::default();
-        input.data_in = Some(&FRAME);
-        input.repeat = 1;
+        let input = ProgramInput {
+            data_in: Some(&FRAME),
+            repeat: 1,
+            ..Default::default()
+        };
         prog.test_run(input).ctx("test-run the probe program")?;
         let bss = self
             .skel

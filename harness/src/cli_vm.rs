@@ -45,6 +45,9 @@ pub struct BuildArgs {
     /// Ask the mirror for the newest package version even if one is cached.
     #[arg(long)]
     pub refresh_source: bool,
+    /// Print the kernel's manifest as JSON instead of its path.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -102,7 +105,11 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::Build(args) => {
             let image = build(&args)?;
             describe(&image);
-            println!("{}", image.bzimage.display());
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&image)?);
+            } else {
+                println!("{}", image.bzimage.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Run(args) => run_in_guest(args),
@@ -332,6 +339,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         &image.tree,
         req.profile,
         req.jobs,
+        &req.cache_dir.join("ccache"),
         &req.cache_dir.join("bench-rebuild.log"),
         reporter.as_mut(),
     )?;

@@ -115,7 +115,8 @@ pub struct RunRequest {
     pub memory: String,
     pub cpus: u32,
     pub accel: Accel,
-    /// Where the guest's serial console is written.
+    /// Where the guest's serial console (everything virtme-ng prints on
+    /// stderr) is written.
     pub console_log: PathBuf,
 }
 
@@ -140,11 +141,9 @@ pub fn vng_args(req: &RunRequest) -> Vec<String> {
         // Root over 9p needs the root device named.
         "--append".into(),
         "root=/dev/root".into(),
-        // Kernel messages on a second serial port, into the console log.
-        "--append".into(),
-        "console=ttyS1 loglevel=7".into(),
-        "--qemu-opts".into(),
-        format!("-serial file:{}", req.console_log.display()),
+        // The serial console goes to stderr, where `run` splits it from
+        // the command's own stderr into the console log.
+        "--verbose".into(),
         "--memory".into(),
         req.memory.clone(),
         "--cpus".into(),
@@ -179,7 +178,6 @@ pub fn run(
     if let Some(dir) = req.console_log.parent() {
         fs::create_dir_all(dir).at(dir)?;
     }
-    fs::write(&req.console_log, b"").at(&req.console_log)?;
     let args = vng_args(req);
     reporter.event(Event::Start(
         Phase::Boot,
@@ -193,61 +191,133 @@ pub fn run(
         ),
     ));
     let mut cmd = Command::new("vng");
-    cmd.args(&args).stdin(Stdio::null()).process_group(0);
+    // Both streams go through pipes: QEMU opens /proc/self/fd/{1,2} with
+    // O_TRUNC, which would wipe a log file our caller redirected us into.
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     let shown = crate::cmd::display(&cmd);
     reporter.event(Event::Note(format!("running {shown}")));
     let mut child = cmd
         .spawn()
         .map_err(|source| Error::Spawn { cmd: shown, source })?;
+    let log = fs::File::create(&req.console_log).at(&req.console_log)?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let splitter = std::thread::spawn(move || split_console(stderr, log, std::io::stderr()));
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let copier = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut stdout, &mut std::io::stdout());
+    });
     let started = Instant::now();
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let kill_all = || {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
     };
-    let status = loop {
+    let failure = loop {
         match child.try_wait() {
-            Ok(Some(status)) => break status,
+            Ok(Some(status)) => break Ok(status),
             Ok(None) => {}
             Err(e) => {
-                kill_all();
-                return Err(Error::Io {
+                break Err(Error::Io {
                     path: "vng".into(),
                     source: e,
-                });
+                })
             }
         }
         if cancel.load(Ordering::Relaxed) {
-            kill_all();
-            let _ = child.wait();
-            return Err(Error::Interrupted {
+            break Err(Error::Interrupted {
                 console_log: req.console_log.clone(),
             });
         }
         if started.elapsed() > req.timeout {
-            kill_all();
-            let _ = child.wait();
-            return Err(Error::GuestTimeout {
+            break Err(Error::GuestTimeout {
                 timeout: req.timeout,
                 console_log: req.console_log.clone(),
             });
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    // QEMU may leave helpers (virtiofsd) behind in the group.
+    // QEMU may leave helpers (virtiofsd) behind in the group; on failure
+    // the guest itself goes too.
     kill_all();
+    let _ = child.wait();
+    let saw = splitter.join().unwrap_or_default();
+    let _ = copier.join();
+    let status = failure?;
     reporter.event(Event::End(Phase::Boot));
-    let console = fs::read_to_string(&req.console_log).unwrap_or_default();
-    if console.contains("Kernel panic") {
+    if saw.panic {
         return Err(Error::GuestPanic {
             console_log: req.console_log.clone(),
         });
     }
-    if !console.contains(START_MARKER) {
+    if !saw.marker {
         return Err(Error::GuestNoStart {
             console_log: req.console_log.clone(),
         });
     }
     Ok(status)
+}
+
+/// What the console showed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleSummary {
+    /// The guest reached the command ([`START_MARKER`]).
+    pub marker: bool,
+    pub panic: bool,
+}
+
+/// Is this console line the kernel's (`[    1.234567] ...`, from
+/// CONFIG_PRINTK_TIME) or virtme-ng's own chatter?
+pub fn is_console_noise(line: &str) -> bool {
+    let kernel = line
+        .strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .is_some_and(|(ts, _)| {
+            let ts = ts.trim();
+            !ts.is_empty() && ts.chars().all(|c| c.is_ascii_digit() || c == '.')
+        });
+    kernel
+        || line.starts_with("virtme-ng-init:")
+        || line.starts_with("virtme:")
+        || line.starts_with("virtme-run:")
+}
+
+/// Copy virtme-ng's stderr into the console log; pass the guest command's
+/// own stderr (everything after the start marker that is not kernel or
+/// virtme output) through to `user`.
+pub fn split_console(
+    from: impl std::io::Read,
+    mut log: impl std::io::Write,
+    mut user: impl std::io::Write,
+) -> ConsoleSummary {
+    use std::io::BufRead;
+
+    let mut summary = ConsoleSummary::default();
+    let mut reader = std::io::BufReader::new(from);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let _ = log.write_all(&buf);
+        let line = String::from_utf8_lossy(&buf);
+        if line.contains(START_MARKER) {
+            summary.marker = true;
+            continue;
+        }
+        if line.contains("Kernel panic") {
+            summary.panic = true;
+        }
+        if summary.marker && !is_console_noise(&line) {
+            let _ = user.write_all(&buf);
+        }
+    }
+    let _ = log.flush();
+    summary
 }
 
 #[cfg(test)]
@@ -286,11 +356,7 @@ mod tests {
         let args = vng_args(&req());
         assert!(has_pair(&args, "--run", "/k/bzImage"));
         assert!(has_pair(&args, "--append", "root=/dev/root"));
-        assert!(has_pair(
-            &args,
-            "--qemu-opts",
-            "-serial file:/tmp/console.log"
-        ));
+        assert!(args.contains(&"--verbose".to_string()));
         assert!(has_pair(&args, "--memory", "2G"));
         assert!(has_pair(&args, "--cpus", "2"));
         assert!(args.contains(&"--rwdir=/repo".to_string()));
@@ -300,9 +366,9 @@ mod tests {
     fn command_is_quoted_and_marked() {
         let args = vng_args(&req());
         let script = args.last().unwrap();
-        assert_eq!(
-            script,
-            &format!("echo '{START_MARKER}' >/dev/kmsg 2>/dev/null; exec sh -c 'echo '\"'\"'a b'\"'\"'; exit 3'")
+        assert!(
+            script.starts_with(&format!("echo '{START_MARKER}' >/dev/kmsg")),
+            "{script}"
         );
         // The shell turns it back into the same argv.
         let argv = shlex::split(script.split_once("exec ").unwrap().1).unwrap();
@@ -327,5 +393,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, Error::NoKernel(_)), "{err}");
+    }
+
+    #[test]
+    fn console_split_passes_only_command_stderr() {
+        let input = format!(
+            "virtme: waiting\n[    0.000000] Linux version 7.3.4\nvirtme-ng-init: udev is done\n\
+             [    5.100000] {START_MARKER}\nreal error from the command\n[    6.0] late kernel line\n\
+             [ oops] not a timestamp\n"
+        );
+        let mut log = Vec::new();
+        let mut user = Vec::new();
+        let s = split_console(input.as_bytes(), &mut log, &mut user);
+        assert_eq!(
+            s,
+            ConsoleSummary {
+                marker: true,
+                panic: false
+            }
+        );
+        assert_eq!(String::from_utf8(log).unwrap(), input);
+        assert_eq!(
+            String::from_utf8(user).unwrap(),
+            "real error from the command\n[ oops] not a timestamp\n"
+        );
+    }
+
+    #[test]
+    fn console_split_sees_panic_without_marker() {
+        let input = "[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n";
+        let s = split_console(input.as_bytes(), Vec::new(), Vec::new());
+        assert_eq!(
+            s,
+            ConsoleSummary {
+                marker: false,
+                panic: true
+            }
+        );
     }
 }

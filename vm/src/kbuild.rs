@@ -74,11 +74,14 @@ pub fn object_line(line: &str) -> Option<&str> {
     known.contains(&tool).then(|| target.trim())
 }
 
-/// `make -jN bzImage` in `tree`; output goes to `log`.
+/// `make -jN bzImage` in `tree`; output goes to `log`. ccache keeps its
+/// objects in `ccache_dir`, shared between trees (paths are made relative
+/// to the tree so another tree of the same base hits the same entries).
 pub fn build(
     tree: &Path,
     profile: Profile,
     jobs: usize,
+    ccache_dir: &Path,
     log: &Path,
     reporter: &mut dyn Reporter,
 ) -> Result<()> {
@@ -88,7 +91,10 @@ pub fn build(
         .arg(format!("-j{jobs}"))
         .args(ccache_args())
         .args(profile.make_args())
-        .arg("bzImage");
+        .arg("bzImage")
+        .env("CCACHE_DIR", ccache_dir)
+        .env("CCACHE_BASEDIR", tree)
+        .env("CCACHE_NOHASHDIR", "1");
     let mut done = 0;
     let ok = cmd::stream(make, log, |line| {
         if let Some(item) = object_line(line) {

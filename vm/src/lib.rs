@@ -86,6 +86,7 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         &tree.path,
         req.profile,
         req.jobs,
+        &req.cache_dir.join("ccache"),
         &out.join("build.log"),
         reporter,
     )?;

@@ -65,12 +65,18 @@ impl Series {
 }
 
 const APPLIED_FILE: &str = ".git/fibneigh-series";
+const MTIMES_FILE: &str = ".git/fibneigh-mtimes.json";
+
+/// For every file a series has ever touched: the blob it held and its
+/// modification time, as of the last successful apply.
+type MtimeRecord = BTreeMap<String, (String, SystemTime)>;
 
 /// Make `tree`'s HEAD the base plus `series`, one `git am` per patch.
 ///
 /// Re-applying after editing one patch must not make `make` rebuild the
-/// world: files whose content ends up the same as before get their old
-/// modification time back, so only what really changed is recompiled.
+/// world: a file whose content ends up as it was at the last successful
+/// apply gets that apply's modification time back, so only what really
+/// changed is recompiled, even after a failed apply in between.
 pub fn apply(tree: &SourceTree, series: &Series, reporter: &mut dyn Reporter) -> Result<()> {
     let digest = series.digest()?;
     let marker = tree.path.join(APPLIED_FILE);
@@ -90,9 +96,11 @@ pub fn apply(tree: &SourceTree, series: &Series, reporter: &mut dyn Reporter) ->
         ),
     ));
     let _ = fs::remove_file(&marker);
-    let old_head = git(&tree.path, &["rev-parse", "HEAD"])?.trim().to_string();
-    let touched_before = changed_files(&tree.path, BASE_TAG, &old_head)?;
-    let mtimes = mtimes(&tree.path, &touched_before);
+    let record_path = tree.path.join(MTIMES_FILE);
+    let mut record: MtimeRecord = fs::read_to_string(&record_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
 
     // An `am` left behind by an interrupted run would block the next one.
     let _ = git(&tree.path, &["am", "--abort"]);
@@ -123,34 +131,55 @@ pub fn apply(tree: &SourceTree, series: &Series, reporter: &mut dyn Reporter) ->
                 .unwrap_or_default(),
         });
     }
-    let new_head = git(&tree.path, &["rev-parse", "HEAD"])?.trim().to_string();
-    let really_changed = changed_files(&tree.path, &old_head, &new_head)?;
-    for (file, mtime) in mtimes {
-        if !really_changed.contains(&file) {
-            if let Ok(f) = fs::File::options().write(true).open(tree.path.join(&file)) {
-                let _ = f.set_modified(mtime);
+
+    let mut paths: BTreeSet<String> = git(
+        &tree.path,
+        &["diff", "--name-only", "--no-renames", BASE_TAG, "HEAD"],
+    )?
+    .lines()
+    .map(str::to_string)
+    .collect();
+    paths.extend(record.keys().cloned());
+    let blobs = blobs(&tree.path, &paths)?;
+    for path in &paths {
+        let file = tree.path.join(path);
+        let blob = blobs.get(path).cloned().unwrap_or_default();
+        if let Some((old_blob, mtime)) = record.get(path) {
+            if *old_blob == blob {
+                if let Ok(f) = fs::File::options().write(true).open(&file) {
+                    let _ = f.set_modified(*mtime);
+                }
             }
         }
+        match fs::metadata(&file).and_then(|m| m.modified()) {
+            Ok(mtime) => record.insert(path.clone(), (blob, mtime)),
+            Err(_) => record.remove(path),
+        };
     }
+    let text = serde_json::to_string(&record).expect("record serializes");
+    fs::write(&record_path, text).at(&record_path)?;
     fs::write(&marker, &digest).at(&marker)?;
     reporter.event(Event::End(Phase::Patch));
     Ok(())
 }
 
-fn changed_files(tree: &Path, from: &str, to: &str) -> Result<BTreeSet<String>> {
-    Ok(
-        git(tree, &["diff", "--name-only", "--no-renames", from, to])?
-            .lines()
-            .map(str::to_string)
-            .collect(),
-    )
-}
-
-fn mtimes(tree: &Path, files: &BTreeSet<String>) -> BTreeMap<String, SystemTime> {
-    files
-        .iter()
-        .filter_map(|f| Some((f.clone(), fs::metadata(tree.join(f)).ok()?.modified().ok()?)))
-        .collect()
+/// The blob ids of `paths` at HEAD (absent files are left out).
+fn blobs(tree: &Path, paths: &BTreeSet<String>) -> Result<BTreeMap<String, String>> {
+    if paths.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut args = vec!["ls-tree", "-r", "HEAD", "--"];
+    args.extend(paths.iter().map(String::as_str));
+    Ok(git(tree, &args)?
+        .lines()
+        .filter_map(|l| {
+            let (meta, path) = l.split_once('\t')?;
+            Some((
+                path.to_string(),
+                meta.split_whitespace().nth(2)?.to_string(),
+            ))
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -221,5 +250,146 @@ mod tests {
         write(d.path(), "series", "a.patch\nb.patch\n");
         write(d.path(), "b.patch", "b2");
         assert_ne!(Series::parse(d.path()).unwrap().digest().unwrap(), first);
+    }
+
+    /// A small git tree with a base tag, and a patch series made from it.
+    fn fixture() -> (tempfile::TempDir, SourceTree, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        write(&tree, "a.c", "int a;\n");
+        write(&tree, "b.c", "int b;\n");
+        git(&tree, &["init", "-q", "-b", "main"]).unwrap();
+        git(&tree, &["add", "-A"]).unwrap();
+        git(&tree, &["commit", "-q", "-m", "base"]).unwrap();
+        git(&tree, &["tag", BASE_TAG]).unwrap();
+        write(&tree, "a.c", "int a = 1;\n");
+        git(&tree, &["commit", "-q", "-am", "change a"]).unwrap();
+        write(&tree, "b.c", "int b = 2;\n");
+        git(&tree, &["commit", "-q", "-am", "change b"]).unwrap();
+        let patches = d.path().join("patches");
+        git(
+            &tree,
+            &[
+                "format-patch",
+                "-q",
+                "-o",
+                patches.to_str().unwrap(),
+                BASE_TAG,
+            ],
+        )
+        .unwrap();
+        git(&tree, &["reset", "-q", "--hard", BASE_TAG]).unwrap();
+        let mut names: Vec<String> = fs::read_dir(&patches)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        write(&patches, "series", &names.join("\n"));
+        let st = SourceTree {
+            path: tree,
+            base: crate::source::BaseInfo {
+                id: "test".into(),
+                origin: "test".into(),
+                upstream: None,
+            },
+        };
+        (d, st, patches)
+    }
+
+    #[test]
+    fn apply_then_reapply_edited_series_keeps_unchanged_mtimes() {
+        let (_d, tree, patches) = fixture();
+        let series = Series::parse(&patches).unwrap();
+        apply(&tree, &series, &mut crate::events::NullReporter).unwrap();
+        assert_eq!(
+            fs::read_to_string(tree.path.join("a.c")).unwrap(),
+            "int a = 1;\n"
+        );
+        assert_eq!(
+            fs::read_to_string(tree.path.join("b.c")).unwrap(),
+            "int b = 2;\n"
+        );
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        for f in ["a.c", "b.c"] {
+            let file = fs::File::options()
+                .write(true)
+                .open(tree.path.join(f))
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+        // Record the old mtimes as the last successful apply's.
+        fs::remove_file(tree.path.join(APPLIED_FILE)).unwrap();
+        fs::remove_file(tree.path.join(MTIMES_FILE)).unwrap();
+        apply(&tree, &series, &mut crate::events::NullReporter).unwrap();
+        for f in ["a.c", "b.c"] {
+            let file = fs::File::options()
+                .write(true)
+                .open(tree.path.join(f))
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+        fs::remove_file(tree.path.join(APPLIED_FILE)).unwrap();
+        let mut record: MtimeRecord =
+            serde_json::from_str(&fs::read_to_string(tree.path.join(MTIMES_FILE)).unwrap())
+                .unwrap();
+        for v in record.values_mut() {
+            v.1 = old;
+        }
+        fs::write(
+            tree.path.join(MTIMES_FILE),
+            serde_json::to_string(&record).unwrap(),
+        )
+        .unwrap();
+
+        // A broken series in between must not lose the record.
+        let broken = tempfile::tempdir().unwrap();
+        write(broken.path(), "bad.patch", "From 0 Mon Sep 17 00:00:00 2001\nSubject: [PATCH] bad\n\n---\n a.c | 1 +\n\ndiff --git a/a.c b/a.c\n--- a/a.c\n+++ b/a.c\n@@ -1 +1 @@\n-nothing like this\n+x\n");
+        write(broken.path(), "series", "bad.patch\n");
+        let err = apply(
+            &tree,
+            &Series::parse(broken.path()).unwrap(),
+            &mut crate::events::NullReporter,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bad.patch"), "{err}");
+        assert!(matches!(err, Error::PatchDoesNotApply { .. }));
+
+        // Edit the second patch only: a.c keeps its old mtime, b.c is new.
+        let p2 = &series.patches[1];
+        let text = fs::read_to_string(p2)
+            .unwrap()
+            .replace("int b = 2;", "int b = 3;");
+        fs::write(p2, text).unwrap();
+        let edited = Series::parse(&patches).unwrap();
+        apply(&tree, &edited, &mut crate::events::NullReporter).unwrap();
+        assert_eq!(
+            fs::read_to_string(tree.path.join("b.c")).unwrap(),
+            "int b = 3;\n"
+        );
+        let mtime = |f: &str| fs::metadata(tree.path.join(f)).unwrap().modified().unwrap();
+        assert_eq!(mtime("a.c"), old, "unchanged file keeps its mtime");
+        assert_ne!(mtime("b.c"), old, "changed file is new");
+    }
+
+    #[test]
+    fn failing_patch_is_named_and_tree_is_clean() {
+        let (_d, tree, patches) = fixture();
+        let p1 = patches.join(&Series::parse(&patches).unwrap().patches[0]);
+        let text = fs::read_to_string(&p1)
+            .unwrap()
+            .replace("-int a;", "-int zzz;");
+        fs::write(&p1, text).unwrap();
+        let err = apply(
+            &tree,
+            &Series::parse(&patches).unwrap(),
+            &mut crate::events::NullReporter,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&p1.display().to_string()), "{msg}");
+        assert!(msg.contains("does not apply"), "{msg}");
+        // No `git am` is left in progress.
+        assert!(!tree.path.join(".git/rebase-apply").exists());
     }
 }

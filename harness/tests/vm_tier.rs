@@ -1,0 +1,193 @@
+//! The VM tier: build the kernel from the committed series and config, boot
+//! it under virtme-ng and run commands inside; plus the pipeline's failure
+//! paths. Each test needs root, QEMU, virtme-ng and the kernel source, and
+//! the first one builds a kernel (minutes), so they are ignored by a plain
+//! `cargo test`; `scripts/test.sh` runs them with `--ignored`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fibneigh() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fibneigh"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("fibneigh runs");
+    eprintln!(
+        "--- {:?} -> {}\n--- stdout\n{}--- stderr\n{}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The manifest of the kernel `vm build` makes from the committed inputs.
+fn kernel() -> serde_json::Value {
+    let out = run(fibneigh().args(["vm", "build", "--json"]));
+    assert!(out.status.success(), "vm build failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("vm build --json prints JSON")
+}
+
+fn series_is_empty() -> bool {
+    let series = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-patches/series");
+    std::fs::read_to_string(series)
+        .expect("kernel-patches/series exists")
+        .lines()
+        .all(|l| l.split('#').next().unwrap_or("").trim().is_empty())
+}
+
+#[test]
+#[ignore = "VM tier: builds and boots the patched kernel (scripts/test.sh runs it)"]
+fn vm_kernel_boots_with_base_version_and_runs_fib_lookup() {
+    let image = kernel();
+    let upstream = image["upstream"].as_str().expect("upstream version");
+    assert!(
+        upstream.starts_with("7.3."),
+        "base is Linux 7.3.x, got {upstream}"
+    );
+
+    let out = run(fibneigh().args(["vm", "run", "--timeout", "600", "--", "uname", "-r"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let release = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        release.starts_with(upstream),
+        "guest uname -r {release:?} is not {upstream}"
+    );
+
+    let mut probe = vec![env!("CARGO_BIN_EXE_fibneigh").to_string(), "probe".into()];
+    probe.extend(["--expect-release".into(), upstream.to_string()]);
+    if !series_is_empty() {
+        probe.push("--expect-patched".into());
+    }
+    let out = run(fibneigh()
+        .args(["vm", "run", "--timeout", "600", "--"])
+        .args(&probe));
+    assert!(
+        out.status.success(),
+        "probe in the guest failed: {}",
+        stderr(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("bpf_fib_lookup (tc)   loads and runs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bpf_fib_lookup (xdp)  loads and runs"),
+        "{text}"
+    );
+}
+
+#[test]
+#[ignore = "VM tier: needs the kernel built by the first VM test"]
+fn vm_second_build_does_no_work() {
+    kernel();
+    let out = run(fibneigh().args(["vm", "build"]));
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("[build] cached"), "{err}");
+    assert!(
+        !err.contains("[unpack]") && !err.contains("[patch]"),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "VM tier: boots the kernel"]
+fn vm_guest_exit_status_is_passed_through() {
+    let out = run(fibneigh().args([
+        "vm",
+        "run",
+        "--timeout",
+        "600",
+        "--",
+        "sh",
+        "-c",
+        "echo to-stdout; exit 7",
+    ]));
+    assert_eq!(out.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("to-stdout"));
+    assert!(
+        stderr(&out).contains("console log:"),
+        "a failing command keeps the console log"
+    );
+}
+
+#[test]
+#[ignore = "VM tier: boots the kernel"]
+fn vm_missing_guest_command_is_reported() {
+    let out = run(fibneigh().args([
+        "vm",
+        "run",
+        "--timeout",
+        "600",
+        "--",
+        "/nonexistent/fibneigh-cmd",
+    ]));
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        stderr(&out).contains("could not start `/nonexistent/fibneigh-cmd`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+#[ignore = "VM tier: needs QEMU and virtme-ng"]
+fn vm_bogus_kernel_fails_with_console_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bzImage");
+    std::fs::write(&bogus, vec![0x5a; 4096]).unwrap();
+    let out = run(fibneigh()
+        .args(["vm", "run", "--timeout", "120", "--kernel"])
+        .arg(&bogus)
+        .args(["--", "true"]));
+    assert_eq!(out.status.code(), Some(125), "infrastructure failure code");
+    let err = stderr(&out);
+    assert!(err.contains("did not boot"), "{err}");
+    assert!(err.contains("console log:"), "{err}");
+
+    let out = run(fibneigh().args([
+        "vm",
+        "run",
+        "--kernel",
+        "/nonexistent/bzImage",
+        "--",
+        "true",
+    ]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("/nonexistent/bzImage does not exist"));
+}
+
+#[test]
+#[ignore = "VM tier: needs the kernel source tree"]
+fn vm_patch_that_does_not_apply_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let patch = dir.path().join("0001-bogus.patch");
+    std::fs::write(
+        &patch,
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n\
+         From: Nobody <nobody@localhost>\nSubject: [PATCH] bogus\n\n---\n\
+         diff --git a/net/core/filter.c b/net/core/filter.c\n\
+         --- a/net/core/filter.c\n+++ b/net/core/filter.c\n\
+         @@ -1,1 +1,1 @@\n-this line is not in filter.c\n+neither is this\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("series"), "0001-bogus.patch\n").unwrap();
+    let out = run(fibneigh()
+        .args(["vm", "build", "--patches"])
+        .arg(dir.path()));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("0001-bogus.patch does not apply"), "{err}");
+    assert!(
+        err.contains("patch failed") || err.contains("error:"),
+        "git's message is shown: {err}"
+    );
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Everything CI runs, on a fresh machine: install, lint, unit tests, then the
+# VM tier (build the patched kernel, boot it, run checks inside).
+#
+#   scripts/test.sh          all tiers
+#   scripts/test.sh unit     skip the VM tier
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tier=${1:-all}
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
+
+step setup
+scripts/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "unit tests"
+cargo test --workspace
+
+if [ "$(id -u)" != 0 ]; then
+	echo "SKIPPED: root-only tiers (host tier, VM tier): not running as root"
+	exit 0
+fi
+
+if [ "$tier" = unit ]; then
+	echo "SKIPPED: VM tier (scripts/test.sh unit)"
+	exit 0
+fi
+
+step "VM tier: kernel build, boot, checks in the guest, failure paths"
+cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
