@@ -1,9 +1,11 @@
 //! BPF programs and their loaders: the lookup probe (one `bpf_fib_lookup`
 //! per `BPF_PROG_TEST_RUN`) and the forwarder.
 
+pub mod forwarder;
 pub mod params;
 pub mod probe;
 
+pub use forwarder::{Attachment, Counters, Forwarder, Policy};
 pub use params::{flags, nud, ret, FibParams};
 
 /// Errors from loading or running the programs.

@@ -1,0 +1,381 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A router fast path in tc and XDP, with the neighbour policy chosen at load
+ * time (DESIGN §5). Three layers, as in Cilium's bpf/lib/fib.h:
+ *
+ *   1. parse:  Ethernet + IPv4/IPv6 header -> struct fib_params, or "not
+ *              ours" (the packet goes to the stack untouched);
+ *   2. decide: one bpf_fib_lookup() with the policy's flags, then the
+ *              policy's small function turns (rc, params) into an action;
+ *   3. act:    decrement TTL / hop limit, then bpf_redirect() with the MACs
+ *              from the lookup, bpf_redirect_neigh() (tc only), or pass.
+ *
+ * Nothing in the packet is written before the action is known to be a
+ * redirect, so a passed packet is always the packet that arrived.
+ */
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "fib.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET		2
+#define AF_INET6	10
+#define PACKET_HOST	0
+#define IP_MF		0x2000
+#define IP_OFFSET	0x1fff
+#define NEXTHDR_HOP	0
+#define IPV6_FLOWINFO_MASK	0x0fffffff
+
+/* Policies (the Rust loader's Policy enum uses the same numbers). */
+#define POLICY_BASELINE		0
+#define POLICY_ALWAYS_NEIGH	1
+#define POLICY_STATE_AWARE	2
+#define POLICY_REFRESH		3
+
+/* Set by the loader before load; the verifier prunes the other policies. */
+const volatile __u32 policy = POLICY_BASELINE;
+
+/*
+ * Counter slots in the per-CPU array `counters`; the Rust `Counters` reads
+ * the same layout.
+ */
+enum {
+	CNT_RC_BASE = 0,			/* lookups by rc 0..10 */
+	CNT_RC_OTHER = CNT_RC_BASE + FIBNEIGH_RET_MAX,	/* anything else, errnos */
+	CNT_NUD_NONE,				/* nud_state == NUD_NONE */
+	CNT_NUD_BIT0,				/* 8 slots: one per NUD bit */
+	CNT_REDIRECT = CNT_NUD_BIT0 + 8,	/* bpf_redirect() */
+	CNT_REDIRECT_NEIGH,			/* bpf_redirect_neigh() */
+	CNT_PASS,				/* handed to the stack */
+	CNT_DROP,				/* a redirect helper refused */
+	CNT_NEIGH_PASS,				/* XDP passes tc would redirect_neigh */
+	CNT_SKIPPED,				/* passes without a lookup */
+	CNT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &slot);
+
+	if (c)
+		*c += 1;
+}
+
+/* ---- layer 1: parse ------------------------------------------------- */
+
+/* What the parse found; l3 points into the packet. */
+struct fwd_pkt {
+	struct fib_params p;
+	struct ethhdr *eth;
+	void *l3;
+	bool v6;
+};
+
+/*
+ * Fill `pkt` for a packet this program may forward, or return false: not
+ * IPv4/IPv6, truncated, malformed, IPv4 options, IPv6 hop-by-hop options,
+ * TTL/hop limit that expires here. `len` is the whole packet's length.
+ */
+static __always_inline bool parse(void *data, void *data_end, __u32 len,
+				  __u32 ifindex, struct fwd_pkt *pkt)
+{
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return false;
+	/* Broadcast and multicast frames are the stack's. */
+	if (eth->h_dest[0] & 1)
+		return false;
+	pkt->eth = eth;
+	pkt->l3 = eth + 1;
+	pkt->p.ifindex = ifindex;
+
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = pkt->l3;
+		__u16 tot_len;
+
+		if ((void *)(ip + 1) > data_end)
+			return false;
+		/* Options would need the stack (record route, ...). */
+		if (ip->version != 4 || ip->ihl != 5)
+			return false;
+		tot_len = bpf_ntohs(ip->tot_len);
+		if (tot_len < sizeof(*ip) || tot_len > len - sizeof(*eth))
+			return false;
+		if (ip->ttl <= 1)
+			return false;
+		pkt->v6 = false;
+		pkt->p.family = AF_INET;
+		pkt->p.tos = ip->tos;
+		pkt->p.l4_protocol = ip->protocol;
+		pkt->p.tot_len = tot_len;
+		pkt->p.ipv4_src = ip->saddr;
+		pkt->p.ipv4_dst = ip->daddr;
+		return true;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = pkt->l3;
+		__u32 payload;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return false;
+		if (ip6->version != 6)
+			return false;
+		payload = bpf_ntohs(ip6->payload_len);
+		/* Jumbograms (payload 0) and hop-by-hop options: the stack. */
+		if (payload == 0 || ip6->nexthdr == NEXTHDR_HOP)
+			return false;
+		if (payload + sizeof(*ip6) > len - sizeof(*eth))
+			return false;
+		if (ip6->hop_limit <= 1)
+			return false;
+		pkt->v6 = true;
+		pkt->p.family = AF_INET6;
+		pkt->p.flowinfo = *(__be32 *)ip6 & bpf_htonl(IPV6_FLOWINFO_MASK);
+		pkt->p.l4_protocol = ip6->nexthdr;
+		pkt->p.tot_len = payload + sizeof(*ip6);
+		__builtin_memcpy(pkt->p.ipv6_src, &ip6->saddr, 16);
+		__builtin_memcpy(pkt->p.ipv6_dst, &ip6->daddr, 16);
+		return true;
+	}
+	return false;
+}
+
+/* ---- layer 2: lookup and policies ----------------------------------- */
+
+enum action {
+	ACT_PASS,		/* to the stack, untouched */
+	ACT_REDIRECT,		/* MACs from the lookup + bpf_redirect() */
+	ACT_REDIRECT_NEIGH,	/* bpf_redirect_neigh(); tc only */
+	ACT_NEIGH_PASS,		/* XDP's stand-in for ACT_REDIRECT_NEIGH */
+};
+
+static __always_inline __u32 lookup_flags(void)
+{
+	switch (policy) {
+	case POLICY_ALWAYS_NEIGH:
+		return FIBNEIGH_LOOKUP_SKIP_NEIGH;
+	case POLICY_STATE_AWARE:
+		return FIBNEIGH_LOOKUP_NEIGH_STATE;
+	case POLICY_REFRESH:
+		return FIBNEIGH_LOOKUP_NEIGH_REFRESH;
+	default:
+		return 0;
+	}
+}
+
+/* Lookup + bpf_redirect() with the cached MACs (DESIGN §1). */
+static __always_inline enum action policy_baseline(long rc)
+{
+	return rc == FIBNEIGH_RET_SUCCESS ? ACT_REDIRECT : ACT_PASS;
+}
+
+/* Option 2: route only, the kernel's neighbour output path fills the MACs. */
+static __always_inline enum action policy_always_neigh(long rc, bool xdp)
+{
+	if (rc != FIBNEIGH_RET_SUCCESS)
+		return ACT_PASS;
+	return xdp ? ACT_NEIGH_PASS : ACT_REDIRECT_NEIGH;
+}
+
+/* Option 3: the fast path only while the entry is connected. */
+static __always_inline enum action
+policy_state_aware(long rc, const struct fib_params *p, bool xdp)
+{
+	if (rc == FIBNEIGH_RET_SUCCESS && (p->nud_state & FIBNEIGH_NUD_CONNECTED))
+		return ACT_REDIRECT;
+	if (rc == FIBNEIGH_RET_SUCCESS || rc == FIBNEIGH_RET_NO_NEIGH)
+		return xdp ? ACT_NEIGH_PASS : ACT_REDIRECT_NEIGH;
+	return ACT_PASS;
+}
+
+/* Option 3b: the helper re-validates STALE entries; act as baseline. */
+static __always_inline enum action policy_refresh(long rc)
+{
+	return policy_baseline(rc);
+}
+
+static __always_inline void count_lookup(long rc, __u32 flags,
+					 const struct fib_params *p)
+{
+	__u16 nud = p->nud_state;
+
+	count(rc >= 0 && rc < FIBNEIGH_RET_MAX ? CNT_RC_BASE + rc : CNT_RC_OTHER);
+	/* nud_state is only an output with the flag and on these returns. */
+	if (!(flags & FIBNEIGH_LOOKUP_NEIGH_STATE))
+		return;
+	if (rc != FIBNEIGH_RET_SUCCESS && rc != FIBNEIGH_RET_NO_NEIGH &&
+	    rc != FIBNEIGH_RET_FRAG_NEEDED)
+		return;
+	if (nud == 0) {
+		count(CNT_NUD_NONE);
+		return;
+	}
+#pragma unroll
+	for (int bit = 0; bit < 8; bit++)
+		if (nud & (1U << bit))
+			count(CNT_NUD_BIT0 + bit);
+}
+
+/* Look the packet up and let the load-time policy decide. */
+static __always_inline enum action decide(void *ctx, struct fwd_pkt *pkt,
+					  bool xdp)
+{
+	__u32 flags = lookup_flags();
+	long rc;
+
+	rc = bpf_fib_lookup(ctx, (struct bpf_fib_lookup *)&pkt->p,
+			    sizeof(pkt->p), flags);
+	count_lookup(rc, flags, &pkt->p);
+
+	switch (policy) {
+	case POLICY_ALWAYS_NEIGH:
+		return policy_always_neigh(rc, xdp);
+	case POLICY_STATE_AWARE:
+		return policy_state_aware(rc, &pkt->p, xdp);
+	case POLICY_REFRESH:
+		return policy_refresh(rc);
+	default:
+		return policy_baseline(rc);
+	}
+}
+
+/* ---- layer 3: act --------------------------------------------------- */
+
+/* As a router: one hop less, IPv4 header checksum fixed incrementally. */
+static __always_inline void decrement_ttl(struct fwd_pkt *pkt, void *data_end)
+{
+	if (pkt->v6) {
+		struct ipv6hdr *ip6 = pkt->l3;
+
+		if ((void *)(ip6 + 1) <= data_end)
+			ip6->hop_limit--;
+	} else {
+		struct iphdr *ip = pkt->l3;
+		__u32 check;
+
+		if ((void *)(ip + 1) > data_end)
+			return;
+		check = ip->check;
+		check += bpf_htons(0x0100);
+		ip->check = (__sum16)(check + (check >= 0xffff));
+		ip->ttl--;
+	}
+}
+
+/* The nexthop the lookup wrote back, for bpf_redirect_neigh(). */
+static __always_inline void nexthop(const struct fib_params *p,
+				    struct bpf_redir_neigh *nh)
+{
+	if (p->family == AF_INET) {
+		nh->nh_family = AF_INET;
+		nh->ipv4_nh = p->ipv4_dst;
+	} else {
+		/* IPv6, or an IPv4 route with an IPv6 gateway. */
+		nh->nh_family = AF_INET6;
+		__builtin_memcpy(nh->ipv6_nh, p->ipv6_dst, 16);
+	}
+}
+
+/*
+ * Carry out `act`; returns the program's verdict. `xdp` is a compile-time
+ * constant in each entry point, so the XDP program never calls
+ * bpf_redirect_neigh().
+ */
+static __always_inline int act(enum action act, struct fwd_pkt *pkt,
+			       void *data_end, bool xdp)
+{
+	int pass = xdp ? XDP_PASS : TC_ACT_OK;
+	long verdict;
+
+	switch (act) {
+	case ACT_REDIRECT:
+		decrement_ttl(pkt, data_end);
+		__builtin_memcpy(pkt->eth->h_dest, pkt->p.dmac, ETH_ALEN);
+		__builtin_memcpy(pkt->eth->h_source, pkt->p.smac, ETH_ALEN);
+		verdict = bpf_redirect(pkt->p.ifindex, 0);
+		if (verdict == (xdp ? XDP_REDIRECT : TC_ACT_REDIRECT))
+			count(CNT_REDIRECT);
+		else
+			count(CNT_DROP);
+		return verdict;
+	case ACT_REDIRECT_NEIGH:
+		if (!xdp) {
+			struct bpf_redir_neigh nh = {};
+
+			nexthop(&pkt->p, &nh);
+			decrement_ttl(pkt, data_end);
+			verdict = bpf_redirect_neigh(pkt->p.ifindex, &nh,
+						     sizeof(nh), 0);
+			if (verdict == TC_ACT_REDIRECT)
+				count(CNT_REDIRECT_NEIGH);
+			else
+				count(CNT_DROP);
+			return verdict;
+		}
+		/* fall through: XDP cannot */
+	case ACT_NEIGH_PASS:
+		count(CNT_NEIGH_PASS);
+		count(CNT_PASS);
+		return pass;
+	default:
+		count(CNT_PASS);
+		return pass;
+	}
+}
+
+/* The whole pipeline, shared by both entry points. */
+static __always_inline int forward(void *ctx, void *data, void *data_end,
+				   __u32 len, __u32 ifindex, bool xdp)
+{
+	struct fwd_pkt pkt = {};
+	enum action a;
+
+	if (!parse(data, data_end, len, ifindex, &pkt)) {
+		count(CNT_SKIPPED);
+		count(CNT_PASS);
+		return xdp ? XDP_PASS : TC_ACT_OK;
+	}
+	a = decide(ctx, &pkt, xdp);
+	return act(a, &pkt, data_end, xdp);
+}
+
+SEC("tc")
+int forwarder_tc(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	/* Frames for another host's MAC are not ours to route. */
+	if (skb->pkt_type != PACKET_HOST) {
+		count(CNT_SKIPPED);
+		count(CNT_PASS);
+		return TC_ACT_OK;
+	}
+	return forward(skb, data, data_end, skb->len, skb->ingress_ifindex,
+		       false);
+}
+
+SEC("xdp")
+int forwarder_xdp(struct xdp_md *xdp)
+{
+	void *data = (void *)(long)xdp->data;
+	void *data_end = (void *)(long)xdp->data_end;
+
+	return forward(xdp, data, data_end, data_end - data,
+		       xdp->ingress_ifindex, true);
+}

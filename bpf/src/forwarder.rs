@@ -1,0 +1,459 @@
+//! The forwarder (src/bpf/forwarder.bpf.c): a tc and an XDP router fast
+//! path whose neighbour policy is chosen at load time, its per-CPU
+//! counters, and attachments that detach when dropped.
+
+use std::fmt;
+use std::fs::File;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::str::FromStr;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, ProgramInput, TcHook, TcHookBuilder, TC_INGRESS};
+
+use crate::probe::Hook;
+use crate::{flags, nud, BpfContext, Result};
+
+mod skel {
+    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
+    include!(concat!(env!("OUT_DIR"), "/forwarder.skel.rs"));
+}
+
+/// How the forwarder treats the neighbour entry behind a route (DESIGN §5).
+/// The numbers are the program's `POLICY_*` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Policy {
+    /// Lookup, write the cached MACs, `bpf_redirect()`.
+    Baseline = 0,
+    /// Lookup with `SKIP_NEIGH`, `bpf_redirect_neigh()` (XDP: the stack).
+    AlwaysNeigh = 1,
+    /// Lookup with `NEIGH_STATE`; `bpf_redirect()` only while the entry is
+    /// connected, else `bpf_redirect_neigh()` (XDP: the stack).
+    StateAware = 2,
+    /// Lookup with `NEIGH_REFRESH`, then as baseline.
+    Refresh = 3,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 4] = [
+        Policy::Baseline,
+        Policy::AlwaysNeigh,
+        Policy::StateAware,
+        Policy::Refresh,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Baseline => "baseline",
+            Policy::AlwaysNeigh => "always-neigh",
+            Policy::StateAware => "state-aware",
+            Policy::Refresh => "refresh",
+        }
+    }
+
+    /// The `BPF_FIB_LOOKUP_*` flags the policy passes to the helper, which
+    /// are the uAPI it needs from the kernel: check them with
+    /// [`Probe::accepts_flag`](crate::probe::Probe::accepts_flag). A kernel
+    /// that rejects them still loads the program; every lookup then returns
+    /// `-EINVAL` and every packet goes to the stack.
+    pub fn required_flags(self) -> u32 {
+        match self {
+            Policy::Baseline => 0,
+            Policy::AlwaysNeigh => flags::SKIP_NEIGH,
+            Policy::StateAware => flags::NEIGH_STATE,
+            Policy::Refresh => flags::NEIGH_REFRESH,
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A policy name that is not one of [`Policy::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown policy {0:?} (expected baseline, always-neigh, state-aware or refresh)")]
+pub struct UnknownPolicy(pub String);
+
+impl FromStr for Policy {
+    type Err = UnknownPolicy;
+
+    fn from_str(s: &str) -> Result<Self, UnknownPolicy> {
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| UnknownPolicy(s.to_string()))
+    }
+}
+
+/// Lookup return-code buckets: `BPF_FIB_LKUP_RET_*` 0..=10, then "other"
+/// (negative errnos and anything newer).
+pub const RC_BUCKETS: usize = 12;
+/// `nud_state` buckets: `NUD_NONE`, then one per NUD bit (0x01 ..= 0x80).
+pub const NUD_BUCKETS: usize = 9;
+
+/// Slots of the program's `counters` map, in its `CNT_*` order.
+mod slot {
+    use super::{NUD_BUCKETS, RC_BUCKETS};
+    pub const RC: usize = 0;
+    pub const NUD: usize = RC + RC_BUCKETS;
+    pub const REDIRECT: usize = NUD + NUD_BUCKETS;
+    pub const REDIRECT_NEIGH: usize = REDIRECT + 1;
+    pub const PASS: usize = REDIRECT + 2;
+    pub const DROP: usize = REDIRECT + 3;
+    pub const NEIGH_PASS: usize = REDIRECT + 4;
+    pub const SKIPPED: usize = REDIRECT + 5;
+    pub const COUNT: usize = SKIPPED + 1;
+}
+
+/// The forwarder's counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Lookups by return code; index 11 is "other" (e.g. `-EINVAL`).
+    pub lookups: [u64; RC_BUCKETS],
+    /// `nud_state` reported by `NEIGH_STATE` lookups: index 0 is
+    /// `NUD_NONE`, index 1 + b counts states with bit b set.
+    pub nud: [u64; NUD_BUCKETS],
+    /// Packets sent with `bpf_redirect()` and the lookup's MACs.
+    pub redirect: u64,
+    /// Packets sent with `bpf_redirect_neigh()` (tc only).
+    pub redirect_neigh: u64,
+    /// Packets handed to the stack untouched (all reasons).
+    pub pass: u64,
+    /// Packets a redirect helper refused.
+    pub drop: u64,
+    /// Of `pass`: XDP packets the tc program would have sent with
+    /// `bpf_redirect_neigh()`.
+    pub neigh_pass: u64,
+    /// Of `pass`: packets not looked up (not IP, malformed, TTL expiring,
+    /// options, not addressed to this host).
+    pub skipped: u64,
+}
+
+impl Counters {
+    fn from_slots(s: &[u64; slot::COUNT]) -> Self {
+        let mut c = Counters {
+            redirect: s[slot::REDIRECT],
+            redirect_neigh: s[slot::REDIRECT_NEIGH],
+            pass: s[slot::PASS],
+            drop: s[slot::DROP],
+            neigh_pass: s[slot::NEIGH_PASS],
+            skipped: s[slot::SKIPPED],
+            ..Default::default()
+        };
+        c.lookups
+            .copy_from_slice(&s[slot::RC..slot::RC + RC_BUCKETS]);
+        c.nud
+            .copy_from_slice(&s[slot::NUD..slot::NUD + NUD_BUCKETS]);
+        c
+    }
+
+    /// All lookups.
+    pub fn lookups_total(&self) -> u64 {
+        self.lookups.iter().sum()
+    }
+
+    /// Lookups that returned `rc` (a negative errno or an out-of-range
+    /// value reads the "other" bucket).
+    pub fn lookups_returning(&self, rc: i64) -> u64 {
+        match usize::try_from(rc) {
+            Ok(i) if i < RC_BUCKETS - 1 => self.lookups[i],
+            _ => self.lookups[RC_BUCKETS - 1],
+        }
+    }
+
+    /// Lookups that reported `state` (`nud::NONE` or a single NUD bit).
+    pub fn nud_reports(&self, state: u16) -> u64 {
+        if state == nud::NONE {
+            return self.nud[0];
+        }
+        match state.trailing_zeros() {
+            b @ 0..=7 if state.count_ones() == 1 => self.nud[1 + b as usize],
+            _ => 0,
+        }
+    }
+
+    /// What happened since `earlier` (a previous reading).
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let mut c = Counters {
+            redirect: d(self.redirect, earlier.redirect),
+            redirect_neigh: d(self.redirect_neigh, earlier.redirect_neigh),
+            pass: d(self.pass, earlier.pass),
+            drop: d(self.drop, earlier.drop),
+            neigh_pass: d(self.neigh_pass, earlier.neigh_pass),
+            skipped: d(self.skipped, earlier.skipped),
+            ..Default::default()
+        };
+        for (i, v) in c.lookups.iter_mut().enumerate() {
+            *v = d(self.lookups[i], earlier.lookups[i]);
+        }
+        for (i, v) in c.nud.iter_mut().enumerate() {
+            *v = d(self.nud[i], earlier.nud[i]);
+        }
+        c
+    }
+}
+
+/// A loaded forwarder (both entry points, one policy).
+pub struct Forwarder {
+    skel: skel::ForwarderSkel<'static>,
+    policy: Policy,
+}
+
+impl Forwarder {
+    /// Load the forwarder with `policy` baked into its read-only data
+    /// (needs CAP_BPF / root).
+    pub fn load(policy: Policy) -> Result<Self> {
+        // The skeleton borrows its object storage for its whole life; the
+        // storage is one pointer, leaked per load (the BPF object itself is
+        // freed when the skeleton drops).
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = skel::ForwarderSkelBuilder::default()
+            .open(storage)
+            .ctx("open the forwarder BPF object")?;
+        open.maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or(crate::Error::NoGlobalData)?
+            .policy = policy as u32;
+        let skel = open.load().ctx("load the forwarder BPF programs")?;
+        Ok(Self { skel, policy })
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Attach to `ifindex` in the calling thread's network namespace: tc
+    /// ingress (a clsact qdisc is created if missing) or XDP (a BPF link,
+    /// driver mode where the device has it). Detached when the returned
+    /// guard drops.
+    pub fn attach(&self, hook: Hook, ifindex: u32) -> Result<Attachment> {
+        let netns = File::open("/proc/thread-self/ns/net")
+            .map(OwnedFd::from)
+            .map_err(libbpf_rs::Error::from)
+            .ctx("open the current network namespace")?;
+        let ifindex = i32::try_from(ifindex)
+            .map_err(|_| libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::ENODEV)))
+            .ctx("use the interface index")?;
+        let kind = match hook {
+            Hook::Tc => {
+                let mut hook = TcHookBuilder::new(self.skel.progs.forwarder_tc.as_fd())
+                    .ifindex(ifindex)
+                    .replace(true)
+                    .handle(1)
+                    .priority(1)
+                    .hook(TC_INGRESS);
+                hook.create().ctx("create the clsact qdisc")?;
+                hook.attach().ctx("attach the tc forwarder")?;
+                Kind::Tc { hook, netns }
+            }
+            Hook::Xdp => Kind::Xdp {
+                _link: self
+                    .skel
+                    .progs
+                    .forwarder_xdp
+                    .attach_xdp(ifindex)
+                    .ctx("attach the XDP forwarder")?,
+            },
+        };
+        Ok(Attachment { kind })
+    }
+
+    /// As [`attach`](Self::attach), on `ifindex` in the network namespace
+    /// `netns` (an open `/run/netns/<name>` or `/proc/<pid>/ns/net`). The
+    /// calling thread enters it for the attach and returns.
+    pub fn attach_in(&self, netns: BorrowedFd<'_>, hook: Hook, ifindex: u32) -> Result<Attachment> {
+        let _inside = EnteredNetns::enter(netns)?;
+        self.attach(hook, ifindex)
+    }
+
+    /// The counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        let map = &self.skel.maps.counters;
+        let mut slots = [0u64; slot::COUNT];
+        for (i, total) in slots.iter_mut().enumerate() {
+            let key = (i as u32).to_ne_bytes();
+            let per_cpu = map
+                .lookup_percpu(&key, MapFlags::ANY)
+                .ctx("read the forwarder's counters")?
+                .unwrap_or_default();
+            *total = per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8))
+                .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+                .sum();
+        }
+        Ok(Counters::from_slots(&slots))
+    }
+
+    /// Zero every counter.
+    pub fn reset_counters(&self) -> Result<()> {
+        let map = &self.skel.maps.counters;
+        let cpus = libbpf_rs::num_possible_cpus().ctx("count the possible CPUs")?;
+        let zeros = vec![vec![0u8; 8]; cpus];
+        for i in 0..slot::COUNT {
+            map.update_percpu(&(i as u32).to_ne_bytes(), &zeros, MapFlags::ANY)
+                .ctx("reset the forwarder's counters")?;
+        }
+        Ok(())
+    }
+
+    /// Run one entry point once on `frame` with `BPF_PROG_TEST_RUN`, as if
+    /// it arrived on `ingress_ifindex` of the calling thread's namespace
+    /// (for tc, the frame must be addressed to that device's MAC to count
+    /// as this host's). Returns the program's verdict (`TC_ACT_*` or
+    /// `XDP_*`); the kernel does not carry out a redirect.
+    pub fn test_run(&self, hook: Hook, frame: &[u8], ingress_ifindex: u32) -> Result<u32> {
+        // Only the leading fields the kernel accepts are passed; it zeroes
+        // the rest. Offsets are those of the uAPI structs.
+        let (prog, mut ctx) = match hook {
+            Hook::Tc => {
+                // struct __sk_buff up to `ifindex`: ingress_ifindex at 36
+                // (sets skb_iif), ifindex at 40 (the device).
+                let mut skb = [0u8; 44];
+                skb[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+                skb[40..44].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+                (&self.skel.progs.forwarder_tc, skb.to_vec())
+            }
+            Hook::Xdp => {
+                // struct xdp_md: data_end at 4 (the linear length),
+                // ingress_ifindex at 12.
+                let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+                let mut md = [0u8; 24];
+                md[4..8].copy_from_slice(&len.to_ne_bytes());
+                md[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+                (&self.skel.progs.forwarder_xdp, md.to_vec())
+            }
+        };
+        let input = ProgramInput {
+            context_in: Some(&mut ctx),
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        let out = prog.test_run(input).ctx("test-run the forwarder")?;
+        Ok(out.return_value)
+    }
+}
+
+/// A forwarder attached to a device; detaches on drop.
+pub struct Attachment {
+    kind: Kind,
+}
+
+enum Kind {
+    /// A tc filter; detaching goes through a netlink socket opened in the
+    /// calling thread's namespace, so the attach namespace is kept.
+    Tc { hook: TcHook, netns: OwnedFd },
+    /// An XDP BPF link; closing it detaches, from any namespace.
+    Xdp { _link: Link },
+}
+
+impl Attachment {
+    /// Which entry point is attached.
+    pub fn hook(&self) -> Hook {
+        match self.kind {
+            Kind::Tc { .. } => Hook::Tc,
+            Kind::Xdp { .. } => Hook::Xdp,
+        }
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if let Kind::Tc { hook, netns } = &mut self.kind {
+            // The namespace may be gone already (and the filter with it).
+            if let Ok(_inside) = EnteredNetns::enter(netns.as_fd()) {
+                let _ = hook.detach();
+            }
+        }
+    }
+}
+
+/// The calling thread inside another network namespace until drop, which
+/// returns it to the namespace it was in.
+struct EnteredNetns {
+    previous: OwnedFd,
+}
+
+impl EnteredNetns {
+    fn enter(netns: BorrowedFd<'_>) -> Result<Self> {
+        let previous = File::open("/proc/thread-self/ns/net")
+            .map(OwnedFd::from)
+            .map_err(libbpf_rs::Error::from)
+            .ctx("open the current network namespace")?;
+        setns(netns).ctx("enter the network namespace")?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for EnteredNetns {
+    fn drop(&mut self) {
+        // Staying in the wrong namespace would silently misdirect every
+        // later network call of this thread.
+        setns(self.previous.as_fd()).expect("return to the previous network namespace");
+    }
+}
+
+fn setns(fd: BorrowedFd<'_>) -> libbpf_rs::Result<()> {
+    // SAFETY: plain syscall on a valid descriptor.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_round_trip() {
+        for p in Policy::ALL {
+            assert_eq!(p.to_string().parse::<Policy>(), Ok(p));
+        }
+        assert!("stateaware".parse::<Policy>().is_err());
+    }
+
+    #[test]
+    fn policy_numbers_match_the_program() {
+        // POLICY_* in forwarder.bpf.c
+        let nums: Vec<u32> = Policy::ALL.iter().map(|p| *p as u32).collect();
+        assert_eq!(nums, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn slots_match_the_program() {
+        // CNT_MAX in forwarder.bpf.c: 11 rc + other, 9 nud, 6 actions.
+        assert_eq!(slot::COUNT, 27);
+        assert_eq!(slot::REDIRECT, 21);
+    }
+
+    #[test]
+    fn counter_accessors() {
+        let mut s = [0u64; slot::COUNT];
+        s[slot::RC + 7] = 3; // NO_NEIGH
+        s[slot::RC + 11] = 2; // other
+        s[slot::NUD] = 1; // NONE
+        s[slot::NUD + 3] = 5; // STALE = bit 2
+        s[slot::PASS] = 4;
+        let c = Counters::from_slots(&s);
+        assert_eq!(c.lookups_returning(crate::ret::NO_NEIGH), 3);
+        assert_eq!(c.lookups_returning(-22), 2);
+        assert_eq!(c.lookups_total(), 5);
+        assert_eq!(c.nud_reports(nud::NONE), 1);
+        assert_eq!(c.nud_reports(nud::STALE), 5);
+        assert_eq!(c.nud_reports(nud::CONNECTED), 0);
+        assert_eq!(c.pass, 4);
+        let later = Counters { pass: 10, ..c };
+        assert_eq!(later.since(&c).pass, 6);
+        assert_eq!(later.since(&c).lookups_total(), 0);
+    }
+}
