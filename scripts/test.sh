@@ -34,3 +34,9 @@ fi
 
 step "VM tier: kernel build, boot, checks in the guest, failure paths"
 cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
+
+step "kernel gates: git am, checkpatch, W=1, bpf_doc and uAPI"
+cargo test -p fibneigh --test kernel_gates -- --ignored --test-threads=1
+
+step "kernel selftests: test_progs -t fib_lookup in the patched kernel"
+cargo run -q --bin fibneigh -- selftests

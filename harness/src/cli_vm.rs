@@ -173,7 +173,7 @@ fn describe(image: &KernelImage) {
     );
 }
 
-fn accel(choice: AccelArg, cache: &Path) -> Accel {
+pub fn accel(choice: AccelArg, cache: &Path) -> Accel {
     match choice {
         AccelArg::Kvm => Accel::Kvm,
         AccelArg::Tcg => Accel::Tcg,

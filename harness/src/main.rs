@@ -1,6 +1,7 @@
 //! `fibneigh`: build and boot patched kernels, probe the running kernel,
 //! and run the project's scenarios.
 
+mod cli_selftests;
 mod cli_vm;
 mod probe;
 mod progress;
@@ -31,6 +32,8 @@ enum Command {
     Vm(cli_vm::VmCommand),
     /// Report the running kernel's version and bpf_fib_lookup features.
     Probe(probe::ProbeArgs),
+    /// Build the kernel's test_progs and run `-t fib_lookup` in the VM.
+    Selftests(cli_selftests::SelftestsArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Vm(cmd) => cli_vm::run(cmd),
         Command::Probe(args) => probe::run(args),
+        Command::Selftests(args) => cli_selftests::run(args),
     };
     match result {
         Ok(code) => code,

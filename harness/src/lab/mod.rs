@@ -1,0 +1,273 @@
+//! The network-namespace lab: a declared [`Topology`] built with
+//! rtnetlink, torn down on drop, plus neighbour control (entries in any NUD
+//! state, per-device neighbour sysctls).
+//!
+//! Nothing outside the namespaces the lab creates is touched: links are
+//! created from threads inside those namespaces, and deleting a namespace
+//! removes its links, tc filters and XDP programs with it.
+
+pub mod neigh;
+pub mod netns;
+pub mod plan;
+pub mod rtnl;
+
+use std::fs::File;
+use std::future::Future;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+pub use neigh::{NeighEntry, NeighSpec, NeighSysctl};
+pub use plan::{addr, Names, Topology, TopologyError};
+
+/// Errors from building or using the lab.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid topology: {0}")]
+    Topology(#[from] TopologyError),
+    #[error("network namespace {0} already exists")]
+    Exists(String),
+    #[error("{0} is not a namespace of this lab")]
+    NotOurs(String),
+    #[error("no interface {0}")]
+    NoSuchInterface(String),
+    #[error("failed to {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to {what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Wrap an I/O failure with what was being done.
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// A built lab; dropping it deletes every namespace it created.
+pub struct Lab {
+    topology: Topology,
+    /// Namespaces created so far, in order (deleted in reverse).
+    created: Vec<String>,
+}
+
+impl Lab {
+    /// Build `topology`: namespaces, sysctls, veths, bridges, addresses,
+    /// routes, all links up. On failure, whatever was built is removed.
+    pub fn create(topology: &Topology) -> Result<Lab> {
+        topology.validate()?;
+        let mut lab = Lab {
+            topology: topology.clone(),
+            created: Vec::new(),
+        };
+        let t = &lab.topology;
+        for ns in &t.namespaces {
+            netns::create(ns)?;
+            lab.created.push(ns.clone());
+        }
+        for ns in &t.namespaces {
+            let router = t.routers.contains(ns);
+            Lab::in_ns(ns, || base_sysctls(router))??;
+        }
+        for v in &t.veths {
+            let peer_ns = File::open(netns::path(&v.b.ns))
+                .map_err(io_err(format!("open network namespace {}", v.b.ns)))?;
+            let fd = peer_ns.as_raw_fd();
+            let (a, b) = (v.a.ifname.clone(), v.b.ifname.clone());
+            rtnl::with_netlink(&v.a.ns, |h| async move {
+                rtnl::add_veth(&h, &a, &b).await?;
+                rtnl::move_to_netns(&h, &b, fd).await
+            })?;
+        }
+        for b in &t.bridges {
+            let (name, ports) = (b.name.clone(), b.ports.clone());
+            rtnl::with_netlink(&b.ns, |h| async move {
+                rtnl::add_bridge(&h, &name, &ports).await
+            })?;
+        }
+        for (ns, ifaces) in t.interfaces() {
+            let addrs: Vec<_> = t
+                .addresses
+                .iter()
+                .filter(|a| a.at.ns == ns)
+                .cloned()
+                .collect();
+            let routes: Vec<_> = t.routes.iter().filter(|r| r.ns == ns).cloned().collect();
+            let ifaces: Vec<String> = ifaces.iter().map(|s| s.to_string()).collect();
+            rtnl::with_netlink(ns, |h| async move {
+                rtnl::set_up(&h, "lo").await?;
+                for i in &ifaces {
+                    rtnl::set_up(&h, i).await?;
+                }
+                for a in &addrs {
+                    rtnl::add_address(&h, &a.at.ifname, a.addr, a.prefix_len).await?;
+                }
+                for r in &routes {
+                    rtnl::add_route(&h, r).await?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(lab)
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Run `f` in a thread that entered network namespace `ns` (any named
+    /// namespace, not only the lab's); a panic in `f` is resumed here.
+    pub fn in_ns<T, F>(ns: &str, f: F) -> Result<T>
+    where
+        T: Send,
+        F: FnOnce() -> T + Send,
+    {
+        netns::run_in(ns, f)
+    }
+
+    /// Run `f` with a netlink handle opened in the lab namespace `ns`.
+    pub fn netlink<T, F, Fut>(&self, ns: &str, f: F) -> Result<T>
+    where
+        T: Send,
+        F: FnOnce(rtnetlink::Handle) -> Fut + Send,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.check(ns)?;
+        rtnl::with_netlink(ns, f)
+    }
+
+    /// An open handle on the lab namespace `ns` (for `setns`, e.g.
+    /// `Forwarder::attach_in`). Holding it keeps the namespace alive.
+    pub fn open_ns(&self, ns: &str) -> Result<File> {
+        self.check(ns)?;
+        File::open(netns::path(ns)).map_err(io_err(format!("open network namespace {ns}")))
+    }
+
+    /// The index of `ifname` in `ns`.
+    pub fn ifindex(&self, ns: &str, ifname: &str) -> Result<u32> {
+        let name = ifname.to_string();
+        self.netlink(ns, |h| async move { rtnl::ifindex(&h, &name).await })
+    }
+
+    /// The MAC address of `ifname` in `ns`.
+    pub fn mac(&self, ns: &str, ifname: &str) -> Result<[u8; 6]> {
+        let name = ifname.to_string();
+        self.netlink(ns, |h| async move {
+            use futures::TryStreamExt;
+            use netlink_packet_route::link::LinkAttribute;
+            let mut links = h.link().get().match_name(name.clone()).execute();
+            let link = links
+                .try_next()
+                .await
+                .map_err(rtnl::nl_err(format!("read the MAC of {name}")))?
+                .ok_or_else(|| Error::NoSuchInterface(name.clone()))?;
+            link.attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::Address(m) => <[u8; 6]>::try_from(&m[..]).ok(),
+                    _ => None,
+                })
+                .ok_or_else(|| Error::NoSuchInterface(format!("{name} (no MAC)")))
+        })
+    }
+
+    /// Add or replace a neighbour entry on `ifname` in `ns`.
+    pub fn neigh_replace(&self, ns: &str, ifname: &str, spec: &NeighSpec) -> Result<()> {
+        let (name, spec) = (ifname.to_string(), spec.clone());
+        self.netlink(ns, |h| async move {
+            let index = rtnl::ifindex(&h, &name).await?;
+            neigh::replace(&h, index, &spec).await
+        })
+    }
+
+    /// The neighbour entry for `dst` on `ifname` in `ns`.
+    pub fn neigh_get(&self, ns: &str, ifname: &str, dst: IpAddr) -> Result<Option<NeighEntry>> {
+        let name = ifname.to_string();
+        self.netlink(ns, |h| async move {
+            let index = rtnl::ifindex(&h, &name).await?;
+            neigh::get(&h, index, dst).await
+        })
+    }
+
+    /// Delete the neighbour entry for `dst` on `ifname` in `ns`; false if
+    /// there was none.
+    pub fn neigh_delete(&self, ns: &str, ifname: &str, dst: IpAddr) -> Result<bool> {
+        let name = ifname.to_string();
+        self.netlink(ns, |h| async move {
+            let index = rtnl::ifindex(&h, &name).await?;
+            neigh::delete(&h, index, dst).await
+        })
+    }
+
+    /// Set a neighbour parameter of `dev` in `ns` for IPv4 or IPv6.
+    pub fn set_neigh_sysctl(
+        &self,
+        ns: &str,
+        dev: &str,
+        v6: bool,
+        param: NeighSysctl,
+        value: u32,
+    ) -> Result<()> {
+        self.check(ns)?;
+        Lab::in_ns(ns, || neigh::set_sysctl(dev, v6, param, value))?
+    }
+
+    /// Delete namespaces left by lab runs whose process is gone; returns
+    /// (and prints) what was removed. Namespaces of live processes, this
+    /// one included, are left alone.
+    pub fn cleanup_leftovers() -> Result<Vec<String>> {
+        let me = std::process::id();
+        let mut removed = Vec::new();
+        for name in netns::list()? {
+            let Some(pid) = plan::owner_pid(&name) else {
+                continue;
+            };
+            if pid == me || netns::pid_alive(pid) {
+                continue;
+            }
+            netns::delete(&name)?;
+            eprintln!("removed leftover network namespace {name} (process {pid} is gone)");
+            removed.push(name);
+        }
+        Ok(removed)
+    }
+
+    fn check(&self, ns: &str) -> Result<()> {
+        if self.created.iter().any(|n| n == ns) {
+            Ok(())
+        } else {
+            Err(Error::NotOurs(ns.to_string()))
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.created.iter().rev() {
+            if let Err(e) = netns::delete(ns) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+}
+
+/// Sysctls every lab namespace gets before its links exist: no IPv6 DAD
+/// (addresses usable at once), forwarding on routers only.
+fn base_sysctls(router: bool) -> Result<()> {
+    for conf in ["all", "default"] {
+        rtnl::write_sysctl(&format!("net/ipv6/conf/{conf}/accept_dad"), "0")?;
+        rtnl::write_sysctl(&format!("net/ipv6/conf/{conf}/accept_ra"), "0")?;
+    }
+    let on = if router { "1" } else { "0" };
+    rtnl::write_sysctl("net/ipv4/ip_forward", on)?;
+    rtnl::write_sysctl("net/ipv6/conf/all/forwarding", on)?;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Named network namespaces with `ip netns add` semantics (a bind mount of
+//! the namespace at /run/netns/<name>), and running code inside one from a
+//! thread that entered it.
+
+use std::fs::{self, File};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use super::{io_err, Error, Result};
+
+/// Where `ip netns` keeps its namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The bind-mount path of namespace `name`.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+/// Create namespace `name`; fails if it exists.
+pub fn create(name: &str) -> Result<()> {
+    fs::create_dir_all(NETNS_DIR).map_err(io_err(format!("create {NETNS_DIR}")))?;
+    let target = path(name);
+    File::options()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::Exists(name.to_string()),
+            _ => io_err(format!("create {}", target.display()))(e),
+        })?;
+    // A fresh thread unshares, so no other thread changes namespace; the
+    // bind mount keeps the namespace alive after the thread ends.
+    let t = target.clone();
+    let made = thread::spawn(move || -> nix::Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET)?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &t,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    })
+    .join()
+    .expect("the namespace thread does not panic");
+    if let Err(e) = made {
+        let _ = fs::remove_file(&target);
+        return Err(io_err(format!("create network namespace {name}"))(e.into()));
+    }
+    Ok(())
+}
+
+/// Delete namespace `name`: unmount and remove its file. The namespace,
+/// with its links, filters and XDP programs, goes away once nothing else
+/// holds it.
+pub fn delete(name: &str) -> Result<()> {
+    let target = path(name);
+    match umount2(&target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(io_err(format!("unmount {}", target.display()))(e.into())),
+    }
+    match fs::remove_file(&target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(format!("remove {}", target.display()))(e)),
+    }
+}
+
+/// Names in /run/netns.
+pub fn list() -> Result<Vec<String>> {
+    let entries = match fs::read_dir(NETNS_DIR) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(format!("list {NETNS_DIR}"))(e)),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Run `f` in a thread that entered namespace `name`; its result comes
+/// back, a panic in it is resumed here.
+pub fn run_in<T, F>(name: &str, f: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
+    let ns = File::open(path(name)).map_err(io_err(format!("open network namespace {name}")))?;
+    thread::scope(|s| {
+        let h = s.spawn(|| -> Result<T> {
+            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(|e| io_err(format!("enter network namespace {name}"))(e.into()))?;
+            Ok(f())
+        });
+        match h.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Whether process `pid` exists.
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // EPERM also means it exists.
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
