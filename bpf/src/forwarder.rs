@@ -3,14 +3,14 @@
 //! counters, and attachments that detach when dropped.
 
 use std::fmt;
-use std::fs::File;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, ProgramInput, TcHook, TcHookBuilder, TC_INGRESS};
+use libbpf_rs::{MapCore, MapFlags, ProgramInput, TC_INGRESS};
 
+use crate::attach::{self, Attachment};
 use crate::probe::Hook;
 use crate::{flags, nud, BpfContext, Result};
 
@@ -234,42 +234,17 @@ impl Forwarder {
     /// driver mode where the device has it). Detached when the returned
     /// guard drops.
     pub fn attach(&self, hook: Hook, ifindex: u32) -> Result<Attachment> {
-        let netns = File::open("/proc/thread-self/ns/net")
-            .map(OwnedFd::from)
-            .map_err(libbpf_rs::Error::from)
-            .ctx("open the current network namespace")?;
-        let ifindex = i32::try_from(ifindex)
-            .map_err(|_| libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::ENODEV)))
-            .ctx("use the interface index")?;
-        let kind = match hook {
-            Hook::Tc => {
-                let mut hook = TcHookBuilder::new(self.skel.progs.forwarder_tc.as_fd())
-                    .ifindex(ifindex)
-                    .replace(true)
-                    .handle(1)
-                    .priority(1)
-                    .hook(TC_INGRESS);
-                hook.create().ctx("create the clsact qdisc")?;
-                hook.attach().ctx("attach the tc forwarder")?;
-                Kind::Tc { hook, netns }
-            }
-            Hook::Xdp => Kind::Xdp {
-                _link: self
-                    .skel
-                    .progs
-                    .forwarder_xdp
-                    .attach_xdp(ifindex)
-                    .ctx("attach the XDP forwarder")?,
-            },
-        };
-        Ok(Attachment { kind })
+        match hook {
+            Hook::Tc => attach::tc(self.skel.progs.forwarder_tc.as_fd(), ifindex, TC_INGRESS),
+            Hook::Xdp => attach::xdp(&self.skel.progs.forwarder_xdp, ifindex),
+        }
     }
 
     /// As [`attach`](Self::attach), on `ifindex` in the network namespace
     /// `netns` (an open `/run/netns/<name>` or `/proc/<pid>/ns/net`). The
     /// calling thread enters it for the attach and returns.
     pub fn attach_in(&self, netns: BorrowedFd<'_>, hook: Hook, ifindex: u32) -> Result<Attachment> {
-        let _inside = EnteredNetns::enter(netns)?;
+        let _inside = attach::EnteredNetns::enter(netns)?;
         self.attach(hook, ifindex)
     }
 
@@ -339,74 +314,6 @@ impl Forwarder {
         };
         let out = prog.test_run(input).ctx("test-run the forwarder")?;
         Ok(out.return_value)
-    }
-}
-
-/// A forwarder attached to a device; detaches on drop.
-pub struct Attachment {
-    kind: Kind,
-}
-
-enum Kind {
-    /// A tc filter; detaching goes through a netlink socket opened in the
-    /// calling thread's namespace, so the attach namespace is kept.
-    Tc { hook: TcHook, netns: OwnedFd },
-    /// An XDP BPF link; closing it detaches, from any namespace.
-    Xdp { _link: Link },
-}
-
-impl Attachment {
-    /// Which entry point is attached.
-    pub fn hook(&self) -> Hook {
-        match self.kind {
-            Kind::Tc { .. } => Hook::Tc,
-            Kind::Xdp { .. } => Hook::Xdp,
-        }
-    }
-}
-
-impl Drop for Attachment {
-    fn drop(&mut self) {
-        if let Kind::Tc { hook, netns } = &mut self.kind {
-            // The namespace may be gone already (and the filter with it).
-            if let Ok(_inside) = EnteredNetns::enter(netns.as_fd()) {
-                let _ = hook.detach();
-            }
-        }
-    }
-}
-
-/// The calling thread inside another network namespace until drop, which
-/// returns it to the namespace it was in.
-struct EnteredNetns {
-    previous: OwnedFd,
-}
-
-impl EnteredNetns {
-    fn enter(netns: BorrowedFd<'_>) -> Result<Self> {
-        let previous = File::open("/proc/thread-self/ns/net")
-            .map(OwnedFd::from)
-            .map_err(libbpf_rs::Error::from)
-            .ctx("open the current network namespace")?;
-        setns(netns).ctx("enter the network namespace")?;
-        Ok(Self { previous })
-    }
-}
-
-impl Drop for EnteredNetns {
-    fn drop(&mut self) {
-        // Staying in the wrong namespace would silently misdirect every
-        // later network call of this thread.
-        setns(self.previous.as_fd()).expect("return to the previous network namespace");
-    }
-}
-
-fn setns(fd: BorrowedFd<'_>) -> libbpf_rs::Result<()> {
-    // SAFETY: plain syscall on a valid descriptor.
-    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().into())
     }
 }
 

@@ -1,12 +1,19 @@
 //! BPF programs and their loaders: the lookup probe (one `bpf_fib_lookup`
-//! per `BPF_PROG_TEST_RUN`) and the forwarder.
+//! per `BPF_PROG_TEST_RUN`), the forwarder, and the lab's announcement
+//! filter.
 
+pub mod announce;
+pub mod attach;
 pub mod forwarder;
 pub mod params;
 pub mod probe;
+pub mod xdp_pass;
 
-pub use forwarder::{Attachment, Counters, Forwarder, Policy};
+pub use announce::AnnounceFilter;
+pub use attach::Attachment;
+pub use forwarder::{Counters, Forwarder, Policy};
 pub use params::{flags, nud, ret, FibParams};
+pub use xdp_pass::XdpPass;
 
 /// Errors from loading or running the programs.
 #[derive(Debug, thiserror::Error)]

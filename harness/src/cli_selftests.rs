@@ -99,7 +99,10 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
             .as_deref()
             .unwrap_or("no Summary line: test_progs did not finish")
     );
-    let ran_selected = report.results.iter().any(|r| r.name.starts_with(args.tests.as_str()));
+    let ran_selected = report
+        .results
+        .iter()
+        .any(|r| r.name.starts_with(args.tests.as_str()));
     if !report.passed() || !status.success() || !ran_selected {
         let failed: Vec<&str> = report.failed().iter().map(|r| r.name.as_str()).collect();
         bail!(

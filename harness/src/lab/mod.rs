@@ -14,7 +14,10 @@ pub mod rtnl;
 use std::fs::File;
 use std::future::Future;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
+
+use fibneigh_bpf::announce::Dropped;
+use fibneigh_bpf::{AnnounceFilter, Attachment, XdpPass};
 
 pub use neigh::{NeighEntry, NeighSpec, NeighSysctl};
 pub use plan::{addr, Names, Topology, TopologyError};
@@ -36,6 +39,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Bpf(#[from] fibneigh_bpf::Error),
+    #[error("this lab has no announcement filter")]
+    NoAnnounceFilter,
     #[error("failed to {what}: {source}")]
     Netlink {
         what: String,
@@ -57,6 +64,8 @@ pub struct Lab {
     topology: Topology,
     /// Namespaces created so far, in order (deleted in reverse).
     created: Vec<String>,
+    /// The switch's announcement filter, attached (disabled at first).
+    announce: Option<(AnnounceFilter, Attachment)>,
 }
 
 impl Lab {
@@ -67,6 +76,7 @@ impl Lab {
         let mut lab = Lab {
             topology: topology.clone(),
             created: Vec::new(),
+            announce: None,
         };
         let t = &lab.topology;
         for ns in &t.namespaces {
@@ -116,7 +126,27 @@ impl Lab {
                 Ok(())
             })?;
         }
+        if let Some(at) = lab.topology.announce_filter.clone() {
+            let filter = AnnounceFilter::load()?;
+            let index = lab.ifindex(&at.ns, &at.ifname)?;
+            let ns = lab.open_ns(&at.ns)?;
+            let attachment = filter.attach_in(ns.as_fd(), index)?;
+            lab.announce = Some((filter, attachment));
+        }
         Ok(lab)
+    }
+
+    /// Drop (true) or let through (false) gratuitous ARP and unsolicited
+    /// NA at the topology's announcement filter; off after `create`.
+    pub fn suppress_announcements(&mut self, on: bool) -> Result<()> {
+        let (filter, _) = self.announce.as_mut().ok_or(Error::NoAnnounceFilter)?;
+        Ok(filter.set_enabled(on)?)
+    }
+
+    /// What the announcement filter dropped so far.
+    pub fn announcements_dropped(&self) -> Result<Dropped> {
+        let (filter, _) = self.announce.as_ref().ok_or(Error::NoAnnounceFilter)?;
+        Ok(filter.dropped()?)
     }
 
     pub fn topology(&self) -> &Topology {
@@ -149,6 +179,29 @@ impl Lab {
     pub fn open_ns(&self, ns: &str) -> Result<File> {
         self.check(ns)?;
         File::open(netns::path(ns)).map_err(io_err(format!("open network namespace {ns}")))
+    }
+
+    /// Attach an XDP_PASS program to the far end of every veth of `ns`, so
+    /// frames an XDP program in `ns` redirects into those veths are
+    /// accepted. Detached when the returned guard drops.
+    pub fn xdp_pass_on_peers_of(&self, ns: &str) -> Result<XdpPeers> {
+        self.check(ns)?;
+        let prog = XdpPass::load()?;
+        let mut attachments = Vec::new();
+        for v in &self.topology.veths {
+            let far = match (&v.a, &v.b) {
+                (a, b) if a.ns == ns => b,
+                (a, b) if b.ns == ns => a,
+                _ => continue,
+            };
+            let index = self.ifindex(&far.ns, &far.ifname)?;
+            let fd = self.open_ns(&far.ns)?;
+            attachments.push(prog.attach_in(fd.as_fd(), index)?);
+        }
+        Ok(XdpPeers {
+            _attachments: attachments,
+            _prog: prog,
+        })
     }
 
     /// The index of `ifname` in `ns`.
@@ -249,8 +302,17 @@ impl Lab {
     }
 }
 
+/// XDP_PASS programs on the far ends of a namespace's veths (see
+/// [`Lab::xdp_pass_on_peers_of`]); detached on drop.
+pub struct XdpPeers {
+    _attachments: Vec<Attachment>,
+    _prog: XdpPass,
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
+        // Detach first, while the device still exists.
+        self.announce = None;
         for ns in self.created.iter().rev() {
             if let Err(e) = netns::delete(ns) {
                 eprintln!("warning: {e}");

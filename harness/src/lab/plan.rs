@@ -65,6 +65,9 @@ pub mod addr {
     pub const HOST_A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x10);
     pub const HOST_B4: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 11);
     pub const HOST_B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x11);
+    /// On the host subnet, owned by nobody: probes for it go unanswered.
+    pub const NOBODY4: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 99);
+    pub const NOBODY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x99);
 }
 
 /// Names of the standard topology's namespaces and links for one prefix.

@@ -1,0 +1,94 @@
+//! The lab switch's announcement filter (src/bpf/announce.bpf.c): on a
+//! port's egress, drops gratuitous ARP and unsolicited neighbour
+//! advertisements while enabled, so the far side learns of an IP moving to
+//! a new MAC only by asking.
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::TC_EGRESS;
+
+use crate::attach::{self, Attachment, EnteredNetns};
+use crate::{BpfContext, Error, Result};
+
+mod skel {
+    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
+    include!(concat!(env!("OUT_DIR"), "/announce.skel.rs"));
+}
+
+/// What the filter dropped so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub gratuitous_arp: u64,
+    pub unsolicited_na: u64,
+}
+
+/// The loaded filter (disabled until [`set_enabled`](Self::set_enabled)).
+pub struct AnnounceFilter {
+    skel: skel::AnnounceSkel<'static>,
+}
+
+impl AnnounceFilter {
+    /// Load the filter (needs CAP_BPF / root).
+    pub fn load() -> Result<Self> {
+        // As for the forwarder: one pointer of storage leaked per load.
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let open = skel::AnnounceSkelBuilder::default()
+            .open(storage)
+            .ctx("open the announcement filter BPF object")?;
+        let skel = open.load().ctx("load the announcement filter")?;
+        Ok(Self { skel })
+    }
+
+    /// Attach to the egress of `ifindex` in the network namespace `netns`
+    /// (the calling thread enters it for the attach and returns).
+    pub fn attach_in(&self, netns: BorrowedFd<'_>, ifindex: u32) -> Result<Attachment> {
+        let _inside = EnteredNetns::enter(netns)?;
+        attach::tc(
+            self.skel.progs.drop_announcements.as_fd(),
+            ifindex,
+            TC_EGRESS,
+        )
+    }
+
+    /// Start or stop dropping announcements (takes effect at once).
+    pub fn set_enabled(&mut self, on: bool) -> Result<()> {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or(Error::NoGlobalData)?;
+        bss.enabled = u32::from(on);
+        Ok(())
+    }
+
+    /// Whether announcements are being dropped.
+    pub fn enabled(&self) -> Result<bool> {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref()
+            .ok_or(Error::NoGlobalData)?;
+        Ok(bss.enabled != 0)
+    }
+
+    /// What was dropped since load.
+    pub fn dropped(&self) -> Result<Dropped> {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref()
+            .ok_or(Error::NoGlobalData)?;
+        // SAFETY: the counters are only ever incremented atomically by
+        // the program; a torn read is impossible for aligned u64s.
+        Ok(Dropped {
+            gratuitous_arp: unsafe { std::ptr::read_volatile(&bss.dropped_arp) },
+            unsolicited_na: unsafe { std::ptr::read_volatile(&bss.dropped_na) },
+        })
+    }
+}

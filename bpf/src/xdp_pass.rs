@@ -1,0 +1,42 @@
+//! An XDP program that passes every frame (src/bpf/xdp_pass.bpf.c): a veth
+//! takes frames redirected into it by XDP only while its peer runs an XDP
+//! program, so the far ends of an XDP forwarder's veths get this one.
+
+use std::mem::MaybeUninit;
+use std::os::fd::BorrowedFd;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
+use crate::attach::{self, Attachment, EnteredNetns};
+use crate::{BpfContext, Result};
+
+mod skel {
+    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
+    include!(concat!(env!("OUT_DIR"), "/xdp_pass.skel.rs"));
+}
+
+/// The loaded pass-through program; attach it as often as needed.
+pub struct XdpPass {
+    skel: skel::XdpPassSkel<'static>,
+}
+
+impl XdpPass {
+    /// Load the program (needs CAP_BPF / root).
+    pub fn load() -> Result<Self> {
+        // As for the forwarder: one pointer of storage leaked per load.
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let open = skel::XdpPassSkelBuilder::default()
+            .open(storage)
+            .ctx("open the xdp_pass BPF object")?;
+        let skel = open.load().ctx("load the xdp_pass program")?;
+        Ok(Self { skel })
+    }
+
+    /// Attach to `ifindex` in the network namespace `netns` (the calling
+    /// thread enters it for the attach and returns).
+    pub fn attach_in(&self, netns: BorrowedFd<'_>, ifindex: u32) -> Result<Attachment> {
+        let _inside = EnteredNetns::enter(netns)?;
+        attach::xdp(&self.skel.progs.xdp_pass, ifindex)
+    }
+}

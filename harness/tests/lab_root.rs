@@ -1,0 +1,468 @@
+//! The lab against the running kernel (needs root). Each test builds its
+//! own lab with fresh names; the lab's Drop removes it even when an
+//! assertion fails.
+
+use std::net::IpAddr;
+use std::process::Command;
+
+use fibneigh::lab::{addr, netns, plan, Lab, Names, NeighSpec, NeighSysctl, Topology};
+use fibneigh_bpf::nud;
+
+const OLD_MAC: [u8; 6] = [0x02, 0xf1, 0xb0, 0, 0, 0x0b];
+
+fn standard_lab() -> (Names, Lab) {
+    let names = Names::for_this_process();
+    let lab = Lab::create(&Topology::standard(&names)).expect("create the lab");
+    (names, lab)
+}
+
+/// `ip -n <ns> args...`, stdout.
+fn ip(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(ns)
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `ping` from `ns` to `dst` gets an answer.
+fn ping(ns: &str, dst: IpAddr) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "2"])
+        .arg(dst.to_string())
+        .output()
+        .expect("run ping")
+        .status
+        .success()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn setup_and_teardown_leave_nothing_behind() {
+    let names;
+    {
+        let (n, lab) = standard_lab();
+        names = n;
+        let listed = netns::list().expect("list");
+        for ns in &lab.topology().namespaces {
+            assert!(listed.contains(ns), "{ns} exists");
+        }
+        for (ns, ifaces) in lab.topology().interfaces() {
+            for i in ifaces {
+                assert!(lab.ifindex(ns, i).expect("ifindex") > 0, "{ns}/{i}");
+            }
+        }
+        // The kernel stack forwards through the DUT, both families, to
+        // both hosts.
+        for dst in [
+            IpAddr::from(addr::HOST_A4),
+            addr::HOST_A6.into(),
+            addr::HOST_B4.into(),
+            addr::HOST_B6.into(),
+        ] {
+            assert!(ping(&names.client, dst), "client -> {dst}");
+        }
+        // Not a lab namespace: refused.
+        assert!(lab.ifindex("fn0-elsewhere", "lo").is_err());
+        // Only the lab's names in its namespaces.
+        for line in ip(&names.switch, &["-o", "link"]).lines() {
+            let name = line
+                .split(": ")
+                .nth(1)
+                .unwrap_or("")
+                .split('@')
+                .next()
+                .unwrap_or("");
+            assert!(name == "lo" || name.starts_with(&names.prefix), "{name}");
+        }
+    }
+    let listed = netns::list().expect("list");
+    for ns in [
+        &names.client,
+        &names.dut,
+        &names.switch,
+        &names.host_a,
+        &names.host_b,
+    ] {
+        assert!(!listed.contains(ns), "{ns} removed");
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_failed_build_removes_what_it_made() {
+    // Same names twice: the second build stops at its first namespace and
+    // must not touch the first lab's.
+    let names = Names::for_this_process();
+    let t = Topology::standard(&names);
+    let first = Lab::create(&t).expect("first lab");
+    let err = Lab::create(&t)
+        .err()
+        .expect("second lab with the same names fails");
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert!(
+        netns::list().unwrap().contains(&names.dut),
+        "first lab intact"
+    );
+    drop(first);
+
+    // Valid on paper, refused by the kernel half-way (a bridge cannot be a
+    // port of a bridge): everything built so far is removed.
+    let names = Names::for_this_process();
+    let mut t = Topology::standard(&names);
+    let inner = format!("{}br1", names.prefix);
+    t.bridges.push(plan::Bridge {
+        ns: names.switch.clone(),
+        name: inner.clone(),
+        ports: vec![],
+    });
+    t.bridges.reverse();
+    t.bridges[1].ports.push(inner);
+    t.validate().expect("valid on paper");
+    let err = Lab::create(&t).err().expect("the kernel refuses");
+    eprintln!("expected failure: {err}");
+    let listed = netns::list().unwrap();
+    assert!(
+        !listed.iter().any(|n| n.starts_with(&names.prefix)),
+        "{listed:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn leftovers_of_dead_runs_are_removed() {
+    /// Deletes the namespace even if the test fails.
+    struct Guard(String);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = netns::delete(&self.0);
+        }
+    }
+    // No process can have this id (pid_max is at most 2^22).
+    let dead = format!("{}leftover", plan::run_prefix(0x7fff_fff0));
+    let _guard = Guard(dead.clone());
+    netns::create(&dead).expect("create");
+    let (names, _lab) = standard_lab();
+    let removed = Lab::cleanup_leftovers().expect("cleanup");
+    assert!(removed.contains(&dead), "{removed:?}");
+    assert!(!netns::list().unwrap().contains(&dead));
+    // This process's lab is alive and kept.
+    assert!(netns::list().unwrap().contains(&names.dut));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn neighbour_entries_round_trip_in_every_state() {
+    let (n, lab) = standard_lab();
+    let (ns, dev) = (&n.dut, &n.dut_host_if);
+    // Slow timers so no entry changes state while it is checked.
+    for v6 in [false, true] {
+        for (param, value) in [
+            (NeighSysctl::BaseReachableTimeMs, 600_000),
+            (NeighSysctl::DelayFirstProbeTime, 600),
+            (NeighSysctl::RetransTimeMs, 600_000),
+        ] {
+            lab.set_neigh_sysctl(ns, dev, v6, param, value)
+                .expect("sysctl");
+            let read = Lab::in_ns(ns, || fibneigh::lab::neigh::sysctl(dev, v6, param))
+                .unwrap()
+                .unwrap();
+            assert_eq!(read, value.to_string());
+        }
+    }
+    let states = [
+        (nud::REACHABLE, "REACHABLE"),
+        (nud::STALE, "STALE"),
+        (nud::DELAY, "DELAY"),
+        (nud::PROBE, "PROBE"),
+        (nud::PERMANENT, "PERMANENT"),
+        (nud::NOARP, "NOARP"),
+        (nud::FAILED, "FAILED"),
+        (nud::INCOMPLETE, "INCOMPLETE"),
+    ];
+    // An address nobody owns, so no answer changes the state under test.
+    for dst in [IpAddr::from(addr::NOBODY4), addr::NOBODY6.into()] {
+        for (state, name) in states {
+            let lladdr = (state & (nud::FAILED | nud::INCOMPLETE) == 0).then_some(OLD_MAC);
+            let spec = NeighSpec::new(dst, lladdr, state);
+            lab.neigh_replace(ns, dev, &spec)
+                .unwrap_or_else(|e| panic!("{dst} {name}: {e}"));
+            let got = lab
+                .neigh_get(ns, dev, dst)
+                .expect("get")
+                .unwrap_or_else(|| panic!("{dst} {name}: entry present"));
+            // An entry set to DELAY by an administrator has never been
+            // confirmed, so its timer (armed to fire at once) moves it to
+            // PROBE: accept either.
+            let also = if state == nud::DELAY {
+                nud::PROBE
+            } else {
+                state
+            };
+            assert!(
+                got.state == state || got.state == also,
+                "{dst} {name}: got {}",
+                nud::name(got.state)
+            );
+            if let Some(mac) = lladdr {
+                assert_eq!(got.lladdr, Some(mac), "{dst} {name}");
+            }
+            let shown = ip(
+                ns,
+                &[
+                    "neigh",
+                    "show",
+                    "nud",
+                    "all",
+                    "dev",
+                    dev,
+                    "to",
+                    &dst.to_string(),
+                ],
+            );
+            let also_name = if state == nud::DELAY { "PROBE" } else { name };
+            assert!(
+                shown.contains(name) || shown.contains(also_name),
+                "{dst} {name}: ip shows {shown:?}"
+            );
+            // Start each state from no entry.
+            assert!(
+                lab.neigh_delete(ns, dev, dst).expect("delete"),
+                "{dst} {name}"
+            );
+            assert_eq!(lab.neigh_get(ns, dev, dst).expect("get"), None);
+        }
+        assert!(!lab.neigh_delete(ns, dev, dst).expect("delete absent"));
+
+        // Flags: extern_learn and managed.
+        let mut spec = NeighSpec::new(dst, Some(OLD_MAC), nud::REACHABLE);
+        spec.extern_learn = true;
+        lab.neigh_replace(ns, dev, &spec).expect("extern_learn");
+        let got = lab.neigh_get(ns, dev, dst).unwrap().unwrap();
+        assert!(got.extern_learn && !got.managed, "{got:?}");
+        let shown = ip(
+            ns,
+            &[
+                "neigh",
+                "show",
+                "nud",
+                "all",
+                "dev",
+                dev,
+                "to",
+                &dst.to_string(),
+            ],
+        );
+        assert!(shown.contains("extern_learn"), "{shown:?}");
+        lab.neigh_delete(ns, dev, dst).unwrap();
+
+        let mut spec = NeighSpec::new(dst, None, nud::NONE);
+        spec.managed = true;
+        lab.neigh_replace(ns, dev, &spec).expect("managed");
+        let got = lab.neigh_get(ns, dev, dst).unwrap().unwrap();
+        assert!(got.managed, "{got:?}");
+        let shown = ip(
+            ns,
+            &[
+                "neigh",
+                "show",
+                "nud",
+                "all",
+                "dev",
+                dev,
+                "to",
+                &dst.to_string(),
+            ],
+        );
+        assert!(shown.contains("managed"), "{shown:?}");
+        lab.neigh_delete(ns, dev, dst).unwrap();
+    }
+}
+
+/// Send one raw Ethernet frame out of `ifname` in namespace `ns`.
+fn send_raw(ns: &str, ifname: &str, frame: &[u8]) {
+    let ifname = ifname.to_string();
+    Lab::in_ns(ns, move || {
+        let name = std::ffi::CString::new(ifname).unwrap();
+        // SAFETY: plain socket calls on a descriptor owned here.
+        unsafe {
+            let index = libc::if_nametoindex(name.as_ptr());
+            assert!(index > 0, "interface exists");
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut sa: libc::sockaddr_ll = std::mem::zeroed();
+            sa.sll_family = libc::AF_PACKET as u16;
+            sa.sll_ifindex = index as i32;
+            sa.sll_halen = 6;
+            let sent = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sa as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            libc::close(fd);
+            assert_eq!(
+                sent,
+                frame.len() as isize,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+        }
+    })
+    .expect("enter namespace");
+}
+
+/// A gratuitous ARP request from `mac` announcing `ip`.
+fn garp(mac: [u8; 6], ip: std::net::Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip.octets());
+    f
+}
+
+/// An unsolicited, overriding neighbour advertisement from `mac` for
+/// `ip`, to all nodes.
+fn unsolicited_na(mac: [u8; 6], ip: std::net::Ipv6Addr) -> Vec<u8> {
+    let all_nodes = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let mut icmp = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+    icmp.extend_from_slice(&ip.octets());
+    icmp.extend_from_slice(&[2, 1]);
+    icmp.extend_from_slice(&mac);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&ip.octets());
+    pseudo.extend_from_slice(&all_nodes.octets());
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&icmp);
+    let mut sum: u32 = pseudo
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    icmp[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let mut f = vec![0x33, 0x33, 0, 0, 0, 1];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&all_nodes.octets());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_switch_suppresses_announcements_on_demand() {
+    let (n, mut lab) = standard_lab();
+    let (ns, dev) = (&n.dut, &n.dut_host_if);
+    let b_mac = lab.mac(&n.host_b, &n.host_b_if).expect("host B's MAC");
+    let cases = [
+        (IpAddr::from(addr::HOST_B4), garp(b_mac, addr::HOST_B4)),
+        (addr::HOST_B6.into(), unsolicited_na(b_mac, addr::HOST_B6)),
+    ];
+    for (dst, frame) in &cases {
+        let stale = NeighSpec::new(*dst, Some(OLD_MAC), nud::STALE);
+
+        lab.neigh_replace(ns, dev, &stale).expect("stale entry");
+        lab.suppress_announcements(true).expect("on");
+        send_raw(&n.host_b, &n.host_b_if, frame);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let got = lab.neigh_get(ns, dev, *dst).unwrap().unwrap();
+        assert_eq!(got.lladdr, Some(OLD_MAC), "{dst}: announcement suppressed");
+
+        lab.suppress_announcements(false).expect("off");
+        send_raw(&n.host_b, &n.host_b_if, frame);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let got = lab.neigh_get(ns, dev, *dst).unwrap().unwrap();
+        assert_eq!(got.lladdr, Some(b_mac), "{dst}: announcement heard");
+    }
+    let dropped = lab.announcements_dropped().expect("counters");
+    assert_eq!((dropped.gratuitous_arp, dropped.unsolicited_na), (1, 1));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn forwarders_route_through_the_dut() {
+    use fibneigh_bpf::probe::{Hook, Probe};
+    use fibneigh_bpf::{Forwarder, Policy};
+    use std::os::fd::AsFd;
+
+    let (n, lab) = standard_lab();
+    let dut = lab.open_ns(&n.dut).expect("open DUT namespace");
+    let ifaces = [
+        lab.ifindex(&n.dut, &n.dut_client_if).unwrap(),
+        lab.ifindex(&n.dut, &n.dut_host_if).unwrap(),
+    ];
+    // Frames XDP redirects into a veth need an XDP program on its peer.
+    let _peers = lab.xdp_pass_on_peers_of(&n.dut).expect("xdp_pass on peers");
+    let mut probe = Probe::load().expect("load the probe");
+    let dsts = [IpAddr::from(addr::HOST_A4), addr::HOST_A6.into()];
+    for hook in [Hook::Tc, Hook::Xdp] {
+        for policy in Policy::ALL {
+            let supported = probe.accepts_flag(policy.required_flags()).unwrap();
+            let fwd = Forwarder::load(policy).expect("load");
+            let attached: Vec<_> = ifaces
+                .iter()
+                .map(|&i| fwd.attach_in(dut.as_fd(), hook, i).expect("attach"))
+                .collect();
+            // The first round may meet unresolved neighbours (NO_NEIGH:
+            // the stack resolves them); the second is all fast path.
+            for dst in dsts {
+                assert!(ping(&n.client, dst), "{policy} {hook:?}: client -> {dst}");
+            }
+            let before = fwd.counters().unwrap();
+            for dst in dsts {
+                assert!(
+                    ping(&n.client, dst),
+                    "{policy} {hook:?}: client -> {dst} again"
+                );
+            }
+            let c = fwd.counters().unwrap().since(&before);
+            eprintln!("{policy} {hook:?} supported={supported}: {c:?}");
+            // Two families, request and reply each: at least 4 packets.
+            let slow = if hook == Hook::Tc {
+                c.redirect_neigh
+            } else {
+                c.neigh_pass
+            };
+            match policy {
+                _ if !supported => {
+                    assert!(c.lookups_returning(-(libc::EINVAL as i64)) >= 4, "{c:?}");
+                    assert_eq!(c.redirect + c.redirect_neigh, 0, "{c:?}");
+                }
+                Policy::Baseline | Policy::Refresh => assert!(c.redirect >= 4, "{c:?}"),
+                Policy::AlwaysNeigh => assert!(slow >= 4 && c.redirect == 0, "{c:?}"),
+                Policy::StateAware => assert!(c.redirect + slow >= 4, "{c:?}"),
+            }
+            // Detached on drop: the stack alone forwards, nothing counted.
+            drop(attached);
+            let before = fwd.counters().unwrap();
+            assert!(ping(&n.client, dsts[0]), "{policy} {hook:?}: detached");
+            assert_eq!(
+                fwd.counters().unwrap(),
+                before,
+                "{policy} {hook:?}: detached"
+            );
+        }
+    }
+}
