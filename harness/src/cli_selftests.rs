@@ -34,6 +34,11 @@ pub struct SelftestsArgs {
 
 pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     let image = cli_vm::build(&args.build)?;
+    // The kernel may come from the cache while the tree holds another
+    // series; test_progs must be built from this one.
+    let req = cli_vm::build_request(&args.build);
+    fibneigh_vm::prepare_tree(&req, crate::progress::reporter().as_mut())
+        .context("failed to prepare the kernel tree")?;
     let cache = args.build.cache_dir.clone();
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
 

@@ -16,12 +16,15 @@ use crate::progress;
 pub enum VmCommand {
     /// Fetch the base source, apply kernel-patches/series, configure and
     /// build bzImage (cached by content). Prints the kernel's path.
-    Build(BuildArgs),
+    Build(BuildCmd),
     /// Boot a kernel under virtme-ng and run CMD inside; exits with CMD's
     /// status.
     Run(RunArgs),
     /// Measure clean build, one-file rebuild and boot-to-command times.
     Bench(BenchArgs),
+    /// Make the kernel tree hold the series (applied and configured, not
+    /// built) and print its path.
+    Tree(BuildArgs),
 }
 
 #[derive(Args, Clone)]
@@ -45,9 +48,15 @@ pub struct BuildArgs {
     /// Ask the mirror for the newest package version even if one is cached.
     #[arg(long)]
     pub refresh_source: bool,
+}
+
+#[derive(Args)]
+pub struct BuildCmd {
     /// Print the kernel's manifest as JSON instead of its path.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,7 +112,7 @@ pub struct BenchArgs {
 pub fn run(cmd: VmCommand) -> Result<ExitCode> {
     match cmd {
         VmCommand::Build(args) => {
-            let image = build(&args)?;
+            let image = build(&args.build)?;
             describe(&image);
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&image)?);
@@ -114,6 +123,14 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         }
         VmCommand::Run(args) => run_in_guest(args),
         VmCommand::Bench(args) => bench(args),
+        VmCommand::Tree(args) => {
+            let req = build_request(&args);
+            let mut reporter = progress::reporter();
+            let tree = vm::prepare_tree(&req, reporter.as_mut())
+                .context("failed to prepare the kernel tree")?;
+            println!("{}", tree.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

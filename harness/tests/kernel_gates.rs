@@ -13,19 +13,19 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The patched tree, from the kernel manifest `vm build --json` prints.
+/// The pipeline's tree with the committed series applied (`vm tree`
+/// re-applies it if another series was applied since).
 fn tree() -> PathBuf {
     let out = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
-        .args(["vm", "build", "--json"])
+        .args(["vm", "tree"])
         .output()
         .expect("fibneigh runs");
     assert!(
         out.status.success(),
-        "vm build: {}",
+        "vm tree: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    PathBuf::from(v["tree"].as_str().expect("tree"))
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 fn series() -> Vec<PathBuf> {
@@ -103,6 +103,13 @@ fn gate2_checkpatch_reports_only_the_missing_sign_off() {
 fn gate3_w1_build_of_filter_adds_no_warning() {
     let tree = tree();
     let files = ["net/core/filter.c", "include/uapi/linux/bpf.h"];
+    // Both builds below must see different code, or the gate compares
+    // the base with itself.
+    let (same, _) = sh(&tree, "git diff --quiet fibneigh-base -- net/core/filter.c");
+    assert!(
+        !same,
+        "the tree's filter.c is the pristine one: is the series applied?"
+    );
     // Build filter.o with W=1 from the pristine files, then from the
     // patched ones; keep every file's mtime so the next kernel build does
     // not recompile what includes bpf.h.

@@ -58,6 +58,18 @@ pub fn default_cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/fibneigh")
 }
 
+/// The kernel tree with the series applied and configured, without
+/// building it (for the quality gates and the selftests).
+pub fn prepare_tree(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<SourceTree> {
+    let series = Series::parse(&req.patches)?;
+    let fetched = source::fetch(&req.source, &req.cache_dir, req.refresh_source, reporter)?;
+    let tree = source::unpack(&fetched, &req.cache_dir, reporter)?;
+    series::apply(&tree, &series, reporter)?;
+    let stamp = format!("{}-{}", series.digest()?, cache::file_digest(&req.config)?);
+    kconfig::configure(&tree.path, &req.config, &stamp, reporter)?;
+    Ok(tree)
+}
+
 /// Build (or find in the cache) the kernel `req` describes.
 pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelImage> {
     let series = Series::parse(&req.patches)?;

@@ -1,0 +1,67 @@
+//! Stopping a run cleanly on SIGINT/SIGTERM: the handler only sets a flag;
+//! scenario steps check it and return [`Interrupted`], so every guard
+//! (the lab's namespaces, attachments, traffic threads) drops normally.
+//! A second signal while the first is being handled terminates at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+fn flag() -> &'static Arc<AtomicBool> {
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+}
+
+/// Install the SIGINT/SIGTERM handlers (idempotent).
+pub fn install() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    if INSTALLED.get().is_some() {
+        return Ok(());
+    }
+    for sig in [SIGINT, SIGTERM] {
+        // Order matters: the conditional shutdown sees the flag as it was
+        // before this signal's own handler sets it.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag().clone())?;
+        signal_hook::flag::register(sig, flag().clone())?;
+    }
+    let _ = INSTALLED.set(());
+    Ok(())
+}
+
+/// Whether a stop was requested.
+pub fn requested() -> bool {
+    flag().load(Ordering::Relaxed)
+}
+
+/// Request a stop (as a signal would).
+pub fn request() {
+    flag().store(true, Ordering::Relaxed)
+}
+
+/// The run was interrupted by a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+/// `Err(Interrupted)` once a stop was requested.
+pub fn check() -> Result<(), Interrupted> {
+    if requested() {
+        Err(Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// Sleep up to `d` in small steps, returning early on a stop request.
+pub fn sleep(d: std::time::Duration) -> Result<(), Interrupted> {
+    let end = std::time::Instant::now() + d;
+    loop {
+        check()?;
+        let now = std::time::Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(std::time::Duration::from_millis(10)));
+    }
+}
