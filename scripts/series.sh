@@ -39,6 +39,7 @@ import)
 	# which format-patch --cover-from-description=subject turns back.
 	if [ -f "$patches/0000-cover-letter.patch" ]; then
 		awk '/^Subject: /{sub(/^Subject: \[PATCH[^]]*\] /,""); subj=$0; next}
+		     subj && !body && /^ / {sub(/^ /,""); subj=subj " " $0; next}
 		     subj && !body && /^$/ {body=1; print subj; print ""; next}
 		     body && /^-- *$/ {exit}
 		     body && /^[A-Za-z].* \([0-9]+\):$/ {exit}

@@ -24,7 +24,13 @@ if ((${#need[@]})); then
 	echo "setup: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	if ! apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; then
+		# A package's postinst can fail on a first configure (seen with
+		# the udev/systemd triggers); finish configuring and retry once.
+		echo "setup: apt-get install failed; configuring and retrying"
+		dpkg --configure -a || true
+		apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	fi
 fi
 
 VNG_VERSION=1.42

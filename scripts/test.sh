@@ -27,6 +27,10 @@ if [ "$(id -u)" != 0 ]; then
 	exit 0
 fi
 
+step "host tier (root): BPF programs load, netns lab, neighbour states"
+cargo test -p fibneigh-bpf -- --ignored --test-threads=1
+cargo test -p fibneigh --test lab_root -- --ignored --test-threads=1
+
 if [ "$tier" = unit ]; then
 	echo "SKIPPED: VM tier (scripts/test.sh unit)"
 	exit 0
