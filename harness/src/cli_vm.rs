@@ -32,8 +32,13 @@ pub struct BuildArgs {
     /// Cache directory for sources, trees and kernels.
     #[arg(long, env = "FIBNEIGH_CACHE", default_value_os_t = vm::default_cache_dir())]
     pub cache_dir: PathBuf,
-    /// Base source: a .tar.xz or an unpacked kernel tree, instead of
-    /// Debian's linux-source-7.3 from trixie-backports.
+    /// Which base: 7.3 (Debian's linux-source-7.3 from trixie-backports,
+    /// series in kernel-patches/) or 6.12 (linux-source-6.12 from
+    /// bookworm-security, the LTS backport in kernel-patches/6.12/).
+    #[arg(long, value_enum, default_value_t = Base::V7_3)]
+    pub base: Base,
+    /// Base source: a .tar.xz or an unpacked kernel tree, instead of the
+    /// Debian package.
     #[arg(long)]
     pub source: Option<PathBuf>,
     /// Directory with the `series` file and patches.
@@ -48,6 +53,14 @@ pub struct BuildArgs {
     /// Ask the mirror for the newest package version even if one is cached.
     #[arg(long)]
     pub refresh_source: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Base {
+    #[value(name = "7.3")]
+    V7_3,
+    #[value(name = "6.12")]
+    V6_12,
 }
 
 #[derive(Args)]
@@ -149,21 +162,18 @@ pub fn repo_root() -> PathBuf {
 
 pub fn build_request(args: &BuildArgs) -> BuildRequest {
     let root = repo_root();
+    let (package, patches) = match args.base {
+        Base::V7_3 => (SourceSpec::default_base(), root.join("kernel-patches")),
+        Base::V6_12 => (SourceSpec::lts_base(), root.join("kernel-patches/6.12")),
+    };
     BuildRequest {
         cache_dir: args.cache_dir.clone(),
-        source: args
-            .source
-            .clone()
-            .map(SourceSpec::Path)
-            .unwrap_or_else(SourceSpec::default_base),
-        patches: args
-            .patches
-            .clone()
-            .unwrap_or_else(|| root.join("kernel-patches")),
+        source: args.source.clone().map(SourceSpec::Path).unwrap_or(package),
         config: args
             .config
             .clone()
-            .unwrap_or_else(|| root.join("kernel-patches/config")),
+            .unwrap_or_else(|| patches.join("config")),
+        patches: args.patches.clone().unwrap_or(patches),
         profile: Profile::Tiny,
         jobs: args
             .jobs

@@ -1,5 +1,9 @@
-//! The harness library: the network-namespace lab and neighbour control
-//! (more to come: traffic, scenarios, reports). The `fibneigh` binary is
-//! the command line on top.
+//! The harness library: the network-namespace lab and neighbour control,
+//! pnet traffic and capture, the scenarios and their reports. The
+//! `fibneigh` binary is the command line on top.
 
 pub mod lab;
+pub mod report;
+pub mod scenario;
+pub mod stop;
+pub mod traffic;

@@ -1,6 +1,7 @@
 //! `fibneigh`: build and boot patched kernels, probe the running kernel,
 //! and run the project's scenarios.
 
+mod cli_scenarios;
 mod cli_selftests;
 mod cli_vm;
 mod probe;
@@ -34,6 +35,11 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Build the kernel's test_progs and run `-t fib_lookup` in the VM.
     Selftests(cli_selftests::SelftestsArgs),
+    /// Run one scenario cell (scenario x policy x family x hook) in a
+    /// fresh netns lab and print its result.
+    Run(cli_scenarios::RunArgs),
+    /// Run every scenario cell: table, JSON, SVG timelines, --check.
+    Matrix(cli_scenarios::MatrixArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +48,8 @@ fn main() -> ExitCode {
         Command::Vm(cmd) => cli_vm::run(cmd),
         Command::Probe(args) => probe::run(args),
         Command::Selftests(args) => cli_selftests::run(args),
+        Command::Run(args) => cli_scenarios::run(args),
+        Command::Matrix(args) => cli_scenarios::matrix(args),
     };
     match result {
         Ok(code) => code,

@@ -222,7 +222,9 @@ pub fn verdict(r: &CellResult) -> Verdict {
         (Expect::Unsupported, Outcome::Unsupported) => {
             // The state matrix shows the rejection itself.
             if r.cell.scenario == Scenario::StateMatrix
-                && r.state_rows.iter().any(|row| row.rc != -(libc::EINVAL as i64))
+                && r.state_rows
+                    .iter()
+                    .any(|row| row.rc != -(libc::EINVAL as i64))
             {
                 fail("a lookup with an unsupported flag did not return -EINVAL")
             } else {
@@ -286,8 +288,11 @@ fn state_label(r: &CellResult) -> String {
 
 fn summary(r: &CellResult) -> String {
     if r.cell.scenario == Scenario::StateMatrix && !r.state_rows.is_empty() {
-        let rcs: std::collections::BTreeSet<&str> =
-            r.state_rows.iter().map(|row| row.rc_name.as_str()).collect();
+        let rcs: std::collections::BTreeSet<&str> = r
+            .state_rows
+            .iter()
+            .map(|row| row.rc_name.as_str())
+            .collect();
         let rcs: Vec<&str> = rcs.into_iter().collect();
         return format!(
             "{} ({} states: {})",
@@ -332,8 +337,7 @@ pub fn render_table(results: &[CellResult]) -> String {
             format!("v{}", r.cell.family),
             r.cell.hook.map_or("-", |h| h.name()).to_string(),
             summary(r),
-            r.recovery_ms
-                .map_or("-".into(), |ms| format!("{ms:.0}")),
+            r.recovery_ms.map_or("-".into(), |ms| format!("{ms:.0}")),
             dash(traffic, r.sent.to_string()),
             dash(traffic, r.lost.to_string()),
             dash(
@@ -376,7 +380,11 @@ pub fn render_table(results: &[CellResult]) -> String {
 pub fn render_details(r: &CellResult) -> String {
     let mut out = String::new();
     if !r.missing_flags.is_empty() {
-        let _ = writeln!(out, "not accepted by this kernel: {}", r.missing_flags.join(", "));
+        let _ = writeln!(
+            out,
+            "not accepted by this kernel: {}",
+            r.missing_flags.join(", ")
+        );
     }
     if !r.state_rows.is_empty() {
         let _ = writeln!(
@@ -515,7 +523,7 @@ pub fn render_svg(scenario: Scenario, results: &[CellResult]) -> String {
     ] {
         let _ = writeln!(
             s,
-            r#"<rect x="{lx:.0}" y="32" width="12" height="10" fill="{}" stroke="#666" stroke-width="0.5"/><text x="{:.0}" y="41">{st}</text>"#,
+            r##"<rect x="{lx:.0}" y="32" width="12" height="10" fill="{}" stroke="#666" stroke-width="0.5"/><text x="{:.0}" y="41">{st}</text>"##,
             state_colour(st),
             lx + 15.0
         );
@@ -558,7 +566,7 @@ pub fn render_svg(scenario: Scenario, results: &[CellResult]) -> String {
         );
         let _ = writeln!(
             s,
-            r#"<text x="10" y="{:.0}">{}</text><text x="10" y="{:.0}" fill="#555">{}</text>"#,
+            r##"<text x="10" y="{:.0}">{}</text><text x="10" y="{:.0}" fill="#555">{}</text>"##,
             y0 + 16.0,
             xml_escape(label.trim()),
             y0 + 30.0,
@@ -667,11 +675,21 @@ mod tests {
         use PolicyChoice::*;
         let base = Prog(Policy::Baseline);
         let aware = Prog(Policy::StateAware);
-        let r = result(Scenario::IpReassign, base, Outcome::NotRecovered, &UNPATCHED);
+        let r = result(
+            Scenario::IpReassign,
+            base,
+            Outcome::NotRecovered,
+            &UNPATCHED,
+        );
         assert_eq!(r.verdict, Verdict::Pass);
         let r = result(Scenario::IpReassign, base, Outcome::Recovered, &UNPATCHED);
         assert!(matches!(r.verdict, Verdict::Fail(_)));
-        let r = result(Scenario::IpReassign, KernelStack, Outcome::Recovered, &UNPATCHED);
+        let r = result(
+            Scenario::IpReassign,
+            KernelStack,
+            Outcome::Recovered,
+            &UNPATCHED,
+        );
         assert_eq!(r.verdict, Verdict::Pass);
         let r = result(
             Scenario::IpReassign,
@@ -681,14 +699,24 @@ mod tests {
         );
         assert!(matches!(r.verdict, Verdict::Fail(_)));
         // Unsupported is right on an unpatched kernel, wrong on a patched one.
-        let r = result(Scenario::IpReassign, aware, Outcome::Unsupported, &UNPATCHED);
+        let r = result(
+            Scenario::IpReassign,
+            aware,
+            Outcome::Unsupported,
+            &UNPATCHED,
+        );
         assert_eq!(r.verdict, Verdict::Pass);
         let r = result(Scenario::IpReassign, aware, Outcome::Unsupported, &PATCHED);
         assert!(matches!(r.verdict, Verdict::Fail(_)));
         let r = result(Scenario::IpReassign, aware, Outcome::Recovered, &PATCHED);
         assert_eq!(r.verdict, Verdict::Pass);
         // Errors always fail.
-        let r = result(Scenario::Permanent, base, Outcome::Error("x".into()), &PATCHED);
+        let r = result(
+            Scenario::Permanent,
+            base,
+            Outcome::Error("x".into()),
+            &PATCHED,
+        );
         assert!(matches!(r.verdict, Verdict::Fail(_)));
         // Fast path: only state-aware is checked.
         let mut r = CellResult::new(cell(Scenario::ReachableFastpath, aware), Outcome::Measured);
@@ -698,7 +726,12 @@ mod tests {
         r.redirect_neigh = 1;
         r.finish(&PATCHED);
         assert!(matches!(r.verdict, Verdict::Fail(_)));
-        let r = result(Scenario::ReachableFastpath, base, Outcome::Measured, &PATCHED);
+        let r = result(
+            Scenario::ReachableFastpath,
+            base,
+            Outcome::Measured,
+            &PATCHED,
+        );
         assert_eq!(r.verdict, Verdict::Unchecked);
     }
 
@@ -723,11 +756,17 @@ mod tests {
         assert!(row_ok(Policy::Baseline, &row("STALE", 0, "NONE", true)));
         assert!(row_ok(Policy::Baseline, &row("FAILED", 7, "NONE", false)));
         assert!(!row_ok(Policy::Baseline, &row("FAILED", 0, "NONE", false)));
-        assert!(row_ok(Policy::AlwaysNeigh, &row("FAILED", 0, "NONE", false)));
+        assert!(row_ok(
+            Policy::AlwaysNeigh,
+            &row("FAILED", 0, "NONE", false)
+        ));
         // Unpatched: every NEIGH_STATE lookup is -EINVAL, which passes as
         // "unsupported".
         let mut r = CellResult::new(
-            cell(Scenario::StateMatrix, PolicyChoice::Prog(Policy::StateAware)),
+            cell(
+                Scenario::StateMatrix,
+                PolicyChoice::Prog(Policy::StateAware),
+            ),
             Outcome::Unsupported,
         );
         r.state_rows = vec![row("STALE", -22, "NONE", false)];

@@ -132,11 +132,7 @@ pub fn flow_frame(spec: &FlowSpec, seq: u32) -> Vec<u8> {
     frame.extend_from_slice(&spec.src_mac);
     match (spec.src_ip, spec.dst_ip) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let sum = udp::ipv4_checksum(
-                &UdpPacket::new(&udp_buf).expect("UDP header"),
-                &s,
-                &d,
-            );
+            let sum = udp::ipv4_checksum(&UdpPacket::new(&udp_buf).expect("UDP header"), &s, &d);
             udp_buf[6..8].copy_from_slice(&sum.to_be_bytes());
             frame.extend_from_slice(&[0x08, 0x00]);
             let mut ip = vec![0u8; 20 + udp_len];
@@ -158,11 +154,7 @@ pub fn flow_frame(spec: &FlowSpec, seq: u32) -> Vec<u8> {
         }
         (s, d) => {
             let (s, d) = (to_v6(s), to_v6(d));
-            let sum = udp::ipv6_checksum(
-                &UdpPacket::new(&udp_buf).expect("UDP header"),
-                &s,
-                &d,
-            );
+            let sum = udp::ipv6_checksum(&UdpPacket::new(&udp_buf).expect("UDP header"), &s, &d);
             udp_buf[6..8].copy_from_slice(&sum.to_be_bytes());
             frame.extend_from_slice(&[0x86, 0xdd]);
             let mut ip = vec![0u8; 40 + udp_len];
@@ -234,17 +226,26 @@ pub fn unsolicited_na_frame(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FrameKind {
     /// ARP request for `target` (gratuitous when sender == target).
-    ArpRequest { sender: IpAddr, target: IpAddr },
-    ArpReply { sender: IpAddr },
+    ArpRequest {
+        sender: IpAddr,
+        target: IpAddr,
+    },
+    ArpReply {
+        sender: IpAddr,
+    },
     /// Neighbour solicitation for `target`.
-    NeighSolicit { target: IpAddr },
+    NeighSolicit {
+        target: IpAddr,
+    },
     NeighAdvert {
         target: IpAddr,
         solicited: bool,
         override_flag: bool,
     },
     /// A frame of the flow.
-    Data { seq: u32 },
+    Data {
+        seq: u32,
+    },
     Other,
 }
 
@@ -283,15 +284,15 @@ pub fn classify(frame: &[u8]) -> Option<Classified> {
             .filter(|p| p.get_next_level_protocol() == IpNextHeaderProtocols::Udp)
             .and_then(|p| UdpPacket::new(p.payload()).and_then(|u| flow_seq(&u)))
             .map(|seq| FrameKind::Data { seq }),
-        EtherTypes::Ipv6 => Ipv6Packet::new(eth.payload()).and_then(|p| {
-            match p.get_next_header() {
+        EtherTypes::Ipv6 => {
+            Ipv6Packet::new(eth.payload()).and_then(|p| match p.get_next_header() {
                 IpNextHeaderProtocols::Udp => UdpPacket::new(p.payload())
                     .and_then(|u| flow_seq(&u))
                     .map(|seq| FrameKind::Data { seq }),
                 IpNextHeaderProtocols::Icmpv6 => classify_ndisc(p.payload()),
                 _ => None,
-            }
-        }),
+            })
+        }
         _ => None,
     }
     .unwrap_or(FrameKind::Other);
@@ -522,10 +523,7 @@ mod tests {
     fn flow_frames_classify_with_their_sequence() {
         for (s, d) in [
             (IpAddr::from([10, 1, 0, 2]), IpAddr::from([10, 2, 0, 50])),
-            (
-                "fd00:1::2".parse().unwrap(),
-                "fd00:2::50".parse().unwrap(),
-            ),
+            ("fd00:1::2".parse().unwrap(), "fd00:2::50".parse().unwrap()),
         ] {
             let spec = FlowSpec {
                 src_mac: A,
@@ -578,10 +576,7 @@ mod tests {
 
         let mut req = garp_frame(A, ip4);
         req[28..32].copy_from_slice(&[10, 2, 0, 1]);
-        assert!(classify(&req)
-            .unwrap()
-            .kind
-            .is_probe_for(ip4.into()));
+        assert!(classify(&req).unwrap().kind.is_probe_for(ip4.into()));
         assert_eq!(classify(&[0u8; 10]), None);
         let mut other = garp_frame(A, ip4);
         other[12] = 0x88;

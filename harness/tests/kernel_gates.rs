@@ -1,7 +1,9 @@
-//! Quality gates for the kernel series, run against the tree `fibneigh vm
-//! build` made (series applied with `git am` on the pristine base). They
-//! need that tree, so they are ignored by a plain `cargo test`;
-//! `scripts/test.sh` runs them with `--ignored` after the kernel build.
+//! Quality gates for the kernel series, for each base the project carries
+//! a series for (bpf-next on 7.3, the LTS backport on 6.12), run against
+//! the tree `fibneigh vm tree` prepares (series applied with `git am` on
+//! the pristine base). They need those trees, so they are ignored by a
+//! plain `cargo test`; `scripts/test.sh` runs them with `--ignored` after
+//! the kernel builds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,27 +11,30 @@ use std::process::Command;
 const CHECKPATCH_IGNORE: &str = "COMMIT_LOG_LONG_LINE,MACRO_ARG_REUSE,ALLOC_SIZEOF_STRUCT,\
 NO_AUTHOR_SIGN_OFF,GIT_COMMIT_ID,CAMELCASE,FILE_PATH_CHANGES,BAD_REPORTED_BY_LINK";
 
+/// The bases and their patch directories.
+const BASES: [(&str, &str); 2] = [("7.3", "kernel-patches"), ("6.12", "kernel-patches/6.12")];
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The pipeline's tree with the committed series applied (`vm tree`
-/// re-applies it if another series was applied since).
-fn tree() -> PathBuf {
+/// The pipeline's tree for `base` with its committed series applied (`vm
+/// tree` re-applies it if another series was applied since).
+fn tree(base: &str) -> PathBuf {
     let out = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
-        .args(["vm", "tree"])
+        .args(["vm", "tree", "--base", base])
         .output()
         .expect("fibneigh runs");
     assert!(
         out.status.success(),
-        "vm tree: {}",
+        "vm tree --base {base}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-fn series() -> Vec<PathBuf> {
-    let dir = repo().join("kernel-patches");
+fn series(patches: &str) -> Vec<PathBuf> {
+    let dir = repo().join(patches);
     std::fs::read_to_string(dir.join("series"))
         .expect("series")
         .lines()
@@ -56,139 +61,146 @@ fn sh(dir: &Path, cmd: &str) -> (bool, String) {
 }
 
 #[test]
-#[ignore = "kernel gates: need the patched tree from `fibneigh vm build`"]
+#[ignore = "kernel gates: need the kernel trees from `fibneigh vm tree`"]
 fn gate1_series_applies_with_git_am_on_the_pristine_base() {
-    let tree = tree();
-    let (ok, count) = sh(&tree, "git rev-list --count fibneigh-base..HEAD");
-    assert!(ok, "{count}");
-    assert_eq!(
-        count.trim().parse::<usize>().unwrap(),
-        series().len(),
-        "one commit per patch"
-    );
-    let (ok, status) = sh(&tree, "git status --porcelain --untracked-files=no");
-    assert!(
-        ok && status.trim().is_empty(),
-        "tree is clean after git am: {status}"
-    );
-}
-
-#[test]
-#[ignore = "kernel gates: need the patched tree from `fibneigh vm build`"]
-fn gate2_checkpatch_reports_only_the_missing_sign_off() {
-    let tree = tree();
-    for patch in series() {
-        let cmd = format!(
-            "scripts/checkpatch.pl --strict --max-line-length=80 --ignore={CHECKPATCH_IGNORE} '{}'",
-            patch.display()
-        );
-        let (_, text) = sh(&tree, &cmd);
-        let problems: Vec<&str> = text
-            .lines()
-            .filter(|l| {
-                l.starts_with("ERROR:") || l.starts_with("WARNING:") || l.starts_with("CHECK:")
-            })
-            .collect();
+    for (base, patches) in BASES {
+        let tree = tree(base);
+        let (ok, count) = sh(&tree, "git rev-list --count fibneigh-base..HEAD");
+        assert!(ok, "{count}");
+        let n = series(patches).len();
+        assert!(n > 0, "{base}: the series is empty");
         assert_eq!(
-            problems,
-            ["ERROR: Missing Signed-off-by: line(s)"],
-            "{}:\n{text}",
-            patch.display()
+            count.trim().parse::<usize>().unwrap(),
+            n,
+            "{base}: one commit per patch"
+        );
+        let (ok, status) = sh(&tree, "git status --porcelain --untracked-files=no");
+        assert!(
+            ok && status.trim().is_empty(),
+            "{base}: tree is clean after git am: {status}"
         );
     }
 }
 
 #[test]
-#[ignore = "kernel gates: need the patched tree from `fibneigh vm build`"]
-fn gate3_w1_build_of_filter_adds_no_warning() {
-    let tree = tree();
-    let files = ["net/core/filter.c", "include/uapi/linux/bpf.h"];
-    // Both builds below must see different code, or the gate compares
-    // the base with itself.
-    let (same, _) = sh(&tree, "git diff --quiet fibneigh-base -- net/core/filter.c");
-    assert!(
-        !same,
-        "the tree's filter.c is the pristine one: is the series applied?"
-    );
-    // Build filter.o with W=1 from the pristine files, then from the
-    // patched ones; keep every file's mtime so the next kernel build does
-    // not recompile what includes bpf.h.
-    let warnings = |label: &str| {
-        let (ok, text) = sh(
-            &tree,
-            "touch net/core/filter.c && make -s W=1 net/core/filter.o 2>&1",
-        );
-        assert!(ok, "{label} W=1 build of filter.o failed:\n{text}");
-        let mut w: Vec<String> = text
-            .lines()
-            .filter(|l| l.contains("warning:"))
-            .map(|l| {
-                l.split_once(": warning:")
-                    .map_or(l, |(_, m)| m)
-                    .trim()
-                    .to_string()
-            })
-            .collect();
-        w.sort();
-        w
-    };
-    let save = files.map(|f| format!("cp -p {f} {f}.gate && git show fibneigh-base:{f} > {f}"));
-    let (ok, text) = sh(&tree, &save.join(" && "));
-    assert!(ok, "{text}");
-    let base = warnings("pristine");
-    let restore = files.map(|f| format!("mv {f}.gate {f}"));
-    let (ok, text) = sh(&tree, &restore.join(" && "));
-    assert!(ok, "{text}");
-    let patched = warnings("patched");
-    let new: Vec<&String> = patched.iter().filter(|w| !base.contains(w)).collect();
-    assert!(new.is_empty(), "new W=1 warnings: {new:#?}");
+#[ignore = "kernel gates: need the kernel trees from `fibneigh vm tree`"]
+fn gate2_checkpatch_reports_only_the_missing_sign_off() {
+    for (base, patches) in BASES {
+        let tree = tree(base);
+        for patch in series(patches) {
+            let cmd = format!(
+                "scripts/checkpatch.pl --strict --max-line-length=80 --ignore={CHECKPATCH_IGNORE} '{}'",
+                patch.display()
+            );
+            let (_, text) = sh(&tree, &cmd);
+            let problems: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("ERROR:") || l.starts_with("WARNING:") || l.starts_with("CHECK:")
+                })
+                .collect();
+            assert_eq!(
+                problems,
+                ["ERROR: Missing Signed-off-by: line(s)"],
+                "{}:\n{text}",
+                patch.display()
+            );
+        }
+    }
 }
 
 #[test]
-#[ignore = "kernel gates: need the patched tree from `fibneigh vm build`"]
+#[ignore = "kernel gates: need the kernel trees from `fibneigh vm tree`"]
+fn gate3_w1_build_of_filter_adds_no_warning() {
+    for (base, _) in BASES {
+        let tree = tree(base);
+        let files = ["net/core/filter.c", "include/uapi/linux/bpf.h"];
+        // Both builds below must see different code, or the gate compares
+        // the base with itself.
+        let (same, _) = sh(&tree, "git diff --quiet fibneigh-base -- net/core/filter.c");
+        assert!(
+            !same,
+            "{base}: the tree's filter.c is the pristine one: is the series applied?"
+        );
+        // Build filter.o with W=1 from the pristine files, then from the
+        // patched ones; keep every file's mtime so the next kernel build
+        // does not recompile what includes bpf.h.
+        let warnings = |label: &str| {
+            let (ok, text) = sh(
+                &tree,
+                "touch net/core/filter.c && make -s W=1 net/core/filter.o 2>&1",
+            );
+            assert!(ok, "{base}: {label} W=1 build of filter.o failed:\n{text}");
+            let mut w: Vec<String> = text
+                .lines()
+                .filter(|l| l.contains("warning:"))
+                .map(|l| {
+                    l.split_once(": warning:")
+                        .map_or(l, |(_, m)| m)
+                        .trim()
+                        .to_string()
+                })
+                .collect();
+            w.sort();
+            w
+        };
+        let save = files.map(|f| format!("cp -p {f} {f}.gate && git show fibneigh-base:{f} > {f}"));
+        let (ok, text) = sh(&tree, &save.join(" && "));
+        assert!(ok, "{text}");
+        let pristine = warnings("pristine");
+        let restore = files.map(|f| format!("mv {f}.gate {f}"));
+        let (ok, text) = sh(&tree, &restore.join(" && "));
+        assert!(ok, "{text}");
+        let patched = warnings("patched");
+        let new: Vec<&String> = patched.iter().filter(|w| !pristine.contains(w)).collect();
+        assert!(new.is_empty(), "{base}: new W=1 warnings: {new:#?}");
+    }
+}
+
+#[test]
+#[ignore = "kernel gates: need the kernel trees from `fibneigh vm tree`"]
 fn gate4_bpf_doc_parses_and_uapi_copies_match() {
-    let tree = tree();
-    let (ok, text) = sh(
-        &tree,
-        "python3 scripts/bpf_doc.py --filename include/uapi/linux/bpf.h > /dev/null",
-    );
-    assert!(ok, "bpf_doc.py: {text}");
-    let (ok, text) = sh(
-        &tree,
-        "python3 scripts/bpf_doc.py --filename include/uapi/linux/bpf.h",
-    );
-    assert!(
-        ok && text.contains("BPF_FIB_LOOKUP_NEIGH_STATE")
-            && text.contains("BPF_FIB_LOOKUP_NEIGH_REFRESH")
-    );
-    let (ok, text) = sh(
-        &tree,
-        "cmp include/uapi/linux/bpf.h tools/include/uapi/linux/bpf.h",
-    );
-    assert!(ok, "uAPI copies differ: {text}");
-    // sizeof(struct bpf_fib_lookup) == 64 and no offset moved, compiled
-    // against the patched header.
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("size.c");
-    std::fs::write(
-        &src,
-        "#include <stddef.h>\n#include <linux/bpf.h>\n\
-         _Static_assert(sizeof(struct bpf_fib_lookup) == 64, \"size\");\n\
-         _Static_assert(offsetof(struct bpf_fib_lookup, sport) == 2, \"sport\");\n\
-         _Static_assert(offsetof(struct bpf_fib_lookup, nud_state) == 2, \"nud_state\");\n\
-         _Static_assert(offsetof(struct bpf_fib_lookup, dport) == 4, \"dport\");\n\
-         _Static_assert(offsetof(struct bpf_fib_lookup, ifindex) == 8, \"ifindex\");\n\
-         _Static_assert(offsetof(struct bpf_fib_lookup, dmac) == 58, \"dmac\");\n\
-         int main(void) { return BPF_FIB_LOOKUP_NEIGH_STATE != 256 || BPF_FIB_LOOKUP_NEIGH_REFRESH != 512; }\n",
-    )
-    .unwrap();
-    let bin = dir.path().join("size");
-    let cmd = format!(
-        "gcc -I tools/include/uapi -I /usr/include/x86_64-linux-gnu -o '{}' '{}' && '{}'",
-        bin.display(),
-        src.display(),
-        bin.display()
-    );
-    let (ok, text) = sh(&tree, &cmd);
-    assert!(ok, "layout check failed: {text}");
+    for (base, _) in BASES {
+        let tree = tree(base);
+        let (ok, text) = sh(
+            &tree,
+            "python3 scripts/bpf_doc.py --filename include/uapi/linux/bpf.h",
+        );
+        assert!(ok, "{base}: bpf_doc.py: {text}");
+        assert!(
+            text.contains("BPF_FIB_LOOKUP_NEIGH_STATE")
+                && text.contains("BPF_FIB_LOOKUP_NEIGH_REFRESH"),
+            "{base}: the helper doc does not describe the new flags"
+        );
+        let (ok, text) = sh(
+            &tree,
+            "cmp include/uapi/linux/bpf.h tools/include/uapi/linux/bpf.h",
+        );
+        assert!(ok, "{base}: uAPI copies differ: {text}");
+        // sizeof(struct bpf_fib_lookup) == 64 and no offset moved, compiled
+        // against the patched header.
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("size.c");
+        std::fs::write(
+            &src,
+            "#include <stddef.h>\n#include <linux/bpf.h>\n\
+             _Static_assert(sizeof(struct bpf_fib_lookup) == 64, \"size\");\n\
+             _Static_assert(offsetof(struct bpf_fib_lookup, sport) == 2, \"sport\");\n\
+             _Static_assert(offsetof(struct bpf_fib_lookup, nud_state) == 2, \"nud_state\");\n\
+             _Static_assert(offsetof(struct bpf_fib_lookup, dport) == 4, \"dport\");\n\
+             _Static_assert(offsetof(struct bpf_fib_lookup, ifindex) == 8, \"ifindex\");\n\
+             _Static_assert(offsetof(struct bpf_fib_lookup, dmac) == 58, \"dmac\");\n\
+             int main(void) { return BPF_FIB_LOOKUP_NEIGH_STATE != 256 || BPF_FIB_LOOKUP_NEIGH_REFRESH != 512; }\n",
+        )
+        .unwrap();
+        let bin = dir.path().join("size");
+        let cmd = format!(
+            "gcc -I tools/include/uapi -I /usr/include/x86_64-linux-gnu -o '{}' '{}' && '{}'",
+            bin.display(),
+            src.display(),
+            bin.display()
+        );
+        let (ok, text) = sh(&tree, &cmd);
+        assert!(ok, "{base}: layout check failed: {text}");
+    }
 }

@@ -120,6 +120,23 @@ pub fn debian_mirror(sources: &[AptSource]) -> Option<String> {
         .map(|s| s.uri.trim_end_matches('/').to_string())
 }
 
+/// The mirror to fetch `suite` from: a source that already carries that
+/// suite, else one that carries the same kind of suite (the security
+/// archive for `*-security`), else the main Debian mirror.
+pub fn mirror_for_suite(sources: &[AptSource], suite: &str) -> Option<String> {
+    let trim = |s: &AptSource| s.uri.trim_end_matches('/').to_string();
+    if let Some(s) = sources.iter().find(|s| s.suites.iter().any(|x| x == suite)) {
+        return Some(trim(s));
+    }
+    if suite.ends_with("-security") {
+        return sources
+            .iter()
+            .find(|s| s.suites.iter().any(|x| x.ends_with("-security")))
+            .map(trim);
+    }
+    debian_mirror(sources)
+}
+
 /// Read every apt source under `etc_apt` (normally `/etc/apt`).
 pub fn system_sources(etc_apt: &Path) -> Result<Vec<AptSource>> {
     let mut sources = Vec::new();
@@ -147,9 +164,10 @@ pub fn system_sources(etc_apt: &Path) -> Result<Vec<AptSource>> {
     Ok(sources)
 }
 
-/// The system's Debian mirror, read from its apt configuration.
-pub fn system_mirror(etc_apt: &Path) -> Result<String> {
-    debian_mirror(&system_sources(etc_apt)?).ok_or_else(|| Error::NoMirror(etc_apt.to_path_buf()))
+/// The system's Debian mirror for `suite`, read from its apt configuration.
+pub fn system_mirror(etc_apt: &Path, suite: &str) -> Result<String> {
+    mirror_for_suite(&system_sources(etc_apt)?, suite)
+        .ok_or_else(|| Error::NoMirror(etc_apt.to_path_buf()))
 }
 
 /// A downloaded `.deb` and the exact version apt resolved.
@@ -378,11 +396,38 @@ Components: main
             uris,
             ["http://m1.example/debian", "http://m2.example/debian"]
         );
-        assert_eq!(system_mirror(d).unwrap(), "http://m1.example/debian");
+        assert_eq!(
+            system_mirror(d, "trixie-backports").unwrap(),
+            "http://m1.example/debian"
+        );
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(
-            system_mirror(empty.path()),
+            system_mirror(empty.path(), "trixie"),
             Err(Error::NoMirror(_))
         ));
+    }
+
+    #[test]
+    fn suite_picks_the_archive_that_carries_it() {
+        let s = parse_one_line(
+            "deb http://main.example/debian bookworm main\n\
+             deb http://sec.example/debian-security bookworm-security main\n",
+        );
+        assert_eq!(
+            mirror_for_suite(&s, "bookworm-security").as_deref(),
+            Some("http://sec.example/debian-security")
+        );
+        assert_eq!(
+            mirror_for_suite(&s, "trixie-security").as_deref(),
+            Some("http://sec.example/debian-security")
+        );
+        assert_eq!(
+            mirror_for_suite(&s, "trixie-backports").as_deref(),
+            Some("http://main.example/debian")
+        );
+        assert_eq!(
+            mirror_for_suite(&s, "bookworm").as_deref(),
+            Some("http://main.example/debian")
+        );
     }
 }

@@ -31,6 +31,14 @@ impl SourceSpec {
             suite: "trixie-backports".into(),
         }
     }
+
+    /// The LTS base for the backport: Linux 6.12 from bookworm-security.
+    pub fn lts_base() -> Self {
+        Self::Debian {
+            package: "linux-source-6.12".into(),
+            suite: "bookworm-security".into(),
+        }
+    }
 }
 
 /// The base a tree was made from; recorded next to every tree and kernel.
@@ -80,7 +88,7 @@ pub fn fetch(
                         Phase::Fetch,
                         format!("{package} from {suite}"),
                     ));
-                    let mirror = apt::system_mirror(Path::new("/etc/apt"))?;
+                    let mirror = apt::system_mirror(Path::new("/etc/apt"), suite)?;
                     apt.update(&mirror, suite)?;
                     let version = apt.candidate(package)?.ok_or_else(|| Error::Package {
                         package: package.clone(),

@@ -315,7 +315,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             rate_pps: 200,
-            window: Duration::from_millis(2500),
+            window: Duration::from_millis(2000),
             managed_window: Duration::from_millis(8000),
             fastpath_window: Duration::from_millis(1000),
             after_recovery: Duration::from_millis(250),

@@ -1,0 +1,230 @@
+//! `fibneigh run` (one cell) and `fibneigh matrix` (every cell, a table,
+//! JSON, SVG timelines, `--check` against the expectations).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fibneigh::lab::Lab;
+use fibneigh::report::{self, CellResult, MatrixReport, Verdict};
+use fibneigh::scenario::{self, Cell, Family, HookKind, Options, PolicyChoice, Scenario, Support};
+use fibneigh::stop;
+
+/// Exit status after SIGINT/SIGTERM (everything torn down).
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Args)]
+pub struct TimingArgs {
+    /// Flow rate in packets per second.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// How long to wait for recovery after the move, in ms.
+    #[arg(long, default_value_t = 2000)]
+    pub window_ms: u64,
+}
+
+impl TimingArgs {
+    fn options(&self) -> Options {
+        Options {
+            rate_pps: self.rate.max(1),
+            window: std::time::Duration::from_millis(self.window_ms),
+            ..Options::default()
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// ip-reassign, ip-reassign-aged, ip-reassign-garp, state-matrix,
+    /// gateway, managed, permanent or reachable-fastpath.
+    #[arg(long)]
+    pub scenario: Scenario,
+    /// baseline, always-neigh, state-aware, refresh or kernel-stack.
+    #[arg(long)]
+    pub policy: PolicyChoice,
+    /// 4 or 6.
+    #[arg(long, default_value = "4")]
+    pub family: Family,
+    /// tc or xdp (ignored for kernel-stack).
+    #[arg(long, default_value = "tc")]
+    pub hook: HookKind,
+    /// Also write the result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+#[derive(Args)]
+pub struct MatrixArgs {
+    /// Write every result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write one SVG timeline per scenario into this directory.
+    #[arg(long)]
+    pub svg_dir: Option<PathBuf>,
+    /// Only ip-reassign (forced STALE), state-matrix and
+    /// reachable-fastpath (for slow, emulated machines).
+    #[arg(long)]
+    pub quick: bool,
+    /// Exit non-zero unless every cell matches the expectations.
+    #[arg(long)]
+    pub check: bool,
+    /// Only these scenarios (repeatable).
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<Scenario>,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+fn prepare() -> Result<Support> {
+    stop::install().context("failed to install the signal handlers")?;
+    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
+    Support::probe().context("failed to probe the kernel (are you root?)")
+}
+
+fn check_policy(cell: &Cell) -> Result<()> {
+    if cell.scenario == Scenario::StateMatrix && cell.policy == PolicyChoice::KernelStack {
+        bail!("state-matrix runs the probe program; pick a program policy, not kernel-stack");
+    }
+    if !cell.scenario.policies().contains(&cell.policy) {
+        bail!(
+            "{} runs only with: {}",
+            cell.scenario,
+            names(&cell.scenario.policies())
+        );
+    }
+    Ok(())
+}
+
+fn names(p: &[PolicyChoice]) -> String {
+    p.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+}
+
+fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("failed to write {}", path.display()))
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let cell = Cell::new(args.scenario, args.policy, args.family, args.hook);
+    check_policy(&cell)?;
+    let support = prepare()?;
+    let opts = args.timing.options();
+    let r = match scenario::run_case(&cell, &support, &opts) {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!("fibneigh: interrupted; the lab was removed");
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+    };
+    print!("{}", report::render_table(std::slice::from_ref(&r)));
+    print!("{}", report::render_details(&r));
+    if let Some(p) = &args.json {
+        write_json(p, &r)?;
+    }
+    Ok(match r.outcome {
+        report::Outcome::Error(_) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
+    let scenarios: Vec<Scenario> = if !args.scenarios.is_empty() {
+        args.scenarios.clone()
+    } else if args.quick {
+        Scenario::QUICK.to_vec()
+    } else {
+        Scenario::ALL.to_vec()
+    };
+    let support = prepare()?;
+    let opts = args.timing.options();
+    let cells = scenario::cells(&scenarios);
+    let started = Instant::now();
+    eprintln!(
+        "fibneigh matrix: {} cells; kernel accepts NEIGH_STATE: {}, NEIGH_REFRESH: {}",
+        cells.len(),
+        support.neigh_state,
+        support.neigh_refresh
+    );
+    let mut results: Vec<CellResult> = Vec::new();
+    let mut interrupted = false;
+    for (i, cell) in cells.iter().enumerate() {
+        let t = Instant::now();
+        match scenario::run_case(cell, &support, &opts) {
+            Ok(r) => {
+                eprintln!(
+                    "[{}/{}] {}: {} ({:.1}s)",
+                    i + 1,
+                    cells.len(),
+                    cell.id(),
+                    r.outcome.label(),
+                    t.elapsed().as_secs_f64()
+                );
+                results.push(r);
+            }
+            Err(_) => {
+                interrupted = true;
+                break;
+            }
+        }
+    }
+    print!("{}", report::render_table(&results));
+    let failures = results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Fail(_)))
+        .count();
+    println!(
+        "{} cells in {:.1}s; {} matching the expectations, {} not, {} unchecked",
+        results.len(),
+        started.elapsed().as_secs_f64(),
+        results
+            .iter()
+            .filter(|r| r.verdict == Verdict::Pass)
+            .count(),
+        failures,
+        results
+            .iter()
+            .filter(|r| r.verdict == Verdict::Unchecked)
+            .count(),
+    );
+    if let Some(p) = &args.json {
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        write_json(
+            p,
+            &MatrixReport {
+                kernel_release: release,
+                support,
+                options: opts,
+                quick: args.quick,
+                cells: &results,
+                failures,
+            },
+        )?;
+    }
+    if let Some(dir) = &args.svg_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+        for s in &scenarios {
+            if *s == Scenario::StateMatrix {
+                continue;
+            }
+            let path = dir.join(format!("{s}.svg"));
+            std::fs::write(&path, report::render_svg(*s, &results))
+                .with_context(|| format!("failed to write {}", path.display()))?;
+        }
+    }
+    if interrupted {
+        eprintln!("fibneigh: interrupted; the lab was removed");
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    if args.check && failures > 0 {
+        eprintln!("fibneigh matrix --check: {failures} cell(s) do not match the expectations");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

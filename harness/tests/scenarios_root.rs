@@ -1,0 +1,141 @@
+//! Scenario cells against the running kernel (needs root; run with
+//! `cargo test -p fibneigh --test scenarios_root -- --ignored`). Written
+//! for an unpatched kernel, where state-aware and refresh are unsupported;
+//! on a patched one the NEIGH_STATE checks take the patched branch.
+
+use std::process::Command;
+use std::time::Duration;
+
+use fibneigh::lab::{netns, plan};
+use fibneigh::report::{Outcome, Verdict};
+use fibneigh::scenario::{
+    run_case, Cell, Family, HookKind, Options, PolicyChoice, Scenario, Support,
+};
+use fibneigh_bpf::{ret, Policy};
+
+fn cell(s: Scenario, p: Policy) -> Cell {
+    Cell::new(s, PolicyChoice::Prog(p), Family::V4, HookKind::Tc)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_bug_reproduces_with_baseline_and_always_neigh_recovers() {
+    let support = Support::probe().expect("probe the kernel");
+    let opts = Options::default();
+    let base = run_case(
+        &cell(Scenario::IpReassign, Policy::Baseline),
+        &support,
+        &opts,
+    )
+    .expect("not interrupted");
+    eprintln!("{}", fibneigh::report::render_details(&base));
+    assert_eq!(base.outcome, Outcome::NotRecovered, "{base:?}");
+    assert_eq!(base.delivered_new, 0);
+    assert!(base.redirect > 0 && base.lost > 0, "{base:?}");
+    assert_eq!(base.final_new_mac, Some(false), "still the old MAC");
+    assert_eq!(base.verdict, Verdict::Pass);
+
+    let neigh = run_case(
+        &cell(Scenario::IpReassign, Policy::AlwaysNeigh),
+        &support,
+        &opts,
+    )
+    .expect("not interrupted");
+    eprintln!("{}", fibneigh::report::render_details(&neigh));
+    assert_eq!(neigh.outcome, Outcome::Recovered, "{neigh:?}");
+    let ms = neigh.recovery_ms.expect("recovery time");
+    assert!(ms > 0.0 && ms < opts.window.as_millis() as f64, "{ms}");
+    assert!(neigh.redirect_neigh > 0 && neigh.redirect == 0, "{neigh:?}");
+    assert!(neigh.probes_unicast + neigh.probes_multicast > 0);
+    assert_eq!(neigh.final_new_mac, Some(true));
+    assert_eq!(neigh.verdict, Verdict::Pass);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn state_matrix_shows_whether_neigh_state_is_accepted() {
+    let support = Support::probe().expect("probe the kernel");
+    for hook in [HookKind::Tc, HookKind::Xdp] {
+        let c = Cell::new(
+            Scenario::StateMatrix,
+            PolicyChoice::Prog(Policy::StateAware),
+            Family::V4,
+            hook,
+        );
+        let r = run_case(&c, &support, &Options::default()).expect("not interrupted");
+        eprintln!("{}", fibneigh::report::render_details(&r));
+        assert_eq!(r.state_rows.len(), 9, "{r:?}");
+        if support.neigh_state {
+            assert_eq!(r.outcome, Outcome::Measured);
+        } else {
+            assert_eq!(r.outcome, Outcome::Unsupported);
+            assert_eq!(r.missing_flags, vec!["NEIGH_STATE".to_string()]);
+            for row in &r.state_rows {
+                assert_eq!(row.rc, -(libc::EINVAL as i64), "{row:?}");
+                assert_eq!(row.rc_name, "EINVAL");
+            }
+        }
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    }
+    // Without a new flag, the host answers as DESIGN §1 says: STALE is
+    // SUCCESS with the cached MAC.
+    let c = cell(Scenario::StateMatrix, Policy::Baseline);
+    let r = run_case(&c, &support, &Options::default()).expect("not interrupted");
+    let stale = r.state_rows.iter().find(|r| r.set == "STALE").expect("row");
+    assert_eq!(stale.rc, ret::SUCCESS);
+    assert!(stale.dmac_matches);
+    assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn sigint_mid_run_leaves_no_namespace_behind() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
+        .args([
+            "run",
+            "--scenario",
+            "ip-reassign",
+            "--policy",
+            "baseline",
+            "--family",
+            "4",
+            "--hook",
+            "tc",
+        ])
+        .spawn()
+        .expect("spawn fibneigh");
+    let prefix = plan::run_prefix(child.id());
+    // Wait until its lab exists (or ~1 s), then interrupt it.
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(10));
+        if netns::list()
+            .unwrap()
+            .iter()
+            .any(|n| n.starts_with(&prefix))
+        {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("send SIGINT");
+    let status = child.wait().expect("wait for fibneigh");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for line in listed.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        assert!(!name.starts_with(&prefix), "left behind: {name}");
+        // Any other fn namespace belongs to a live process (e.g. a test
+        // running in parallel in this one).
+        if let Some(pid) = plan::owner_pid(name) {
+            assert!(netns::pid_alive(pid), "left behind by {pid}: {name}");
+        }
+    }
+}
