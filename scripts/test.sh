@@ -39,8 +39,14 @@ fi
 step "VM tier: kernel build, boot, checks in the guest, failure paths"
 cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 
-step "kernel gates: git am, checkpatch, W=1, bpf_doc and uAPI"
+step "6.12 LTS backport: kernel build"
+cargo run -q --bin fibneigh -- vm build --base 6.12
+
+step "kernel gates (7.3 and 6.12): git am, checkpatch, W=1, bpf_doc and uAPI"
 cargo test -p fibneigh --test kernel_gates -- --ignored --test-threads=1
 
-step "kernel selftests: test_progs -t fib_lookup in the patched kernel"
+step "kernel selftests: test_progs -t fib_lookup in the patched 7.3 kernel"
 cargo run -q --bin fibneigh -- selftests
+
+step "kernel selftests: test_progs -t fib_lookup in the patched 6.12 kernel"
+cargo run -q --bin fibneigh -- selftests --base 6.12

@@ -20,16 +20,18 @@ pub struct TimingArgs {
     /// Flow rate in packets per second.
     #[arg(long, default_value_t = 200)]
     pub rate: u32,
-    /// How long to wait for recovery after the move, in ms.
-    #[arg(long, default_value_t = 2000)]
-    pub window_ms: u64,
+    /// How long to wait for recovery after the move, in ms [default:
+    /// 2000; with matrix --quick, meant for emulated machines, 4000].
+    #[arg(long)]
+    pub window_ms: Option<u64>,
 }
 
 impl TimingArgs {
-    fn options(&self) -> Options {
+    fn options(&self, quick: bool) -> Options {
+        let default = if quick { 4000 } else { 2000 };
         Options {
             rate_pps: self.rate.max(1),
-            window: std::time::Duration::from_millis(self.window_ms),
+            window: std::time::Duration::from_millis(self.window_ms.unwrap_or(default)),
             ..Options::default()
         }
     }
@@ -112,7 +114,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let cell = Cell::new(args.scenario, args.policy, args.family, args.hook);
     check_policy(&cell)?;
     let support = prepare()?;
-    let opts = args.timing.options();
+    let opts = args.timing.options(false);
     let r = match scenario::run_case(&cell, &support, &opts) {
         Ok(r) => r,
         Err(_) => {
@@ -140,7 +142,7 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         Scenario::ALL.to_vec()
     };
     let support = prepare()?;
-    let opts = args.timing.options();
+    let opts = args.timing.options(args.quick);
     let cells = scenario::cells(&scenarios);
     let started = Instant::now();
     eprintln!(

@@ -271,8 +271,19 @@ pub fn row_ok(p: Policy, row: &StateRow) -> bool {
             } else {
                 row.rc == ret::NO_NEIGH
             };
-            let nud_ok = p != Policy::StateAware || row.nud_name == row.before;
-            rc_ok && nud_ok
+            // An entry set to DELAY may move on while it is looked up: the
+            // report must be a state the entry was in, before or after.
+            let nud_ok =
+                p != Policy::StateAware || row.nud_name == row.before || row.nud_name == row.after;
+            // REFRESH re-validates a STALE entry (DELAY, or PROBE once its
+            // timer ran) and leaves a REACHABLE one alone.
+            let refresh_ok = p != Policy::Refresh
+                || match row.before.as_str() {
+                    "STALE" => row.after == "DELAY" || row.after == "PROBE",
+                    "REACHABLE" => row.after == "REACHABLE",
+                    _ => true,
+                };
+            rc_ok && nud_ok && refresh_ok
         }
     }
 }
@@ -476,16 +487,17 @@ pub fn state_colour(state: &str) -> &'static str {
 }
 
 /// One SVG for `scenario`: per cell, the DUT's neighbour state over time
-/// (coloured band, hatched while it holds the old MAC) and flow packets
-/// delivered per bin (old MAC above the axis in red, new MAC in blue),
-/// with the move marked.
+/// (a coloured band, with a thin strip under it: grey while the entry
+/// holds the old MAC, blue once it holds the new one) and flow packets
+/// delivered per bin (to the old MAC in red, dark red once that is a black
+/// hole after the move; to the new MAC in blue), with the move dashed.
 pub fn render_svg(scenario: Scenario, results: &[CellResult]) -> String {
     let rows: Vec<&CellResult> = results
         .iter()
         .filter(|r| r.cell.scenario == scenario)
         .collect();
     let (left, right, top, row_h) = (230.0, 20.0, 70.0, 46.0);
-    let plot_w = 700.0;
+    let plot_w = 900.0;
     let width = left + plot_w + right;
     let height = top + row_h * rows.len().max(1) as f64 + 30.0;
     let end_ms = rows
@@ -531,10 +543,12 @@ pub fn render_svg(scenario: Scenario, results: &[CellResult]) -> String {
     }
     let _ = writeln!(
         s,
-        r##"<rect x="{lx:.0}" y="32" width="12" height="10" fill="#e53935"/><text x="{:.0}" y="41">to old MAC</text><rect x="{:.0}" y="32" width="12" height="10" fill="#1e88e5"/><text x="{:.0}" y="41">to new MAC</text>"##,
+        r##"<rect x="{lx:.0}" y="32" width="12" height="10" fill="#e53935"/><text x="{:.0}" y="41">to old MAC</text><rect x="{:.0}" y="32" width="12" height="10" fill="#7f0000"/><text x="{:.0}" y="41">to old MAC after the move (lost)</text><rect x="{:.0}" y="32" width="12" height="10" fill="#1e88e5"/><text x="{:.0}" y="41">to new MAC</text>"##,
         lx + 15.0,
-        lx + 90.0,
-        lx + 105.0
+        lx + 85.0,
+        lx + 100.0,
+        lx + 280.0,
+        lx + 295.0
     );
     // Time axis.
     let axis_y = top + row_h * rows.len().max(1) as f64 + 5.0;
@@ -594,6 +608,15 @@ pub fn render_svg(scenario: Scenario, results: &[CellResult]) -> String {
                     None => "",
                 }
             );
+            if let Some(new) = st.new_mac {
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{:.1}" y="{:.0}" width="{w:.1}" height="3" fill="{}"/>"#,
+                    x(t0),
+                    band_y + 13.0,
+                    if new { "#1e88e5" } else { "#757575" }
+                );
+            }
         }
         // Deliveries per bin.
         let base = y0 + 34.0;
@@ -606,11 +629,17 @@ pub fn render_svg(scenario: Scenario, results: &[CellResult]) -> String {
             .unwrap_or(1)
             .max(1) as f64;
         let bw = (x(tl.bin_ms as f64) - x(0.0)).max(0.5);
-        for (series, colour) in [(&tl.to_old, "#e53935"), (&tl.to_new, "#1e88e5")] {
+        let moved_bin = tl.move_ms.map(|m| m / tl.bin_ms.max(1));
+        for (old, series) in [(true, &tl.to_old), (false, &tl.to_new)] {
             for (b, &n) in series.iter().enumerate() {
                 if n == 0 {
                     continue;
                 }
+                let colour = match (old, moved_bin) {
+                    (false, _) => "#1e88e5",
+                    (true, Some(m)) if b as u64 > m => "#7f0000",
+                    (true, _) => "#e53935",
+                };
                 let h = 14.0 * f64::from(n) / max_bin;
                 let _ = writeln!(
                     s,
@@ -753,7 +782,14 @@ mod tests {
     fn state_matrix_rows() {
         assert!(row_ok(Policy::StateAware, &row("STALE", 0, "STALE", true)));
         assert!(!row_ok(Policy::StateAware, &row("STALE", 0, "NONE", true)));
+        let mut moved = row("DELAY", 0, "REACHABLE", true);
+        moved.after = "REACHABLE".into();
+        assert!(row_ok(Policy::StateAware, &moved));
         assert!(row_ok(Policy::Baseline, &row("STALE", 0, "NONE", true)));
+        assert!(!row_ok(Policy::Refresh, &row("STALE", 0, "NONE", true)));
+        let mut kicked = row("STALE", 0, "NONE", true);
+        kicked.after = "DELAY".into();
+        assert!(row_ok(Policy::Refresh, &kicked));
         assert!(row_ok(Policy::Baseline, &row("FAILED", 7, "NONE", false)));
         assert!(!row_ok(Policy::Baseline, &row("FAILED", 0, "NONE", false)));
         assert!(row_ok(

@@ -87,9 +87,9 @@ fn state_matrix_shows_whether_neigh_state_is_accepted() {
     assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
 }
 
-#[test]
-#[ignore = "needs root"]
-fn sigint_mid_run_leaves_no_namespace_behind() {
+/// Start `fibneigh run`, send `signal` once its lab exists (about 1 s in),
+/// and check it exits 130 leaving no namespace behind.
+fn interrupt_mid_run(signal: nix::sys::signal::Signal) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
         .args([
             "run",
@@ -105,7 +105,7 @@ fn sigint_mid_run_leaves_no_namespace_behind() {
         .spawn()
         .expect("spawn fibneigh");
     let prefix = plan::run_prefix(child.id());
-    // Wait until its lab exists (or ~1 s), then interrupt it.
+    // Wait until its lab exists (or ~1 s), then interrupt it mid-run.
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(10));
         if netns::list()
@@ -117,13 +117,10 @@ fn sigint_mid_run_leaves_no_namespace_behind() {
         }
     }
     std::thread::sleep(Duration::from_millis(700));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("send SIGINT");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+        .expect("send the signal");
     let status = child.wait().expect("wait for fibneigh");
-    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(status.code(), Some(130), "{signal}: {status:?}");
     let out = Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -131,11 +128,23 @@ fn sigint_mid_run_leaves_no_namespace_behind() {
     let listed = String::from_utf8_lossy(&out.stdout);
     for line in listed.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        assert!(!name.starts_with(&prefix), "left behind: {name}");
+        assert!(!name.starts_with(&prefix), "{signal}: left behind: {name}");
         // Any other fn namespace belongs to a live process (e.g. a test
         // running in parallel in this one).
         if let Some(pid) = plan::owner_pid(name) {
             assert!(netns::pid_alive(pid), "left behind by {pid}: {name}");
         }
     }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn sigint_mid_run_leaves_no_namespace_behind() {
+    interrupt_mid_run(nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn sigterm_mid_run_leaves_no_namespace_behind() {
+    interrupt_mid_run(nix::sys::signal::Signal::SIGTERM);
 }

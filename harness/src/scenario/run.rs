@@ -93,6 +93,9 @@ fn nexthop_and_dst(cell: &Cell) -> (IpAddr, IpAddr) {
     }
 }
 
+/// A neighbour sample: when, `nud::*` state, lladdr.
+pub(crate) type Sample = (Duration, u16, Option<[u8; 6]>);
+
 /// Samples the DUT's entry for `nexthop` until `stop`; keeps changes.
 fn start_sampler(
     dut: String,
@@ -100,11 +103,11 @@ fn start_sampler(
     nexthop: IpAddr,
     clock: Instant,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<crate::lab::Result<Vec<(Duration, u16, Option<[u8; 6]>)>>> {
+) -> std::thread::JoinHandle<crate::lab::Result<Vec<Sample>>> {
     std::thread::spawn(move || {
         rtnl::with_netlink(&dut, |h| async move {
             let index = rtnl::ifindex(&h, &dev).await?;
-            let mut out: Vec<(Duration, u16, Option<[u8; 6]>)> = Vec::new();
+            let mut out: Vec<Sample> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let e = neigh::get(&h, index, nexthop).await?;
                 let now = (
@@ -416,7 +419,7 @@ pub(crate) struct Observed<'a> {
     pub wire: &'a [Captured],
     pub at_a: &'a [Captured],
     pub at_b: &'a [Captured],
-    pub samples: &'a [(Duration, u16, Option<[u8; 6]>)],
+    pub samples: &'a [Sample],
     pub move_at: Option<Duration>,
     pub end: Duration,
     pub dut_mac: [u8; 6],
