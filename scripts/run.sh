@@ -8,3 +8,6 @@ cargo build --release --bin fibneigh
 bin=$PWD/target/release/fibneigh
 "$bin" vm build
 "$bin" vm run -- "$bin" probe
+# Every scenario x policy x family x hook, in the patched kernel: prints the
+# table, writes JSON and one SVG timeline per scenario.
+"$bin" vm run --timeout 1800 -- "$bin" matrix --json target/matrix-vm/matrix.json --svg-dir target/matrix-vm/svg

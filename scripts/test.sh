@@ -30,6 +30,10 @@ fi
 step "host tier (root): BPF programs load, netns lab, neighbour states"
 cargo test -p fibneigh-bpf -- --ignored --test-threads=1
 cargo test -p fibneigh --test lab_root -- --ignored --test-threads=1
+cargo test -p fibneigh --test scenarios_root -- --ignored --test-threads=1
+
+step "host matrix (unpatched host kernel): baseline reproduces the bug, state-aware/refresh unsupported"
+cargo run -q --bin fibneigh -- matrix --check --json target/matrix-host/matrix.json --svg-dir target/matrix-host/svg
 
 if [ "$tier" = unit ]; then
 	echo "SKIPPED: VM tier (scripts/test.sh unit)"
@@ -38,6 +42,10 @@ fi
 
 step "VM tier: kernel build, boot, checks in the guest, failure paths"
 cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
+
+step "VM matrix (patched 7.3 kernel): state-aware and refresh recover, fast path stays fast"
+bin=$PWD/target/debug/fibneigh
+"$bin" vm run --timeout 1800 -- "$bin" matrix --check --json target/matrix-vm/matrix.json --svg-dir target/matrix-vm/svg
 
 step "6.12 LTS backport: kernel build"
 cargo run -q --bin fibneigh -- vm build --base 6.12

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use fibneigh_bpf::{nud, ret, Policy};
 use serde::Serialize;
 
-use crate::scenario::{Cell, PolicyChoice, Scenario, Support};
+use crate::scenario::{Cell, Family, PolicyChoice, Scenario, Support};
 
 /// How a cell ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -255,6 +255,44 @@ pub fn verdict(r: &CellResult) -> Verdict {
             },
             PolicyChoice::KernelStack => Verdict::Unchecked,
         },
+    }
+}
+
+/// How much slower than the kernel stack a state-aware cell may recover.
+pub const MAX_RECOVERY_RATIO: f64 = 1.10;
+
+/// The cross-cell check: a state-aware cell that recovered on the
+/// timer-driven scenarios (forced STALE, stale gateway) must do so no
+/// slower than [`MAX_RECOVERY_RATIO`] x the kernel stack with the same
+/// scenario and family. (The natural-ageing variant is not gated: its
+/// recovery depends on where in the ageing cycle the move lands.)
+pub fn check_recovery_ratios(results: &mut [CellResult]) {
+    let reference: Vec<(Scenario, Family, f64)> = results
+        .iter()
+        .filter(|r| r.cell.policy == PolicyChoice::KernelStack)
+        .filter_map(|r| Some((r.cell.scenario, r.cell.family, r.recovery_ms?)))
+        .collect();
+    for r in results.iter_mut() {
+        let gated = matches!(r.cell.scenario, Scenario::IpReassign | Scenario::Gateway);
+        if !gated
+            || r.cell.policy != PolicyChoice::Prog(Policy::StateAware)
+            || r.verdict != Verdict::Pass
+        {
+            continue;
+        }
+        let (Some(ms), Some(&(_, _, ks))) = (
+            r.recovery_ms,
+            reference
+                .iter()
+                .find(|(s, f, _)| *s == r.cell.scenario && *f == r.cell.family),
+        ) else {
+            continue;
+        };
+        if ks > 0.0 && ms > MAX_RECOVERY_RATIO * ks {
+            r.verdict = Verdict::Fail(format!(
+                "recovered in {ms:.0} ms, more than {MAX_RECOVERY_RATIO}x the kernel stack's {ks:.0} ms"
+            ));
+        }
     }
 }
 
@@ -697,6 +735,39 @@ mod tests {
         let mut r = CellResult::new(cell(s, p), o);
         r.finish(support);
         r
+    }
+
+    #[test]
+    fn state_aware_slower_than_the_stack_fails_the_ratio_check() {
+        let stack_cell = Cell::new(
+            Scenario::IpReassign,
+            PolicyChoice::KernelStack,
+            Family::V4,
+            HookKind::Tc,
+        );
+        let mut stack = CellResult::new(stack_cell, Outcome::Recovered);
+        stack.recovery_ms = Some(1000.0);
+        stack.finish(&PATCHED);
+        let aware = |ms: f64| {
+            let mut r = result(
+                Scenario::IpReassign,
+                PolicyChoice::Prog(Policy::StateAware),
+                Outcome::Recovered,
+                &PATCHED,
+            );
+            r.recovery_ms = Some(ms);
+            r
+        };
+        let mut results = vec![stack.clone(), aware(1100.0)];
+        check_recovery_ratios(&mut results);
+        assert_eq!(results[1].verdict, Verdict::Pass, "exactly 1.10x passes");
+        let mut results = vec![stack, aware(1101.0)];
+        check_recovery_ratios(&mut results);
+        assert!(
+            matches!(results[1].verdict, Verdict::Fail(_)),
+            "{:?}",
+            results[1].verdict
+        );
     }
 
     #[test]
