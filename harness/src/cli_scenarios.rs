@@ -107,6 +107,10 @@ fn names(p: &[PolicyChoice]) -> String {
 
 fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+    }
     std::fs::write(path, text + "\n").with_context(|| format!("failed to write {}", path.display()))
 }
 
