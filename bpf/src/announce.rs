@@ -3,10 +3,9 @@
 //! advertisements while enabled, so the far side learns of an IP moving to
 //! a new MAC only by asking.
 
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::TC_EGRESS;
 
 use crate::attach::{self, Attachment, EnteredNetns};
@@ -32,12 +31,10 @@ pub struct AnnounceFilter {
 impl AnnounceFilter {
     /// Load the filter (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        // As for the forwarder: one pointer of storage leaked per load.
-        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = skel::AnnounceSkelBuilder::default()
-            .open(storage)
-            .ctx("open the announcement filter BPF object")?;
+        let open = crate::open_skel(
+            skel::AnnounceSkelBuilder::default(),
+            "open the announcement filter BPF object",
+        )?;
         let skel = open.load().ctx("load the announcement filter")?;
         Ok(Self { skel })
     }

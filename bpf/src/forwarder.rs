@@ -3,11 +3,10 @@
 //! counters, and attachments that detach when dropped.
 
 use std::fmt;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::{MapCore, MapFlags, ProgramInput, TC_INGRESS};
 
 use crate::attach::{self, Attachment};
@@ -208,14 +207,10 @@ impl Forwarder {
     /// Load the forwarder with `policy` baked into its read-only data
     /// (needs CAP_BPF / root).
     pub fn load(policy: Policy) -> Result<Self> {
-        // The skeleton borrows its object storage for its whole life; the
-        // storage is one pointer, leaked per load (the BPF object itself is
-        // freed when the skeleton drops).
-        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = skel::ForwarderSkelBuilder::default()
-            .open(storage)
-            .ctx("open the forwarder BPF object")?;
+        let mut open = crate::open_skel(
+            skel::ForwarderSkelBuilder::default(),
+            "open the forwarder BPF object",
+        )?;
         open.maps
             .rodata_data
             .as_deref_mut()

@@ -30,6 +30,19 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Open a skeleton. A skeleton borrows its object storage for its whole
+/// life and our loaded programs live as long as their owner, so the storage
+/// (one pointer) is leaked per load; the BPF object itself is freed when the
+/// skeleton drops.
+pub(crate) fn open_skel<B: libbpf_rs::skel::SkelBuilder<'static>>(
+    builder: B,
+    what: &'static str,
+) -> Result<B::Output> {
+    let storage: &'static mut std::mem::MaybeUninit<libbpf_rs::OpenObject> =
+        Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+    builder.open(storage).ctx(what)
+}
+
 pub(crate) trait BpfContext<T> {
     fn ctx(self, what: &'static str) -> Result<T>;
 }

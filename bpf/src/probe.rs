@@ -1,8 +1,6 @@
 //! One `bpf_fib_lookup()` through `BPF_PROG_TEST_RUN`, from tc or XDP.
 
-use std::mem::MaybeUninit;
-
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::ProgramInput;
 
 use crate::{BpfContext, Error, FibParams, Result};
@@ -45,13 +43,10 @@ const FRAME: [u8; 64] = {
 impl Probe {
     /// Load the probe into the kernel (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        // The skeleton borrows its object storage for its whole life; a
-        // probe lives as long as the process, so the storage is leaked.
-        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = skel::ProbeSkelBuilder::default()
-            .open(storage)
-            .ctx("open the probe BPF object")?;
+        let open = crate::open_skel(
+            skel::ProbeSkelBuilder::default(),
+            "open the probe BPF object",
+        )?;
         let skel = open.load().ctx("load the probe BPF programs")?;
         Ok(Self { skel })
     }

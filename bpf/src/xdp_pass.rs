@@ -2,10 +2,9 @@
 //! takes frames redirected into it by XDP only while its peer runs an XDP
 //! program, so the far ends of an XDP forwarder's veths get this one.
 
-use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::OpenSkel;
 
 use crate::attach::{self, Attachment, EnteredNetns};
 use crate::{BpfContext, Result};
@@ -23,12 +22,10 @@ pub struct XdpPass {
 impl XdpPass {
     /// Load the program (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        // As for the forwarder: one pointer of storage leaked per load.
-        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = skel::XdpPassSkelBuilder::default()
-            .open(storage)
-            .ctx("open the xdp_pass BPF object")?;
+        let open = crate::open_skel(
+            skel::XdpPassSkelBuilder::default(),
+            "open the xdp_pass BPF object",
+        )?;
         let skel = open.load().ctx("load the xdp_pass program")?;
         Ok(Self { skel })
     }
