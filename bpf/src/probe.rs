@@ -99,3 +99,16 @@ impl Probe {
         Ok(self.lookup(Hook::Tc, &p, flag)?.rc != -(libc::EINVAL as i64))
     }
 }
+
+/// Whether the running kernel knows the tcx attach type: its own BTF's
+/// `enum bpf_attach_type` has `BPF_TCX_INGRESS` (Linux 6.6+). `None` when
+/// the kernel exposes no BTF. (The harness itself attaches tc programs
+/// with clsact: libbpf-rs 0.27 has no tcx attach.)
+pub fn kernel_knows_tcx() -> Option<bool> {
+    let btf = libbpf_rs::btf::Btf::from_vmlinux().ok()?;
+    let attach_types: libbpf_rs::btf::types::Enum<'_> = btf.type_by_name("bpf_attach_type")?;
+    let known = attach_types
+        .iter()
+        .any(|m| m.name.is_some_and(|n| n == "BPF_TCX_INGRESS"));
+    Some(known)
+}

@@ -29,6 +29,8 @@ pub struct Features {
     pub fib_lookup_xdp: String,
     pub neigh_state: bool,
     pub neigh_refresh: bool,
+    /// The kernel knows tcx links (from its BTF); None without BTF.
+    pub tcx: Option<bool>,
 }
 
 fn release() -> Result<String> {
@@ -57,6 +59,7 @@ pub fn features() -> Result<Features> {
         fib_lookup_xdp,
         neigh_state: probe.accepts_flag(flags::NEIGH_STATE)?,
         neigh_refresh: probe.accepts_flag(flags::NEIGH_REFRESH)?,
+        tcx: fibneigh_bpf::probe::kernel_knows_tcx(),
     })
 }
 
@@ -83,6 +86,14 @@ pub fn run(args: ProbeArgs) -> Result<ExitCode> {
         );
         println!("NEIGH_STATE           {}", yes(f.neigh_state));
         println!("NEIGH_REFRESH         {}", yes(f.neigh_refresh));
+        println!(
+            "tcx                   {}",
+            match f.tcx {
+                Some(true) => "known to the kernel (BPF_TCX_INGRESS in its BTF); the harness attaches with clsact",
+                Some(false) => "not known to the kernel; tc programs attach with clsact",
+                None => "unknown (no kernel BTF)",
+            }
+        );
     }
     if let Some(want) = &args.expect_release {
         if !f.release.starts_with(want.as_str()) {

@@ -82,6 +82,10 @@ fn vm_kernel_boots_with_base_version_and_runs_fib_lookup() {
         text.contains("bpf_fib_lookup (xdp)  loads and runs"),
         "{text}"
     );
+    assert!(
+        text.contains("tcx                   known to the kernel"),
+        "7.3 has tcx: {text}"
+    );
 }
 
 #[test]
