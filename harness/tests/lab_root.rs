@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::process::Command;
 
 use fibneigh::lab::{addr, netns, plan, Lab, Names, NeighSpec, NeighSysctl, Topology};
+use fibneigh::traffic::{garp_frame, send_frame, unsolicited_na_frame};
 use fibneigh_bpf::nud;
 
 const OLD_MAC: [u8; 6] = [0x02, 0xf1, 0xb0, 0, 0, 0x0b];
@@ -286,90 +287,6 @@ fn neighbour_entries_round_trip_in_every_state() {
     }
 }
 
-/// Send one raw Ethernet frame out of `ifname` in namespace `ns`.
-fn send_raw(ns: &str, ifname: &str, frame: &[u8]) {
-    let ifname = ifname.to_string();
-    Lab::in_ns(ns, move || {
-        let name = std::ffi::CString::new(ifname).unwrap();
-        // SAFETY: plain socket calls on a descriptor owned here.
-        unsafe {
-            let index = libc::if_nametoindex(name.as_ptr());
-            assert!(index > 0, "interface exists");
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            assert!(
-                fd >= 0,
-                "packet socket: {}",
-                std::io::Error::last_os_error()
-            );
-            let mut sa: libc::sockaddr_ll = std::mem::zeroed();
-            sa.sll_family = libc::AF_PACKET as u16;
-            sa.sll_ifindex = index as i32;
-            sa.sll_halen = 6;
-            let sent = libc::sendto(
-                fd,
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&sa as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
-            libc::close(fd);
-            assert_eq!(
-                sent,
-                frame.len() as isize,
-                "{}",
-                std::io::Error::last_os_error()
-            );
-        }
-    })
-    .expect("enter namespace");
-}
-
-/// A gratuitous ARP request from `mac` announcing `ip`.
-fn garp(mac: [u8; 6], ip: std::net::Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&ip.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&ip.octets());
-    f
-}
-
-/// An unsolicited, overriding neighbour advertisement from `mac` for
-/// `ip`, to all nodes.
-fn unsolicited_na(mac: [u8; 6], ip: std::net::Ipv6Addr) -> Vec<u8> {
-    let all_nodes = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-    let mut icmp = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
-    icmp.extend_from_slice(&ip.octets());
-    icmp.extend_from_slice(&[2, 1]);
-    icmp.extend_from_slice(&mac);
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&ip.octets());
-    pseudo.extend_from_slice(&all_nodes.octets());
-    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, 58]);
-    pseudo.extend_from_slice(&icmp);
-    let mut sum: u32 = pseudo
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    icmp[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    let mut f = vec![0x33, 0x33, 0, 0, 0, 1];
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[58, 255]);
-    f.extend_from_slice(&ip.octets());
-    f.extend_from_slice(&all_nodes.octets());
-    f.extend_from_slice(&icmp);
-    f
-}
-
 #[test]
 #[ignore = "needs root"]
 fn the_switch_suppresses_announcements_on_demand() {
@@ -377,21 +294,27 @@ fn the_switch_suppresses_announcements_on_demand() {
     let (ns, dev) = (&n.dut, &n.dut_host_if);
     let b_mac = lab.mac(&n.host_b, &n.host_b_if).expect("host B's MAC");
     let cases = [
-        (IpAddr::from(addr::HOST_B4), garp(b_mac, addr::HOST_B4)),
-        (addr::HOST_B6.into(), unsolicited_na(b_mac, addr::HOST_B6)),
+        (
+            IpAddr::from(addr::HOST_B4),
+            garp_frame(b_mac, addr::HOST_B4),
+        ),
+        (
+            addr::HOST_B6.into(),
+            unsolicited_na_frame(b_mac, addr::HOST_B6),
+        ),
     ];
     for (dst, frame) in &cases {
         let stale = NeighSpec::new(*dst, Some(OLD_MAC), nud::STALE);
 
         lab.neigh_replace(ns, dev, &stale).expect("stale entry");
         lab.suppress_announcements(true).expect("on");
-        send_raw(&n.host_b, &n.host_b_if, frame);
+        send_frame(&n.host_b, &n.host_b_if, frame.clone()).expect("send the announcement");
         std::thread::sleep(std::time::Duration::from_millis(200));
         let got = lab.neigh_get(ns, dev, *dst).unwrap().unwrap();
         assert_eq!(got.lladdr, Some(OLD_MAC), "{dst}: announcement suppressed");
 
         lab.suppress_announcements(false).expect("off");
-        send_raw(&n.host_b, &n.host_b_if, frame);
+        send_frame(&n.host_b, &n.host_b_if, frame.clone()).expect("send the announcement");
         std::thread::sleep(std::time::Duration::from_millis(200));
         let got = lab.neigh_get(ns, dev, *dst).unwrap().unwrap();
         assert_eq!(got.lladdr, Some(b_mac), "{dst}: announcement heard");
