@@ -8,7 +8,7 @@ use std::process::Command;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["probe", "forwarder", "announce", "xdp_pass"];
+const PROGRAMS: &[&str] = &["probe", "forwarder", "announce", "xdp_pass", "bench"];
 
 fn clang() -> String {
     if let Ok(c) = env::var("FIBNEIGH_CLANG") {

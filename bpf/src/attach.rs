@@ -87,12 +87,12 @@ fn current_netns() -> Result<OwnedFd> {
 
 /// The calling thread inside another network namespace until drop, which
 /// returns it to the namespace it was in.
-pub(crate) struct EnteredNetns {
+pub struct EnteredNetns {
     previous: OwnedFd,
 }
 
 impl EnteredNetns {
-    pub(crate) fn enter(netns: BorrowedFd<'_>) -> Result<Self> {
+    pub fn enter(netns: BorrowedFd<'_>) -> Result<Self> {
         let previous = current_netns()?;
         setns(netns).ctx("enter the network namespace")?;
         Ok(Self { previous })

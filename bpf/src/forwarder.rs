@@ -243,6 +243,15 @@ impl Forwarder {
         self.attach(hook, ifindex)
     }
 
+    /// A file descriptor of the entry point for `hook` (for run-time
+    /// statistics).
+    pub fn prog_fd(&self, hook: Hook) -> BorrowedFd<'_> {
+        match hook {
+            Hook::Tc => self.skel.progs.forwarder_tc.as_fd(),
+            Hook::Xdp => self.skel.progs.forwarder_xdp.as_fd(),
+        }
+    }
+
     /// The counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters> {
         let map = &self.skel.maps.counters;

@@ -4,13 +4,14 @@
 
 pub mod announce;
 pub mod attach;
+pub mod bench;
 pub mod forwarder;
 pub mod params;
 pub mod probe;
 pub mod xdp_pass;
 
 pub use announce::AnnounceFilter;
-pub use attach::Attachment;
+pub use attach::{Attachment, EnteredNetns};
 pub use forwarder::{Counters, Forwarder, Policy};
 pub use params::{flags, nud, ret, FibParams};
 pub use xdp_pass::XdpPass;
@@ -29,6 +30,20 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Send libbpf's warnings to stderr, minus one known-benign line: the
+/// kernel's "Exclusivity flag on, cannot modify" when a tc attach finds
+/// the device's clsact qdisc already there (libbpf-rs takes that EEXIST as
+/// success). A program that attaches tc programs repeatedly calls this
+/// once.
+pub fn quiet_benign_libbpf_warnings() {
+    fn print(_level: libbpf_rs::PrintLevel, msg: String) {
+        if !msg.contains("Exclusivity flag on, cannot modify") {
+            eprint!("{msg}");
+        }
+    }
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, print)));
+}
 
 /// Open a skeleton. A skeleton borrows its object storage for its whole
 /// life and our loaded programs live as long as their owner, so the storage

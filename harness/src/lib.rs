@@ -2,6 +2,7 @@
 //! pnet traffic and capture, the scenarios and their reports. The
 //! `fibneigh` binary is the command line on top.
 
+pub mod bench;
 pub mod lab;
 pub mod report;
 pub mod scenario;

@@ -1,6 +1,7 @@
 //! `fibneigh`: build and boot patched kernels, probe the running kernel,
 //! and run the project's scenarios.
 
+mod cli_bench;
 mod cli_scenarios;
 mod cli_selftests;
 mod cli_vm;
@@ -40,6 +41,9 @@ enum Command {
     Run(cli_scenarios::RunArgs),
     /// Run every scenario cell: table, JSON, SVG timelines, --check.
     Matrix(cli_scenarios::MatrixArgs),
+    /// Benchmarks: ns per lookup by flag, packets per second by policy,
+    /// recovery time by policy; one table, JSON, an SVG plot.
+    Bench(cli_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Selftests(args) => cli_selftests::run(args),
         Command::Run(args) => cli_scenarios::run(args),
         Command::Matrix(args) => cli_scenarios::matrix(args),
+        Command::Bench(args) => cli_bench::run(args),
     };
     match result {
         Ok(code) => code,

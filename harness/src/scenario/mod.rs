@@ -305,6 +305,41 @@ pub struct Options {
     /// Kept running after the first packet to the new MAC.
     #[serde(serialize_with = "ms")]
     pub after_recovery: Duration,
+    /// The DUT's neighbour timers.
+    pub timers: NeighTimers,
+}
+
+/// Which neighbour timers the DUT's host-side device gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NeighTimers {
+    /// Short, so a cell takes seconds: delay_first_probe_time 1 s,
+    /// retrans_time_ms 100 (and short ageing for the aged and managed
+    /// scenarios).
+    Short,
+    /// The kernel's built-in defaults, written explicitly (a new namespace
+    /// would otherwise inherit the host's `default` table values).
+    KernelDefaults,
+}
+
+impl NeighTimers {
+    /// base_reachable_time_ms, delay_first_probe_time (s), retrans_time_ms,
+    /// ucast_solicit, mcast_solicit as the kernel sets them
+    /// (net/ipv4/arp.c, net/ipv6/ndisc.c).
+    pub const KERNEL_DEFAULTS: [(crate::lab::NeighSysctl, u32); 5] = [
+        (crate::lab::NeighSysctl::BaseReachableTimeMs, 30_000),
+        (crate::lab::NeighSysctl::DelayFirstProbeTime, 5),
+        (crate::lab::NeighSysctl::RetransTimeMs, 1000),
+        (crate::lab::NeighSysctl::UcastSolicit, 3),
+        (crate::lab::NeighSysctl::McastSolicit, 3),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NeighTimers::Short => "short",
+            NeighTimers::KernelDefaults => "kernel defaults",
+        }
+    }
 }
 
 fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -319,6 +354,7 @@ impl Default for Options {
             managed_window: Duration::from_millis(8000),
             fastpath_window: Duration::from_millis(1000),
             after_recovery: Duration::from_millis(250),
+            timers: NeighTimers::Short,
         }
     }
 }

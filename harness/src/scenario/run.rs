@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use fibneigh_bpf::{nud, Counters, Forwarder};
 use futures::TryStreamExt;
 
+use super::NeighTimers;
 use super::{pick, Cell, Error, Family, HookKind, Options, PolicyChoice, Result, Scenario};
 use crate::lab::plan::Route;
 use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
@@ -159,14 +160,18 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
         Scenario::IpReassignAged | Scenario::Managed => (SHORT_REACHABLE_MS, 0),
         _ => (DEFAULT_REACHABLE_MS, DELAY_FIRST_PROBE_S),
     };
+    let timers = match opts.timers {
+        NeighTimers::Short => [
+            (NeighSysctl::BaseReachableTimeMs, reachable),
+            (NeighSysctl::DelayFirstProbeTime, delay_first_probe),
+            (NeighSysctl::RetransTimeMs, RETRANS_MS),
+            (NeighSysctl::UcastSolicit, UCAST_SOLICIT),
+            (NeighSysctl::McastSolicit, MCAST_SOLICIT),
+        ],
+        NeighTimers::KernelDefaults => NeighTimers::KERNEL_DEFAULTS,
+    };
     let mut sysctls = BTreeMap::new();
-    for (p, v) in [
-        (NeighSysctl::BaseReachableTimeMs, reachable),
-        (NeighSysctl::DelayFirstProbeTime, delay_first_probe),
-        (NeighSysctl::RetransTimeMs, RETRANS_MS),
-        (NeighSysctl::UcastSolicit, UCAST_SOLICIT),
-        (NeighSysctl::McastSolicit, MCAST_SOLICIT),
-    ] {
+    for (p, v) in timers {
         lab.set_neigh_sysctl(&n.dut, &n.dut_host_if, v6, p, v)?;
         sysctls.insert(p.file().to_string(), v.to_string());
     }

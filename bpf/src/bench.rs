@@ -1,0 +1,243 @@
+//! Benchmark programs (src/bpf/bench.bpf.c): `bpf_fib_lookup()` cost per
+//! lookup through `BPF_PROG_TEST_RUN`, and a traffic generator and sink for
+//! forwarding-rate runs with XDP live frames.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+
+use libbpf_rs::skel::OpenSkel;
+use libbpf_rs::{MapCore, MapFlags, ProgramInput};
+
+use crate::attach::{self, Attachment, EnteredNetns};
+use crate::probe::Hook;
+use crate::{BpfContext, Error, FibParams, Result};
+
+mod skel {
+    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
+    include!(concat!(env!("OUT_DIR"), "/bench.skel.rs"));
+}
+
+/// `LOOKUPS_PER_RUN` in bench.bpf.c: helper calls per test run.
+pub const LOOKUPS_PER_RUN: u32 = 64;
+/// `GEN_FRAME_LEN` in bench.bpf.c: the generator's frame (64 bytes on the
+/// wire with the FCS).
+pub const GEN_FRAME_LEN: usize = 60;
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` (linux/bpf.h, Linux 5.18).
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// What the kernel measured for one timed test run of the lookup loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LookupTiming {
+    /// Nanoseconds per lookup (or per copy, for the floor): the kernel's
+    /// average per-run duration over `LOOKUPS_PER_RUN`.
+    pub ns_per_lookup: f64,
+    /// Lookups in this sample.
+    pub lookups: u64,
+    /// Lookups whose return code was not the expected one.
+    pub mismatches: u64,
+    /// The last unexpected return code, if any.
+    pub bad_rc: Option<i64>,
+    /// What the last lookup wrote back.
+    pub last: FibParams,
+}
+
+/// The loaded benchmark programs.
+pub struct Bench {
+    skel: skel::BenchSkel<'static>,
+}
+
+/// A frame for the lookup test runs; the helper does not read it.
+const FRAME: [u8; 64] = {
+    let mut f = [0u8; 64];
+    f[12] = 0x08; // IPv4 ethertype
+    f
+};
+
+impl Bench {
+    /// Load the programs (needs CAP_BPF / root).
+    pub fn load() -> Result<Self> {
+        let open = crate::open_skel(
+            skel::BenchSkelBuilder::default(),
+            "open the benchmark BPF object",
+        )?;
+        let skel = open.load().ctx("load the benchmark BPF programs")?;
+        Ok(Self { skel })
+    }
+
+    fn bss(&mut self) -> Result<&mut skel::types::bss> {
+        self.skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or(Error::NoGlobalData)
+    }
+
+    /// Time `runs` test runs of `LOOKUPS_PER_RUN` lookups each with
+    /// `params` and `flags` from `hook` (in the calling thread's network
+    /// namespace), every lookup expected to return `expect_rc`. With
+    /// `floor`, the same loop without the helper call.
+    pub fn time_lookups(
+        &mut self,
+        hook: Hook,
+        params: &FibParams,
+        flags: u32,
+        expect_rc: i64,
+        runs: u32,
+        floor: bool,
+    ) -> Result<LookupTiming> {
+        let bss = self.bss()?;
+        // SAFETY: both types are the same 64-byte plain-old-data layout
+        // (asserted in params.rs and in fib.h).
+        bss.lk.params =
+            unsafe { std::mem::transmute::<FibParams, skel::types::fib_params>(*params) };
+        bss.lk.flags = flags;
+        bss.lk.expect_rc = i32::try_from(expect_rc).unwrap_or(i32::MIN);
+        bss.lk_mismatches = 0;
+        bss.lk_last_bad_rc = 0;
+        let progs = &self.skel.progs;
+        let prog = match (hook, floor) {
+            (Hook::Tc, false) => &progs.lookup_tc,
+            (Hook::Xdp, false) => &progs.lookup_xdp,
+            (Hook::Tc, true) => &progs.copy_tc,
+            (Hook::Xdp, true) => &progs.copy_xdp,
+        };
+        let input = ProgramInput {
+            data_in: Some(&FRAME),
+            repeat: runs.max(1),
+            ..Default::default()
+        };
+        let out = prog.test_run(input).ctx("test-run the lookup benchmark")?;
+        let bss = self.bss()?;
+        let mismatches = bss.lk_mismatches;
+        Ok(LookupTiming {
+            ns_per_lookup: duration_ns(out.duration) / f64::from(LOOKUPS_PER_RUN),
+            lookups: u64::from(runs.max(1)) * u64::from(LOOKUPS_PER_RUN),
+            mismatches,
+            bad_rc: (mismatches > 0).then_some(bss.lk_last_bad_rc),
+            // SAFETY: as above.
+            last: unsafe { std::mem::transmute::<skel::types::fib_params, FibParams>(bss.lk_last) },
+        })
+    }
+
+    /// Set the generator's frame (Ethernet + IPv4 + UDP, `GEN_FRAME_LEN`
+    /// bytes) and how many destinations (the frame's daddr upwards) and
+    /// source ports (its sport upwards) it cycles through.
+    pub fn set_generator(&mut self, frame: &[u8], dsts: u32, sports: u32) -> Result<()> {
+        let bss = self.bss()?;
+        let n = frame.len().min(GEN_FRAME_LEN);
+        bss.gen.frame = [0; GEN_FRAME_LEN];
+        bss.gen.frame[..n].copy_from_slice(&frame[..n]);
+        bss.gen.dsts = dsts.max(1);
+        bss.gen.sports = sports.max(1);
+        Ok(())
+    }
+
+    /// Send `frames` frames out of `ifindex` (of the calling thread's
+    /// namespace) with an XDP live-frames test run of the generator: the
+    /// kernel runs the generator once per frame and transmits each frame
+    /// on `ifindex` (XDP_TX). Returns the wall time of the call, which
+    /// includes whatever the receiving side processed on this CPU in the
+    /// softirqs the call ran.
+    pub fn generate(&mut self, ifindex: u32, frames: u32) -> Result<Duration> {
+        // struct xdp_md: data_end at 4 (the linear length), ingress_ifindex
+        // at 12 (the device the frames are transmitted on).
+        let mut md = [0u8; 24];
+        md[4..8].copy_from_slice(&(GEN_FRAME_LEN as u32).to_ne_bytes());
+        md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let frame = self.bss()?.gen.frame;
+        let input = ProgramInput {
+            context_in: Some(&mut md),
+            data_in: Some(&frame),
+            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+            repeat: frames.max(1),
+            ..Default::default()
+        };
+        let start = std::time::Instant::now();
+        self.skel
+            .progs
+            .gen_xdp
+            .test_run(input)
+            .ctx("run the XDP live-frames generator")?;
+        Ok(start.elapsed())
+    }
+
+    /// Attach the sink (count, drop) to `ifindex` in namespace `netns`.
+    pub fn attach_sink_in(&self, netns: BorrowedFd<'_>, ifindex: u32) -> Result<Attachment> {
+        let _inside = EnteredNetns::enter(netns)?;
+        attach::xdp(&self.skel.progs.sink_xdp, ifindex)
+    }
+
+    /// Frames the sink has seen, summed over CPUs.
+    pub fn sink_count(&self) -> Result<u64> {
+        let per_cpu = self
+            .skel
+            .maps
+            .sink_count
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ctx("read the sink's counter")?
+            .unwrap_or_default();
+        Ok(per_cpu
+            .iter()
+            .filter_map(|v| v.get(..8))
+            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+            .sum())
+    }
+
+    /// A file descriptor of the sink program (for run-time statistics).
+    pub fn sink_fd(&self) -> BorrowedFd<'_> {
+        self.skel.progs.sink_xdp.as_fd()
+    }
+}
+
+fn duration_ns(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e9
+}
+
+/// Kernel-measured run time of BPF programs (`BPF_ENABLE_STATS`,
+/// `BPF_STATS_RUN_TIME`): on while this guard lives, off when the last
+/// holder closes it (also if the process dies). The counts themselves are
+/// read per program with [`run_stats`].
+pub struct RunTimeStats {
+    _fd: std::os::fd::OwnedFd,
+}
+
+impl RunTimeStats {
+    pub fn enable() -> Result<Self> {
+        // SAFETY: plain syscall wrapper; a non-negative return is a new fd.
+        let fd = unsafe {
+            libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+        };
+        if fd < 0 {
+            return Err(libbpf_rs::Error::from(std::io::Error::from_raw_os_error(
+                -fd,
+            )))
+            .ctx("enable BPF run-time statistics");
+        }
+        // SAFETY: the kernel just gave us this descriptor.
+        Ok(Self {
+            _fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) },
+        })
+    }
+}
+
+/// `(run_time_ns, run_cnt)` of the program behind `fd`.
+pub fn run_stats(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
+    let mut raw = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&raw) as u32;
+    // SAFETY: `raw` is a zeroed bpf_prog_info of `len` bytes; no pointer
+    // fields are set, so the kernel only fills scalars.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &mut raw,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(libbpf_rs::Error::from(std::io::Error::from_raw_os_error(
+            -rc,
+        )))
+        .ctx("read the program's run-time statistics");
+    }
+    Ok((raw.run_time_ns, raw.run_cnt))
+}

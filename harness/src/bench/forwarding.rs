@@ -1,0 +1,489 @@
+//! Forwarding cost: packets per second through the forwarder for each
+//! policy, and through the kernel stack, with REACHABLE entries, 64-byte
+//! UDP frames, tc and XDP, one flow and many.
+//!
+//! Topology: generator namespace -> DUT -> sink namespace, two veth pairs.
+//! The generator is an XDP live-frames test run (`BPF_F_TEST_XDP_LIVE_FRAMES`)
+//! in the generator namespace: the kernel builds each frame in a recycled
+//! page and transmits it with XDP_TX, tens of millions of frames per second
+//! per core with no system call per frame, so it is not the bottleneck
+//! (pnet's one `sendto()` per frame would be). The sink is an XDP program
+//! on the far veth that counts and drops. A veth only takes frames sent
+//! with XDP when its peer runs XDP, so the DUT's ingress runs the XDP
+//! forwarder itself, or XDP_PASS under the tc forwarder and the stack.
+//!
+//! Everything runs softirq-chained on the generating CPU, so a figure is
+//! the whole path's time per frame (generator, two veth hops, DUT, sink);
+//! the differences between columns of a row are the DUT's. The forwarder's
+//! own run time per packet, from the kernel's BPF run-time statistics, is
+//! a row of its own.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use fibneigh_bpf::bench::{run_stats, Bench, RunTimeStats, GEN_FRAME_LEN};
+use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::{nud, Attachment, Counters, EnteredNetns, Forwarder, Policy, XdpPass};
+use pnet::packet::ip::IpNextHeaderProtocols;
+use pnet::packet::ipv4::MutableIpv4Packet;
+use pnet::packet::udp::MutableUdpPacket;
+
+use super::{figure, rotated, Error, Figure, Result, Row, Unit};
+use crate::lab::plan::{Address, Endpoint, Route, Veth};
+use crate::lab::{addr, Lab, Names, NeighSpec, NeighSysctl, Topology};
+use crate::scenario::{PolicyChoice, Support};
+use crate::stop;
+
+/// First destination of the flows (on the DUT's host-side subnet).
+pub const FIRST_DST: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 100);
+const SPORT: u16 = 10000;
+const DPORT: u16 = 9;
+
+/// How many flows a row sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flows {
+    /// Destinations, each with its own REACHABLE neighbour entry.
+    pub dsts: u32,
+    /// Source ports per destination.
+    pub sports: u32,
+}
+
+impl Flows {
+    pub const ONE: Flows = Flows { dsts: 1, sports: 1 };
+    /// 64 destinations (below gc_thresh1, so no entry is garbage-collected)
+    /// x 16 source ports.
+    pub const MANY: Flows = Flows {
+        dsts: 64,
+        sports: 16,
+    };
+
+    pub fn label(&self) -> String {
+        let n = self.dsts * self.sports;
+        if n == 1 {
+            "1 flow".into()
+        } else {
+            format!("{n} flows ({} dsts)", self.dsts)
+        }
+    }
+}
+
+/// How much to measure.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub rounds: usize,
+    /// Target duration of one sample (sets the frame count).
+    pub sample: Duration,
+    pub hooks: Vec<Hook>,
+    pub flows: Vec<Flows>,
+}
+
+/// The columns, in order; ratios are against `baseline`.
+pub fn columns() -> Vec<PolicyChoice> {
+    PolicyChoice::all()
+}
+
+/// The generator -> DUT -> sink lab.
+pub struct FwdLab {
+    lab: Lab,
+    n: Names,
+    bench: Bench,
+    gen_if: u32,
+    dut_in: u32,
+    frame_dst_mac: [u8; 6],
+    gen_mac: [u8; 6],
+    sink_mac: [u8; 6],
+    _sink: Attachment,
+    xdp_pass: XdpPass,
+}
+
+/// What one sample measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub sent: u64,
+    pub delivered: u64,
+    pub elapsed: Duration,
+    /// Forwarder counters over the sample (None for the stack).
+    pub counters: Option<Counters>,
+}
+
+impl Sample {
+    pub fn pps(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn ns_per_packet(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1e9 / (self.delivered.max(1) as f64)
+    }
+}
+
+fn topology(n: &Names) -> Topology {
+    use addr::*;
+    let ep = Endpoint::new;
+    let a = |ns: &str, ifname: &str, addr: IpAddr, prefix_len| Address {
+        at: ep(ns, ifname),
+        addr,
+        prefix_len,
+    };
+    Topology {
+        prefix: n.prefix.clone(),
+        namespaces: vec![n.client.clone(), n.dut.clone(), n.host_a.clone()],
+        veths: vec![
+            Veth {
+                a: ep(&n.client, &n.client_if),
+                b: ep(&n.dut, &n.dut_client_if),
+            },
+            Veth {
+                a: ep(&n.dut, &n.dut_host_if),
+                b: ep(&n.host_a, &n.host_a_if),
+            },
+        ],
+        bridges: Vec::new(),
+        addresses: vec![
+            a(&n.client, &n.client_if, CLIENT4.into(), PREFIX4),
+            a(&n.dut, &n.dut_client_if, DUT_CLIENT4.into(), PREFIX4),
+            a(&n.dut, &n.dut_host_if, DUT_HOST4.into(), PREFIX4),
+            a(&n.host_a, &n.host_a_if, HOST_A4.into(), PREFIX4),
+        ],
+        routes: vec![Route {
+            ns: n.client.clone(),
+            dst: None,
+            gateway: DUT_CLIENT4.into(),
+        }],
+        routers: vec![n.dut.clone()],
+        announce_filter: None,
+    }
+}
+
+/// A 60-byte IPv4/UDP frame (64 on the wire), IP checksum left to the
+/// generator, UDP checksum 0 (none).
+pub fn template(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0u8; GEN_FRAME_LEN];
+    f[..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip_len = GEN_FRAME_LEN - 14;
+    {
+        let mut ip = MutableIpv4Packet::new(&mut f[14..]).expect("46 bytes fit IPv4");
+        ip.set_version(4);
+        ip.set_header_length(5);
+        ip.set_total_length(ip_len as u16);
+        ip.set_ttl(64);
+        ip.set_next_level_protocol(IpNextHeaderProtocols::Udp);
+        ip.set_source(src);
+        ip.set_destination(dst);
+    }
+    {
+        let mut udp = MutableUdpPacket::new(&mut f[34..]).expect("26 bytes fit UDP");
+        udp.set_source(SPORT);
+        udp.set_destination(DPORT);
+        udp.set_length((ip_len - 20) as u16);
+    }
+    f
+}
+
+impl FwdLab {
+    pub fn new() -> Result<Self> {
+        let n = Names::for_this_process();
+        let lab = Lab::create(&topology(&n))?;
+        // REACHABLE for an hour: no entry ages during the run.
+        lab.set_neigh_sysctl(
+            &n.dut,
+            &n.dut_host_if,
+            false,
+            NeighSysctl::BaseReachableTimeMs,
+            3_600_000,
+        )?;
+        let gen_if = lab.ifindex(&n.client, &n.client_if)?;
+        let dut_in = lab.ifindex(&n.dut, &n.dut_client_if)?;
+        let frame_dst_mac = lab.mac(&n.dut, &n.dut_client_if)?;
+        let gen_mac = lab.mac(&n.client, &n.client_if)?;
+        let sink_mac = lab.mac(&n.host_a, &n.host_a_if)?;
+        let bench = Bench::load()?;
+        let sink_if = lab.ifindex(&n.host_a, &n.host_a_if)?;
+        let sink = bench.attach_sink_in(lab.open_ns(&n.host_a)?.as_fd(), sink_if)?;
+        Ok(FwdLab {
+            lab,
+            n,
+            bench,
+            gen_if,
+            dut_in,
+            frame_dst_mac,
+            gen_mac,
+            sink_mac,
+            _sink: sink,
+            xdp_pass: XdpPass::load()?,
+        })
+    }
+
+    /// Install (again) a REACHABLE entry for every destination of `flows`
+    /// and set the generator up for them.
+    pub fn prepare(&mut self, flows: Flows) -> Result<()> {
+        let first = u32::from(FIRST_DST);
+        for i in 0..flows.dsts {
+            let dst = Ipv4Addr::from(first + i);
+            self.lab.neigh_replace(
+                &self.n.dut,
+                &self.n.dut_host_if,
+                &NeighSpec::new(dst.into(), Some(self.sink_mac), nud::REACHABLE),
+            )?;
+        }
+        let frame = template(self.gen_mac, self.frame_dst_mac, addr::CLIENT4, FIRST_DST);
+        self.bench.set_generator(&frame, flows.dsts, flows.sports)?;
+        Ok(())
+    }
+
+    /// Every destination's entry is still REACHABLE (nothing re-resolved
+    /// or aged during the samples).
+    pub fn check_reachable(&self, flows: Flows) -> Result<()> {
+        let first = u32::from(FIRST_DST);
+        for i in 0..flows.dsts {
+            let dst = Ipv4Addr::from(first + i);
+            let e = self
+                .lab
+                .neigh_get(&self.n.dut, &self.n.dut_host_if, dst.into())?;
+            let state = e.map(|e| e.state).unwrap_or(nud::NONE);
+            if state != nud::REACHABLE {
+                return Err(Error::Check(format!(
+                    "the entry for {dst} is {} after the samples, not REACHABLE",
+                    nud::name(state)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// What sits on the DUT's ingress for `policy` at `hook`.
+    fn attach(
+        &self,
+        policy: PolicyChoice,
+        hook: Hook,
+    ) -> Result<(Option<Forwarder>, Vec<Attachment>)> {
+        let ns = self.lab.open_ns(&self.n.dut)?;
+        let mut guards = Vec::new();
+        let fwd = match policy {
+            PolicyChoice::KernelStack => None,
+            PolicyChoice::Prog(p) => Some(Forwarder::load(p)?),
+        };
+        if let Some(f) = &fwd {
+            guards.push(f.attach_in(ns.as_fd(), hook, self.dut_in)?);
+        }
+        if fwd.is_none() || hook == Hook::Tc {
+            guards.push(self.xdp_pass.attach_in(ns.as_fd(), self.dut_in)?);
+        }
+        Ok((fwd, guards))
+    }
+
+    /// Send `frames` frames and count what reaches the sink.
+    fn send(&mut self, frames: u32) -> Result<(u64, Duration)> {
+        let before = self.bench.sink_count()?;
+        let ns = self.lab.open_ns(&self.n.client)?;
+        let start = Instant::now();
+        {
+            let _inside = EnteredNetns::enter(ns.as_fd())?;
+            self.bench.generate(self.gen_if, frames)?;
+        }
+        // Whatever the softirqs of the call did not finish arrives shortly:
+        // the sample ends when the last frame arrived.
+        let mut last = self.bench.sink_count()?;
+        let mut end = Instant::now();
+        while last - before < u64::from(frames) && end.elapsed() < Duration::from_millis(50) {
+            std::thread::sleep(Duration::from_micros(500));
+            let now = self.bench.sink_count()?;
+            if now != last {
+                last = now;
+                end = Instant::now();
+            }
+        }
+        Ok((last - before, end.saturating_duration_since(start)))
+    }
+
+    /// One sample of `policy` at `hook`: attach, send, detach. With
+    /// `run_time`, also the forwarder's kernel-measured ns per run (with
+    /// BPF run-time statistics on, which slows every program a little, so
+    /// that pass's rate is not used).
+    pub fn sample(
+        &mut self,
+        policy: PolicyChoice,
+        hook: Hook,
+        frames: u32,
+        run_time: bool,
+    ) -> Result<(Sample, Option<f64>)> {
+        let (fwd, guards) = self.attach(policy, hook)?;
+        if let Some(f) = &fwd {
+            f.reset_counters()?;
+        }
+        let (stats, before) = match (&fwd, run_time) {
+            (Some(f), true) => {
+                let s = RunTimeStats::enable()?;
+                let b = run_stats(f.prog_fd(hook))?;
+                (Some(s), Some(b))
+            }
+            _ => (None, None),
+        };
+        let (delivered, elapsed) = self.send(frames)?;
+        let ns_per_run = match (&fwd, before) {
+            (Some(f), Some((t0, c0))) => {
+                let (t1, c1) = run_stats(f.prog_fd(hook))?;
+                (c1 > c0).then(|| (t1 - t0) as f64 / (c1 - c0) as f64)
+            }
+            _ => None,
+        };
+        drop(stats);
+        let counters = match &fwd {
+            Some(f) => Some(f.counters()?),
+            None => None,
+        };
+        drop(guards);
+        Ok((
+            Sample {
+                sent: u64::from(frames),
+                delivered,
+                elapsed,
+                counters,
+            },
+            ns_per_run,
+        ))
+    }
+}
+
+/// Check that a sample took the policy's path: every frame delivered, by
+/// the action the policy takes for a REACHABLE entry.
+pub fn check_sample(policy: PolicyChoice, hook: Hook, s: &Sample) -> Result<()> {
+    if s.delivered * 100 < s.sent * 99 {
+        return Err(Error::Check(format!(
+            "{policy} ({hook:?}): {} of {} frames reached the sink",
+            s.delivered, s.sent
+        )));
+    }
+    let Some(c) = &s.counters else {
+        return Ok(());
+    };
+    let (what, n) = match (policy, hook) {
+        (PolicyChoice::Prog(Policy::AlwaysNeigh), Hook::Tc) => {
+            ("bpf_redirect_neigh", c.redirect_neigh)
+        }
+        (PolicyChoice::Prog(Policy::AlwaysNeigh), Hook::Xdp) => ("pass to the stack", c.neigh_pass),
+        _ => ("bpf_redirect", c.redirect),
+    };
+    if n * 100 < s.sent * 99 {
+        return Err(Error::Check(format!(
+            "{policy} ({hook:?}): only {n} of {} frames took {what}",
+            s.sent
+        )));
+    }
+    Ok(())
+}
+
+fn hook_name(h: Hook) -> &'static str {
+    match h {
+        Hook::Tc => "tc",
+        Hook::Xdp => "xdp",
+    }
+}
+
+/// Measure every row; returns the rows and how they were measured.
+pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> {
+    let mut lab = FwdLab::new()?;
+    let cols = columns();
+    let mut rows = Vec::new();
+    let mut frames_used = Vec::new();
+    for &hook in &opts.hooks {
+        for &flows in &opts.flows {
+            lab.prepare(flows)?;
+            let measurable: Vec<PolicyChoice> = cols
+                .iter()
+                .copied()
+                .filter(|p| support.missing(p.required_flags()).is_empty())
+                .collect();
+            // Warm up every path once, checking it is the policy's path,
+            // and size the samples from the baseline's rate.
+            let mut frames = 20_000u32;
+            for &p in &measurable {
+                stop::check()?;
+                let (s, _) = lab.sample(p, hook, frames.min(20_000), false)?;
+                check_sample(p, hook, &s)?;
+                if p == PolicyChoice::Prog(Policy::Baseline) {
+                    let want = s.pps() * opts.sample.as_secs_f64();
+                    frames = want.clamp(10_000.0, 20_000_000.0) as u32;
+                }
+            }
+            frames_used.push(frames);
+            let k = measurable.len();
+            let mut pps = vec![Vec::new(); k];
+            let mut nspp = vec![Vec::new(); k];
+            let mut prog_ns = vec![Vec::new(); k];
+            for round in 0..opts.rounds.max(1) {
+                for i in rotated(&(0..k).collect::<Vec<_>>(), round) {
+                    stop::check()?;
+                    let p = measurable[i];
+                    let (s, _) = lab.sample(p, hook, frames, false)?;
+                    check_sample(p, hook, &s)?;
+                    pps[i].push(s.pps());
+                    nspp[i].push(s.ns_per_packet());
+                    if p != PolicyChoice::KernelStack {
+                        let (_, ns) = lab.sample(p, hook, (frames / 4).max(1000), true)?;
+                        prog_ns[i].push(ns.unwrap_or(f64::NAN));
+                    }
+                }
+            }
+            lab.check_reachable(flows)?;
+            let base = measurable
+                .iter()
+                .position(|p| *p == PolicyChoice::Prog(Policy::Baseline));
+            let reference = |v: &Vec<Vec<f64>>| base.map(|b| v[b].clone()).unwrap_or_default();
+            let label = format!("{} {}", hook_name(hook), flows.label());
+            for (unit, what, data) in [
+                (Unit::Pps, "rate", &pps),
+                (Unit::NsPerPacket, "time", &nspp),
+                (Unit::NsPerPacket, "forwarder run time", &prog_ns),
+            ] {
+                let r = reference(data);
+                let mut figures: Vec<Figure> = cols
+                    .iter()
+                    .map(|p| match measurable.iter().position(|m| m == p) {
+                        Some(_)
+                            if what == "forwarder run time" && *p == PolicyChoice::KernelStack =>
+                        {
+                            Figure::missing(p.name(), "no program")
+                        }
+                        Some(i) => figure(p.name(), &data[i], &r),
+                        None => Figure::missing(
+                            p.name(),
+                            format!(
+                                "unsupported by this kernel ({})",
+                                support.missing(p.required_flags()).join(", ")
+                            ),
+                        ),
+                    })
+                    .collect();
+                if hook == Hook::Xdp {
+                    if let Some(f) = figures.iter_mut().find(|f| f.column == "always-neigh") {
+                        if f.note.is_none() {
+                            f.note =
+                                Some("XDP has no bpf_redirect_neigh(): passes to the stack".into());
+                        }
+                    }
+                }
+                rows.push(Row {
+                    section: "forwarding".into(),
+                    label: format!("{label} {what}"),
+                    unit,
+                    reference: "baseline".into(),
+                    figures,
+                });
+            }
+        }
+    }
+    let method = vec![format!(
+        "forwarding: XDP live-frames generator (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, \
+         XDP_TX on the generator's veth; no syscall per frame, so it is not the bottleneck) -> DUT \
+         -> XDP counting sink; 60-byte IPv4/UDP frames (64 on the wire); {} frames per sample \
+         (sized from the baseline's rate per row: {:?}); rate = frames at the sink / time from the \
+         start of the run until the last one arrived; {} rounds, policies interleaved in rotating \
+         order; the forwarder's run time from BPF_ENABLE_STATS in a separate pass of 1/4 the frames",
+        if frames_used.is_empty() { "no" } else { "N" },
+        frames_used,
+        opts.rounds.max(1)
+    )];
+    Ok((rows, method))
+}

@@ -1,0 +1,460 @@
+//! Showing a [`BenchReport`]: one aligned table (rows: measurement;
+//! columns: flag or policy; cells: median, spread, ratio), the goals, and
+//! an SVG plot of ns per lookup and packets per second per policy.
+
+use std::fmt::Write as _;
+
+use super::{BenchReport, Figure, Goal, Row, Stats, Unit};
+
+/// Shown instead of absolute times on an emulated CPU.
+pub const EMULATED: &str = "emulated (TCG)";
+
+fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn ratio(r: &Stats) -> String {
+    if r.n > 1 {
+        format!("x{:.3} ±{:.1}%", r.median, r.spread_pct())
+    } else {
+        format!("x{:.3}", r.median)
+    }
+}
+
+/// One cell's text. `hide_values`: show ratios only (emulated CPU, a time
+/// unit).
+pub fn cell_text(f: &Figure, row: &Row, hide_values: bool, marker: Option<usize>) -> String {
+    let mark = marker.map(|m| format!(" [{m}]")).unwrap_or_default();
+    let Some(v) = &f.value else {
+        return format!("-{mark}");
+    };
+    let is_ref = !row.reference.is_empty() && f.column == row.reference;
+    let r = match (&f.ratio, is_ref) {
+        (_, true) => "(ref)".to_string(),
+        (Some(r), false) => ratio(r),
+        (None, false) => String::new(),
+    };
+    if hide_values {
+        if is_ref {
+            return format!("x1 (ref){mark}");
+        }
+        return format!("{r}{mark}");
+    }
+    let spread = if v.n > 1 {
+        format!(" ±{:.1}%", v.spread_pct())
+    } else {
+        String::new()
+    };
+    let r = if r.is_empty() { r } else { format!(" {r}") };
+    format!("{}{spread}{r}{mark}", num(v.median))
+}
+
+/// The whole report as text: heading, one table per section, notes,
+/// goals, method.
+pub fn render_table(report: &BenchReport) -> String {
+    let emulated = report.machine.execution.emulated();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "fibneigh bench: kernel {}, {} cores, {}, {}",
+        report.kernel,
+        report.machine.cores,
+        report.machine.cpu,
+        report.machine.execution.label()
+    );
+    if emulated {
+        let _ = writeln!(
+            out,
+            "{EMULATED}: times are shown as ratios only (absolute figures are in the JSON, labelled)"
+        );
+    }
+    let mut notes: Vec<String> = Vec::new();
+    let mut sections: Vec<&str> = Vec::new();
+    for r in &report.rows {
+        if !sections.contains(&r.section.as_str()) {
+            sections.push(&r.section);
+        }
+    }
+    for section in sections {
+        let rows: Vec<&Row> = report
+            .rows
+            .iter()
+            .filter(|r| r.section == section)
+            .collect();
+        let mut columns: Vec<&str> = Vec::new();
+        for r in &rows {
+            for f in &r.figures {
+                if !columns.contains(&f.column.as_str()) {
+                    columns.push(&f.column);
+                }
+            }
+        }
+        let mut table: Vec<Vec<String>> = Vec::new();
+        let mut head = vec![section.to_string(), "unit".to_string()];
+        head.extend(columns.iter().map(|c| c.to_string()));
+        table.push(head);
+        for r in &rows {
+            let hide = emulated && r.unit != Unit::Packets;
+            let unit = if hide {
+                "ratio".to_string()
+            } else {
+                r.unit.label().to_string()
+            };
+            let mut line = vec![r.label.clone(), unit];
+            for c in &columns {
+                let text = match r.figure(c) {
+                    Some(f) => {
+                        let marker = f.note.as_ref().map(|n| {
+                            if let Some(i) = notes.iter().position(|m| m == n) {
+                                i + 1
+                            } else {
+                                notes.push(n.clone());
+                                notes.len()
+                            }
+                        });
+                        cell_text(f, r, hide, marker)
+                    }
+                    None => String::new(),
+                };
+                line.push(text);
+            }
+            table.push(line);
+        }
+        let widths: Vec<usize> = (0..table[0].len())
+            .map(|i| {
+                table
+                    .iter()
+                    .map(|l| l[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let _ = writeln!(out);
+        for (k, line) in table.iter().enumerate() {
+            let cells: Vec<String> = line
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+            if k == 0 {
+                let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+                let _ = writeln!(out, "{}", "-".repeat(total));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out);
+        for (i, n) in notes.iter().enumerate() {
+            let _ = writeln!(out, "[{}] {n}", i + 1);
+        }
+    }
+    let _ = writeln!(out, "\ncells: median ±half the range in % (samples), xratio to the row's (ref) column from the same rounds");
+    if !report.goals.is_empty() {
+        let _ = writeln!(out, "\ngoals:");
+        for g in &report.goals {
+            let _ = writeln!(out, "  {:<13} {}: {}", goal_mark(g), g.text, g.detail);
+        }
+    }
+    let _ = writeln!(out, "\nmethod:");
+    for m in &report.method {
+        let _ = writeln!(out, "  - {m}");
+    }
+    out
+}
+
+fn goal_mark(g: &Goal) -> &'static str {
+    match g.met {
+        Some(true) => "[met]",
+        Some(false) => "[NOT met]",
+        None => "[not measured]",
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One bar of a panel.
+struct Bar {
+    group: String,
+    column: String,
+    value: f64,
+    lo: f64,
+    hi: f64,
+}
+
+/// Bars for `section`'s rows of `unit`: values, or ratios when `ratios`.
+fn bars(report: &BenchReport, section: &str, unit: Unit, ratios: bool) -> Vec<Bar> {
+    let mut out = Vec::new();
+    for r in report
+        .rows
+        .iter()
+        .filter(|r| r.section == section && r.unit == unit)
+    {
+        for f in &r.figures {
+            let s = if ratios { f.ratio } else { f.value };
+            if let Some(s) = s {
+                out.push(Bar {
+                    group: r.label.clone(),
+                    column: f.column.clone(),
+                    value: s.median,
+                    lo: s.min,
+                    hi: s.max,
+                });
+            }
+        }
+    }
+    out
+}
+
+const PALETTE: [&str; 6] = [
+    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1",
+];
+
+/// A grouped bar chart with min..max whiskers; `y0` is where y starts.
+fn panel(out: &mut String, x: f64, y: f64, w: f64, h: f64, title: &str, bars: &[Bar]) {
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" font-weight="bold">{}</text>"#,
+        x,
+        y + 12.0,
+        xml_escape(title)
+    );
+    if bars.is_empty() {
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}">nothing measured</text>"#,
+            x + 10.0,
+            y + 40.0
+        );
+        return;
+    }
+    let mut groups: Vec<&str> = Vec::new();
+    let mut columns: Vec<&str> = Vec::new();
+    for b in bars {
+        if !groups.contains(&b.group.as_str()) {
+            groups.push(&b.group);
+        }
+        if !columns.contains(&b.column.as_str()) {
+            columns.push(&b.column);
+        }
+    }
+    let top = bars
+        .iter()
+        .map(|b| b.hi.max(b.value))
+        .fold(0.0f64, f64::max);
+    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+    let (px, py, pw, ph) = (x + 60.0, y + 24.0, w - 70.0, h - 110.0);
+    let scale = |v: f64| py + ph - (v / top * ph).clamp(0.0, ph);
+    // axis and 4 grid lines
+    for k in 0..=4 {
+        let v = top * f64::from(k) / 4.0;
+        let yy = scale(v);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{px:.1}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            px + pw,
+            px - 4.0,
+            yy + 4.0,
+            num(v)
+        );
+    }
+    let gw = pw / groups.len() as f64;
+    let bw = (gw * 0.8) / columns.len() as f64;
+    for (gi, g) in groups.iter().enumerate() {
+        let gx = px + gw * gi as f64 + gw * 0.1;
+        for b in bars.iter().filter(|b| b.group == *g) {
+            let ci = columns.iter().position(|c| *c == b.column).unwrap_or(0);
+            let bx = gx + bw * ci as f64;
+            let (y1, y2) = (scale(b.value), scale(0.0));
+            let _ = writeln!(
+                out,
+                r#"<rect x="{bx:.1}" y="{y1:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {} = {}</title></rect>"#,
+                (bw - 1.0).max(1.0),
+                (y2 - y1).max(0.0),
+                PALETTE[ci % PALETTE.len()],
+                xml_escape(g),
+                xml_escape(&b.column),
+                num(b.value)
+            );
+            let cx = bx + bw / 2.0;
+            let _ = writeln!(
+                out,
+                r#"<line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="black"/>"#,
+                scale(b.lo),
+                scale(b.hi)
+            );
+        }
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" transform="rotate(-30 {:.1} {:.1})">{}</text>"#,
+            gx + gw * 0.4,
+            py + ph + 14.0,
+            gx + gw * 0.4,
+            py + ph + 14.0,
+            xml_escape(g)
+        );
+    }
+    // legend
+    for (ci, c) in columns.iter().enumerate() {
+        let lx = px + 110.0 * ci as f64;
+        let ly = y + h - 12.0;
+        let _ = writeln!(
+            out,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{ly:.1}">{}</text>"#,
+            ly - 9.0,
+            PALETTE[ci % PALETTE.len()],
+            lx + 14.0,
+            xml_escape(c)
+        );
+    }
+}
+
+/// Two panels: ns per lookup by flag, packets per second by policy
+/// (ratios to the reference column on an emulated CPU).
+pub fn render_svg(report: &BenchReport) -> String {
+    let emulated = report.machine.execution.emulated();
+    let (w, h) = (1100.0, 420.0);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{:.0}" viewBox="0 0 {w:.0} {:.0}" font-family="sans-serif" font-size="11">"#,
+        h + 30.0,
+        h + 30.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="16">{}</text>"#,
+        xml_escape(&format!(
+            "fibneigh bench: kernel {}, {} cores, {}; bars: median, whiskers: min..max",
+            report.kernel,
+            report.machine.cores,
+            report.machine.execution.label()
+        ))
+    );
+    let suffix = if emulated {
+        " — ratio to reference, emulated (TCG)"
+    } else {
+        ""
+    };
+    let lookups = bars(report, "lookup", Unit::NsPerLookup, emulated);
+    let rates = bars(report, "forwarding", Unit::Pps, emulated);
+    let half = w / 2.0;
+    panel(
+        &mut s,
+        0.0,
+        26.0,
+        half,
+        h,
+        &format!("bpf_fib_lookup(): ns per lookup by flags{suffix}"),
+        &lookups,
+    );
+    panel(
+        &mut s,
+        half,
+        26.0,
+        half,
+        h,
+        &format!("forwarding: packets per second by policy{suffix}"),
+        &rates,
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{figure, Execution, Machine};
+
+    fn report(execution: Execution) -> BenchReport {
+        let lookup = Row {
+            section: "lookup".into(),
+            label: "v4 REACHABLE tc".into(),
+            unit: Unit::NsPerLookup,
+            reference: "0".into(),
+            figures: vec![
+                figure("0", &[40.0, 41.0, 40.5], &[40.0, 41.0, 40.5]),
+                figure("NEIGH_STATE", &[40.2, 41.1, 40.6], &[40.0, 41.0, 40.5]),
+                Figure::missing(
+                    "NEIGH_REFRESH",
+                    "unsupported by this kernel (NEIGH_REFRESH)",
+                ),
+            ],
+        };
+        let rate = Row {
+            section: "forwarding".into(),
+            label: "xdp 1 flow rate".into(),
+            unit: Unit::Pps,
+            reference: "baseline".into(),
+            figures: vec![
+                figure("baseline", &[1.0e6, 1.1e6], &[1.0e6, 1.1e6]),
+                figure("state-aware", &[0.99e6, 1.1e6], &[1.0e6, 1.1e6]),
+            ],
+        };
+        BenchReport {
+            machine: Machine {
+                cores: 2,
+                cpu: "test <cpu>".into(),
+                execution,
+            },
+            kernel: "7.3.4+".into(),
+            command: "fibneigh bench".into(),
+            rows: vec![lookup, rate],
+            goals: vec![Goal {
+                text: "NEIGH_STATE within +1% of flags 0".into(),
+                met: Some(true),
+                detail: "x1.002".into(),
+            }],
+            method: vec!["m".into()],
+        }
+    }
+
+    #[test]
+    fn table_has_values_ratios_and_notes() {
+        let t = render_table(&report(Execution::BareMetal));
+        assert!(t.contains("40.5 ±1.2% (ref)"), "{t}");
+        assert!(t.contains("x1.002"), "{t}");
+        assert!(
+            t.contains("- [1]") && t.contains("[1] unsupported by this kernel"),
+            "{t}"
+        );
+        assert!(t.contains("[met]"));
+    }
+
+    #[test]
+    fn emulated_tables_show_no_absolute_times() {
+        let t = render_table(&report(Execution::Emulated));
+        assert!(t.contains(EMULATED));
+        assert!(!t.contains("40.5"), "{t}");
+        assert!(!t.contains("1.05M"), "{t}");
+        assert!(t.contains("x1 (ref)"));
+    }
+
+    #[test]
+    fn svg_is_well_formed_and_escaped() {
+        for e in [Execution::BareMetal, Execution::Emulated] {
+            let svg = render_svg(&report(e));
+            assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+            assert!(svg.matches("<rect").count() >= 5);
+            assert!(!svg.contains("NaN"));
+            let opens = svg.matches("<text").count();
+            assert_eq!(opens, svg.matches("</text>").count());
+        }
+    }
+}

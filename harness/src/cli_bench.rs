@@ -1,0 +1,188 @@
+//! `fibneigh bench`: lookup cost, forwarding rate and recovery, one table,
+//! JSON and an SVG plot.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use fibneigh::bench::{self, forwarding, lookup, recovery, render, BenchOptions};
+use fibneigh::lab::Lab;
+use fibneigh::scenario::{Family, HookKind, NeighTimers};
+use fibneigh::stop;
+
+/// Exit status after SIGINT/SIGTERM (everything torn down).
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    Lookup,
+    Forwarding,
+    Recovery,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Timers {
+    Short,
+    KernelDefaults,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Only these parts (repeatable) [default: all three].
+    #[arg(long = "only", value_enum)]
+    pub parts: Vec<Part>,
+    /// Few rounds, short samples, one recovery repetition with short
+    /// timers: checks that everything runs, not a result to quote.
+    #[arg(long)]
+    pub quick: bool,
+    /// Interleaved rounds of the lookup and forwarding measurements
+    /// [default: 7; --quick: 2].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Target length of one lookup sample in ms [default: 20; --quick: 5].
+    #[arg(long)]
+    pub lookup_sample_ms: Option<u64>,
+    /// Target length of one forwarding sample in ms [default: 300;
+    /// --quick: 50].
+    #[arg(long)]
+    pub forwarding_sample_ms: Option<u64>,
+    /// Hooks for the lookup and forwarding measurements (repeatable)
+    /// [default: tc and xdp].
+    #[arg(long = "hook")]
+    pub hooks: Vec<HookKind>,
+    /// Repetitions of each recovery cell [default: 3; --quick: 1].
+    #[arg(long)]
+    pub reps: Option<usize>,
+    /// Neighbour timers for recovery (repeatable) [default: short and
+    /// kernel-defaults; --quick: short].
+    #[arg(long = "timers", value_enum)]
+    pub timers: Vec<Timers>,
+    /// Hooks for recovery (repeatable) [default: tc].
+    #[arg(long = "recovery-hook")]
+    pub recovery_hooks: Vec<HookKind>,
+    /// Address family for recovery.
+    #[arg(long, default_value = "4")]
+    pub family: Family,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the plot (ns per lookup, pps per policy) as SVG here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Exit non-zero if a goal that could be measured was not met.
+    #[arg(long)]
+    pub check: bool,
+}
+
+impl BenchArgs {
+    fn options(&self) -> BenchOptions {
+        let q = self.quick;
+        let want = |p: Part| self.parts.is_empty() || self.parts.contains(&p);
+        let rounds = self.rounds.unwrap_or(if q { 2 } else { 7 });
+        let hooks: Vec<_> = if self.hooks.is_empty() {
+            vec![HookKind::Tc, HookKind::Xdp]
+        } else {
+            self.hooks.clone()
+        };
+        let hooks: Vec<_> = hooks.iter().map(|h| h.hook()).collect();
+        let ms = Duration::from_millis;
+        BenchOptions {
+            lookup: want(Part::Lookup).then(|| lookup::Options {
+                rounds,
+                sample: ms(self.lookup_sample_ms.unwrap_or(if q { 5 } else { 20 })),
+                hooks: hooks.clone(),
+            }),
+            forwarding: want(Part::Forwarding).then(|| forwarding::Options {
+                rounds,
+                sample: ms(self
+                    .forwarding_sample_ms
+                    .unwrap_or(if q { 50 } else { 300 })),
+                hooks: hooks.clone(),
+                flows: vec![forwarding::Flows::ONE, forwarding::Flows::MANY],
+            }),
+            recovery: want(Part::Recovery).then(|| recovery::Options {
+                reps: self.reps.unwrap_or(if q { 1 } else { 3 }),
+                timers: if self.timers.is_empty() {
+                    if q {
+                        vec![NeighTimers::Short]
+                    } else {
+                        vec![NeighTimers::Short, NeighTimers::KernelDefaults]
+                    }
+                } else {
+                    self.timers
+                        .iter()
+                        .map(|t| match t {
+                            Timers::Short => NeighTimers::Short,
+                            Timers::KernelDefaults => NeighTimers::KernelDefaults,
+                        })
+                        .collect()
+                },
+                hooks: if self.recovery_hooks.is_empty() {
+                    vec![HookKind::Tc]
+                } else {
+                    self.recovery_hooks.clone()
+                },
+                family: self.family,
+                window_short: ms(if q { 4000 } else { 3000 }),
+                window_default: ms(15_000),
+            }),
+        }
+    }
+}
+
+fn write_file(path: &PathBuf, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    if args.rounds == Some(0) || args.reps == Some(0) {
+        anyhow::bail!("--rounds and --reps must be at least 1");
+    }
+    stop::install().context("failed to install the signal handlers")?;
+    fibneigh_bpf::quiet_benign_libbpf_warnings();
+    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
+    let command = std::env::args()
+        .map(|a| shlex::try_quote(&a).map(|c| c.into_owned()).unwrap_or(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let started = Instant::now();
+    let result = bench::run(&args.options(), &command, |part| {
+        eprintln!(
+            "fibneigh bench: {part} ({:.0} s in)",
+            started.elapsed().as_secs_f64()
+        )
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(bench::Error::Interrupted(_)) => {
+            eprintln!("fibneigh: interrupted; the lab was removed");
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+        Err(e) => return Err(e).context("benchmark failed"),
+    };
+    print!("{}", render::render_table(&report));
+    println!("({:.0} s)", started.elapsed().as_secs_f64());
+    if let Some(p) = &args.json {
+        write_file(p, &(serde_json::to_string_pretty(&report)? + "\n"))?;
+    }
+    if let Some(p) = &args.svg {
+        write_file(p, &render::render_svg(&report))?;
+    }
+    let unmet: Vec<&str> = report
+        .goals
+        .iter()
+        .filter(|g| g.met == Some(false))
+        .map(|g| g.text.as_str())
+        .collect();
+    if args.check && !unmet.is_empty() {
+        eprintln!("fibneigh bench --check: not met: {}", unmet.join("; "));
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
