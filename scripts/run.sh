@@ -11,3 +11,6 @@ bin=$PWD/target/release/fibneigh
 # Every scenario x policy x family x hook, in the patched kernel: prints the
 # table, writes JSON and one SVG timeline per scenario.
 "$bin" vm run --timeout 1800 -- "$bin" matrix --json target/matrix-vm/matrix.json --svg-dir target/matrix-vm/svg
+# The benchmarks in the patched kernel (emulated: ratios only): one table,
+# JSON and an SVG plot; BENCHMARKS.md explains them.
+"$bin" vm run --timeout 3600 -- "$bin" bench --json target/bench-vm/bench.json --svg target/bench-vm/bench.svg

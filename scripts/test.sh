@@ -31,9 +31,16 @@ step "host tier (root): BPF programs load, netns lab, neighbour states"
 cargo test -p fibneigh-bpf -- --ignored --test-threads=1
 cargo test -p fibneigh --test lab_root -- --ignored --test-threads=1
 cargo test -p fibneigh --test scenarios_root -- --ignored --test-threads=1
+cargo test -p fibneigh --test bench_root -- --ignored --test-threads=1
 
 step "host matrix (unpatched host kernel): baseline reproduces the bug, state-aware/refresh unsupported"
 cargo run -q --bin fibneigh -- matrix --check --json target/matrix-host/matrix.json --svg-dir target/matrix-host/svg
+
+step "host bench --quick (unpatched host kernel): every part runs, new flags shown unsupported"
+cargo run -q --bin fibneigh -- bench --quick --json target/bench-host/bench-quick.json --svg target/bench-host/bench-quick.svg
+
+step "criterion lookup benchmarks on the host (short measurement)"
+cargo bench -p fibneigh --bench lookup -- --warm-up-time 0.1 --measurement-time 0.2
 
 if [ "$tier" = unit ]; then
 	echo "SKIPPED: VM tier (scripts/test.sh unit)"
@@ -46,6 +53,18 @@ cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 step "VM matrix (patched 7.3 kernel): state-aware and refresh recover, fast path stays fast"
 bin=$PWD/target/debug/fibneigh
 "$bin" vm run --timeout 1800 -- "$bin" matrix --check --json target/matrix-vm/matrix.json --svg-dir target/matrix-vm/svg
+
+step "VM bench --quick (patched 7.3 kernel, emulated): every part runs with every flag"
+"$bin" vm run --timeout 1800 -- "$bin" bench --quick --json target/bench-vm/bench-quick.json --svg target/bench-vm/bench-quick.svg
+python3 - target/bench-vm/bench-quick.json <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+missing = [f"{row['label']}/{f['column']}" for row in r["rows"] for f in row["figures"]
+           if f["value"] is None and "unsupported" in (f.get("note") or "")]
+if missing:
+    sys.exit(f"the patched kernel left cells unsupported: {missing}")
+print(f"VM bench: {len(r['rows'])} rows, no unsupported cell")
+PY
 
 step "6.12 LTS backport: kernel build"
 cargo run -q --bin fibneigh -- vm build --base 6.12

@@ -1,0 +1,138 @@
+//! The benchmarks against the running kernel, with small sample sizes
+//! (needs root; `cargo test -p fibneigh --test bench_root -- --ignored`).
+//! These check that every part measures what it says and leaves nothing
+//! behind; the figures themselves are BENCHMARKS.md's business.
+
+use std::time::Duration;
+
+use fibneigh::bench::{self, forwarding, lookup, recovery, BenchOptions, Unit};
+use fibneigh::lab::{netns, plan};
+use fibneigh::scenario::{Family, HookKind, NeighTimers, Support};
+use fibneigh_bpf::probe::Hook;
+
+fn our_namespaces() -> Vec<String> {
+    let prefix = plan::run_prefix(std::process::id());
+    netns::list()
+        .expect("list namespaces")
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn lookup_rows_cover_every_case_and_flag() {
+    let support = Support::probe().expect("probe");
+    let opts = lookup::Options {
+        rounds: 2,
+        sample: Duration::from_millis(2),
+        hooks: vec![Hook::Tc, Hook::Xdp],
+    };
+    let (rows, method) = lookup::run(&opts, support).expect("lookup bench");
+    assert_eq!(rows.len(), 8, "2 hooks x 2 families x 2 states");
+    assert!(method[0].contains("BPF_PROG_TEST_RUN"));
+    for r in &rows {
+        assert_eq!(r.unit, Unit::NsPerLookup);
+        for (col, flags) in lookup::COLUMNS {
+            let f = r
+                .figure(col)
+                .unwrap_or_else(|| panic!("{}: no {col}", r.label));
+            let supported = flags.is_none_or(|b| support.missing(b).is_empty());
+            if supported {
+                let v = f
+                    .value
+                    .unwrap_or_else(|| panic!("{}/{col}: no value", r.label));
+                assert_eq!(v.n, 2, "one sample per round");
+                assert!(v.median > 0.0 && v.median < 1e6, "{}/{col}: {v:?}", r.label);
+                assert!(f.ratio.is_some());
+            } else {
+                assert!(f.value.is_none());
+                assert!(f.note.as_deref().unwrap().starts_with("unsupported"));
+            }
+        }
+        // The loop without the helper is cheaper than any lookup.
+        let floor = r.figure("floor").unwrap().value.unwrap().median;
+        let zero = r.figure("0").unwrap().value.unwrap().median;
+        assert!(floor < zero, "{}: floor {floor} vs lookup {zero}", r.label);
+    }
+    assert!(our_namespaces().is_empty(), "left: {:?}", our_namespaces());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn forwarding_rows_measure_every_supported_policy() {
+    let support = Support::probe().expect("probe");
+    let opts = forwarding::Options {
+        rounds: 1,
+        sample: Duration::from_millis(20),
+        hooks: vec![Hook::Tc, Hook::Xdp],
+        flows: vec![forwarding::Flows::ONE, forwarding::Flows::MANY],
+    };
+    let (rows, _) = forwarding::run(&opts, support).expect("forwarding bench");
+    // (rate, time, run time) x 2 flows x 2 hooks
+    assert_eq!(rows.len(), 12);
+    for r in &rows {
+        for p in forwarding::columns() {
+            let f = r.figure(p.name()).expect("every column");
+            let supported = support.missing(p.required_flags()).is_empty();
+            let program_row = r.label.ends_with("forwarder run time");
+            let expect_value =
+                supported && !(program_row && p == fibneigh::scenario::PolicyChoice::KernelStack);
+            assert_eq!(
+                f.value.is_some(),
+                expect_value,
+                "{} / {}: {f:?}",
+                r.label,
+                p
+            );
+        }
+    }
+    let rate = rows.iter().find(|r| r.unit == Unit::Pps).unwrap();
+    let base = rate.figure("baseline").unwrap().value.unwrap().median;
+    assert!(base > 1000.0, "baseline forwards at {base} pps");
+    assert!(our_namespaces().is_empty(), "left: {:?}", our_namespaces());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_whole_quick_report_has_goals_and_renders() {
+    let opts = BenchOptions {
+        lookup: Some(lookup::Options {
+            rounds: 1,
+            sample: Duration::from_millis(2),
+            hooks: vec![Hook::Xdp],
+        }),
+        forwarding: None,
+        recovery: Some(recovery::Options {
+            reps: 1,
+            timers: vec![NeighTimers::Short],
+            hooks: vec![HookKind::Tc],
+            family: Family::V4,
+            window_short: Duration::from_millis(3000),
+            window_default: Duration::from_millis(15000),
+        }),
+    };
+    let report = bench::run(&opts, "test", |_| {}).expect("bench");
+    let text = bench::render::render_table(&report);
+    assert!(
+        text.contains("recovery") && text.contains("lookup"),
+        "{text}"
+    );
+    let never = report
+        .goals
+        .iter()
+        .find(|g| g.text == "baseline never recovers")
+        .unwrap();
+    assert_eq!(never.met, Some(true), "{never:?}");
+    let stack = report
+        .rows
+        .iter()
+        .find(|r| r.unit == Unit::Ms)
+        .and_then(|r| r.figure("kernel-stack"))
+        .and_then(|f| f.value)
+        .expect("the stack recovers");
+    assert!(stack.median > 100.0 && stack.median < 3000.0, "{stack:?}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json["rows"].as_array().unwrap().len() >= 6);
+    assert!(our_namespaces().is_empty(), "left: {:?}", our_namespaces());
+}
