@@ -135,30 +135,44 @@ impl Bench {
     /// Send `frames` frames out of `ifindex` (of the calling thread's
     /// namespace) with an XDP live-frames test run of the generator: the
     /// kernel runs the generator once per frame and transmits each frame
-    /// on `ifindex` (XDP_TX). Returns the wall time of the call, which
-    /// includes whatever the receiving side processed on this CPU in the
-    /// softirqs the call ran.
-    pub fn generate(&mut self, ifindex: u32, frames: u32) -> Result<Duration> {
+    /// on `ifindex` (XDP_TX), `batch` frames at a time; the softirqs that
+    /// carry a batch through the receivers run on this CPU before the next
+    /// batch is made. Returns the wall time of the call.
+    pub fn generate(&mut self, ifindex: u32, frames: u32, batch: u32) -> Result<Duration> {
+        use std::os::fd::AsRawFd;
         // struct xdp_md: data_end at 4 (the linear length), ingress_ifindex
         // at 12 (the device the frames are transmitted on).
         let mut md = [0u8; 24];
         md[4..8].copy_from_slice(&(GEN_FRAME_LEN as u32).to_ne_bytes());
         md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let frame = self.bss()?.gen.frame;
-        let input = ProgramInput {
-            context_in: Some(&mut md),
-            data_in: Some(&frame),
+        // libbpf-rs's test-run input has no batch_size, so the options are
+        // filled here.
+        let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_test_run_opts>() as _,
+            data_in: frame.as_ptr().cast(),
+            data_size_in: GEN_FRAME_LEN as u32,
+            ctx_in: md.as_ptr().cast(),
+            ctx_size_in: md.len() as u32,
+            repeat: i32::try_from(frames.max(1)).unwrap_or(i32::MAX),
             flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-            repeat: frames.max(1),
+            batch_size: batch,
             ..Default::default()
         };
+        let fd = self.skel.progs.gen_xdp.as_fd().as_raw_fd();
         let start = std::time::Instant::now();
-        self.skel
-            .progs
-            .gen_xdp
-            .test_run(input)
-            .ctx("run the XDP live-frames generator")?;
-        Ok(start.elapsed())
+        // SAFETY: every pointer in `opts` points at a live buffer of the
+        // stated size for the duration of the call.
+        let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(fd, &mut opts) };
+        let elapsed = start.elapsed();
+        if rc != 0 {
+            let errno = if rc < 0 { -rc } else { libc::EIO };
+            return Err(libbpf_rs::Error::from(std::io::Error::from_raw_os_error(
+                errno,
+            )))
+            .ctx("run the XDP live-frames generator");
+        }
+        Ok(elapsed)
     }
 
     /// Attach the sink (count, drop) to `ifindex` in namespace `netns`.
