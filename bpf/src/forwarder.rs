@@ -207,15 +207,25 @@ impl Forwarder {
     /// Load the forwarder with `policy` baked into its read-only data
     /// (needs CAP_BPF / root).
     pub fn load(policy: Policy) -> Result<Self> {
+        Self::load_with(policy, true)
+    }
+
+    /// As [`load`](Self::load); without `nud_histogram` the program does
+    /// not count reported NUD states (one per-CPU counter update per packet
+    /// less for the policies that ask for the state), so every policy
+    /// does the same bookkeeping, as the benchmarks need.
+    pub fn load_with(policy: Policy, nud_histogram: bool) -> Result<Self> {
         let mut open = crate::open_skel(
             skel::ForwarderSkelBuilder::default(),
             "open the forwarder BPF object",
         )?;
-        open.maps
+        let rodata = open
+            .maps
             .rodata_data
             .as_deref_mut()
-            .ok_or(crate::Error::NoGlobalData)?
-            .policy = policy as u32;
+            .ok_or(crate::Error::NoGlobalData)?;
+        rodata.policy = policy as u32;
+        rodata.nud_histogram = nud_histogram;
         let skel = open.load().ctx("load the forwarder BPF programs")?;
         Ok(Self { skel, policy })
     }

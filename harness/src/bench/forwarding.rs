@@ -271,7 +271,7 @@ impl FwdLab {
         let mut guards = Vec::new();
         let fwd = match policy {
             PolicyChoice::KernelStack => None,
-            PolicyChoice::Prog(p) => Some(Forwarder::load(p)?),
+            PolicyChoice::Prog(p) => Some(Forwarder::load_with(p, false)?),
         };
         if let Some(f) = &fwd {
             guards.push(f.attach_in(ns.as_fd(), hook, self.dut_in)?);
@@ -516,7 +516,9 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
          is the next line) -> DUT -> XDP counting sink; 60-byte IPv4/UDP frames (64 on the wire); {} frames per sample \
          (sized from the baseline's rate per row: {:?}); rate = frames at the sink / time from the \
          start of the run until the last one arrived; {} rounds, policies interleaved in rotating \
-         order; the forwarder's run time from BPF_ENABLE_STATS in a separate pass of 1/4 the frames",
+         order; the forwarder's run time from BPF_ENABLE_STATS in a separate pass of 1/4 the frames; \
+         the forwarders count only the lookup's return code and the action (no per-state \
+         histogram), the same bookkeeping for every policy",
         if frames_used.is_empty() { "no" } else { "N" },
         frames_used,
         opts.rounds.max(1)
