@@ -367,12 +367,16 @@ impl FwdLab {
     }
 }
 
-/// Check that a sample took the policy's path: every frame delivered, by
-/// the action the policy takes for a REACHABLE entry.
+/// Check that a sample took the policy's path: the forwarder saw the
+/// frames and acted on (nearly) all of them as the policy does for a
+/// REACHABLE entry, and at least half of the frames reached the sink.
+/// Frames lost at a veth ring when the path is overloaded (under
+/// emulation the kernel may defer the receivers to ksoftirqd while the
+/// generator runs on) are reported with the figure, not an error.
 pub fn check_sample(policy: PolicyChoice, hook: Hook, s: &Sample) -> Result<()> {
-    if s.delivered * 100 < s.sent * 99 {
+    if s.delivered * 2 < s.sent {
         return Err(Error::Check(format!(
-            "{policy} ({hook:?}): {} of {} frames reached the sink",
+            "{policy} ({hook:?}): only {} of {} frames reached the sink",
             s.delivered, s.sent
         )));
     }
@@ -386,13 +390,24 @@ pub fn check_sample(policy: PolicyChoice, hook: Hook, s: &Sample) -> Result<()> 
         (PolicyChoice::Prog(Policy::AlwaysNeigh), Hook::Xdp) => ("pass to the stack", c.neigh_pass),
         _ => ("bpf_redirect", c.redirect),
     };
-    if n * 100 < s.sent * 99 {
+    let seen = c.lookups_total();
+    if seen == 0 || n * 100 < seen * 99 {
         return Err(Error::Check(format!(
-            "{policy} ({hook:?}): only {n} of {} frames took {what}",
-            s.sent
+            "{policy} ({hook:?}): only {n} of the {seen} frames the forwarder looked up took {what}"
         )));
     }
     Ok(())
+}
+
+/// Note for a figure whose samples lost frames at a veth ring.
+pub fn loss_note(losses: &[f64]) -> Option<String> {
+    let m = super::Stats::of(losses)?;
+    (m.median > 0.01).then(|| {
+        format!(
+            "{:.0}% of the frames (median) were lost at a veth ring: the path was overloaded; rates count delivered frames",
+            m.median * 100.0
+        )
+    })
 }
 
 fn hook_name(h: Hook) -> &'static str {
@@ -433,6 +448,7 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
             let mut pps = vec![Vec::new(); k];
             let mut nspp = vec![Vec::new(); k];
             let mut prog_ns = vec![Vec::new(); k];
+            let mut loss = vec![Vec::new(); k];
             for round in 0..opts.rounds.max(1) {
                 for i in rotated(&(0..k).collect::<Vec<_>>(), round) {
                     stop::check()?;
@@ -440,6 +456,7 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
                     let (s, _) = lab.sample(p, hook, frames, false)?;
                     check_sample(p, hook, &s)?;
                     pps[i].push(s.pps());
+                    loss[i].push(1.0 - s.delivered as f64 / s.sent.max(1) as f64);
                     nspp[i].push(s.ns_per_packet());
                     if p != PolicyChoice::KernelStack {
                         let (_, ns) = lab.sample(p, hook, (frames / 4).max(1000), true)?;
@@ -477,6 +494,16 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
                         ),
                     })
                     .collect();
+                if unit == Unit::Pps {
+                    for (i, p) in measurable.iter().enumerate() {
+                        if let (Some(note), Some(f)) = (
+                            loss_note(&loss[i]),
+                            figures.iter_mut().find(|f| f.column == p.name()),
+                        ) {
+                            f.note = Some(note);
+                        }
+                    }
+                }
                 if hook == Hook::Xdp {
                     if let Some(f) = figures.iter_mut().find(|f| f.column == "always-neigh") {
                         if f.note.is_none() {
