@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// Exit non-zero if a goal that could be measured was not met.
     #[arg(long)]
     pub check: bool,
+    /// Measure nothing: read a report `--json` wrote earlier and print its
+    /// table (and write --svg) again.
+    #[arg(long, value_name = "JSON")]
+    pub from_json: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -140,7 +144,22 @@ fn write_file(path: &PathBuf, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
 }
 
+fn load_report(path: &PathBuf) -> Result<bench::BenchReport> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a fibneigh bench report", path.display()))
+}
+
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    if let Some(p) = &args.from_json {
+        let report = load_report(p)?;
+        print!("{}", render::render_table(&report));
+        if let Some(svg) = &args.svg {
+            write_file(svg, &render::render_svg(&report))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.rounds == Some(0) || args.reps == Some(0) {
         anyhow::bail!("--rounds and --reps must be at least 1");
     }

@@ -21,7 +21,7 @@ pub mod platform;
 pub mod recovery;
 pub mod render;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use platform::{Execution, Machine};
 
@@ -43,7 +43,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Median and range of repeated measurements.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub median: f64,
     pub min: f64,
@@ -86,7 +86,7 @@ impl Stats {
 }
 
 /// The unit of a row's figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unit {
     /// Nanoseconds per lookup.
@@ -120,7 +120,7 @@ impl Unit {
 }
 
 /// One cell: a column's figures in a row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figure {
     /// The column: a flag or a policy.
     pub column: String,
@@ -129,7 +129,7 @@ pub struct Figure {
     /// Per-round ratio to the row's reference column, from the same round.
     pub ratio: Option<Stats>,
     /// Why there is no value, or what to know about it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
@@ -145,7 +145,7 @@ impl Figure {
 }
 
 /// A row of the table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// "lookup", "forwarding" or "recovery".
     pub section: String,
@@ -164,7 +164,7 @@ impl Row {
 }
 
 /// A goal from the issue, checked against the figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Goal {
     pub text: String,
     /// `None`: not measurable here (e.g. the kernel lacks the flag).
@@ -173,7 +173,7 @@ pub struct Goal {
 }
 
 /// Everything one `fibneigh bench` run measured.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
     pub machine: Machine,
     /// `uname -r`.

@@ -1,10 +1,10 @@
 //! What the benchmark runs on: cores, CPU model, and whether the CPU is
 //! emulated (QEMU TCG), in which case absolute times are meaningless.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How the CPU executes this process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "hypervisor")]
 pub enum Execution {
     /// No hypervisor bit in CPUID.
@@ -81,7 +81,7 @@ fn hypervisor_signature() -> Option<String> {
 }
 
 /// The machine a report was measured on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
     /// Online CPUs.
     pub cores: usize,

@@ -231,7 +231,7 @@ fn panel(out: &mut String, x: f64, y: f64, w: f64, h: f64, title: &str, bars: &[
     let _ = writeln!(
         out,
         r#"<text x="{:.1}" y="{:.1}" font-weight="bold">{}</text>"#,
-        x,
+        x + 10.0,
         y + 12.0,
         xml_escape(title)
     );
@@ -259,7 +259,8 @@ fn panel(out: &mut String, x: f64, y: f64, w: f64, h: f64, title: &str, bars: &[
         .map(|b| b.hi.max(b.value))
         .fold(0.0f64, f64::max);
     let top = if top > 0.0 { top * 1.1 } else { 1.0 };
-    let (px, py, pw, ph) = (x + 60.0, y + 24.0, w - 70.0, h - 110.0);
+    // title, legend row, plot, rotated group labels below
+    let (px, py, pw, ph) = (x + 70.0, y + 46.0, w - 85.0, h - 150.0);
     let scale = |v: f64| py + ph - (v / top * ph).clamp(0.0, ph);
     // axis and 4 grid lines
     for k in 0..=4 {
@@ -310,10 +311,10 @@ fn panel(out: &mut String, x: f64, y: f64, w: f64, h: f64, title: &str, bars: &[
             xml_escape(g)
         );
     }
-    // legend
+    // legend, one row under the title
+    let mut lx = x + 10.0;
+    let ly = y + 30.0;
     for (ci, c) in columns.iter().enumerate() {
-        let lx = px + 110.0 * ci as f64;
-        let ly = y + h - 12.0;
         let _ = writeln!(
             out,
             r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{ly:.1}">{}</text>"#,
@@ -322,6 +323,7 @@ fn panel(out: &mut String, x: f64, y: f64, w: f64, h: f64, title: &str, bars: &[
             lx + 14.0,
             xml_escape(c)
         );
+        lx += 24.0 + 6.5 * c.chars().count() as f64;
     }
 }
 
@@ -444,6 +446,20 @@ mod tests {
         assert!(!t.contains("40.5"), "{t}");
         assert!(!t.contains("1.05M"), "{t}");
         assert!(t.contains("x1 (ref)"));
+    }
+
+    #[test]
+    fn a_report_survives_its_json() {
+        let r = report(Execution::Virtualized("KVMKVMKVM".into()));
+        let back: BenchReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        // Floats may come back one ulp off; what is shown must not change.
+        assert_eq!(render_table(&back), render_table(&r));
+        assert_eq!(render_svg(&back), render_svg(&r));
+        assert_eq!(back.rows.len(), r.rows.len());
+        let e: BenchReport =
+            serde_json::from_str(&serde_json::to_string(&report(Execution::Emulated)).unwrap())
+                .unwrap();
+        assert!(e.machine.execution.emulated());
     }
 
     #[test]
