@@ -9,7 +9,7 @@ use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::{MapCore, MapFlags, ProgramInput};
 
 use crate::attach::{self, Attachment, EnteredNetns};
-use crate::probe::Hook;
+use crate::probe::{Hook, FRAME};
 use crate::{BpfContext, Error, FibParams, Result};
 
 mod skel {
@@ -45,13 +45,6 @@ pub struct LookupTiming {
 pub struct Bench {
     skel: skel::BenchSkel<'static>,
 }
-
-/// A frame for the lookup test runs; the helper does not read it.
-const FRAME: [u8; 64] = {
-    let mut f = [0u8; 64];
-    f[12] = 0x08; // IPv4 ethertype
-    f
-};
 
 impl Bench {
     /// Load the programs (needs CAP_BPF / root).

@@ -33,8 +33,9 @@ pub struct Probe {
     skel: skel::ProbeSkel<'static>,
 }
 
-/// A minimal Ethernet frame for the test run; the helper does not read it.
-const FRAME: [u8; 64] = {
+/// A minimal Ethernet frame for lookup test runs; the helper does not read
+/// it.
+pub(crate) const FRAME: [u8; 64] = {
     let mut f = [0u8; 64];
     f[12] = 0x08; // IPv4 ethertype
     f
