@@ -179,7 +179,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     });
     let report = match result {
         Ok(r) => r,
-        Err(bench::Error::Interrupted(_)) => {
+        // A signal also ends a running test run with EINTR.
+        Err(_) if stop::requested() => {
             eprintln!("fibneigh: interrupted; the lab was removed");
             return Ok(ExitCode::from(EXIT_INTERRUPTED));
         }
