@@ -539,8 +539,9 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
         .fold(0.0f64, f64::max);
     let mut method = vec![format!(
         "forwarding: XDP live-frames generator (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, \
-         XDP_TX on the generator's veth, {BATCH} frames per batch; no syscall per frame; its own ceiling \
-         is the next line) -> DUT -> XDP counting sink; 60-byte IPv4/UDP frames (64 on the wire); {} frames per sample \
+         XDP_TX on the generator's veth, {BATCH} frames per batch; chosen because it makes no system \
+         call per frame, where pnet's one sendto() per frame would be the bottleneck; its own \
+         ceiling is the next line) -> DUT -> XDP counting sink; 60-byte IPv4/UDP frames (64 on the wire); {} frames per sample \
          (sized from the baseline's rate per row: {:?}); rate = frames at the sink / time from the \
          start of the run until the last one arrived; {} rounds, policies interleaved in rotating \
          order; the forwarder's run time from BPF_ENABLE_STATS in a separate pass of 1/4 the frames; \
