@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use libbpf_rs::skel::OpenSkel;
-use libbpf_rs::{MapCore, MapFlags, ProgramInput};
+use libbpf_rs::ProgramInput;
 
 use crate::attach::{self, Attachment, EnteredNetns};
 use crate::probe::{Hook, FRAME};
@@ -130,8 +130,8 @@ impl Bench {
     /// kernel runs the generator once per frame and transmits each frame
     /// on `ifindex` (XDP_TX), `batch` frames at a time; the softirqs that
     /// carry a batch through the receivers run on this CPU before the next
-    /// batch is made. Returns the wall time of the call.
-    pub fn generate(&mut self, ifindex: u32, frames: u32, batch: u32) -> Result<Duration> {
+    /// batch is made.
+    pub fn generate(&mut self, ifindex: u32, frames: u32, batch: u32) -> Result<()> {
         use std::os::fd::AsRawFd;
         // struct xdp_md: data_end at 4 (the linear length), ingress_ifindex
         // at 12 (the device the frames are transmitted on).
@@ -153,11 +153,9 @@ impl Bench {
             ..Default::default()
         };
         let fd = self.skel.progs.gen_xdp.as_fd().as_raw_fd();
-        let start = std::time::Instant::now();
         // SAFETY: every pointer in `opts` points at a live buffer of the
         // stated size for the duration of the call.
         let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(fd, &mut opts) };
-        let elapsed = start.elapsed();
         if rc != 0 {
             let errno = if rc < 0 { -rc } else { libc::EIO };
             return Err(libbpf_rs::Error::from(std::io::Error::from_raw_os_error(
@@ -165,7 +163,7 @@ impl Bench {
             )))
             .ctx("run the XDP live-frames generator");
         }
-        Ok(elapsed)
+        Ok(())
     }
 
     /// Attach the sink (count, drop) to `ifindex` in namespace `netns`.
@@ -176,23 +174,7 @@ impl Bench {
 
     /// Frames the sink has seen, summed over CPUs.
     pub fn sink_count(&self) -> Result<u64> {
-        let per_cpu = self
-            .skel
-            .maps
-            .sink_count
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .ctx("read the sink's counter")?
-            .unwrap_or_default();
-        Ok(per_cpu
-            .iter()
-            .filter_map(|v| v.get(..8))
-            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
-            .sum())
-    }
-
-    /// A file descriptor of the sink program (for run-time statistics).
-    pub fn sink_fd(&self) -> BorrowedFd<'_> {
-        self.skel.progs.sink_xdp.as_fd()
+        crate::percpu_u64_sum(&self.skel.maps.sink_count, 0, "read the sink's counter")
     }
 }
 

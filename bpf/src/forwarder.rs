@@ -267,16 +267,7 @@ impl Forwarder {
         let map = &self.skel.maps.counters;
         let mut slots = [0u64; slot::COUNT];
         for (i, total) in slots.iter_mut().enumerate() {
-            let key = (i as u32).to_ne_bytes();
-            let per_cpu = map
-                .lookup_percpu(&key, MapFlags::ANY)
-                .ctx("read the forwarder's counters")?
-                .unwrap_or_default();
-            *total = per_cpu
-                .iter()
-                .filter_map(|v| v.get(..8))
-                .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
-                .sum();
+            *total = crate::percpu_u64_sum(map, i as u32, "read the forwarder's counters")?;
         }
         Ok(Counters::from_slots(&slots))
     }

@@ -45,6 +45,24 @@ pub fn quiet_benign_libbpf_warnings() {
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, print)));
 }
 
+/// The per-CPU `u64` values stored under `key` in `map`, summed over CPUs
+/// (0 for a missing key).
+pub(crate) fn percpu_u64_sum<M: libbpf_rs::MapCore>(
+    map: &M,
+    key: u32,
+    what: &'static str,
+) -> Result<u64> {
+    let per_cpu = map
+        .lookup_percpu(&key.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .ctx(what)?
+        .unwrap_or_default();
+    Ok(per_cpu
+        .iter()
+        .filter_map(|v| v.get(..8))
+        .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+        .sum())
+}
+
 /// Open a skeleton. A skeleton borrows its object storage for its whole
 /// life and our loaded programs live as long as their owner, so the storage
 /// (one pointer) is leaked per load; the BPF object itself is freed when the

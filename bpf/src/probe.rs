@@ -18,6 +18,16 @@ pub enum Hook {
     Xdp,
 }
 
+impl Hook {
+    /// "tc" or "xdp".
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Tc => "tc",
+            Hook::Xdp => "xdp",
+        }
+    }
+}
+
 /// What one lookup returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LookupResult {
