@@ -261,25 +261,19 @@ impl FwdLab {
         Ok(())
     }
 
-    /// What sits on the DUT's ingress for `policy` at `hook`.
-    fn attach(
-        &self,
-        policy: PolicyChoice,
-        hook: Hook,
-    ) -> Result<(Option<Forwarder>, Vec<Attachment>)> {
+    /// Attach what sits on the DUT's ingress at `hook`: the forwarder
+    /// (`None`: the kernel stack alone), and XDP_PASS where no XDP program
+    /// would otherwise give the veth its NAPI context. Detached on drop.
+    fn attach(&self, fwd: Option<&Forwarder>, hook: Hook) -> Result<Vec<Attachment>> {
         let ns = self.lab.open_ns(&self.n.dut)?;
         let mut guards = Vec::new();
-        let fwd = match policy {
-            PolicyChoice::KernelStack => None,
-            PolicyChoice::Prog(p) => Some(Forwarder::load_with(p, false)?),
-        };
-        if let Some(f) = &fwd {
+        if let Some(f) = fwd {
             guards.push(f.attach_in(ns.as_fd(), hook, self.dut_in)?);
         }
         if fwd.is_none() || hook == Hook::Tc {
             guards.push(self.xdp_pass.attach_in(ns.as_fd(), self.dut_in)?);
         }
-        Ok((fwd, guards))
+        Ok(guards)
     }
 
     /// Send `frames` frames and count what reaches the sink.
@@ -306,22 +300,22 @@ impl FwdLab {
         Ok((last - before, end.saturating_duration_since(start)))
     }
 
-    /// One sample of `policy` at `hook`: attach, send, detach. With
-    /// `run_time`, also the forwarder's kernel-measured ns per run (with
-    /// BPF run-time statistics on, which slows every program a little, so
-    /// that pass's rate is not used).
+    /// One sample of the forwarder `fwd` (`None`: the kernel stack) at
+    /// `hook`: attach, send, detach. With `run_time`, also the forwarder's
+    /// kernel-measured ns per run (with BPF run-time statistics on, which
+    /// slows every program a little, so that pass's rate is not used).
     pub fn sample(
         &mut self,
-        policy: PolicyChoice,
+        fwd: Option<&Forwarder>,
         hook: Hook,
         frames: u32,
         run_time: bool,
     ) -> Result<(Sample, Option<f64>)> {
-        let (fwd, guards) = self.attach(policy, hook)?;
-        if let Some(f) = &fwd {
+        let guards = self.attach(fwd, hook)?;
+        if let Some(f) = fwd {
             f.reset_counters()?;
         }
-        let (stats, before) = match (&fwd, run_time) {
+        let (stats, before) = match (fwd, run_time) {
             (Some(f), true) => {
                 let s = RunTimeStats::enable()?;
                 let b = run_stats(f.prog_fd(hook))?;
@@ -330,7 +324,7 @@ impl FwdLab {
             _ => (None, None),
         };
         let (delivered, elapsed) = self.send(frames)?;
-        let ns_per_run = match (&fwd, before) {
+        let ns_per_run = match (fwd, before) {
             (Some(f), Some((t0, c0))) => {
                 let (t1, c1) = run_stats(f.prog_fd(hook))?;
                 (c1 > c0).then(|| (t1 - t0) as f64 / (c1 - c0) as f64)
@@ -338,10 +332,7 @@ impl FwdLab {
             _ => None,
         };
         drop(stats);
-        let counters = match &fwd {
-            Some(f) => Some(f.counters()?),
-            None => None,
-        };
+        let counters = fwd.map(Forwarder::counters).transpose()?;
         drop(guards);
         Ok((
             Sample {
@@ -410,33 +401,35 @@ pub fn loss_note(losses: &[f64]) -> Option<String> {
     })
 }
 
-fn hook_name(h: Hook) -> &'static str {
-    match h {
-        Hook::Tc => "tc",
-        Hook::Xdp => "xdp",
-    }
-}
-
 /// Measure every row; returns the rows and how they were measured.
 pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> {
     let mut lab = FwdLab::new()?;
     let cols = columns();
+    let measurable: Vec<PolicyChoice> = cols
+        .iter()
+        .copied()
+        .filter(|p| support.missing(p.required_flags()).is_empty())
+        .collect();
+    // Each policy's forwarder is loaded (and verified) once; the samples
+    // attach and detach it.
+    let forwarders: Vec<Option<Forwarder>> = measurable
+        .iter()
+        .map(|p| match p {
+            PolicyChoice::KernelStack => Ok(None),
+            PolicyChoice::Prog(p) => Forwarder::load_with(*p, false).map(Some),
+        })
+        .collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
     let mut frames_used = Vec::new();
     for &hook in &opts.hooks {
         for &flows in &opts.flows {
             lab.prepare(flows)?;
-            let measurable: Vec<PolicyChoice> = cols
-                .iter()
-                .copied()
-                .filter(|p| support.missing(p.required_flags()).is_empty())
-                .collect();
             // Warm up every path once, checking it is the policy's path,
             // and size the samples from the baseline's rate.
             let mut frames = 20_000u32;
-            for &p in &measurable {
+            for (&p, fwd) in measurable.iter().zip(&forwarders) {
                 stop::check()?;
-                let (s, _) = lab.sample(p, hook, frames.min(20_000), false)?;
+                let (s, _) = lab.sample(fwd.as_ref(), hook, frames.min(20_000), false)?;
                 check_sample(p, hook, &s)?;
                 if p == PolicyChoice::Prog(Policy::Baseline) {
                     let want = s.pps() * opts.sample.as_secs_f64();
@@ -452,14 +445,14 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
             for round in 0..opts.rounds.max(1) {
                 for i in rotated(&(0..k).collect::<Vec<_>>(), round) {
                     stop::check()?;
-                    let p = measurable[i];
-                    let (s, _) = lab.sample(p, hook, frames, false)?;
+                    let (p, fwd) = (measurable[i], forwarders[i].as_ref());
+                    let (s, _) = lab.sample(fwd, hook, frames, false)?;
                     check_sample(p, hook, &s)?;
                     pps[i].push(s.pps());
                     loss[i].push(1.0 - s.delivered as f64 / s.sent.max(1) as f64);
                     nspp[i].push(s.ns_per_packet());
-                    if p != PolicyChoice::KernelStack {
-                        let (_, ns) = lab.sample(p, hook, (frames / 4).max(1000), true)?;
+                    if fwd.is_some() {
+                        let (_, ns) = lab.sample(fwd, hook, (frames / 4).max(1000), true)?;
                         prog_ns[i].push(ns.unwrap_or(f64::NAN));
                     }
                 }
@@ -469,29 +462,22 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
                 .iter()
                 .position(|p| *p == PolicyChoice::Prog(Policy::Baseline));
             let reference = |v: &Vec<Vec<f64>>| base.map(|b| v[b].clone()).unwrap_or_default();
-            let label = format!("{} {}", hook_name(hook), flows.label());
-            for (unit, what, data) in [
-                (Unit::Pps, "rate", &pps),
-                (Unit::NsPerPacket, "time", &nspp),
-                (Unit::NsPerPacket, "forwarder run time", &prog_ns),
+            let label = format!("{} {}", hook.name(), flows.label());
+            // (unit, what, figures, whether only programs have the figure)
+            for (unit, what, data, programs_only) in [
+                (Unit::Pps, "rate", &pps, false),
+                (Unit::NsPerPacket, "time", &nspp, false),
+                (Unit::NsPerPacket, "forwarder run time", &prog_ns, true),
             ] {
                 let r = reference(data);
                 let mut figures: Vec<Figure> = cols
                     .iter()
                     .map(|p| match measurable.iter().position(|m| m == p) {
-                        Some(_)
-                            if what == "forwarder run time" && *p == PolicyChoice::KernelStack =>
-                        {
+                        Some(_) if programs_only && *p == PolicyChoice::KernelStack => {
                             Figure::missing(p.name(), "no program")
                         }
                         Some(i) => figure(p.name(), &data[i], &r),
-                        None => Figure::missing(
-                            p.name(),
-                            format!(
-                                "unsupported by this kernel ({})",
-                                support.missing(p.required_flags()).join(", ")
-                            ),
-                        ),
+                        None => Figure::unsupported(p.name(), &support.missing(p.required_flags())),
                     })
                     .collect();
                 if unit == Unit::Pps {
@@ -541,13 +527,12 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
         "forwarding: XDP live-frames generator (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, \
          XDP_TX on the generator's veth, {BATCH} frames per batch; chosen because it makes no system \
          call per frame, where pnet's one sendto() per frame would be the bottleneck; its own \
-         ceiling is the next line) -> DUT -> XDP counting sink; 60-byte IPv4/UDP frames (64 on the wire); {} frames per sample \
-         (sized from the baseline's rate per row: {:?}); rate = frames at the sink / time from the \
+         ceiling is the next line) -> DUT -> XDP counting sink; 60-byte IPv4/UDP frames (64 on the wire); frames per \
+         sample sized from the baseline's rate, per row: {:?}; rate = frames at the sink / time from the \
          start of the run until the last one arrived; {} rounds, policies interleaved in rotating \
          order; the forwarder's run time from BPF_ENABLE_STATS in a separate pass of 1/4 the frames; \
          the forwarders count only the lookup's return code and the action (no per-state \
          histogram), the same bookkeeping for every policy",
-        if frames_used.is_empty() { "no" } else { "N" },
         frames_used,
         opts.rounds.max(1)
     )];

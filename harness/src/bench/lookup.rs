@@ -49,10 +49,7 @@ impl Case {
             "{} {} {}",
             if self.v6 { "v6" } else { "v4" },
             nud::name(self.state),
-            match self.hook {
-                Hook::Tc => "tc",
-                Hook::Xdp => "xdp",
-            }
+            self.hook.name()
         )
     }
 
@@ -84,6 +81,8 @@ pub struct Options {
 pub struct LookupLab {
     lab: Lab,
     names: Names,
+    /// The DUT's namespace, which every sample enters.
+    dut_ns: std::fs::File,
     bench: Bench,
     ingress: u32,
     macs: [[u8; 6]; 2],
@@ -111,6 +110,7 @@ impl LookupLab {
             lab.mac(&names.host_b, &names.host_b_if)?,
         ];
         Ok(LookupLab {
+            dut_ns: lab.open_ns(&names.dut)?,
             lab,
             names,
             bench: Bench::load()?,
@@ -155,8 +155,7 @@ impl LookupLab {
     pub fn sample(&mut self, case: &Case, flags: Option<u32>, runs: u32) -> Result<LookupTiming> {
         let (src, dst, _) = self.target(case);
         let params = FibParams::forward(self.ingress, src, dst, 64);
-        let ns = self.lab.open_ns(&self.names.dut)?;
-        let _inside = EnteredNetns::enter(ns.as_fd())?;
+        let _inside = EnteredNetns::enter(self.dut_ns.as_fd())?;
         let t = self.bench.time_lookups(
             case.hook,
             &params,
@@ -229,20 +228,15 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
         let mut cols = Vec::new();
         let mut missing = Vec::new();
         for (name, f) in COLUMNS {
-            match f {
-                Some(bits) if !lab.supports(bits).is_empty() => missing.push(Figure::missing(
-                    name,
-                    format!(
-                        "unsupported by this kernel ({})",
-                        lab.supports(bits).join(", ")
-                    ),
-                )),
-                Some(bits) => {
-                    lab.verify(case, bits)?;
-                    cols.push((name, f));
-                }
-                None => cols.push((name, f)),
+            let unsupported = f.map(|bits| lab.supports(bits)).unwrap_or_default();
+            if !unsupported.is_empty() {
+                missing.push(Figure::unsupported(name, &unsupported));
+                continue;
             }
+            if let Some(bits) = f {
+                lab.verify(case, bits)?;
+            }
+            cols.push((name, f));
         }
         measurable.push(cols);
         notes.push(missing);

@@ -142,6 +142,15 @@ impl Figure {
             note: Some(note.into()),
         }
     }
+
+    /// Not measured: the kernel rejects `flags` (names, e.g. "NEIGH_STATE").
+    pub fn unsupported<S: AsRef<str>>(column: &str, flags: &[S]) -> Self {
+        let names: Vec<&str> = flags.iter().map(|f| f.as_ref()).collect();
+        Figure::missing(
+            column,
+            format!("unsupported by this kernel ({})", names.join(", ")),
+        )
+    }
 }
 
 /// A row of the table.

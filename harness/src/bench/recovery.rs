@@ -44,7 +44,8 @@ fn window(opts: &Options, t: NeighTimers) -> Duration {
 struct Runs {
     recovery_ms: Vec<f64>,
     lost: Vec<f64>,
-    unsupported: Option<String>,
+    /// The flags the kernel rejected, if it did.
+    unsupported: Option<Vec<String>>,
 }
 
 /// Measure every (timers, hook) row; returns the rows and the method.
@@ -73,7 +74,7 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
                     let r: CellResult = scenario::run_case(&cell, &support, &sopts)?;
                     match &r.outcome {
                         Outcome::Unsupported => {
-                            runs[i].unsupported = Some(r.missing_flags.join(", "));
+                            runs[i].unsupported = Some(r.missing_flags.clone());
                         }
                         Outcome::Error(e) => {
                             return Err(Error::Check(format!("{}: {e}", cell.id())));
@@ -117,9 +118,8 @@ fn rows_for(label: &str, cols: &[PolicyChoice], runs: &[Runs], window: Duration)
     let mut lost = Vec::new();
     for (p, r) in cols.iter().zip(runs) {
         if let Some(flags) = &r.unsupported {
-            let note = format!("unsupported by this kernel ({flags})");
-            recovery.push(Figure::missing(p.name(), note.clone()));
-            lost.push(Figure::missing(p.name(), note));
+            recovery.push(Figure::unsupported(p.name(), flags));
+            lost.push(Figure::unsupported(p.name(), flags));
             continue;
         }
         let n = r.recovery_ms.len();
