@@ -12,6 +12,8 @@ use fibneigh::lab::Lab;
 use fibneigh::scenario::{Family, HookKind, NeighTimers};
 use fibneigh::stop;
 
+use crate::cli_scenarios::{write_file, write_json};
+
 /// Exit status after SIGINT/SIGTERM (everything torn down).
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -136,14 +138,6 @@ impl BenchArgs {
     }
 }
 
-fn write_file(path: &PathBuf, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create {}", dir.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
-}
-
 fn load_report(path: &PathBuf) -> Result<bench::BenchReport> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read {}", path.display()))?;
@@ -164,7 +158,6 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         anyhow::bail!("--rounds and --reps must be at least 1");
     }
     stop::install().context("failed to install the signal handlers")?;
-    fibneigh_bpf::quiet_benign_libbpf_warnings();
     Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
     let command = std::env::args()
         .map(|a| shlex::try_quote(&a).map(|c| c.into_owned()).unwrap_or(a))
@@ -189,7 +182,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     print!("{}", render::render_table(&report));
     println!("({:.0} s)", started.elapsed().as_secs_f64());
     if let Some(p) = &args.json {
-        write_file(p, &(serde_json::to_string_pretty(&report)? + "\n"))?;
+        write_json(p, &report)?;
     }
     if let Some(p) = &args.svg {
         write_file(p, &render::render_svg(&report))?;

@@ -105,13 +105,18 @@ fn names(p: &[PolicyChoice]) -> String {
     p.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
 }
 
-fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
+/// Write `text` to `path`, creating its directory.
+pub(crate) fn write_file(path: &PathBuf, text: &str) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;
     }
-    std::fs::write(path, text + "\n").with_context(|| format!("failed to write {}", path.display()))
+    std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
+}
+
+/// Write `value` to `path` as pretty JSON, creating its directory.
+pub(crate) fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<()> {
+    write_file(path, &(serde_json::to_string_pretty(value)? + "\n"))
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {

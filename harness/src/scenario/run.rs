@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use fibneigh_bpf::{nud, Counters, Forwarder};
 use futures::TryStreamExt;
 
-use super::NeighTimers;
-use super::{pick, Cell, Error, Family, HookKind, Options, PolicyChoice, Result, Scenario};
+use super::{
+    pick, Cell, Error, Family, HookKind, NeighTimers, Options, PolicyChoice, Result, Scenario,
+};
 use crate::lab::plan::Route;
 use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
 use crate::report::{CellResult, Outcome, StateSample, Timeline};
