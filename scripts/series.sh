@@ -1,60 +1,143 @@
 #!/usr/bin/env bash
 # Move the kernel series between kernel-patches/ and a git branch in the
-# pipeline's kernel tree, so the series is edited with the normal kernel
-# workflow (commit --amend, rebase -i) and exported with format-patch.
+# pipeline's kernel tree, and turn it into a series you can post.
 #
 #   scripts/series.sh import [BRANCH] [WORKTREE]
 #       (Re)create BRANCH (default neigh-state) at the pristine base from
-#       kernel-patches/, in a worktree (default ~/linux-dev) of the tree
-#       that `fibneigh vm build` unpacked. The cover letter becomes the
-#       branch description.
+#       kernel-patches/, in a worktree (default ~/linux-dev-<base>) of the
+#       tree that `fibneigh vm build` unpacked, authored by your git
+#       identity. The cover letter becomes the branch description and each
+#       patch's changelog (the "Notes:" below its ---) a git note.
 #   scripts/series.sh export [BRANCH]
 #       Write BRANCH as kernel-patches/0000-cover-letter.patch,
-#       0001-....patch, ... with --cover-letter, --subject-prefix
-#       'PATCH bpf-next' and --base, and rewrite kernel-patches/series.
+#       0001-....patch, ... (format-patch --cover-letter --notes --base)
+#       and rewrite kernel-patches/series. The committed copy carries no
+#       identity: From: headers and the shortlog's author line are removed,
+#       and there is no Signed-off-by.
+#   scripts/series.sh post [-v N] [OUTDIR]
+#       The postable series (default v2, into target/posting/v<N>): applied
+#       on a throwaway branch authored by your git identity (user.name and
+#       user.email, or GIT_AUTHOR_NAME/GIT_AUTHOR_EMAIL), signed off by you
+#       (format-patch --signoff: by running it you certify the DCO for your
+#       contribution), -vN subjects, each patch's changelog below its ---,
+#       To:/Cc: from the tree's scripts/get_maintainer.pl, then checked
+#       with checkpatch.pl --strict --codespell, which must report nothing.
+#       Nothing in kernel-patches/ or in your branches changes. Send the
+#       result with git send-email after reading it.
 #
-# BASE=6.12 works on the LTS backport instead: the linux-source-6.12 tree,
-# kernel-patches/6.12/, branch neigh-state-6.12, prefix 'PATCH 6.12'.
+# BASE=6.12 works on the downstream LTS backport instead: the
+# linux-source-6.12 tree, kernel-patches/6.12/, branch neigh-state-6.12,
+# prefix 'PATCH 6.12-downstream' (stable takes no new uAPI; the backport
+# is for users who run 6.12 kernels of their own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 base=${BASE:-7.3}
 case $base in
 7.3) patches=$repo/kernel-patches; prefix='PATCH bpf-next'; default_branch=neigh-state ;;
-6.12) patches=$repo/kernel-patches/6.12; prefix='PATCH 6.12'; default_branch=neigh-state-6.12 ;;
+6.12) patches=$repo/kernel-patches/6.12; prefix='PATCH 6.12-downstream'; default_branch=neigh-state-6.12 ;;
 *) echo "series.sh: BASE must be 7.3 or 6.12" >&2; exit 2 ;;
 esac
 cache=${FIBNEIGH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fibneigh}
-tree=$(ls -d "$cache"/trees/linux-source-"$base"_*/linux 2>/dev/null | tail -n 1)
+tree=$(ls -d "$cache"/trees/linux-source-"$base"_*/linux 2>/dev/null | tail -n 1 || true)
 [ -n "$tree" ] || { echo "series.sh: no linux-source-$base tree under $cache/trees; run fibneigh vm tree --base $base first" >&2; exit 1; }
 git_t() { git -C "$tree" "$@"; }
+
+# "Name <email>" of the user running this, or a clear error.
+identity() {
+	local ident name email
+	ident=$(git -C "$tree" var GIT_AUTHOR_IDENT 2>/dev/null) || {
+		echo "series.sh: no git identity: set user.name and user.email (git config --global ...)" >&2
+		return 1
+	}
+	name=${ident%% <*}
+	email=${ident#*<}
+	email=${email%%>*}
+	case "$email" in
+	*@localhost | *@localhost.* | *.invalid | *@example.* | *.example | *.example.* | *noreply* | fibneigh*)
+		echo "series.sh: '$name <$email>' looks like a placeholder, not your identity" >&2
+		return 1 ;;
+	esac
+	[ -n "$name" ] && [ "$name" != "$email" ] || {
+		echo "series.sh: git identity has no name: set user.name" >&2
+		return 1
+	}
+	printf '%s <%s>\n' "$name" "$email"
+}
+
+# The patch files of the series, in order.
+series_files() {
+	local p
+	while read -r p _; do
+		p=${p%%#*}
+		[ -n "$p" ] && echo "$patches/$p"
+	done < "$patches/series"
+}
+
+# Apply a committed patch with AUTHOR as its author (the committed copy
+# names none) in worktree WT, and attach its changelog as a git note.
+am_as() {
+	local wt=$1 author=$2 patch=$3 notes
+	awk -v from="From: $author" '
+		NR == 1 && /^From / { print; print from; done = 1; next }
+		!done && !hdr && /^$/ { hdr = 1 }
+		/^From: / && !hdr { next }
+		{ print }' "$patch" | git -C "$wt" am -q --keep-cr
+	notes=$(changelog "$patch")
+	if [ -n "$notes" ]; then
+		git -C "$wt" notes add -f -m "$notes" HEAD
+	fi
+}
+
+# The changelog of a format-patch --notes file: the indented lines of its
+# "Notes:" block below the first ---.
+changelog() {
+	awk '/^---$/ && !cut { cut = 1; next }
+	     cut == 1 && /^Notes:$/ { cut = 2; next }
+	     cut == 2 && /^    / { sub(/^    /, ""); print; next }
+	     cut == 2 && /^$/ { exit }
+	     cut == 1 && /^ / { exit }' "$1"
+}
+
+# The cover letter's subject and body, without the shortlog and diffstat.
+cover_description() {
+	awk '/^Subject: /{sub(/^Subject: \[PATCH[^]]*\] /,""); subj=$0; next}
+	     subj && !body && /^ / {sub(/^ /,""); subj=subj " " $0; next}
+	     subj && !body && /^$/ {body=1; print subj; print ""; next}
+	     body && /^-- *$/ {exit}
+	     body && /^\(no author\) \([0-9]+\):$/ {exit}
+	     body && /^[A-Za-z].* \([0-9]+\):$/ {exit}
+	     body {print}' "$1"
+}
+
+# Remove every identity from format-patch output: the From: header (and
+# its folded continuation) and the cover letter's shortlog author.
+strip_identity() {
+	local f
+	for f in "$@"; do
+		awk '!hdr && /^$/ { hdr = 1 }
+		     !hdr && /^From: / { skip = 1; next }
+		     !hdr && skip && /^[ \t]/ { next }
+		     { skip = 0 }
+		     hdr && !short && /^[^ ].* \([0-9]+\):$/ { sub(/^.* \(/, "(no author) ("); short = 1 }
+		     { print }' "$f" > "$f.tmp" && mv "$f.tmp" "$f"
+	done
+}
 
 case ${1:-} in
 import)
 	branch=${2:-$default_branch}
 	wt=${3:-$HOME/linux-dev-$base}
+	author=$(identity)
 	if [ ! -d "$wt" ]; then
 		git_t worktree add -q -B "$branch" "$wt" fibneigh-base
 	else
 		git -C "$wt" checkout -q -B "$branch" fibneigh-base
 	fi
-	while read -r p _; do
-		p=${p%%#*}
-		[ -n "$p" ] || continue
-		git -C "$wt" am -q "$patches/$p"
-	done < "$patches/series"
-	# The cover letter's subject and body become the branch description,
-	# which format-patch --cover-from-description=subject turns back.
+	while read -r p; do am_as "$wt" "$author" "$p"; done < <(series_files)
 	if [ -f "$patches/0000-cover-letter.patch" ]; then
-		awk '/^Subject: /{sub(/^Subject: \[PATCH[^]]*\] /,""); subj=$0; next}
-		     subj && !body && /^ / {sub(/^ /,""); subj=subj " " $0; next}
-		     subj && !body && /^$/ {body=1; print subj; print ""; next}
-		     body && /^-- *$/ {exit}
-		     body && /^[A-Za-z].* \([0-9]+\):$/ {exit}
-		     body {print}' "$patches/0000-cover-letter.patch" > "$wt/.git-desc.tmp" 2>/dev/null ||
-		awk '1' /dev/null > "$wt/.git-desc.tmp"
-		git -C "$wt" config "branch.$branch.description" "$(cat "$wt/.git-desc.tmp")"
-		rm -f "$wt/.git-desc.tmp"
+		git -C "$wt" config "branch.$branch.description" \
+			"$(cover_description "$patches/0000-cover-letter.patch")"
 	fi
 	echo "branch $branch in $wt: $(git -C "$wt" rev-list --count fibneigh-base..HEAD) patch(es)"
 	;;
@@ -62,8 +145,9 @@ export)
 	branch=${2:-$default_branch}
 	rm -f "$patches"/0*.patch
 	git_t format-patch -q --cover-letter --cover-from-description=subject \
-		--subject-prefix="$prefix" --base=fibneigh-base \
+		--notes --subject-prefix="$prefix" --base=fibneigh-base \
 		-o "$patches" "fibneigh-base..$branch"
+	strip_identity "$patches"/0*.patch
 	{
 		echo "# Applied in order by fibneigh vm build (git am). Generated by"
 		echo "# scripts/series.sh export; the cover letter is not applied."
@@ -71,8 +155,58 @@ export)
 	} > "$patches/series"
 	ls "$patches"
 	;;
+post)
+	shift
+	version=2
+	if [ "${1:-}" = -v ]; then version=$2; shift 2; fi
+	out=${1:-$repo/target/posting/v$version-$base}
+	author=$(identity)
+	name=${author%% <*}
+	email=${author#*<}
+	email=${email%>}
+	wt=$(mktemp -d /tmp/fibneigh-post.XXXXXX)
+	branch=fibneigh-post-$$
+	cleanup() {
+		git_t worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"
+		git_t worktree prune
+		git_t branch -q -D "$branch" >/dev/null 2>&1 || true
+	}
+	trap cleanup EXIT
+	git_t worktree add -q -b "$branch" "$wt" fibneigh-base
+	git -C "$wt" config user.name "$name"
+	git -C "$wt" config user.email "$email"
+	while read -r p; do am_as "$wt" "$author" "$p"; done < <(series_files)
+	git -C "$wt" config "branch.$branch.description" \
+		"$(cover_description "$patches/0000-cover-letter.patch")"
+	# To: the maintainers of what the series touches; Cc: reviewers and lists.
+	mbox=$(mktemp /tmp/fibneigh-post.XXXXXX.mbox)
+	git -C "$wt" format-patch -q --stdout fibneigh-base..HEAD > "$mbox"
+	gm() { (cd "$wt" && ./scripts/get_maintainer.pl --no-rolestats --nogit --nogit-fallback "$@" "$mbox"); }
+	to=() cc=()
+	while read -r m; do [ -n "$m" ] && to+=(--to="$m"); done < <(gm --nol --nor)
+	while read -r m; do [ -n "$m" ] && cc+=(--cc="$m"); done < <(gm --nom)
+	rm -f "$mbox"
+	rm -rf "$out"
+	mkdir -p "$out"
+	git -C "$wt" format-patch -q -v "$version" --signoff --notes --thread \
+		--cover-letter --cover-from-description=subject \
+		--subject-prefix="$prefix" --base=fibneigh-base \
+		"${to[@]}" "${cc[@]}" -o "$out" fibneigh-base..HEAD
+	echo "series.sh post: $(ls "$out" | wc -l) file(s) in $out, authored and signed off by $author"
+	status=0
+	for f in "$out"/*.patch; do
+		case $f in *-0000-cover-letter.patch) continue ;; esac
+		if ! report=$(cd "$wt" && ./scripts/checkpatch.pl --strict --codespell -q "$f" 2>&1) || [ -n "$report" ]; then
+			echo "checkpatch --strict --codespell: $(basename "$f"):"
+			echo "$report"
+			status=1
+		fi
+	done
+	[ $status = 0 ] && echo "checkpatch --strict --codespell: clean"
+	exit $status
+	;;
 *)
-	sed -n '2,20p' "$0"
+	sed -n '2,32p' "$0"
 	exit 2
 	;;
 esac

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use fibneigh_bpf::{nud, ret, Policy};
 use serde::Serialize;
 
-use crate::scenario::{Cell, Family, PolicyChoice, Scenario, Support};
+use crate::scenario::{Cell, PolicyChoice, Scenario, Support};
 
 /// How a cell ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -233,9 +233,9 @@ pub fn verdict(r: &CellResult) -> Verdict {
         }
         (Expect::Unsupported, _) => fail("expected the kernel to reject the policy's flag"),
         (_, Outcome::Unsupported) => fail("the policy's flag is rejected by this kernel"),
-        (Expect::Recovers, Outcome::Recovered) => Verdict::Pass,
+        (Expect::Recovers, Outcome::Recovered) => recovered_as_designed(r),
         (Expect::Recovers, _) => fail("did not recover"),
-        (Expect::DoesNotRecover, Outcome::NotRecovered) => Verdict::Pass,
+        (Expect::DoesNotRecover, Outcome::NotRecovered) => not_recovered_as_designed(r),
         (Expect::DoesNotRecover, _) => fail("recovered, expected not to"),
         (Expect::NoSlowPath, _) => {
             if r.slow_path() == 0 && r.redirect > 0 {
@@ -258,42 +258,65 @@ pub fn verdict(r: &CellResult) -> Verdict {
     }
 }
 
-/// How much slower than the kernel stack a state-aware cell may recover.
-pub const MAX_RECOVERY_RATIO: f64 = 1.10;
+/// Scenarios where nothing announces the move: only the DUT's own
+/// re-validation (probes) can find the new MAC.
+fn unannounced(s: Scenario) -> bool {
+    matches!(
+        s,
+        Scenario::IpReassign | Scenario::IpReassignAged | Scenario::Gateway
+    )
+}
 
-/// The cross-cell check: a state-aware cell that recovered on the
-/// timer-driven scenarios (forced STALE, stale gateway) must do so no
-/// slower than [`MAX_RECOVERY_RATIO`] x the kernel stack with the same
-/// scenario and family. (The natural-ageing variant is not gated: its
-/// recovery depends on where in the ageing cycle the move lands.)
-pub fn check_recovery_ratios(results: &mut [CellResult]) {
-    let reference: Vec<(Scenario, Family, f64)> = results
-        .iter()
-        .filter(|r| r.cell.policy == PolicyChoice::KernelStack)
-        .filter_map(|r| Some((r.cell.scenario, r.cell.family, r.recovery_ms?)))
-        .collect();
-    for r in results.iter_mut() {
-        let gated = matches!(r.cell.scenario, Scenario::IpReassign | Scenario::Gateway);
-        if !gated
-            || r.cell.policy != PolicyChoice::Prog(Policy::StateAware)
-            || r.verdict != Verdict::Pass
-        {
-            continue;
-        }
-        let (Some(ms), Some(&(_, _, ks))) = (
-            r.recovery_ms,
-            reference
-                .iter()
-                .find(|(s, f, _)| *s == r.cell.scenario && *f == r.cell.family),
-        ) else {
-            continue;
-        };
-        if ks > 0.0 && ms > MAX_RECOVERY_RATIO * ks {
-            r.verdict = Verdict::Fail(format!(
-                "recovered in {ms:.0} ms, more than {MAX_RECOVERY_RATIO}x the kernel stack's {ks:.0} ms"
-            ));
-        }
+/// A recovered cell, checked on what the mechanism guarantees rather than
+/// on how long it took (timings under emulation move with the load; how
+/// fast each policy recovers is `fibneigh bench`'s recovery figure): the
+/// entry ends with the new MAC, the kernel probed for it when nothing
+/// announced the move, and the forwarder took the paths its policy says.
+fn recovered_as_designed(r: &CellResult) -> Verdict {
+    let fail = |why: String| Verdict::Fail(why);
+    if r.final_new_mac != Some(true) {
+        return fail(format!(
+            "recovered, but the entry does not end with the new MAC (final state {})",
+            r.final_state.as_deref().unwrap_or("unknown")
+        ));
     }
+    if unannounced(r.cell.scenario) && r.probes_unicast + r.probes_multicast == 0 {
+        return fail("recovered without an ARP/NS probe from the DUT".into());
+    }
+    match r.cell.policy {
+        PolicyChoice::KernelStack => Verdict::Pass,
+        PolicyChoice::Prog(_) if r.redirect + r.slow_path() == 0 => {
+            fail("the forwarder saw no packet (traffic bypassed it)".into())
+        }
+        // Not connected after the move: the packet goes to the stack.
+        PolicyChoice::Prog(Policy::StateAware | Policy::AlwaysNeigh)
+            if unannounced(r.cell.scenario) && r.slow_path() == 0 =>
+        {
+            fail("recovered without the slow path the policy takes for a stale entry".into())
+        }
+        PolicyChoice::Prog(Policy::AlwaysNeigh) if r.redirect > 0 => fail(format!(
+            "always-neigh used bpf_redirect() for {} packet(s)",
+            r.redirect
+        )),
+        PolicyChoice::Prog(_) => Verdict::Pass,
+    }
+}
+
+/// A cell that did not recover, as its policy says it must not: baseline
+/// kept sending every packet to the cached MAC with bpf_redirect().
+fn not_recovered_as_designed(r: &CellResult) -> Verdict {
+    if r.cell.policy == PolicyChoice::Prog(Policy::Baseline)
+        && unannounced(r.cell.scenario)
+        && (r.slow_path() > 0 || r.redirect == 0)
+    {
+        return Verdict::Fail(format!(
+            "baseline did not recover, but not by redirecting to the old MAC \
+             ({} redirect, {} slow path)",
+            r.redirect,
+            r.slow_path()
+        ));
+    }
+    Verdict::Pass
 }
 
 /// Whether one state-matrix row is what DESIGN §2 specifies for policy
@@ -731,43 +754,97 @@ mod tests {
         skip_neigh: true,
     };
 
+    /// A result with what a healthy run of `p` observes for outcome `o`.
     fn result(s: Scenario, p: PolicyChoice, o: Outcome, support: &Support) -> CellResult {
-        let mut r = CellResult::new(cell(s, p), o);
+        let mut r = CellResult::new(cell(s, p), o.clone());
+        match o {
+            Outcome::Recovered => {
+                r.final_new_mac = Some(true);
+                r.probes_unicast = 1;
+            }
+            Outcome::NotRecovered => r.final_new_mac = Some(false),
+            _ => {}
+        }
+        match p {
+            PolicyChoice::Prog(Policy::AlwaysNeigh) => r.redirect_neigh = 20,
+            PolicyChoice::Prog(Policy::StateAware) => {
+                r.redirect = 10;
+                r.redirect_neigh = 10;
+            }
+            PolicyChoice::Prog(_) => r.redirect = 20,
+            PolicyChoice::KernelStack => {}
+        }
         r.finish(support);
         r
     }
 
+    fn rejudged(mut r: CellResult, change: impl FnOnce(&mut CellResult)) -> Verdict {
+        change(&mut r);
+        verdict(&r)
+    }
+
     #[test]
-    fn state_aware_slower_than_the_stack_fails_the_ratio_check() {
-        let stack_cell = Cell::new(
+    fn recovery_is_judged_on_behaviour_not_time() {
+        use PolicyChoice::*;
+        let aware = result(
             Scenario::IpReassign,
-            PolicyChoice::KernelStack,
-            Family::V4,
-            HookKind::Tc,
+            Prog(Policy::StateAware),
+            Outcome::Recovered,
+            &PATCHED,
         );
-        let mut stack = CellResult::new(stack_cell, Outcome::Recovered);
-        stack.recovery_ms = Some(1000.0);
-        stack.finish(&PATCHED);
-        let aware = |ms: f64| {
-            let mut r = result(
-                Scenario::IpReassign,
-                PolicyChoice::Prog(Policy::StateAware),
-                Outcome::Recovered,
-                &PATCHED,
-            );
-            r.recovery_ms = Some(ms);
-            r
-        };
-        let mut results = vec![stack.clone(), aware(1100.0)];
-        check_recovery_ratios(&mut results);
-        assert_eq!(results[1].verdict, Verdict::Pass, "exactly 1.10x passes");
-        let mut results = vec![stack, aware(1101.0)];
-        check_recovery_ratios(&mut results);
-        assert!(
-            matches!(results[1].verdict, Verdict::Fail(_)),
-            "{:?}",
-            results[1].verdict
+        assert_eq!(aware.verdict, Verdict::Pass);
+        // However slow: no time enters the verdict.
+        assert_eq!(
+            rejudged(aware.clone(), |r| r.recovery_ms = Some(1e9)),
+            Verdict::Pass
         );
+        // The entry must end with the new MAC.
+        let v = rejudged(aware.clone(), |r| r.final_new_mac = Some(false));
+        assert!(matches!(v, Verdict::Fail(_)), "{v:?}");
+        // Nothing announced the move: the DUT must have probed.
+        let v = rejudged(aware.clone(), |r| r.probes_unicast = 0);
+        assert!(matches!(v, Verdict::Fail(_)), "{v:?}");
+        // state-aware takes the slow path for the stale entry.
+        let v = rejudged(aware.clone(), |r| r.redirect_neigh = 0);
+        assert!(matches!(v, Verdict::Fail(_)), "{v:?}");
+        // A forwarder that saw nothing did not do the recovering.
+        let refresh = result(
+            Scenario::IpReassign,
+            Prog(Policy::Refresh),
+            Outcome::Recovered,
+            &PATCHED,
+        );
+        assert_eq!(refresh.verdict, Verdict::Pass);
+        let v = rejudged(refresh, |r| r.redirect = 0);
+        assert!(matches!(v, Verdict::Fail(_)), "{v:?}");
+        // always-neigh never uses bpf_redirect().
+        let always = result(
+            Scenario::Gateway,
+            Prog(Policy::AlwaysNeigh),
+            Outcome::Recovered,
+            &PATCHED,
+        );
+        assert_eq!(always.verdict, Verdict::Pass);
+        let v = rejudged(always, |r| r.redirect = 1);
+        assert!(matches!(v, Verdict::Fail(_)), "{v:?}");
+        // An announced move needs no probe.
+        let garp = result(
+            Scenario::IpReassignGarp,
+            Prog(Policy::Baseline),
+            Outcome::Recovered,
+            &PATCHED,
+        );
+        assert_eq!(rejudged(garp, |r| r.probes_unicast = 0), Verdict::Pass);
+        // Baseline's failure is bpf_redirect() to the old MAC, nothing else.
+        let base = result(
+            Scenario::IpReassign,
+            Prog(Policy::Baseline),
+            Outcome::NotRecovered,
+            &PATCHED,
+        );
+        assert_eq!(base.verdict, Verdict::Pass);
+        let v = rejudged(base, |r| r.redirect_neigh = 3);
+        assert!(matches!(v, Verdict::Fail(_)), "{v:?}");
     }
 
     #[test]

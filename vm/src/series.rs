@@ -64,6 +64,50 @@ impl Series {
     }
 }
 
+/// The author `apply` gives a patch that names none. The committed series
+/// carries no identity (the posting user signs and authors it, see
+/// `scripts/series.sh post`), but `git am` needs one; this one only ever
+/// lands in the pipeline's own build tree.
+pub const BUILD_AUTHOR: &str = "fibneigh build <fibneigh-build@localhost>";
+
+/// `mail` with a `From:` header naming [`BUILD_AUTHOR`] if its header has
+/// none; unchanged otherwise.
+pub fn with_author(mail: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(mail);
+    let header_end = text.find("\n\n").unwrap_or(text.len());
+    if text[..header_end].lines().any(|l| l.starts_with("From: ")) {
+        return mail.to_vec();
+    }
+    // After the mbox "From <sha> <date>" line when there is one.
+    let at = if text.starts_with("From ") {
+        text.find('\n').map_or(text.len(), |i| i + 1)
+    } else {
+        0
+    };
+    let mut out = Vec::with_capacity(mail.len() + 64);
+    out.extend_from_slice(&mail[..at]);
+    out.extend_from_slice(format!("From: {BUILD_AUTHOR}\n").as_bytes());
+    out.extend_from_slice(&mail[at..]);
+    out
+}
+
+fn run_with_stdin(
+    cmd: &mut std::process::Command,
+    input: &[u8],
+) -> std::io::Result<std::process::Output> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input)?;
+    }
+    child.wait_with_output()
+}
+
 const APPLIED_FILE: &str = ".git/fibneigh-series";
 const MTIMES_FILE: &str = ".git/fibneigh-mtimes.json";
 
@@ -106,14 +150,15 @@ pub fn apply(tree: &SourceTree, series: &Series, reporter: &mut dyn Reporter) ->
     let _ = git(&tree.path, &["am", "--abort"]);
     git(&tree.path, &["reset", "-q", "--hard", BASE_TAG])?;
     for patch in &series.patches {
-        let out = git_cmd(&tree.path)
-            .args(["am", "-q", "--keep-cr", "--no-3way"])
-            .arg(patch)
-            .output()
-            .map_err(|source| Error::Spawn {
-                cmd: "git am".into(),
-                source,
-            })?;
+        let mail = with_author(&fs::read(patch).at(patch)?);
+        let out = run_with_stdin(
+            git_cmd(&tree.path).args(["am", "-q", "--keep-cr", "--no-3way"]),
+            &mail,
+        )
+        .map_err(|source| Error::Spawn {
+            cmd: "git am".into(),
+            source,
+        })?;
         if !out.status.success() {
             let _ = git(&tree.path, &["am", "--abort"]);
             let mut message = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -252,6 +297,17 @@ mod tests {
         assert_ne!(Series::parse(d.path()).unwrap().digest().unwrap(), first);
     }
 
+    #[test]
+    fn a_patch_without_an_author_gets_the_build_author() {
+        let bare = b"From 0123 Mon Sep 17 00:00:00 2001\nDate: x\nSubject: [PATCH] s\n\nbody\nFrom: not a header\n";
+        let out = String::from_utf8(with_author(bare)).unwrap();
+        assert!(out.starts_with(&format!(
+            "From 0123 Mon Sep 17 00:00:00 2001\nFrom: {BUILD_AUTHOR}\nDate: x\n"
+        )));
+        let signed = b"From 0123 Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\n\nbody\n";
+        assert_eq!(with_author(signed), signed.to_vec());
+    }
+
     /// A small git tree with a base tag, and a patch series made from it.
     fn fixture() -> (tempfile::TempDir, SourceTree, PathBuf) {
         let d = tempfile::tempdir().unwrap();
@@ -285,6 +341,13 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
+        // As committed in kernel-patches/: no author identity.
+        for n in &names {
+            let p = patches.join(n);
+            let text = fs::read_to_string(&p).unwrap();
+            let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("From: ")).collect();
+            fs::write(&p, kept.join("\n") + "\n").unwrap();
+        }
         write(&patches, "series", &names.join("\n"));
         let st = SourceTree {
             path: tree,
