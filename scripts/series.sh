@@ -53,7 +53,7 @@ identity() {
 	name=${ident%% <*}
 	email=${ident#*<}
 	email=${email%%>*}
-	case "$email" in
+	[ "${1:-}" = any ] || case "$email" in
 	*@localhost | *@localhost.* | *.invalid | *@example.* | *.example | *.example.* | *noreply* | fibneigh*)
 		echo "series.sh: '$name <$email>' looks like a placeholder, not your identity" >&2
 		return 1 ;;
@@ -128,7 +128,7 @@ case ${1:-} in
 import)
 	branch=${2:-$default_branch}
 	wt=${3:-$HOME/linux-dev-$base}
-	author=$(identity)
+	author=$(identity any)
 	if [ ! -d "$wt" ]; then
 		git_t worktree add -q -B "$branch" "$wt" fibneigh-base
 	else
@@ -184,7 +184,11 @@ post)
 	gm() { (cd "$wt" && ./scripts/get_maintainer.pl --no-rolestats --nogit --nogit-fallback "$@" "$mbox"); }
 	to=() cc=()
 	while read -r m; do [ -n "$m" ] && to+=(--to="$m"); done < <(gm --nol --nor)
-	while read -r m; do [ -n "$m" ] && cc+=(--cc="$m"); done < <(gm --nom)
+	while read -r m; do
+		[ -n "$m" ] || continue
+		case " ${to[*]} " in *" --to=$m "*) continue ;; esac
+		cc+=(--cc="$m")
+	done < <(gm --nom)
 	rm -f "$mbox"
 	rm -rf "$out"
 	mkdir -p "$out"
@@ -193,10 +197,16 @@ post)
 		--subject-prefix="$prefix" --base=fibneigh-base \
 		"${to[@]}" "${cc[@]}" -o "$out" fibneigh-base..HEAD
 	echo "series.sh post: $(ls "$out" | wc -l) file(s) in $out, authored and signed off by $author"
+	dict=
+	for d in /usr/share/codespell/dictionary.txt \
+		/usr/lib/python3/dist-packages/codespell_lib/data/dictionary.txt; do
+		[ -f "$d" ] && { dict=$d; break; }
+	done
+	[ -n "$dict" ] || { echo "series.sh: no codespell dictionary (scripts/setup.sh installs codespell)" >&2; exit 1; }
 	status=0
 	for f in "$out"/*.patch; do
 		case $f in *-0000-cover-letter.patch) continue ;; esac
-		if ! report=$(cd "$wt" && ./scripts/checkpatch.pl --strict --codespell -q "$f" 2>&1) || [ -n "$report" ]; then
+		if ! report=$(cd "$wt" && ./scripts/checkpatch.pl --strict --codespell --codespellfile "$dict" -q "$f" 2>&1) || [ -n "$report" ]; then
 			echo "checkpatch --strict --codespell: $(basename "$f"):"
 			echo "$report"
 			status=1

@@ -9,6 +9,8 @@ PKGS=(
 	# kernel build
 	build-essential flex bison bc libssl-dev libelf-dev dwarves ccache
 	rsync kmod git python3
+	# kernel gates: rst2man for the helper docs, codespell for checkpatch
+	python3-docutils codespell
 	# BPF programs and the kernel's selftests
 	clang-16 llvm-16 lld-16 libelf-dev zlib1g-dev pkg-config libcap-dev
 	# harness

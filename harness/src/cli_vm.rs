@@ -53,6 +53,17 @@ pub struct BuildArgs {
     /// Ask the mirror for the newest package version even if one is cached.
     #[arg(long)]
     pub refresh_source: bool,
+    /// Build profile: tiny (the fragment alone) or debug (plus the
+    /// `config-debug` fragment next to it: lockdep, KASAN, UBSAN, ...;
+    /// for correctness runs, never for benchmarks).
+    #[arg(long, value_enum, default_value_t = ProfileArg::Tiny)]
+    pub profile: ProfileArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    Tiny,
+    Debug,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -174,7 +185,10 @@ pub fn build_request(args: &BuildArgs) -> BuildRequest {
             .clone()
             .unwrap_or_else(|| patches.join("config")),
         patches: args.patches.clone().unwrap_or(patches),
-        profile: Profile::Tiny,
+        profile: match args.profile {
+            ProfileArg::Tiny => Profile::Tiny,
+            ProfileArg::Debug => Profile::Debug,
+        },
         jobs: args
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -274,12 +288,31 @@ impl Guest {
         };
         let cancel = cancel_flag()?;
         let mut reporter = progress::reporter();
-        let status =
-            vm::boot::run(&req, &cancel, reporter.as_mut()).context("failed to run the guest")?;
+        let mut console_log = req.console_log.clone();
+        let status = match vm::boot::run(&req, &cancel, reporter.as_mut()) {
+            // Some hosts' /dev/kvm runs the probe firmware but not a kernel:
+            // remember it, and run this guest under TCG instead.
+            Err(e @ vm::Error::KvmStalled { .. }) => {
+                eprintln!("fibneigh: {e}; retrying under TCG");
+                let _ = vm::boot::mark_kvm_stalled(
+                    &self.cache.join("tmp"),
+                    "a kernel printed nothing under KVM on this host",
+                );
+                console_log = console_log_path(&self.cache);
+                let req = RunRequest {
+                    accel: Accel::Tcg,
+                    console_log: console_log.clone(),
+                    ..req.clone()
+                };
+                vm::boot::run(&req, &cancel, reporter.as_mut())
+            }
+            other => other,
+        }
+        .context("failed to run the guest")?;
         if status.success() && !keep_console {
-            let _ = std::fs::remove_file(&req.console_log);
+            let _ = std::fs::remove_file(&console_log);
         } else {
-            eprintln!("console log: {}", req.console_log.display());
+            eprintln!("console log: {}", console_log.display());
         }
         Ok(status)
     }

@@ -172,6 +172,14 @@ fn gate4_bpf_doc_parses_and_uapi_copies_match() {
                 && text.contains("BPF_FIB_LOOKUP_NEIGH_REFRESH"),
             "{base}: the helper doc does not describe the new flags"
         );
+        // The man page the docs are built into: rst2man must take the RST
+        // bpf_doc.py makes of the helper docs without a warning.
+        let (ok, text) = sh(
+            &tree,
+            "python3 scripts/bpf_doc.py --filename include/uapi/linux/bpf.h > /tmp/fibneigh-helpers.rst && \
+             rst2man --halt=warning /tmp/fibneigh-helpers.rst > /dev/null",
+        );
+        assert!(ok, "{base}: rst2man on the helper docs: {text}");
         let (ok, text) = sh(
             &tree,
             "cmp include/uapi/linux/bpf.h tools/include/uapi/linux/bpf.h",
@@ -202,5 +210,96 @@ fn gate4_bpf_doc_parses_and_uapi_copies_match() {
         );
         let (ok, text) = sh(&tree, &cmd);
         assert!(ok, "{base}: layout check failed: {text}");
+    }
+}
+
+#[test]
+#[ignore = "kernel gates: need the kernel trees from `fibneigh vm tree`"]
+fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
+    for (base, patches) in BASES {
+        tree(base);
+        let dir = repo().join(patches);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("patch") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let header = text.split("\n\n").next().unwrap_or("");
+            assert!(
+                !header.lines().any(|l| l.starts_with("From: ")),
+                "{}: the committed copy names an author",
+                path.display()
+            );
+            assert!(
+                !text.contains("Signed-off-by:"),
+                "{}: the committed copy is signed",
+                path.display()
+            );
+        }
+        // What a user gets from `scripts/series.sh post` with their identity.
+        let out = tempfile::tempdir().unwrap();
+        let status = Command::new(repo().join("scripts/series.sh"))
+            .args(["post", "-v", "2"])
+            .arg(out.path())
+            .env("BASE", base)
+            .env("GIT_AUTHOR_NAME", "Ada Poster")
+            .env("GIT_AUTHOR_EMAIL", "ada@poster.test")
+            .env("GIT_COMMITTER_NAME", "Ada Poster")
+            .env("GIT_COMMITTER_EMAIL", "ada@poster.test")
+            .output()
+            .expect("series.sh runs");
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr)
+        );
+        assert!(status.status.success(), "{base}: series.sh post:\n{log}");
+        assert!(
+            log.contains("checkpatch --strict --codespell: clean"),
+            "{log}"
+        );
+        let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), series(patches).len() + 1, "{files:?}");
+        for (i, f) in files.iter().enumerate() {
+            let text = std::fs::read_to_string(f).unwrap();
+            assert!(
+                text.contains("From: Ada Poster <ada@poster.test>"),
+                "{}",
+                f.display()
+            );
+            assert!(text.contains("\nTo: "), "{}: no To:", f.display());
+            assert!(text.contains("\nCc: "), "{}: no Cc:", f.display());
+            assert!(text.contains(" v2 "), "{}: not v2", f.display());
+            if i > 0 {
+                assert!(
+                    text.contains("\nSigned-off-by: Ada Poster <ada@poster.test>\n"),
+                    "{}: not signed off",
+                    f.display()
+                );
+                assert!(
+                    text.contains("\nNotes:\n    v1 -> v2:"),
+                    "{}: no changelog",
+                    f.display()
+                );
+            }
+        }
+        // A placeholder identity is refused.
+        let status = Command::new(repo().join("scripts/series.sh"))
+            .args(["post"])
+            .arg(out.path().join("refused"))
+            .env("BASE", base)
+            .env("GIT_AUTHOR_NAME", "Nobody")
+            .env("GIT_AUTHOR_EMAIL", "nobody@localhost")
+            .output()
+            .expect("series.sh runs");
+        assert!(
+            !status.status.success(),
+            "{base}: a placeholder identity was accepted"
+        );
     }
 }

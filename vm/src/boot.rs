@@ -48,6 +48,14 @@ pub fn detect_accel(scratch: &Path) -> AccelProbe {
         accel: Accel::Tcg,
         reason,
     };
+    let stalled = scratch.join(KVM_STALLED_FILE);
+    if let Ok(why) = fs::read_to_string(&stalled) {
+        return tcg(format!(
+            "{} (remove {} to probe KVM again)",
+            why.trim(),
+            stalled.display()
+        ));
+    }
     let kvm = Path::new("/dev/kvm");
     if fs::OpenOptions::new()
         .read(true)
@@ -100,6 +108,23 @@ pub fn detect_accel(scratch: &Path) -> AccelProbe {
             }
         }
     }
+}
+
+/// How long a kernel may stay silent under KVM before the host's KVM is
+/// taken to be unable to run it. A kernel prints its first console line
+/// within a second under KVM; some hosts' KVM runs the probe firmware but
+/// never gets a kernel that far (a paravirtual hypervisor behind
+/// `/dev/kvm`), and would otherwise hang until the run's timeout.
+pub const KVM_FIRST_OUTPUT: Duration = Duration::from_secs(30);
+
+/// Left in `detect_accel`'s scratch directory when a kernel stalled under
+/// KVM, so later runs go straight to TCG.
+pub const KVM_STALLED_FILE: &str = "kvm-stalled";
+
+/// Record that a kernel stalled under KVM on this host.
+pub fn mark_kvm_stalled(scratch: &Path, why: &str) -> std::io::Result<()> {
+    fs::create_dir_all(scratch)?;
+    fs::write(scratch.join(KVM_STALLED_FILE), format!("{why}\n"))
 }
 
 /// What to boot and run.
@@ -205,7 +230,10 @@ pub fn run(
         .map_err(|source| Error::Spawn { cmd: shown, source })?;
     let log = fs::File::create(&req.console_log).at(&req.console_log)?;
     let stderr = child.stderr.take().expect("stderr is piped");
-    let splitter = std::thread::spawn(move || split_console(stderr, log, std::io::stderr()));
+    let kernel_spoke = std::sync::Arc::new(AtomicBool::new(false));
+    let spoke = std::sync::Arc::clone(&kernel_spoke);
+    let splitter =
+        std::thread::spawn(move || split_console(stderr, log, std::io::stderr(), &spoke));
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let copier = std::thread::spawn(move || {
         let _ = std::io::copy(&mut stdout, &mut std::io::stdout());
@@ -231,6 +259,15 @@ pub fn run(
                 console_log: req.console_log.clone(),
             });
         }
+        if req.accel == Accel::Kvm
+            && !kernel_spoke.load(Ordering::Relaxed)
+            && started.elapsed() > KVM_FIRST_OUTPUT
+        {
+            break Err(Error::KvmStalled {
+                waited: KVM_FIRST_OUTPUT,
+                console_log: req.console_log.clone(),
+            });
+        }
         if started.elapsed() > req.timeout {
             break Err(Error::GuestTimeout {
                 timeout: req.timeout,
@@ -252,6 +289,13 @@ pub fn run(
             console_log: req.console_log.clone(),
         });
     }
+    if !saw.splats.is_empty() {
+        return Err(Error::GuestSplat {
+            count: saw.splats.len(),
+            first: saw.first_splat.trim_end().to_string(),
+            console_log: req.console_log.clone(),
+        });
+    }
     if !saw.marker {
         return Err(Error::GuestNoStart {
             console_log: req.console_log.clone(),
@@ -261,27 +305,70 @@ pub fn run(
 }
 
 /// What the console showed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ConsoleSummary {
     /// The guest reached the command ([`START_MARKER`]).
     pub marker: bool,
     pub panic: bool,
+    /// Kernel reports that mean a bug whatever the command's status: the
+    /// first line of each (see [`splat_kind`]).
+    pub splats: Vec<String>,
+    /// The first report with the kernel lines that follow it (up to
+    /// [`SPLAT_LINES`]).
+    pub first_splat: String,
+}
+
+/// How many kernel lines of the first bug report are kept for the error.
+pub const SPLAT_LINES: usize = 40;
+
+/// Kernel console lines that open a report of a kernel bug: lockdep,
+/// KASAN, UBSAN, RCU stalls, sleeping in atomic context, WARN(), BUG(),
+/// oopses. A debug kernel (`--profile debug`) turns most of these on; a
+/// run whose console has one fails.
+const SPLATS: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "Oops",
+    "general protection fault",
+    "KASAN:",
+    "UBSAN:",
+    "possible circular locking dependency",
+    "possible recursive locking",
+    "inconsistent lock state",
+    "suspicious RCU usage",
+    "INFO: lockdep",
+    "detected stall",
+    "self-detected stall",
+    "scheduling while atomic",
+    "sleeping function called from invalid context",
+];
+
+/// The kind of bug report a kernel console line opens, if any.
+pub fn splat_kind(line: &str) -> Option<&'static str> {
+    if !is_kernel_line(line) {
+        return None;
+    }
+    let text = line.split_once(']').map_or(line, |(_, t)| t);
+    SPLATS.iter().copied().find(|p| text.contains(p))
 }
 
 /// Is this console line the kernel's (`[    1.234567] ...`, from
 /// CONFIG_PRINTK_TIME) or virtme-ng's own chatter?
 pub fn is_console_noise(line: &str) -> bool {
-    let kernel = line
-        .strip_prefix('[')
+    is_kernel_line(line)
+        || line.starts_with("virtme-ng-init:")
+        || line.starts_with("virtme:")
+        || line.starts_with("virtme-run:")
+}
+
+/// A kernel console line: `[    1.234567] ...` (CONFIG_PRINTK_TIME).
+pub fn is_kernel_line(line: &str) -> bool {
+    line.strip_prefix('[')
         .and_then(|r| r.split_once(']'))
         .is_some_and(|(ts, _)| {
             let ts = ts.trim();
             !ts.is_empty() && ts.chars().all(|c| c.is_ascii_digit() || c == '.')
-        });
-    kernel
-        || line.starts_with("virtme-ng-init:")
-        || line.starts_with("virtme:")
-        || line.starts_with("virtme-run:")
+        })
 }
 
 /// Copy virtme-ng's stderr into the console log; pass the guest command's
@@ -291,6 +378,7 @@ pub fn split_console(
     from: impl std::io::Read,
     mut log: impl std::io::Write,
     mut user: impl std::io::Write,
+    kernel_spoke: &AtomicBool,
 ) -> ConsoleSummary {
     use std::io::BufRead;
 
@@ -305,12 +393,24 @@ pub fn split_console(
         }
         let _ = log.write_all(&buf);
         let line = String::from_utf8_lossy(&buf);
+        if is_kernel_line(&line) {
+            kernel_spoke.store(true, Ordering::Relaxed);
+        }
         if line.contains(START_MARKER) {
             summary.marker = true;
             continue;
         }
         if line.contains("Kernel panic") {
             summary.panic = true;
+        }
+        if splat_kind(&line).is_some() {
+            summary.splats.push(line.trim_end().to_string());
+        }
+        if !summary.splats.is_empty()
+            && is_kernel_line(&line)
+            && summary.first_splat.lines().count() < SPLAT_LINES
+        {
+            summary.first_splat.push_str(&line);
         }
         if summary.marker && !is_console_noise(&line) {
             let _ = user.write_all(&buf);
@@ -404,12 +504,16 @@ mod tests {
         );
         let mut log = Vec::new();
         let mut user = Vec::new();
-        let s = split_console(input.as_bytes(), &mut log, &mut user);
+        let spoke = AtomicBool::new(false);
+        let s = split_console(input.as_bytes(), &mut log, &mut user, &spoke);
+        assert!(spoke.load(Ordering::Relaxed), "a kernel line was seen");
         assert_eq!(
             s,
             ConsoleSummary {
                 marker: true,
-                panic: false
+                panic: false,
+                splats: Vec::new(),
+                first_splat: String::new(),
             }
         );
         assert_eq!(String::from_utf8(log).unwrap(), input);
@@ -420,14 +524,67 @@ mod tests {
     }
 
     #[test]
+    fn kernel_bug_reports_are_splats_and_command_output_is_not() {
+        for line in [
+            "[   12.345678] WARNING: CPU: 1 PID: 80 at net/core/neighbour.c:1200 __neigh_event_send+0x1/0x2",
+            "[    3.000000] BUG: KASAN: slab-use-after-free in neigh_event_send_probe+0x10/0x20",
+            "[    3.000000] ==================================================================",
+            "[    4.100000] WARNING: possible circular locking dependency detected",
+            "[    5.0] BUG: sleeping function called from invalid context at mm/slab.h:1",
+            "[    6.0] UBSAN: array-index-out-of-bounds in net/core/filter.c:6400:3",
+            "[    7.0] rcu: INFO: rcu_preempt self-detected stall on CPU",
+            "[    8.0] BUG: scheduling while atomic: test_progs/99/0x00000201",
+        ] {
+            let found = splat_kind(line).is_some();
+            assert_eq!(found, !line.contains("====="), "{line}");
+        }
+        // The command's own output, and ordinary kernel lines, are not.
+        assert_eq!(splat_kind("WARNING: the test printed this"), None);
+        assert_eq!(splat_kind("[    1.0] Linux version 7.3.4"), None);
+        let input = "[    1.0] ok\n[    2.0] BUG: KASAN: use-after-free in x\n";
+        let s = split_console(
+            input.as_bytes(),
+            Vec::new(),
+            Vec::new(),
+            &AtomicBool::new(false),
+        );
+        assert_eq!(s.splats, ["[    2.0] BUG: KASAN: use-after-free in x"]);
+        assert_eq!(s.first_splat, "[    2.0] BUG: KASAN: use-after-free in x\n");
+    }
+
+    #[test]
+    fn virtme_chatter_is_not_the_kernel_speaking() {
+        let input = "virtme: waiting for virtiofsd to start\nfuse: invalid argument\n";
+        let spoke = AtomicBool::new(false);
+        split_console(input.as_bytes(), Vec::new(), Vec::new(), &spoke);
+        assert!(!spoke.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_kvm_stall_sends_later_runs_to_tcg() {
+        let d = tempfile::tempdir().unwrap();
+        mark_kvm_stalled(d.path(), "7.3 printed nothing under KVM").unwrap();
+        let probe = detect_accel(d.path());
+        assert_eq!(probe.accel, Accel::Tcg);
+        assert!(probe.reason.contains("printed nothing"), "{}", probe.reason);
+    }
+
+    #[test]
     fn console_split_sees_panic_without_marker() {
         let input = "[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n";
-        let s = split_console(input.as_bytes(), Vec::new(), Vec::new());
+        let s = split_console(
+            input.as_bytes(),
+            Vec::new(),
+            Vec::new(),
+            &AtomicBool::new(false),
+        );
         assert_eq!(
             s,
             ConsoleSummary {
                 marker: false,
-                panic: true
+                panic: true,
+                splats: Vec::new(),
+                first_splat: String::new(),
             }
         );
     }

@@ -58,6 +58,17 @@ pub enum Error {
     NoKernel(PathBuf),
     #[error("the guest did not boot or never started the command; console log: {}", .console_log.display())]
     GuestNoStart { console_log: PathBuf },
+    #[error("the kernel printed nothing within {}s under KVM: this host's KVM cannot run it; console log: {}", .waited.as_secs(), .console_log.display())]
+    KvmStalled {
+        waited: Duration,
+        console_log: PathBuf,
+    },
+    #[error("the guest kernel reported {count} bug(s); the first:\n{first}\nconsole log: {}", .console_log.display())]
+    GuestSplat {
+        count: usize,
+        first: String,
+        console_log: PathBuf,
+    },
     #[error("the guest kernel panicked; console log: {}", .console_log.display())]
     GuestPanic { console_log: PathBuf },
     #[error("the guest did not finish within {}s; console log: {}", .timeout.as_secs(), .console_log.display())]

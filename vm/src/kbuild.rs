@@ -13,19 +13,30 @@ use crate::events::{Event, Phase, Reporter};
 pub enum Profile {
     /// tinyconfig + fragment, default warnings.
     Tiny,
+    /// Tiny plus the debug fragment (`config-debug` next to the fragment):
+    /// lockdep, KASAN, UBSAN and friends. For correctness runs, never for
+    /// benchmarks.
+    Debug,
 }
 
 impl Profile {
     pub fn name(self) -> &'static str {
         match self {
             Profile::Tiny => "tiny",
+            Profile::Debug => "debug",
+        }
+    }
+
+    /// The fragment merged after the main one, by file name, next to it.
+    pub fn extra_fragment(self) -> Option<&'static str> {
+        match self {
+            Profile::Tiny => None,
+            Profile::Debug => Some("config-debug"),
         }
     }
 
     fn make_args(self) -> Vec<String> {
-        match self {
-            Profile::Tiny => Vec::new(),
-        }
+        Vec::new()
     }
 }
 

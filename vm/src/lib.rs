@@ -58,6 +58,30 @@ pub fn default_cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/fibneigh")
 }
 
+/// The fragment `req` configures with: its `config`, or for a profile with
+/// an extra fragment, both concatenated into a file in the cache (named by
+/// its digest, so the cache key and the tree's stamp follow its content).
+pub fn effective_fragment(req: &BuildRequest) -> Result<PathBuf> {
+    let Some(extra) = req.profile.extra_fragment() else {
+        return Ok(req.config.clone());
+    };
+    let extra = req.config.with_file_name(extra);
+    let mut text = fs::read_to_string(&req.config).at(&req.config)?;
+    text.push('\n');
+    text.push_str(&fs::read_to_string(&extra).at(&extra)?);
+    let dir = req.cache_dir.join("fragments");
+    fs::create_dir_all(&dir).at(&dir)?;
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    fs::write(&tmp, &text).at(&tmp)?;
+    let path = dir.join(format!(
+        "{}-{}.config",
+        req.profile.name(),
+        cache::file_digest(&tmp)?
+    ));
+    fs::rename(&tmp, &path).at(&path)?;
+    Ok(path)
+}
+
 /// The kernel tree with the series applied and configured, without
 /// building it (for the quality gates and the selftests).
 pub fn prepare_tree(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<SourceTree> {
@@ -65,8 +89,9 @@ pub fn prepare_tree(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<S
     let fetched = source::fetch(&req.source, &req.cache_dir, req.refresh_source, reporter)?;
     let tree = source::unpack(&fetched, &req.cache_dir, reporter)?;
     series::apply(&tree, &series, reporter)?;
-    let stamp = format!("{}-{}", series.digest()?, cache::file_digest(&req.config)?);
-    kconfig::configure(&tree.path, &req.config, &stamp, reporter)?;
+    let fragment = effective_fragment(req)?;
+    let stamp = format!("{}-{}", series.digest()?, cache::file_digest(&fragment)?);
+    kconfig::configure(&tree.path, &fragment, &stamp, reporter)?;
     Ok(tree)
 }
 
@@ -74,10 +99,11 @@ pub fn prepare_tree(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<S
 pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelImage> {
     let series = Series::parse(&req.patches)?;
     let fetched = source::fetch(&req.source, &req.cache_dir, req.refresh_source, reporter)?;
+    let fragment = effective_fragment(req)?;
     let key = CacheKey {
         base: fetched.info.id.clone(),
         series: series.digest()?,
-        config: cache::file_digest(&req.config)?,
+        config: cache::file_digest(&fragment)?,
         profile: req.profile.name().to_string(),
     };
     if let Some(image) = cache::lookup(&req.cache_dir, &key) {
@@ -91,7 +117,7 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
     let tree = source::unpack(&fetched, &req.cache_dir, reporter)?;
     series::apply(&tree, &series, reporter)?;
     let stamp = format!("{}-{}", key.series, key.config);
-    kconfig::configure(&tree.path, &req.config, &stamp, reporter)?;
+    kconfig::configure(&tree.path, &fragment, &stamp, reporter)?;
     let out = cache::kernel_dir(&req.cache_dir, &key);
     fs::create_dir_all(&out).at(&out)?;
     kbuild::build(
