@@ -50,9 +50,17 @@ fi
 step "VM tier: kernel build, boot, checks in the guest, failure paths"
 cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 
-step "VM matrix (patched 7.3 kernel): state-aware and refresh recover, fast path stays fast"
 bin=$PWD/target/debug/fibneigh
-"$bin" vm run --timeout 1800 -- "$bin" matrix --check --json target/matrix-vm/matrix.json --svg-dir target/matrix-vm/svg
+
+# Correctness runs use the debug kernel (lockdep, KASAN, UBSAN, atomic-sleep
+# and RCU checks; kernel-patches/config-debug): every guest console is
+# scanned and any kernel bug report fails the run. Benchmarks use the plain
+# kernel.
+step "debug kernel (patched 7.3 + config-debug): build"
+"$bin" vm build --profile debug
+
+step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, no kernel bug report"
+"$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --json target/matrix-vm/matrix.json --svg-dir target/matrix-vm/svg
 
 step "VM bench --quick (patched 7.3 kernel, emulated): every part runs with every flag"
 "$bin" vm run --timeout 1800 -- "$bin" bench --quick --json target/bench-vm/bench-quick.json --svg target/bench-vm/bench-quick.svg
@@ -72,8 +80,8 @@ cargo run -q --bin fibneigh -- vm build --base 6.12
 step "kernel gates (7.3 and 6.12): git am, checkpatch, W=1, bpf_doc and uAPI"
 cargo test -p fibneigh --test kernel_gates -- --ignored --test-threads=1
 
-step "kernel selftests: test_progs -t fib_lookup in the patched 7.3 kernel"
-cargo run -q --bin fibneigh -- selftests
+step "kernel selftests: test_progs -t fib_lookup in the patched 7.3 debug kernel"
+cargo run -q --bin fibneigh -- selftests --profile debug
 
 step "kernel selftests: test_progs -t fib_lookup in the patched 6.12 kernel"
 cargo run -q --bin fibneigh -- selftests --base 6.12

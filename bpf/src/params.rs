@@ -92,13 +92,10 @@ pub mod ret {
         ];
         match usize::try_from(rc).ok().and_then(|i| names.get(i)) {
             Some(n) => (*n).to_string(),
-            None if rc < 0 => std::io::Error::from_raw_os_error((-rc) as i32)
-                .kind()
-                .to_string()
-                .replace(' ', "_")
-                .to_uppercase()
-                .replace("INVALID_INPUT_PARAMETER", "EINVAL")
-                .replace("INVALID_INPUT", "EINVAL"),
+            None if rc == -(libc::EINVAL as i64) => "EINVAL".into(),
+            None if rc == -(libc::ENODEV as i64) => "ENODEV".into(),
+            None if rc == -(libc::EAFNOSUPPORT as i64) => "EAFNOSUPPORT".into(),
+            None if rc < 0 => format!("errno {}", -rc),
             None => format!("unknown({rc})"),
         }
     }
@@ -217,6 +214,8 @@ mod tests {
         assert_eq!(nud::name(0x100), "0x100");
         assert_eq!(ret::name(ret::NO_NEIGH), "NO_NEIGH");
         assert_eq!(ret::name(-22), "EINVAL");
+        assert_eq!(ret::name(-97), "EAFNOSUPPORT");
+        assert_eq!(ret::name(-5), "errno 5");
         assert_eq!(ret::name(42), "unknown(42)");
     }
 }

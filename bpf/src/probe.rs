@@ -64,6 +64,19 @@ impl Probe {
 
     /// Run one lookup with `params` and `flags` from `hook`.
     pub fn lookup(&mut self, hook: Hook, params: &FibParams, flags: u32) -> Result<LookupResult> {
+        self.lookup_frame(hook, params, flags, &FRAME)
+    }
+
+    /// As [`Probe::lookup`], with the test run given `frame` (its length
+    /// is the skb's in tc; `BPF_PROG_TEST_RUN` rejects a frame shorter than
+    /// an Ethernet header).
+    pub fn lookup_frame(
+        &mut self,
+        hook: Hook,
+        params: &FibParams,
+        flags: u32,
+        frame: &[u8],
+    ) -> Result<LookupResult> {
         let bss = self
             .skel
             .maps
@@ -81,7 +94,7 @@ impl Probe {
             Hook::Xdp => &self.skel.progs.probe_xdp,
         };
         let input = ProgramInput {
-            data_in: Some(&FRAME),
+            data_in: Some(frame),
             repeat: 1,
             ..Default::default()
         };

@@ -2,6 +2,7 @@
 //! and run the project's scenarios.
 
 mod cli_bench;
+mod cli_fuzz;
 mod cli_scenarios;
 mod cli_selftests;
 mod cli_vm;
@@ -44,6 +45,10 @@ enum Command {
     /// Benchmarks: ns per lookup by flag, packets per second by policy,
     /// recovery time by policy; one table, JSON, an SVG plot.
     Bench(cli_bench::BenchArgs),
+    /// Seeded fuzzing of bpf_fib_lookup() (flags, families, addresses,
+    /// fields, frames) and of the forwarder (random and truncated frames),
+    /// each result checked against the helper's documented contract.
+    Fuzz(cli_fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli_scenarios::run(args),
         Command::Matrix(args) => cli_scenarios::matrix(args),
         Command::Bench(args) => cli_bench::run(args),
+        Command::Fuzz(args) => cli_fuzz::run(args),
     };
     match result {
         Ok(code) => code,

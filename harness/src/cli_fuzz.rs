@@ -1,0 +1,75 @@
+//! `fibneigh fuzz`: seeded, reproducible fuzzing of bpf_fib_lookup() and
+//! of the forwarder (see `fibneigh::fuzz`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fibneigh::fuzz;
+use fibneigh::lab::Lab;
+use fibneigh::stop;
+
+use crate::cli_scenarios::write_json;
+
+#[derive(Args)]
+pub struct FuzzArgs {
+    /// Seed of the generator: the same seed makes the same inputs.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// bpf_fib_lookup() calls (tc and XDP, chosen at random).
+    #[arg(long, default_value_t = 100_000)]
+    pub lookups: u64,
+    /// Frames run through the forwarder, spread over its policies.
+    #[arg(long, default_value_t = 20_000)]
+    pub forwarder_runs: u64,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(args: FuzzArgs) -> Result<ExitCode> {
+    if args.lookups == 0 && args.forwarder_runs == 0 {
+        bail!("nothing to do: --lookups and --forwarder-runs are both 0");
+    }
+    stop::install().context("failed to install the signal handlers")?;
+    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
+    let started = Instant::now();
+    let report = match fuzz::run(args.seed, args.lookups, args.forwarder_runs) {
+        Ok(r) => r,
+        Err(fuzz::Error::Interrupted(_)) => {
+            eprintln!("fibneigh: interrupted; the lab was removed");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => return Err(e).context("fuzz run failed"),
+    };
+    println!(
+        "fuzz: seed {}, {} lookups, {} forwarder runs in {:.1}s",
+        report.seed,
+        report.lookups,
+        report.forwarder_runs,
+        started.elapsed().as_secs_f64()
+    );
+    println!("lookup outcomes:");
+    for (k, v) in &report.outcomes {
+        println!("  {v:>8}  {k}");
+    }
+    println!("forwarder verdicts:");
+    for (k, v) in &report.forwarder_verdicts {
+        println!("  {v:>8}  {k}");
+    }
+    if let Some(p) = &args.json {
+        write_json(p, &report)?;
+    }
+    if report.violations.is_empty() {
+        println!("no result outside the documented contract");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} violation(s):", report.violations.len());
+        for v in &report.violations {
+            println!("  {v}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
