@@ -3,6 +3,7 @@
 //! `fibneigh` binary is the command line on top.
 
 pub mod bench;
+pub mod churn;
 pub mod fuzz;
 pub mod lab;
 pub mod report;

@@ -2,6 +2,7 @@
 //! and run the project's scenarios.
 
 mod cli_bench;
+mod cli_churn;
 mod cli_fuzz;
 mod cli_scenarios;
 mod cli_selftests;
@@ -49,6 +50,10 @@ enum Command {
     /// fields, frames) and of the forwarder (random and truncated frames),
     /// each result checked against the helper's documented contract.
     Fuzz(cli_fuzz::FuzzArgs),
+    /// Neighbour churn under traffic: replace, force STALE, delete, flush
+    /// and overfill the nexthop's table while a flow is forwarded; then
+    /// the flow must recover and the counters add up.
+    Churn(cli_churn::ChurnArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         Command::Matrix(args) => cli_scenarios::matrix(args),
         Command::Bench(args) => cli_bench::run(args),
         Command::Fuzz(args) => cli_fuzz::run(args),
+        Command::Churn(args) => cli_churn::run(args),
     };
     match result {
         Ok(code) => code,

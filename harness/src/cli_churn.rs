@@ -1,0 +1,125 @@
+//! `fibneigh churn`: neighbour churn under traffic (see `fibneigh::churn`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fibneigh::churn;
+use fibneigh::lab::Lab;
+use fibneigh::scenario::Support;
+use fibneigh::stop;
+use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Policy;
+
+use crate::cli_scenarios::write_json;
+
+#[derive(Args)]
+pub struct ChurnArgs {
+    /// Seconds of churn per run (policy x hook).
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Policies to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "state-aware,refresh")]
+    pub policy: Vec<Policy>,
+    /// Hooks to run (comma-separated): tc, xdp.
+    #[arg(long, value_delimiter = ',', default_value = "tc,xdp")]
+    pub hook: Vec<String>,
+    /// Address family of the flow and the churned entry: 4 or 6.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=6))]
+    pub family: u8,
+    /// Seed of the churn's choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Also write the reports as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(args: ChurnArgs) -> Result<ExitCode> {
+    if args.family == 5 {
+        bail!("--family must be 4 or 6");
+    }
+    if args.seconds == 0 {
+        bail!("--seconds must be at least 1");
+    }
+    let hooks = args
+        .hook
+        .iter()
+        .map(|h| match h.as_str() {
+            "tc" => Ok(Hook::Tc),
+            "xdp" => Ok(Hook::Xdp),
+            other => bail!("unknown hook {other:?} (expected tc or xdp)"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    stop::install().context("failed to install the signal handlers")?;
+    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
+    let support = Support::probe().context("failed to probe the kernel (are you root?)")?;
+    let missing = support.missing(args.policy.iter().fold(0, |f, p| f | p.required_flags()));
+    if !missing.is_empty() {
+        bail!(
+            "this kernel does not support {} (the series is not applied): run it in the patched VM",
+            missing.join(", ")
+        );
+    }
+    let mut reports = Vec::new();
+    let mut failed = 0;
+    for policy in &args.policy {
+        for hook in &hooks {
+            let r = match churn::run(*policy, *hook, args.family == 6, args.seconds, args.seed) {
+                Ok(r) => r,
+                Err(churn::Error::Interrupted(_)) => {
+                    eprintln!("fibneigh: interrupted; the lab was removed");
+                    return Ok(ExitCode::from(130));
+                }
+                Err(e) => return Err(e).context("churn run failed"),
+            };
+            let leftovers = Lab::cleanup_leftovers().context("failed to look for leftovers")?;
+            let mut problems = r.problems.clone();
+            if !leftovers.is_empty() {
+                problems.push(format!("left behind: {}", leftovers.join(", ")));
+            }
+            println!(
+                "churn {} {} v{}: {}s, {} actions ({} fills hit the table limit); sent {}, forwarder saw {} \
+                 (redirect {}, redirect_neigh {}, pass {}, drop {}); recovered {}: {}",
+                r.policy,
+                r.hook,
+                r.family,
+                r.seconds,
+                r.actions.values().sum::<u64>(),
+                r.fills_limited,
+                r.sent,
+                r.seen,
+                r.redirect,
+                r.redirect_neigh,
+                r.pass,
+                r.drop,
+                r.recovery_ms
+                    .map_or("never".into(), |ms| format!("in {ms} ms")),
+                if problems.is_empty() {
+                    "ok".to_string()
+                } else {
+                    problems.join("; ")
+                }
+            );
+            if let Some(note) = &r.note {
+                println!("    note: {note}");
+            }
+            for (k, v) in &r.actions {
+                println!("    {v:>6}  {k}");
+            }
+            if !problems.is_empty() {
+                failed += 1;
+            }
+            reports.push(r);
+        }
+    }
+    if let Some(p) = &args.json {
+        write_json(p, &reports)?;
+    }
+    if failed > 0 {
+        eprintln!("fibneigh churn: {failed} run(s) failed");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
