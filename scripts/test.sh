@@ -36,6 +36,10 @@ cargo test -p fibneigh --test bench_root -- --ignored --test-threads=1
 step "host matrix (unpatched host kernel): baseline reproduces the bug, state-aware/refresh unsupported"
 cargo run -q --bin fibneigh -- matrix --check --json target/matrix-host/matrix.json --svg-dir target/matrix-host/svg
 
+step "host fuzz and churn (unpatched host kernel): the new flags are unknown bits here, the rest of the contract holds"
+cargo run -q --bin fibneigh -- fuzz --seed 2 --lookups 20000 --forwarder-runs 4000
+cargo run -q --bin fibneigh -- churn --seconds 5 --policy always-neigh
+
 step "host bench --quick (unpatched host kernel): every part runs, new flags shown unsupported"
 cargo run -q --bin fibneigh -- bench --quick --json target/bench-host/bench-quick.json --svg target/bench-host/bench-quick.svg
 
@@ -61,6 +65,12 @@ step "debug kernel (patched 7.3 + config-debug): build"
 
 step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, no kernel bug report"
 "$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --json target/matrix-vm/matrix.json --svg-dir target/matrix-vm/svg
+
+step "fuzz on the debug kernel: 100,000 bpf_fib_lookup() calls and 20,000 forwarder frames (seed 1), every result within the documented contract, no kernel bug report"
+"$bin" vm run --profile debug --timeout 2700 -- "$bin" fuzz --seed 1 --lookups 100000 --forwarder-runs 20000 --json target/fuzz-vm/fuzz.json
+
+step "neighbour churn under traffic on the debug kernel: 30 s each for state-aware and refresh, tc and XDP; recovery, counters, no leftovers, no kernel bug report"
+"$bin" vm run --profile debug --timeout 2700 -- "$bin" churn --seconds 30 --json target/churn-vm/churn.json
 
 step "VM bench --quick (patched 7.3 kernel, emulated): every part runs with every flag"
 "$bin" vm run --timeout 1800 -- "$bin" bench --quick --json target/bench-vm/bench-quick.json --svg target/bench-vm/bench-quick.svg

@@ -18,7 +18,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/forwarder.skel.rs"));
 }
 
-/// How the forwarder treats the neighbour entry behind a route (DESIGN §5).
+/// How the forwarder treats the neighbour entry behind a route (docs/design.md).
 /// The numbers are the program's `POLICY_*` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Policy {

@@ -47,7 +47,7 @@ pub enum Expect {
     DoesNotRecover,
     /// Connected entries: no redirect_neigh / pass to the stack at all.
     NoSlowPath,
-    /// Every state-matrix row as DESIGN §2 describes.
+    /// Every state-matrix row as docs/design.md describes.
     LookupsAsDesigned,
     /// The policy's flag is rejected (unpatched kernel).
     Unsupported,
@@ -184,7 +184,7 @@ impl CellResult {
     }
 }
 
-/// What the project expects of `cell` (DESIGN §5 and issue 4).
+/// What the project expects of `cell` (docs/design.md and issue 4).
 pub fn expectation(cell: &Cell, support: &Support) -> Option<Expect> {
     let needs_patch = matches!(
         cell.policy,
@@ -319,7 +319,7 @@ fn not_recovered_as_designed(r: &CellResult) -> Verdict {
     Verdict::Pass
 }
 
-/// Whether one state-matrix row is what DESIGN §2 specifies for policy
+/// Whether one state-matrix row is what docs/design.md specifies for policy
 /// `p`'s flags on a kernel that accepts them.
 pub fn row_ok(p: Policy, row: &StateRow) -> bool {
     let valid = ["REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP"]

@@ -77,7 +77,7 @@ fn state_matrix_shows_whether_neigh_state_is_accepted() {
         }
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
     }
-    // Without a new flag, the host answers as DESIGN §1 says: STALE is
+    // Without a new flag, the host answers as docs/design.md says: STALE is
     // SUCCESS with the cached MAC.
     let c = cell(Scenario::StateMatrix, Policy::Baseline);
     let r = run_case(&c, &support, &Options::default()).expect("not interrupted");

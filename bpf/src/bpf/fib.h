@@ -18,7 +18,7 @@
 #define FIBNEIGH_LOOKUP_TBID		(1U << 3)
 #define FIBNEIGH_LOOKUP_SRC		(1U << 4)
 #define FIBNEIGH_LOOKUP_MARK		(1U << 5)
-/* The series' flags (DESIGN §2, §3). */
+/* The series' flags (docs/design.md). */
 #define FIBNEIGH_LOOKUP_NEIGH_STATE	(1U << 8)
 #define FIBNEIGH_LOOKUP_NEIGH_REFRESH	(1U << 9)
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * A router fast path in tc and XDP, with the neighbour policy chosen at load
- * time (DESIGN §5). Three layers, as in Cilium's bpf/lib/fib.h:
+ * time (docs/design.md). Three layers, as in Cilium's bpf/lib/fib.h:
  *
  *   1. parse:  Ethernet + IPv4/IPv6 header -> struct fib_params, or "not
  *              ours" (the packet goes to the stack untouched);
@@ -183,7 +183,7 @@ static __always_inline __u32 lookup_flags(void)
 	}
 }
 
-/* Lookup + bpf_redirect() with the cached MACs (DESIGN §1). */
+/* Lookup + bpf_redirect() with the cached MACs (docs/design.md). */
 static __always_inline enum action policy_baseline(long rc)
 {
 	return rc == FIBNEIGH_RET_SUCCESS ? ACT_REDIRECT : ACT_PASS;

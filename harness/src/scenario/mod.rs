@@ -1,4 +1,4 @@
-//! The scenarios of DESIGN §5 as a table of cells (scenario x policy x
+//! The scenarios of docs/design.md as a table of cells (scenario x policy x
 //! family x hook) and one [`run_case`] that runs a cell in a fresh lab and
 //! returns its [`CellResult`](crate::report::CellResult).
 
@@ -72,7 +72,7 @@ macro_rules! named_enum {
 }
 
 named_enum!(
-    /// What is done to the neighbour behind the route (DESIGN §5).
+    /// What is done to the neighbour behind the route (docs/design.md).
     Scenario, "scenario", {
     /// The field bug: the service IP moves from host A to host B, no
     /// announcement reaches the DUT, its entry forced STALE with the old
