@@ -294,17 +294,22 @@ impl Guest {
             // remember it, and run this guest under TCG instead.
             Err(e @ vm::Error::KvmStalled { .. }) => {
                 eprintln!("fibneigh: {e}; retrying under TCG");
-                let _ = vm::boot::mark_kvm_stalled(
-                    &self.cache.join("tmp"),
-                    "a kernel printed nothing under KVM on this host",
-                );
                 console_log = console_log_path(&self.cache);
                 let req = RunRequest {
                     accel: Accel::Tcg,
                     console_log: console_log.clone(),
                     ..req.clone()
                 };
-                vm::boot::run(&req, &cancel, reporter.as_mut())
+                let retried = vm::boot::run(&req, &cancel, reporter.as_mut());
+                // Only a kernel that then ran under TCG convicts KVM (a
+                // broken kernel is silent under both).
+                if retried.is_ok() {
+                    let _ = vm::boot::mark_kvm_stalled(
+                        &self.cache.join("tmp"),
+                        "a kernel printed nothing under KVM on this host, then ran under TCG",
+                    );
+                }
+                retried
             }
             other => other,
         }

@@ -170,6 +170,29 @@ fn vm_bogus_kernel_fails_with_console_log() {
 }
 
 #[test]
+#[ignore = "VM tier: needs QEMU and virtme-ng"]
+fn vm_kernel_bug_report_on_the_console_fails_the_run() {
+    // A line the kernel logs as a BUG report fails the run even though
+    // the command itself succeeds.
+    let out = run(fibneigh().args([
+        "vm",
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo 'BUG: fibneigh console scan self-test' > /dev/kmsg",
+    ]));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("reported 1 bug(s)"), "{err}");
+    assert!(
+        err.contains("BUG: fibneigh console scan self-test"),
+        "{err}"
+    );
+    assert!(err.contains("console log:"), "{err}");
+}
+
+#[test]
 #[ignore = "VM tier: needs the kernel source tree"]
 fn vm_patch_that_does_not_apply_is_named() {
     let dir = tempfile::tempdir().unwrap();
