@@ -51,6 +51,10 @@ pub fn run(args: FuzzArgs) -> Result<ExitCode> {
         report.forwarder_runs,
         started.elapsed().as_secs_f64()
     );
+    println!(
+        "flag words: {} of the 1024 combinations of the defined bits, and words with undefined bits; this kernel knows bits {:#05x}",
+        report.flag_combinations, report.known_flags
+    );
     println!("lookup outcomes:");
     for (k, v) in &report.outcomes {
         println!("  {v:>8}  {k}");
