@@ -28,11 +28,21 @@ pub struct SelftestsArgs {
     /// Print the parsed results as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Regression differential: build test_progs with the tests that
+    /// exercise the touched paths (fib_lookup, tc_redirect, XDP redirect,
+    /// test-run and attach tests), run it on the pristine base and on the
+    /// patched kernel, print one table and fail only on a test that passes
+    /// on the pristine kernel and fails on the patched one.
+    #[arg(long, conflicts_with_all = ["kernel", "tests"])]
+    pub diff: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }
 
 pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
+    if args.diff {
+        return run_diff(&args);
+    }
     let image = cli_vm::build(&args.build)?;
     // The kernel may come from the cache while the tree holds another
     // series; test_progs must be built from this one.
@@ -48,8 +58,9 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
         image.tree.display()
     );
     let log = cache.join("selftests-build.log");
-    let test_progs =
-        st::build(&image.tree, &image.vmlinux, jobs, &log).context("failed to build test_progs")?;
+    let test_progs = st::build(&image.tree, &image.vmlinux, jobs, &log, &st::FIB)
+        .context("failed to build test_progs")?
+        .test_progs;
     eprintln!(
         "[selftests] built in {:.1}s: {}",
         started.elapsed().as_secs_f64(),
@@ -122,4 +133,144 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run `test_progs -t <selector> --json-summary` in `kernel`; the parsed
+/// summary, or None if test_progs died before writing it.
+fn run_json(
+    args: &SelftestsArgs,
+    kernel: &std::path::Path,
+    test_progs: &std::path::Path,
+    selector: &str,
+    label: &str,
+) -> Result<Option<Vec<st::JsonResult>>> {
+    let cache = args.build.cache_dir.clone();
+    let out_dir = cache.join("selftests-run");
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("failed to create {}", out_dir.display()))?;
+    let summary = out_dir.join(format!("{label}.json"));
+    let log = out_dir.join(format!("{label}.out"));
+    let _ = std::fs::remove_file(&summary);
+    let dir = test_progs.parent().context("test_progs has a directory")?;
+    let script = format!(
+        "cd '{}' && ./test_progs -t '{selector}' --json-summary='{}' > '{}' 2>&1; true",
+        dir.display(),
+        summary.display(),
+        log.display()
+    );
+    let guest = Guest {
+        kernel: kernel.to_path_buf(),
+        accel: cli_vm::accel(args.accel, &cache),
+        cache: cache.clone(),
+        memory: "2G".into(),
+        cpus: 2,
+        rwdirs: vec![out_dir],
+    };
+    eprintln!("[selftests] {label}: {}", kernel.display());
+    guest.run(
+        vec!["sh".into(), "-c".into(), script],
+        Duration::from_secs(args.timeout),
+        false,
+    )?;
+    let Ok(text) = std::fs::read_to_string(&summary) else {
+        eprintln!(
+            "[selftests] {label}: test_progs wrote no summary; its output: {}",
+            log.display()
+        );
+        return Ok(None);
+    };
+    Ok(Some(st::parse_json_summary(&text).with_context(|| {
+        format!("failed to parse {}", summary.display())
+    })?))
+}
+
+fn run_diff(args: &SelftestsArgs) -> Result<ExitCode> {
+    let cache = args.build.cache_dir.clone();
+    // The pristine base: the same source, config and profile, no patches.
+    let empty = cache.join("empty-series");
+    std::fs::create_dir_all(&empty)
+        .with_context(|| format!("failed to create {}", empty.display()))?;
+    std::fs::write(
+        empty.join("series"),
+        "# no patches: the pristine base (fibneigh selftests --diff)\n",
+    )
+    .context("failed to write the empty series")?;
+    let mut pristine_req = cli_vm::build_request(&args.build);
+    pristine_req.patches = empty;
+    let pristine = fibneigh_vm::build(&pristine_req, crate::progress::reporter().as_mut())
+        .context("failed to build the pristine kernel")?;
+    let patched = cli_vm::build(&args.build)?;
+    let req = cli_vm::build_request(&args.build);
+    fibneigh_vm::prepare_tree(&req, crate::progress::reporter().as_mut())
+        .context("failed to prepare the kernel tree")?;
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let started = Instant::now();
+    let log = cache.join("selftests-build.log");
+    let built = st::build(&patched.tree, &patched.vmlinux, jobs, &log, &st::REGRESSION)
+        .context("failed to build test_progs")?;
+    eprintln!(
+        "[selftests] built in {:.1}s: {}; selected: {}",
+        started.elapsed().as_secs_f64(),
+        built.test_progs.display(),
+        built.selector
+    );
+    for t in &built.skipped {
+        eprintln!(
+            "[selftests] left out, does not compile here (see {}): {t}",
+            log.display()
+        );
+    }
+    let before = run_json(
+        args,
+        &pristine.bzimage,
+        &built.test_progs,
+        &built.selector,
+        "pristine",
+    )?;
+    let after = run_json(
+        args,
+        &patched.bzimage,
+        &built.test_progs,
+        &built.selector,
+        "patched",
+    )?;
+    let (Some(before), Some(after)) = (before, after) else {
+        bail!("test_progs did not finish on both kernels");
+    };
+    let rows = st::diff(&before, &after);
+    let mark = |r: Option<bool>| match r {
+        Some(true) => "pass",
+        Some(false) => "FAIL",
+        None => "-",
+    };
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    println!("{:<width$}  pristine  patched", "test");
+    for r in &rows {
+        println!(
+            "{:<width$}  {:<8}  {:<7}{}",
+            r.name,
+            mark(r.pristine),
+            mark(r.patched),
+            if r.regressed() { "  REGRESSION" } else { "" }
+        );
+    }
+    for t in &built.skipped {
+        println!("{t:<width$}  (left out: does not compile with this clang/config)");
+    }
+    let regressions = rows.iter().filter(|r| r.regressed()).count();
+    let count = |f: &dyn Fn(&st::DiffRow) -> bool| rows.iter().filter(|r| f(r)).count();
+    println!(
+        "{} tests and subtests; pristine-pass/patched-fail: {regressions}; fixed or new (pristine fail/absent, patched pass): {}; failing on both: {}",
+        rows.len(),
+        count(&|r| r.pristine != Some(true) && r.patched == Some(true)),
+        count(&|r| r.pristine == Some(false) && r.patched == Some(false)),
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(if regressions == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -41,8 +41,87 @@ fn io<T>(r: std::io::Result<T>, path: &Path) -> Result<T> {
     })
 }
 
-/// The tests the pruned copy keeps.
-pub const KEEP: &[&str] = &["fib_lookup.c"];
+/// A set of `prog_tests/` tests and the `progs/` sources their skeletons
+/// are built from.
+#[derive(Debug, Clone, Copy)]
+pub struct Suite {
+    pub name: &'static str,
+    pub tests: &'static [(&'static str, &'static [&'static str])],
+    /// A test of this suite that does not compile fails the build (else it
+    /// is left out and reported).
+    pub strict: bool,
+}
+
+/// The fib_lookup tests, which hold the series' own cases.
+pub const FIB: Suite = Suite {
+    name: "fib_lookup",
+    tests: &[("fib_lookup", &["fib_lookup"])],
+    strict: true,
+};
+
+/// The tests that exercise the paths the series touches, for the
+/// pristine-vs-patched differential: bpf_fib_lookup() itself, tc's
+/// redirect and redirect_neigh (tc_redirect's tc_neigh_fib cases call
+/// bpf_fib_lookup()), XDP redirects and test runs, and tc/XDP attachment.
+pub const REGRESSION: Suite = Suite {
+    name: "regression",
+    tests: &[
+        ("fib_lookup", &["fib_lookup"]),
+        (
+            "tc_redirect",
+            &[
+                "test_tc_neigh_fib",
+                "test_tc_neigh",
+                "test_tc_peer",
+                "test_tc_dtime",
+            ],
+        ),
+        ("xdp_do_redirect", &["test_xdp_do_redirect", "xdp_dummy"]),
+        (
+            "xdp_bonding",
+            &["xdp_dummy", "xdp_redirect_multi_kern", "xdp_tx"],
+        ),
+        (
+            "xdp_context_test_run",
+            &["test_xdp_context_test_run", "test_xdp_meta"],
+        ),
+        (
+            "xdp_devmap_attach",
+            &[
+                "test_xdp_devmap_helpers",
+                "test_xdp_devmap_tailcall",
+                "test_xdp_with_devmap_frags_helpers",
+                "test_xdp_with_devmap_helpers",
+            ],
+        ),
+        (
+            "xdp_cpumap_attach",
+            &[
+                "test_xdp_with_cpumap_frags_helpers",
+                "test_xdp_with_cpumap_helpers",
+            ],
+        ),
+        ("xdp_link", &["test_xdp_link"]),
+        ("tc_links", &["test_tc_link"]),
+    ],
+    strict: false,
+};
+
+impl Suite {
+    /// Every file the pruned copy keeps, as `(dir, file)`.
+    pub fn files(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (test, progs) in self.tests {
+            out.push(("prog_tests", format!("{test}.c")));
+            for p in *progs {
+                out.push(("progs", format!("{p}.c")));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
 
 /// Name of the pruned copy, a sibling of `selftests/bpf` so the
 /// Makefile's relative paths into the tree still hold.
@@ -84,7 +163,7 @@ pub fn make_vars(llvm_bin: &str, vmlinux: &Path) -> Vec<String> {
 }
 
 /// Make the pruned copy of the selftests (again, if the originals changed).
-pub fn prune(tree: &Path) -> Result<PathBuf> {
+pub fn prune(tree: &Path, suite: &Suite) -> Result<PathBuf> {
     let src = tree.join("tools/testing/selftests/bpf");
     let dst = tree.join(PRUNED_DIR);
     let status = Command::new("rsync")
@@ -109,22 +188,44 @@ pub fn prune(tree: &Path) -> Result<PathBuf> {
             })
         }
     }
+    // rsync leaves excluded files alone: remove the sources another suite
+    // copied in, so only this suite's tests are built.
+    let files = suite.files();
     for dir in ["prog_tests", "progs"] {
-        for keep in KEEP {
-            let from = src.join(dir).join(keep);
-            let to = dst.join(dir).join(keep);
-            // Copy only when changed, so make sees no spurious update.
-            if fs::read(&from).ok() != fs::read(&to).ok() {
-                io(fs::copy(&from, &to), &from)?;
+        let Ok(entries) = fs::read_dir(dst.join(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".c") && !files.iter().any(|(d, f)| *d == dir && *f == name) {
+                io(fs::remove_file(e.path()), &e.path())?;
             }
+        }
+    }
+    for (dir, keep) in files {
+        let from = src.join(dir).join(&keep);
+        let to = dst.join(dir).join(&keep);
+        // Copy only when changed, so make sees no spurious update.
+        if fs::read(&from).ok() != fs::read(&to).ok() {
+            io(fs::copy(&from, &to), &from)?;
         }
     }
     Ok(dst)
 }
 
-/// Build `test_progs` in the pruned copy; returns its path.
-pub fn build(tree: &Path, vmlinux: &Path, jobs: usize, log: &Path) -> Result<PathBuf> {
-    let dir = prune(tree)?;
+/// What [`build`] made.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub test_progs: PathBuf,
+    /// Tests of a non-strict suite that did not compile, left out.
+    pub skipped: Vec<String>,
+    /// The `-t` selector for the tests that were built.
+    pub selector: String,
+}
+
+/// Build `test_progs` in the pruned copy for `suite`.
+pub fn build(tree: &Path, vmlinux: &Path, jobs: usize, log: &Path, suite: &Suite) -> Result<Built> {
+    let dir = prune(tree, suite)?;
     let mut make = Command::new("make");
     make.current_dir(&dir)
         .arg(format!("-j{jobs}"))
@@ -142,7 +243,7 @@ pub fn build(tree: &Path, vmlinux: &Path, jobs: usize, log: &Path) -> Result<Pat
         .filter(|l| l.contains("SKIP-TEST"))
         .map(|l| l.trim().to_string())
         .collect();
-    if !skipped.is_empty() {
+    if !skipped.is_empty() && suite.strict {
         return Err(Error::Build {
             cmd,
             log: log.to_path_buf(),
@@ -161,7 +262,104 @@ pub fn build(tree: &Path, vmlinux: &Path, jobs: usize, log: &Path) -> Result<Pat
             tail: lines[lines.len().saturating_sub(20)..].join("\n"),
         });
     }
-    Ok(dir.join("test_progs"))
+    let left_out: Vec<String> = suite
+        .tests
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .filter(|t| skipped.iter().any(|l| l.contains(&format!("{t}.test.o"))))
+        .collect();
+    let selector = suite
+        .tests
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| !left_out.iter().any(|s| s == t))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(Built {
+        test_progs: dir.join("test_progs"),
+        skipped: left_out,
+        selector,
+    })
+}
+
+/// One test or subtest in `test_progs --json-summary` output: passed or
+/// failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JsonResult {
+    pub name: String,
+    pub failed: bool,
+}
+
+/// Tests and subtests (`test/subtest`) of a `--json-summary` file.
+pub fn parse_json_summary(text: &str) -> Result<Vec<JsonResult>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Sub {
+        name: String,
+        failed: bool,
+    }
+    #[derive(serde::Deserialize)]
+    struct Test {
+        name: String,
+        failed: bool,
+        #[serde(default)]
+        subtests: Vec<Sub>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Summary {
+        results: Vec<Test>,
+    }
+    let s: Summary = serde_json::from_str(text)?;
+    let mut out = Vec::new();
+    for t in s.results {
+        for sub in &t.subtests {
+            out.push(JsonResult {
+                name: format!("{}/{}", t.name, sub.name),
+                failed: sub.failed,
+            });
+        }
+        out.push(JsonResult {
+            name: t.name,
+            failed: t.failed,
+        });
+    }
+    Ok(out)
+}
+
+/// One row of the pristine-vs-patched table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiffRow {
+    pub name: String,
+    /// None: the test did not run there.
+    pub pristine: Option<bool>,
+    pub patched: Option<bool>,
+}
+
+impl DiffRow {
+    /// Passed on the pristine kernel and failed (or vanished) on the
+    /// patched one.
+    pub fn regressed(&self) -> bool {
+        self.pristine == Some(true) && self.patched != Some(true)
+    }
+}
+
+/// Join two runs by test name; `true` means passed.
+pub fn diff(pristine: &[JsonResult], patched: &[JsonResult]) -> Vec<DiffRow> {
+    let mut names: Vec<&str> = pristine
+        .iter()
+        .chain(patched)
+        .map(|r| r.name.as_str())
+        .collect();
+    names.sort();
+    names.dedup();
+    let find = |rs: &[JsonResult], n: &str| rs.iter().find(|r| r.name == n).map(|r| !r.failed);
+    names
+        .into_iter()
+        .map(|n| DiffRow {
+            name: n.to_string(),
+            pristine: find(pristine, n),
+            patched: find(patched, n),
+        })
+        .collect()
 }
 
 /// One test or subtest result line of test_progs.
@@ -273,6 +471,50 @@ Summary: 3/1 PASSED, 1 SKIPPED, 1 FAILED
             "ran nothing"
         );
         assert!(parse("#1 fib_lookup:OK\nSummary: 1/0 PASSED, 0 SKIPPED, 0 FAILED\n").passed());
+    }
+
+    #[test]
+    fn json_summary_and_the_differential() {
+        let pristine = parse_json_summary(
+            r#"{"success":1,"success_subtest":1,"skipped":0,"failed":1,"results":[
+              {"name":"fib_lookup","number":1,"message":"","failed":false,"subtests":[]},
+              {"name":"fib_lookup_neigh","number":2,"message":"x","failed":true,
+               "subtests":[{"name":"flags","number":1,"message":"","failed":true}]},
+              {"name":"tc_redirect","number":3,"message":"","failed":false,
+               "subtests":[{"name":"tc_neigh_fib","number":1,"message":"","failed":false}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(pristine.len(), 5);
+        assert_eq!(pristine[1].name, "fib_lookup_neigh/flags");
+        let mut patched = pristine.clone();
+        for r in &mut patched {
+            r.failed = false;
+        }
+        let rows = diff(&pristine, &patched);
+        assert!(rows.iter().all(|r| !r.regressed()), "new passes are fine");
+        // tc_neigh_fib breaking on the patched kernel is a regression, and
+        // so is a test that vanished there.
+        patched.retain(|r| r.name != "tc_redirect");
+        patched
+            .iter_mut()
+            .find(|r| r.name == "tc_redirect/tc_neigh_fib")
+            .unwrap()
+            .failed = true;
+        let bad: Vec<String> = diff(&pristine, &patched)
+            .into_iter()
+            .filter(DiffRow::regressed)
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(bad, ["tc_redirect", "tc_redirect/tc_neigh_fib"]);
+    }
+
+    #[test]
+    fn suites_list_their_files_once() {
+        let f = REGRESSION.files();
+        assert!(f.contains(&("prog_tests", "tc_redirect.c".to_string())));
+        assert!(f.contains(&("progs", "test_tc_neigh_fib.c".to_string())));
+        assert_eq!(f.iter().filter(|(_, n)| n == "xdp_dummy.c").count(), 1);
+        assert_eq!(FIB.files().len(), 2);
     }
 
     #[test]
