@@ -282,7 +282,7 @@ fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
                     f.display()
                 );
                 assert!(
-                    text.contains("\nNotes:\n    v1 -> v2:"),
+                    text.contains("\nNotes:\n    v1 -> v2"),
                     "{}: no changelog",
                     f.display()
                 );
