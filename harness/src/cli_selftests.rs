@@ -149,12 +149,17 @@ fn run_json(
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("failed to create {}", out_dir.display()))?;
     let summary = out_dir.join(format!("{label}.json"));
+    let list = out_dir.join(format!("{label}.list"));
     let log = out_dir.join(format!("{label}.out"));
     let _ = std::fs::remove_file(&summary);
+    let _ = std::fs::remove_file(&list);
     let dir = test_progs.parent().context("test_progs has a directory")?;
+    // --list names the tests that run; --json-summary reports failures.
     let script = format!(
-        "cd '{}' && ./test_progs -t '{selector}' --json-summary='{}' > '{}' 2>&1; true",
+        "cd '{}' && ./test_progs -t '{selector}' --list > '{}' 2>/dev/null; \
+         ./test_progs -t '{selector}' --json-summary='{}' > '{}' 2>&1; true",
         dir.display(),
+        list.display(),
         summary.display(),
         log.display()
     );
@@ -179,9 +184,11 @@ fn run_json(
         );
         return Ok(None);
     };
-    Ok(Some(st::parse_json_summary(&text).with_context(|| {
-        format!("failed to parse {}", summary.display())
-    })?))
+    let failures = st::parse_json_summary(&text)
+        .with_context(|| format!("failed to parse {}", summary.display()))?;
+    let listed = std::fs::read_to_string(&list)
+        .with_context(|| format!("test_progs --list wrote nothing to {}", list.display()))?;
+    Ok(Some(st::results(&listed, failures)))
 }
 
 fn run_diff(args: &SelftestsArgs) -> Result<ExitCode> {

@@ -292,6 +292,24 @@ pub struct JsonResult {
     pub failed: bool,
 }
 
+/// The outcome of every test `--list` named: the failures (tests and
+/// subtests) come from the `--json-summary` report, which lists only
+/// failures; a listed test that is not among them passed.
+pub fn results(listed: &str, failures: Vec<JsonResult>) -> Vec<JsonResult> {
+    let mut out: Vec<JsonResult> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .filter(|l| !failures.iter().any(|f| f.name == *l))
+        .map(|l| JsonResult {
+            name: l.to_string(),
+            failed: false,
+        })
+        .collect();
+    out.extend(failures);
+    out
+}
+
 /// Tests and subtests (`test/subtest`) of a `--json-summary` file.
 pub fn parse_json_summary(text: &str) -> Result<Vec<JsonResult>, serde_json::Error> {
     #[derive(serde::Deserialize)]
@@ -353,7 +371,17 @@ pub fn diff(pristine: &[JsonResult], patched: &[JsonResult]) -> Vec<DiffRow> {
         .collect();
     names.sort();
     names.dedup();
-    let find = |rs: &[JsonResult], n: &str| rs.iter().find(|r| r.name == n).map(|r| !r.failed);
+    // A subtest is reported only when it fails: where its test ran and it
+    // is not reported, it passed.
+    let find = |rs: &[JsonResult], n: &str| {
+        rs.iter()
+            .find(|r| r.name == n)
+            .map(|r| !r.failed)
+            .or_else(|| {
+                let (test, _) = n.split_once('/')?;
+                rs.iter().any(|r| r.name == test).then_some(true)
+            })
+    };
     names
         .into_iter()
         .map(|n| DiffRow {
@@ -508,6 +536,30 @@ Summary: 3/1 PASSED, 1 SKIPPED, 1 FAILED
             .map(|r| r.name)
             .collect();
         assert_eq!(bad, ["tc_redirect", "tc_redirect/tc_neigh_fib"]);
+        // Listed tests that did not fail passed; unreported subtests of a
+        // test that ran passed.
+        let r = results(
+            "fib_lookup\nfib_lookup_neigh\n",
+            vec![JsonResult {
+                name: "fib_lookup_neigh".into(),
+                failed: true,
+            }],
+        );
+        assert_eq!(r.len(), 2);
+        assert!(!r.iter().find(|x| x.name == "fib_lookup").unwrap().failed);
+        let other = results(
+            "fib_lookup_neigh\n",
+            vec![JsonResult {
+                name: "fib_lookup_neigh/flags".into(),
+                failed: true,
+            }],
+        );
+        let rows = diff(&r, &other);
+        let flags = rows
+            .iter()
+            .find(|x| x.name == "fib_lookup_neigh/flags")
+            .unwrap();
+        assert_eq!((flags.pristine, flags.patched), (Some(true), Some(false)));
     }
 
     #[test]
