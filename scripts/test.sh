@@ -43,8 +43,10 @@ cargo run -q --bin fibneigh -- churn --seconds 5 --policy always-neigh
 step "host bench --quick (unpatched host kernel): every part runs, new flags shown unsupported"
 cargo run -q --bin fibneigh -- bench --quick --json target/bench-host/bench-quick.json --svg target/bench-host/bench-quick.svg
 
-step "criterion lookup benchmarks on the host (short measurement)"
-cargo bench -p fibneigh --bench lookup -- --warm-up-time 0.1 --measurement-time 0.2
+# cargo test runs a criterion bench once per benchmark, without timing it:
+# CI checks that it runs, figures come from `cargo bench` (BENCHMARKS.md).
+step "criterion lookup benchmarks on the host (test mode: each benchmark runs once)"
+cargo test -p fibneigh --bench lookup
 
 if [ "$tier" = unit ]; then
 	echo "SKIPPED: VM tier (scripts/test.sh unit)"
@@ -62,6 +64,17 @@ bin=$PWD/target/debug/fibneigh
 # kernel.
 step "debug kernel (patched 7.3 + config-debug): build"
 "$bin" vm build --profile debug
+
+# The 6.12 kernel builds in its own tree while the debug kernel's guests run:
+# they leave part of the cores idle (they wait on neighbour timers), and the
+# build only takes what they leave (nice 19). Its own session, so an
+# interrupted or failed run stops the whole make.
+step "6.12 LTS backport: kernel build starts in the background (log: target/ci-logs/build-6.12.log)"
+mkdir -p target/ci-logs
+setsid nice -n 19 "$bin" vm build --base 6.12 >target/ci-logs/build-6.12.log 2>&1 &
+build612=$!
+stop_build612() { kill -TERM -- "-$build612" 2>/dev/null || true; }
+trap stop_build612 EXIT
 
 step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, no kernel bug report"
 "$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --json target/matrix-vm/matrix.json --svg-dir target/matrix-vm/svg
@@ -84,8 +97,14 @@ if missing:
 print(f"VM bench: {len(r['rows'])} rows, no unsupported cell")
 PY
 
-step "6.12 LTS backport: kernel build"
-cargo run -q --bin fibneigh -- vm build --base 6.12
+step "6.12 LTS backport: kernel build finishes"
+if ! wait "$build612"; then
+	tail -n 40 target/ci-logs/build-6.12.log
+	echo "the 6.12 kernel build failed; its log: target/ci-logs/build-6.12.log" >&2
+	exit 1
+fi
+trap - EXIT
+tail -n 3 target/ci-logs/build-6.12.log
 
 step "kernel gates (7.3 and 6.12): git am, checkpatch, W=1, bpf_doc and uAPI"
 cargo test -p fibneigh --test kernel_gates -- --ignored --test-threads=1
