@@ -1,9 +1,11 @@
 //! Builds the BPF programs in src/bpf into libbpf-rs skeletons.
 //! The compiler is `$FIBNEIGH_CLANG`, else `clang-16` (Debian 12), else
-//! `clang`.
+//! `clang`. The target's multiarch include directory (for <asm/types.h>) is
+//! `$FIBNEIGH_MULTIARCH_INCLUDE` if set, else /usr/include/<triplet> for
+//! the build target.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use libbpf_cargo::SkeletonBuilder;
@@ -27,9 +29,84 @@ fn clang() -> String {
     }
 }
 
+/// The Debian multiarch triplet (`gcc -print-multiarch`) of a Linux target
+/// given by its `CARGO_CFG_TARGET_{ARCH,ENV,ABI,ENDIAN}`.
+fn multiarch_triplet(arch: &str, env: &str, abi: &str, endian: &str) -> Option<String> {
+    let libc = if env == "musl" { "musl" } else { "gnu" };
+    let (cpu, abi) = match (arch, abi) {
+        ("x86_64", "x32") => ("x86_64", "x32"),
+        ("x86_64", _) => ("x86_64", ""),
+        ("x86", _) => ("i386", ""),
+        ("aarch64", _) => ("aarch64", ""),
+        ("arm", abi) if abi.ends_with("hf") => ("arm", "eabihf"),
+        ("arm", _) => ("arm", "eabi"),
+        ("riscv64", _) => ("riscv64", ""),
+        ("powerpc64", _) if endian == "little" => ("powerpc64le", ""),
+        ("powerpc64", _) => ("powerpc64", ""),
+        ("s390x", _) => ("s390x", ""),
+        ("loongarch64", _) => ("loongarch64", ""),
+        _ => return None,
+    };
+    Some(format!("{cpu}-linux-{libc}{abi}"))
+}
+
+/// What `gcc -print-multiarch` says (for an architecture not in the table,
+/// when building for the host).
+fn gcc_multiarch() -> Option<String> {
+    let out = Command::new("gcc").arg("-print-multiarch").output().ok()?;
+    let triplet = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !triplet.is_empty()).then_some(triplet)
+}
+
+/// The directory with the target's <asm/types.h>, which a `-target bpf`
+/// compile does not search: `$FIBNEIGH_MULTIARCH_INCLUDE`, else
+/// /usr/include/<the target's multiarch triplet>.
+fn multiarch_include() -> PathBuf {
+    println!("cargo:rerun-if-env-changed=FIBNEIGH_MULTIARCH_INCLUDE");
+    let var = |name: &str| env::var(name).unwrap_or_default();
+    let target = var("TARGET");
+    let (dir, why) = if let Some(dir) = env::var_os("FIBNEIGH_MULTIARCH_INCLUDE") {
+        (PathBuf::from(dir), "FIBNEIGH_MULTIARCH_INCLUDE".to_string())
+    } else {
+        let arch = var("CARGO_CFG_TARGET_ARCH");
+        if var("CARGO_CFG_TARGET_OS") != "linux" {
+            panic!(
+                "the BPF programs need Linux uAPI headers, but the target {target} is not Linux"
+            );
+        }
+        let triplet = multiarch_triplet(
+            &arch,
+            &var("CARGO_CFG_TARGET_ENV"),
+            &var("CARGO_CFG_TARGET_ABI"),
+            &var("CARGO_CFG_TARGET_ENDIAN"),
+        )
+        .or_else(|| (var("HOST") == target).then(gcc_multiarch).flatten())
+        .unwrap_or_else(|| {
+            panic!(
+                "no multiarch include directory known for the target {target} (arch {arch}): \
+                 set FIBNEIGH_MULTIARCH_INCLUDE to the directory holding its asm/types.h"
+            )
+        });
+        (
+            Path::new("/usr/include").join(&triplet),
+            format!("the multiarch directory of the target {target} ({triplet})"),
+        )
+    };
+    if !dir.join("asm/types.h").is_file() {
+        panic!(
+            "{}/asm/types.h does not exist: the BPF programs include <asm/types.h> from {why}; \
+             install the target's Linux uAPI headers (Debian: linux-libc-dev for its \
+             architecture) or set FIBNEIGH_MULTIARCH_INCLUDE to the directory holding them",
+            dir.display()
+        );
+    }
+    dir
+}
+
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let clang = clang();
+    let multiarch = format!("-I{}", multiarch_include().display());
     println!("cargo:rerun-if-env-changed=FIBNEIGH_CLANG");
     println!("cargo:rerun-if-changed=src/bpf/fib.h");
     for name in PROGRAMS {
@@ -38,15 +115,7 @@ fn main() {
         SkeletonBuilder::new()
             .source(&src)
             .clang(&clang)
-            // <asm/types.h> lives in the multiarch directory, which a
-            // -target bpf compile does not search.
-            .clang_args([
-                "-I/usr/include/x86_64-linux-gnu",
-                "-Isrc/bpf",
-                "-Wall",
-                "-O2",
-                "-g",
-            ])
+            .clang_args([multiarch.as_str(), "-Isrc/bpf", "-Wall", "-O2", "-g"])
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {src} with {clang}: {e:?}"));
     }

@@ -17,6 +17,8 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/bench.skel.rs"));
 }
 
+crate::params::fib_params_conversions!(skel::types::fib_params);
+
 /// `LOOKUPS_PER_RUN` in bench.bpf.c: helper calls per test run.
 pub const LOOKUPS_PER_RUN: u32 = 64;
 /// `GEN_FRAME_LEN` in bench.bpf.c: the generator's frame (64 bytes on the
@@ -79,10 +81,7 @@ impl Bench {
         floor: bool,
     ) -> Result<LookupTiming> {
         let bss = self.bss()?;
-        // SAFETY: both types are the same 64-byte plain-old-data layout
-        // (asserted in params.rs and in fib.h).
-        bss.lk.params =
-            unsafe { std::mem::transmute::<FibParams, skel::types::fib_params>(*params) };
+        bss.lk.params = (*params).into();
         bss.lk.flags = flags;
         bss.lk.expect_rc = i32::try_from(expect_rc).unwrap_or(i32::MIN);
         bss.lk_mismatches = 0;
@@ -107,8 +106,7 @@ impl Bench {
             lookups: u64::from(runs.max(1)) * u64::from(LOOKUPS_PER_RUN),
             mismatches,
             bad_rc: (mismatches > 0).then_some(bss.lk_last_bad_rc),
-            // SAFETY: as above.
-            last: unsafe { std::mem::transmute::<skel::types::fib_params, FibParams>(bss.lk_last) },
+            last: bss.lk_last.into(),
         })
     }
 
@@ -229,4 +227,19 @@ pub fn run_stats(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
         .ctx("read the program's run-time statistics");
     }
     Ok((raw.run_time_ns, raw.run_cnt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fib_params_round_trip_through_the_skeleton() {
+        let p = crate::params::distinct_params();
+        let s = skel::types::fib_params::from(p);
+        assert_eq!(bytemuck::bytes_of(&s), bytemuck::bytes_of(&p));
+        assert_eq!((s.family, s.l4_protocol), (p.family, p.l4_protocol));
+        assert_eq!((s.dport, s.ifindex), (p.dport, p.ifindex));
+        assert_eq!(FibParams::from(s), p);
+    }
 }

@@ -13,24 +13,29 @@ use crate::attach::{self, Attachment};
 use crate::probe::Hook;
 use crate::{flags, nud, BpfContext, Result};
 
-mod skel {
+/// The skeleton; its `types` carry fib.h's enums, the numbers the whole
+/// crate takes (see `FIBNEIGH_EXPORT_ENUMS` there).
+pub(crate) mod skel {
     #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
     include!(concat!(env!("OUT_DIR"), "/forwarder.skel.rs"));
 }
 
+use skel::types::fibneigh_policy as CPolicy;
+
 /// How the forwarder treats the neighbour entry behind a route (docs/design.md).
-/// The numbers are the program's `POLICY_*` values.
+/// The numbers are the program's `enum fibneigh_policy` (fib.h), taken from
+/// the skeleton.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Policy {
     /// Lookup, write the cached MACs, `bpf_redirect()`.
-    Baseline = 0,
+    Baseline = CPolicy::POLICY_BASELINE.0 as isize,
     /// Lookup with `SKIP_NEIGH`, `bpf_redirect_neigh()` (XDP: the stack).
-    AlwaysNeigh = 1,
+    AlwaysNeigh = CPolicy::POLICY_ALWAYS_NEIGH.0 as isize,
     /// Lookup with `NEIGH_STATE`; `bpf_redirect()` only while the entry is
     /// connected, else `bpf_redirect_neigh()` (XDP: the stack).
-    StateAware = 2,
+    StateAware = CPolicy::POLICY_STATE_AWARE.0 as isize,
     /// Lookup with `NEIGH_REFRESH`, then as baseline.
-    Refresh = 3,
+    Refresh = CPolicy::POLICY_REFRESH.0 as isize,
 }
 
 impl Policy {
@@ -51,8 +56,14 @@ impl Policy {
         }
     }
 
-    /// The `BPF_FIB_LOOKUP_*` flags the policy passes to the helper, which
-    /// are the uAPI it needs from the kernel: check them with
+    /// The program's `enum fibneigh_policy` value.
+    fn program_value(self) -> CPolicy {
+        CPolicy(self as u32)
+    }
+
+    /// The `BPF_FIB_LOOKUP_*` flags the policy passes to the helper (the
+    /// loader writes them into the program's `lookup_flags`: this is their
+    /// one source), which are the uAPI it needs from the kernel: check them with
     /// [`Probe::accepts_flag`](crate::probe::Probe::accepts_flag). A kernel
     /// that rejects them still loads the program; every lookup then returns
     /// `-EINVAL` and every packet goes to the stack.
@@ -90,23 +101,37 @@ impl FromStr for Policy {
 
 /// Lookup return-code buckets: `BPF_FIB_LKUP_RET_*` 0..=10, then "other"
 /// (negative errnos and anything newer).
-pub const RC_BUCKETS: usize = 12;
+pub const RC_BUCKETS: usize = slot::RC_OTHER + 1 - slot::RC;
 /// `nud_state` buckets: `NUD_NONE`, then one per NUD bit (0x01 ..= 0x80).
-pub const NUD_BUCKETS: usize = 9;
+pub const NUD_BUCKETS: usize = slot::REDIRECT - slot::NUD;
 
-/// Slots of the program's `counters` map, in its `CNT_*` order.
+/// Slots of the program's `counters` map: its `enum fibneigh_counter`
+/// (fib.h), taken from the skeleton.
 mod slot {
-    use super::{NUD_BUCKETS, RC_BUCKETS};
-    pub const RC: usize = 0;
-    pub const NUD: usize = RC + RC_BUCKETS;
-    pub const REDIRECT: usize = NUD + NUD_BUCKETS;
-    pub const REDIRECT_NEIGH: usize = REDIRECT + 1;
-    pub const PASS: usize = REDIRECT + 2;
-    pub const DROP: usize = REDIRECT + 3;
-    pub const NEIGH_PASS: usize = REDIRECT + 4;
-    pub const SKIPPED: usize = REDIRECT + 5;
-    pub const COUNT: usize = SKIPPED + 1;
+    use super::skel::types::fibneigh_counter as C;
+    pub const RC: usize = C::CNT_RC_BASE.0 as usize;
+    pub const RC_OTHER: usize = C::CNT_RC_OTHER.0 as usize;
+    pub const NUD: usize = C::CNT_NUD_NONE.0 as usize;
+    pub const NUD_BIT0: usize = C::CNT_NUD_BIT0.0 as usize;
+    pub const REDIRECT: usize = C::CNT_REDIRECT.0 as usize;
+    pub const REDIRECT_NEIGH: usize = C::CNT_REDIRECT_NEIGH.0 as usize;
+    pub const PASS: usize = C::CNT_PASS.0 as usize;
+    pub const DROP: usize = C::CNT_DROP.0 as usize;
+    pub const NEIGH_PASS: usize = C::CNT_NEIGH_PASS.0 as usize;
+    pub const SKIPPED: usize = C::CNT_SKIPPED.0 as usize;
+    pub const COUNT: usize = C::CNT_MAX.0 as usize;
 }
+
+// What `Counters` assumes of the slots: the return codes 0.. then "other"
+// (one past the last BPF_FIB_LKUP_RET_*) and the NUD buckets (NONE, then
+// one per bit of the u8 NUD states) are runs, and every slot is counted.
+const _: () = {
+    assert!(slot::RC_OTHER - slot::RC == crate::params::ret::COUNT);
+    assert!(slot::NUD == slot::RC_OTHER + 1);
+    assert!(slot::NUD_BIT0 == slot::NUD + 1);
+    assert!(NUD_BUCKETS == 1 + u8::BITS as usize);
+    assert!(slot::SKIPPED + 1 == slot::COUNT);
+};
 
 /// The forwarder's counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -224,7 +249,8 @@ impl Forwarder {
             .rodata_data
             .as_deref_mut()
             .ok_or(crate::Error::NoGlobalData)?;
-        rodata.policy = policy as u32;
+        rodata.policy = policy.program_value();
+        rodata.lookup_flags = policy.required_flags();
         rodata.nud_histogram = nud_histogram;
         let skel = open.load().ctx("load the forwarder BPF programs")?;
         Ok(Self { skel, policy })
@@ -335,17 +361,10 @@ mod tests {
     }
 
     #[test]
-    fn policy_numbers_match_the_program() {
-        // POLICY_* in forwarder.bpf.c
-        let nums: Vec<u32> = Policy::ALL.iter().map(|p| *p as u32).collect();
-        assert_eq!(nums, [0, 1, 2, 3]);
-    }
-
-    #[test]
-    fn slots_match_the_program() {
-        // CNT_MAX in forwarder.bpf.c: 11 rc + other, 9 nud, 6 actions.
-        assert_eq!(slot::COUNT, 27);
-        assert_eq!(slot::REDIRECT, 21);
+    fn policy_numbers_are_the_programs() {
+        // enum fibneigh_policy in fib.h
+        assert_eq!(Policy::Baseline.program_value(), CPolicy::POLICY_BASELINE);
+        assert_eq!(Policy::Refresh.program_value(), CPolicy::POLICY_REFRESH);
     }
 
     #[test]

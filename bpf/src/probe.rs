@@ -10,6 +10,8 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
 }
 
+crate::params::fib_params_conversions!(skel::types::fib_params);
+
 /// Which program type calls the helper; the kernel takes a different path
 /// for each (skb vs xdp_buff, and the tc path checks the MTU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +85,7 @@ impl Probe {
             .bss_data
             .as_deref_mut()
             .ok_or(Error::NoGlobalData)?;
-        // SAFETY: both types are the same 64-byte plain-old-data layout
-        // (asserted in params.rs and in fib.h).
-        bss.req.params =
-            unsafe { std::mem::transmute::<FibParams, skel::types::fib_params>(*params) };
+        bss.req.params = (*params).into();
         bss.req.flags = flags;
         let runs_before = bss.res.runs;
         let prog = match hook {
@@ -108,10 +107,7 @@ impl Probe {
         debug_assert_eq!(bss.res.runs, runs_before.wrapping_add(1));
         Ok(LookupResult {
             rc: bss.res.rc,
-            // SAFETY: as above.
-            params: unsafe {
-                std::mem::transmute::<skel::types::fib_params, FibParams>(bss.res.params)
-            },
+            params: bss.res.params.into(),
         })
     }
 
@@ -135,4 +131,19 @@ pub fn kernel_knows_tcx() -> Option<bool> {
         .iter()
         .any(|m| m.name.is_some_and(|n| n == "BPF_TCX_INGRESS"));
     Some(known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fib_params_round_trip_through_the_skeleton() {
+        let p = crate::params::distinct_params();
+        let s = skel::types::fib_params::from(p);
+        assert_eq!(bytemuck::bytes_of(&s), bytemuck::bytes_of(&p));
+        assert_eq!((s.family, s.l4_protocol), (p.family, p.l4_protocol));
+        assert_eq!((s.dport, s.ifindex), (p.dport, p.ifindex));
+        assert_eq!(FibParams::from(s), p);
+    }
 }

@@ -7,10 +7,8 @@
 //! lab must leave nothing behind; a kernel splat fails the VM run through
 //! the console scan.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
-use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fibneigh_bpf::probe::Hook;
@@ -19,25 +17,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
+use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, Topology};
+use crate::scenario::{pick, Family};
 use crate::stop;
-use crate::traffic::{self, Capture, FlowSpec};
+use crate::traffic::{Capture, Flow, FlowSpec};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Lab(#[from] crate::lab::Error),
-    #[error(transparent)]
-    Bpf(#[from] fibneigh_bpf::Error),
-    #[error(transparent)]
-    Traffic(#[from] traffic::Error),
-    #[error("setup: {0}")]
-    Setup(String),
-    #[error("interrupted")]
-    Interrupted(#[from] stop::Interrupted),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use crate::error::{Error, Result};
 
 /// How long the flow has to reach the real MAC once the churn stops.
 pub const RECOVERY_WINDOW: Duration = Duration::from_secs(15);
@@ -124,42 +109,20 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
     stop::check()?;
     let lab = Lab::create(&Topology::standard(&n))?;
     // Short timers, so whatever state the churn leaves resolves in the
-    // window: REACHABLE ages in ~2 s, DELAY probes after 1 s.
-    for (p, v) in [
-        (NeighSysctl::BaseReachableTimeMs, 2_000),
-        (NeighSysctl::DelayFirstProbeTime, 1),
-        (NeighSysctl::RetransTimeMs, 100),
-    ] {
-        lab.set_neigh_sysctl(&n.dut, &n.dut_host_if, v6, p, v)?;
-    }
+    // window.
+    lab.set_neigh_timers(&n.dut, &n.dut_host_if, v6, &neigh::QUICK)?;
     let dut_in_mac = lab.mac(&n.dut, &n.dut_client_if)?;
     let client_mac = lab.mac(&n.client, &n.client_if)?;
     let real_mac = lab.mac(&n.host_a, &n.host_a_if)?;
     let dut_mac = lab.mac(&n.dut, &n.dut_host_if)?;
     let dev_index = lab.ifindex(&n.dut, &n.dut_host_if)?;
-    let nexthop: IpAddr = if v6 {
-        addr::HOST_A6.into()
-    } else {
-        addr::HOST_A4.into()
-    };
-    let src: IpAddr = if v6 {
-        addr::CLIENT6.into()
-    } else {
-        addr::CLIENT4.into()
-    };
-    let sink = || UdpSocket::bind((Ipv6Addr::UNSPECIFIED, traffic::DPORT));
-    let _sink = Lab::in_ns(&n.host_a, sink)?
-        .map_err(|e| Error::Setup(format!("bind the sink on host A: {e}")))?;
+    let family = if v6 { Family::V6 } else { Family::V4 };
+    let nexthop = pick(family, addr::HOST_A4, addr::HOST_A6);
+    let src = pick(family, addr::CLIENT4, addr::CLIENT6);
+    let _sink = lab.udp_sink(&n.host_a)?;
 
     let fwd = Forwarder::load(policy)?;
-    let dut_ns = lab.open_ns(&n.dut)?;
-    let in_index = lab.ifindex(&n.dut, &n.dut_client_if)?;
-    let _peers = if hook == Hook::Xdp {
-        Some(lab.xdp_pass_on_peers_of(&n.dut)?)
-    } else {
-        None
-    };
-    let _attached = fwd.attach_in(dut_ns.as_fd(), hook, in_index)?;
+    let _attached = lab.attach_forwarder(&fwd, hook, &n.dut, &n.dut_client_if)?;
     let before = fwd.counters()?;
 
     let clock = Instant::now();
@@ -170,8 +133,8 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
         Some(real_mac),
         clock,
     )?;
-    let flow_stop = Arc::new(AtomicBool::new(false));
-    let flow = traffic::start_flow(
+    // Stops on every way out of here, errors included.
+    let flow = Flow::start(
         &n.client,
         &n.client_if,
         FlowSpec {
@@ -182,16 +145,7 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
             rate_pps: RATE_PPS,
         },
         clock,
-        flow_stop.clone(),
     )?;
-    // Stop the flow on every way out of here, errors included.
-    struct StopOnDrop(Arc<AtomicBool>);
-    impl Drop for StopOnDrop {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
-    let _stop_flow = StopOnDrop(flow_stop.clone());
 
     // The churn, on this thread.
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -274,8 +228,7 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
             break;
         }
     }
-    flow_stop.store(true, Ordering::Relaxed);
-    let sent = flow.join().map_err(|_| traffic::Error::ThreadDied)??.len() as u64;
+    let sent = flow.finish()?.len() as u64;
     stop::sleep(Duration::from_millis(60))?;
     let _ = at_a.finish()?;
     let c = fwd.counters()?.since(&before);

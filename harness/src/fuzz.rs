@@ -24,7 +24,8 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
+use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, Topology};
+use crate::nud::Nud;
 use crate::stop;
 
 /// The flag bits the series defines (bits 0-9).
@@ -32,17 +33,7 @@ pub const DEFINED_FLAGS: u32 = (1 << 10) - 1;
 const ETH_HLEN: usize = 14;
 const EINVAL: i64 = -(libc::EINVAL as i64);
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Lab(#[from] crate::lab::Error),
-    #[error(transparent)]
-    Bpf(#[from] fibneigh_bpf::Error),
-    #[error("interrupted")]
-    Interrupted(#[from] stop::Interrupted),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use crate::error::{Error, Result};
 
 /// What one fuzz run did and found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -116,10 +107,9 @@ pub fn check(case: &Case, known: u32, rc: i64, out: &FibParams) -> Option<String
         }
         return None;
     }
-    let valid = nud::REACHABLE | nud::STALE | nud::DELAY | nud::PROBE | nud::PERMANENT | nud::NOARP;
     let consistent = match rc {
-        ret::NO_NEIGH => [nud::NONE, nud::INCOMPLETE, nud::FAILED].contains(&state),
-        _ => state.count_ones() == 1 && state & valid != 0,
+        ret::NO_NEIGH => [Nud::NONE, Nud::INCOMPLETE, Nud::FAILED].contains(&Nud(state)),
+        _ => state.count_ones() == 1 && Nud(state).valid(),
     };
     (!consistent).then(|| format!("{} reported nud_state {}", ret::name(rc), nud::name(state)))
 }
@@ -139,17 +129,6 @@ fn entry_addrs(i: u8) -> (Ipv4Addr, Ipv6Addr) {
         Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x50 + u16::from(i)),
     )
 }
-
-const STATES: [u16; 8] = [
-    nud::REACHABLE,
-    nud::STALE,
-    nud::DELAY,
-    nud::PROBE,
-    nud::PERMANENT,
-    nud::NOARP,
-    nud::FAILED,
-    nud::INCOMPLETE,
-];
 
 /// The `i`th case: every other one walks through all 2^10 combinations of
 /// the defined flag bits in turn (so all of them are covered every 2048
@@ -321,24 +300,17 @@ pub fn run(seed: u64, lookups: u64, forwarder_runs: u64) -> Result<FuzzReport> {
     stop::check()?;
     let lab = Lab::create(&Topology::standard(&n))?;
     for v6 in [false, true] {
-        for (p, v) in [
-            (NeighSysctl::BaseReachableTimeMs, 600_000),
-            (NeighSysctl::DelayFirstProbeTime, 600),
-            (NeighSysctl::RetransTimeMs, 600_000),
-        ] {
-            lab.set_neigh_sysctl(&n.dut, &n.dut_host_if, v6, p, v)?;
-        }
+        lab.set_neigh_timers(&n.dut, &n.dut_host_if, v6, &neigh::FROZEN)?;
     }
     let in_index = lab.ifindex(&n.dut, &n.dut_client_if)?;
     let dev_index = lab.ifindex(&n.dut, &n.dut_host_if)?;
     let dut_mac = lab.mac(&n.dut, &n.dut_client_if)?;
-    for (i, state) in STATES.iter().copied().enumerate() {
+    for (i, state) in Nud::SETTABLE.into_iter().enumerate() {
         let (a4, a6) = entry_addrs(i as u8);
         for a in [IpAddr::V4(a4), IpAddr::V6(a6)] {
-            let lladdr = (state & (nud::FAILED | nud::INCOMPLETE) == 0)
-                .then_some([0x02, 0xf0, 0, 0, 0, i as u8]);
+            let lladdr = state.has_lladdr().then_some([0x02, 0xf0, 0, 0, 0, i as u8]);
             rtnl::with_netlink(&n.dut, move |h| async move {
-                neigh::replace(&h, dev_index, &NeighSpec::new(a, lladdr, state)).await
+                neigh::replace(&h, dev_index, &NeighSpec::new(a, lladdr, state.0)).await
             })?;
         }
     }
@@ -369,7 +341,7 @@ pub fn run(seed: u64, lookups: u64, forwarder_runs: u64) -> Result<FuzzReport> {
         Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
         Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
     ];
-    for i in 0..STATES.len() {
+    for i in 0..Nud::SETTABLE.len() {
         let (a4, a6) = entry_addrs(i as u8);
         v4.push(a4);
         v6.push(a6);

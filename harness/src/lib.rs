@@ -4,8 +4,10 @@
 
 pub mod bench;
 pub mod churn;
+pub mod error;
 pub mod fuzz;
 pub mod lab;
+pub mod nud;
 pub mod report;
 pub mod scenario;
 pub mod stop;

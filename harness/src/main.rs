@@ -1,22 +1,13 @@
 //! `fibneigh`: build and boot patched kernels, probe the running kernel,
 //! and run the project's scenarios.
 
-mod cli_bench;
-mod cli_churn;
-mod cli_fuzz;
-mod cli_scenarios;
-mod cli_selftests;
-mod cli_vm;
-mod probe;
-mod progress;
+mod cli;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit code for a failure of the tool itself (as opposed to a guest
-/// command's own exit status, which `vm run` passes through).
-pub const EXIT_INFRA: u8 = 125;
+use cli::EXIT_INFRA;
 
 #[derive(Parser)]
 #[command(
@@ -33,40 +24,40 @@ struct Cli {
 enum Command {
     /// Build patched kernels and boot them under virtme-ng.
     #[command(subcommand)]
-    Vm(cli_vm::VmCommand),
+    Vm(cli::vm::VmCommand),
     /// Report the running kernel's version and bpf_fib_lookup features.
-    Probe(probe::ProbeArgs),
+    Probe(cli::probe::ProbeArgs),
     /// Build the kernel's test_progs and run `-t fib_lookup` in the VM.
-    Selftests(cli_selftests::SelftestsArgs),
+    Selftests(cli::selftests::SelftestsArgs),
     /// Run one scenario cell (scenario x policy x family x hook) in a
     /// fresh netns lab and print its result.
-    Run(cli_scenarios::RunArgs),
+    Run(cli::scenarios::RunArgs),
     /// Run every scenario cell: table, JSON, SVG timelines, --check.
-    Matrix(cli_scenarios::MatrixArgs),
+    Matrix(cli::scenarios::MatrixArgs),
     /// Benchmarks: ns per lookup by flag, packets per second by policy,
     /// recovery time by policy; one table, JSON, an SVG plot.
-    Bench(cli_bench::BenchArgs),
+    Bench(cli::bench::BenchArgs),
     /// Seeded fuzzing of bpf_fib_lookup() (flags, families, addresses,
     /// fields, frames) and of the forwarder (random and truncated frames),
     /// each result checked against the helper's documented contract.
-    Fuzz(cli_fuzz::FuzzArgs),
+    Fuzz(cli::fuzz::FuzzArgs),
     /// Neighbour churn under traffic: replace, force STALE, delete, flush
     /// and overfill the nexthop's table while a flow is forwarded; then
     /// the flow must recover and the counters add up.
-    Churn(cli_churn::ChurnArgs),
+    Churn(cli::churn::ChurnArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Vm(cmd) => cli_vm::run(cmd),
-        Command::Probe(args) => probe::run(args),
-        Command::Selftests(args) => cli_selftests::run(args),
-        Command::Run(args) => cli_scenarios::run(args),
-        Command::Matrix(args) => cli_scenarios::matrix(args),
-        Command::Bench(args) => cli_bench::run(args),
-        Command::Fuzz(args) => cli_fuzz::run(args),
-        Command::Churn(args) => cli_churn::run(args),
+        Command::Vm(cmd) => cli::vm::run(cmd),
+        Command::Probe(args) => cli::probe::run(args),
+        Command::Selftests(args) => cli::selftests::run(args),
+        Command::Run(args) => cli::scenarios::run(args),
+        Command::Matrix(args) => cli::scenarios::matrix(args),
+        Command::Bench(args) => cli::bench::run(args),
+        Command::Fuzz(args) => cli::fuzz::run(args),
+        Command::Churn(args) => cli::churn::run(args),
     };
     match result {
         Ok(code) => code,

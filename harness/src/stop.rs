@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
-fn flag() -> &'static Arc<AtomicBool> {
+fn shared() -> &'static Arc<AtomicBool> {
     FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
@@ -22,11 +22,16 @@ pub fn install() -> std::io::Result<()> {
     for sig in [SIGINT, SIGTERM] {
         // Order matters: the conditional shutdown sees the flag as it was
         // before this signal's own handler sets it.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, flag().clone())?;
-        signal_hook::flag::register(sig, flag().clone())?;
+        signal_hook::flag::register_conditional_shutdown(sig, 130, shared().clone())?;
+        signal_hook::flag::register(sig, shared().clone())?;
     }
     let _ = INSTALLED.set(());
     Ok(())
+}
+
+/// The flag the handlers set, for code that polls it (a booting guest).
+pub fn flag() -> &'static AtomicBool {
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
 /// Whether a stop was requested.

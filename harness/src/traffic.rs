@@ -336,6 +336,43 @@ fn classify_ndisc(icmp: &[u8]) -> Option<FrameKind> {
 
 // ---- the flow ----------------------------------------------------------------
 
+/// A running flow; it stops when [`Flow::finish`] is called or when it is
+/// dropped (on every error path).
+pub struct Flow {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<Vec<Duration>>>>,
+}
+
+impl Flow {
+    /// Start the flow of `spec` from `ifname` in `ns` (see [`start_flow`]).
+    pub fn start(ns: &str, ifname: &str, spec: FlowSpec, clock: Instant) -> Result<Flow> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = start_flow(ns, ifname, spec, clock, stop.clone())?;
+        Ok(Flow {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop sending; the send time of every sequence number.
+    pub fn finish(mut self) -> Result<Vec<Duration>> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| Error::ThreadDied)?,
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Send frames of `spec`, sequence 0, 1, ..., at `spec.rate_pps` from
 /// `ifname` in namespace `ns`, until `stop` is set. The thread returns the
 /// send time of every sequence number (index = seq), relative to `clock`.

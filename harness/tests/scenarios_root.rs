@@ -7,10 +7,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use fibneigh::lab::{netns, plan};
-use fibneigh::report::{Outcome, Verdict};
+use fibneigh::nud::Nud;
 use fibneigh::scenario::{
     run_case, Cell, Family, HookKind, Options, PolicyChoice, Scenario, Support,
 };
+use fibneigh::scenario::{Outcome, Verdict};
 use fibneigh_bpf::{ret, Policy};
 
 fn cell(s: Scenario, p: Policy) -> Cell {
@@ -81,7 +82,11 @@ fn state_matrix_shows_whether_neigh_state_is_accepted() {
     // SUCCESS with the cached MAC.
     let c = cell(Scenario::StateMatrix, Policy::Baseline);
     let r = run_case(&c, &support, &Options::default()).expect("not interrupted");
-    let stale = r.state_rows.iter().find(|r| r.set == "STALE").expect("row");
+    let stale = r
+        .state_rows
+        .iter()
+        .find(|r| r.set == Nud::STALE)
+        .expect("row");
     assert_eq!(stale.rc, ret::SUCCESS);
     assert!(stale.dmac_matches);
     assert_eq!(r.verdict, Verdict::Pass, "{r:?}");

@@ -127,7 +127,8 @@ pub fn mark_kvm_stalled(scratch: &Path, why: &str) -> std::io::Result<()> {
     fs::write(scratch.join(KVM_STALLED_FILE), format!("{why}\n"))
 }
 
-/// What to boot and run.
+/// What to boot and run. [`RunRequest::default`] documents the defaults
+/// every caller starts from.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
     pub kernel: PathBuf,
@@ -143,6 +144,28 @@ pub struct RunRequest {
     /// Where the guest's serial console (everything virtme-ng prints on
     /// stderr) is written.
     pub console_log: PathBuf,
+}
+
+impl Default for RunRequest {
+    /// No kernel and no command yet; 2 GiB of memory and 2 CPUs (enough
+    /// for a netns lab and `test_progs`), a 900 s timeout (a TCG guest
+    /// running the scenario matrix on a debug kernel needs minutes), TCG
+    /// (the accelerator that works everywhere; [`detect_accel`] finds out
+    /// whether KVM does), the guest starting in `/`, the console in
+    /// `console.log` of the working directory.
+    fn default() -> Self {
+        RunRequest {
+            kernel: PathBuf::new(),
+            command: Vec::new(),
+            timeout: Duration::from_secs(900),
+            rwdirs: Vec::new(),
+            cwd: PathBuf::from("/"),
+            memory: "2G".into(),
+            cpus: 2,
+            accel: Accel::Tcg,
+            console_log: PathBuf::from("console.log"),
+        }
+    }
 }
 
 /// Printed into the kernel log by the guest wrapper right before `exec`ing

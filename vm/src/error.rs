@@ -76,6 +76,11 @@ pub enum Error {
         timeout: Duration,
         console_log: PathBuf,
     },
+    #[error("the guest command failed ({status}); console log: {}", .console_log.display())]
+    GuestCommandFailed {
+        status: std::process::ExitStatus,
+        console_log: PathBuf,
+    },
     #[error("interrupted; the guest was stopped; console log: {}", .console_log.display())]
     Interrupted { console_log: PathBuf },
 }

@@ -40,6 +40,9 @@ pub enum Event {
     Cached(Phase, String),
     /// A one-off note worth showing (what was decided and why).
     Note(String),
+    /// Something the user must see: the pipeline changed course (e.g. a
+    /// guest rerun under TCG because KVM could not run the kernel).
+    Warning(String),
 }
 
 pub trait Reporter {

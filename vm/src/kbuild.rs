@@ -1,7 +1,7 @@
 //! Step 5: build `bzImage` (and `vmlinux`, kept for BTF) with ccache.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cmd;
@@ -85,14 +85,24 @@ pub fn object_line(line: &str) -> Option<&str> {
     known.contains(&tool).then(|| target.trim())
 }
 
-/// `make -jN bzImage` in `tree`; output goes to `log`. ccache keeps its
-/// objects in `ccache_dir`, shared between trees (paths are made relative
-/// to the tree so another tree of the same base hits the same entries).
+/// How `make` uses ccache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ccache {
+    /// Objects kept in this directory, shared between trees (paths are
+    /// made relative to the tree so another tree of the same base hits
+    /// the same entries).
+    In(PathBuf),
+    /// Compiled as with ccache, but nothing is looked up or stored
+    /// (`CCACHE_DISABLE`): what a clean build costs.
+    Disabled,
+}
+
+/// `make -jN bzImage` in `tree`; output goes to `log`.
 pub fn build(
     tree: &Path,
     profile: Profile,
     jobs: usize,
-    ccache_dir: &Path,
+    ccache: &Ccache,
     log: &Path,
     reporter: &mut dyn Reporter,
 ) -> Result<()> {
@@ -103,9 +113,12 @@ pub fn build(
         .args(ccache_args())
         .args(profile.make_args())
         .arg("bzImage")
-        .env("CCACHE_DIR", ccache_dir)
         .env("CCACHE_BASEDIR", tree)
         .env("CCACHE_NOHASHDIR", "1");
+    match ccache {
+        Ccache::In(dir) => make.env("CCACHE_DIR", dir).env_remove("CCACHE_DISABLE"),
+        Ccache::Disabled => make.env("CCACHE_DISABLE", "1"),
+    };
     let mut done = 0;
     let ok = cmd::stream(make, log, |line| {
         if let Some(item) = object_line(line) {

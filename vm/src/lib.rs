@@ -12,10 +12,12 @@ pub mod cache;
 mod cmd;
 pub mod error;
 pub mod events;
+pub mod guest;
 pub mod kbuild;
 pub mod kconfig;
 pub mod series;
 pub mod source;
+pub mod timing;
 
 use std::fs;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ pub use boot::{detect_accel, Accel, AccelProbe, RunRequest};
 pub use cache::{CacheKey, KernelImage};
 pub use error::{Error, Result};
 pub use events::{Event, NullReporter, Phase, Reporter};
+pub use guest::Guest;
 pub use kbuild::Profile;
 pub use series::Series;
 pub use source::{SourceSpec, SourceTree};
@@ -43,6 +46,19 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// Re-resolve a Debian package against the mirror.
     pub refresh_source: bool,
+    /// Use ccache (`<cache>/ccache`); off only to measure a clean build.
+    pub ccache: bool,
+}
+
+impl BuildRequest {
+    /// How this request's `make` uses ccache.
+    pub fn ccache(&self) -> kbuild::Ccache {
+        if self.ccache {
+            kbuild::Ccache::In(self.cache_dir.join("ccache"))
+        } else {
+            kbuild::Ccache::Disabled
+        }
+    }
 }
 
 /// The default cache directory: `$FIBNEIGH_CACHE`, else
@@ -124,7 +140,7 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         &tree.path,
         req.profile,
         req.jobs,
-        &req.cache_dir.join("ccache"),
+        &req.ccache(),
         &out.join("build.log"),
         reporter,
     )?;

@@ -33,38 +33,24 @@ char LICENSE[] SEC("license") = "GPL";
 #define NEXTHDR_HOP	0
 #define IPV6_FLOWINFO_MASK	0x0fffffff
 
-/* Policies (the Rust loader's Policy enum uses the same numbers). */
-#define POLICY_BASELINE		0
-#define POLICY_ALWAYS_NEIGH	1
-#define POLICY_STATE_AWARE	2
-#define POLICY_REFRESH		3
-
 /* Set by the loader before load; the verifier prunes the other policies. */
-const volatile __u32 policy = POLICY_BASELINE;
+const volatile enum fibneigh_policy policy = POLICY_BASELINE;
+/*
+ * The flags every lookup passes to bpf_fib_lookup(), set by the loader with
+ * the policy: SKIP_NEIGH for ALWAYS_NEIGH, NEIGH_STATE for STATE_AWARE,
+ * NEIGH_REFRESH for REFRESH, none for BASELINE (the Rust
+ * Policy::required_flags() is their one source).
+ */
+const volatile __u32 lookup_flags = 0;
 /*
  * Count reported NUD states per packet (the scenarios read them). The
  * benchmarks turn this off so every policy does the same bookkeeping.
  */
 const volatile bool nud_histogram = true;
+/* The numbers of fib.h, for the Rust side (through the skeleton). */
+FIBNEIGH_EXPORT_ENUMS;
 
-/*
- * Counter slots in the per-CPU array `counters`; the Rust `Counters` reads
- * the same layout.
- */
-enum {
-	CNT_RC_BASE = 0,			/* lookups by rc 0..10 */
-	CNT_RC_OTHER = CNT_RC_BASE + FIBNEIGH_RET_MAX,	/* anything else, errnos */
-	CNT_NUD_NONE,				/* nud_state == NUD_NONE */
-	CNT_NUD_BIT0,				/* 8 slots: one per NUD bit */
-	CNT_REDIRECT = CNT_NUD_BIT0 + 8,	/* bpf_redirect() */
-	CNT_REDIRECT_NEIGH,			/* bpf_redirect_neigh() */
-	CNT_PASS,				/* handed to the stack */
-	CNT_DROP,				/* a redirect helper refused */
-	CNT_NEIGH_PASS,				/* XDP passes tc would redirect_neigh */
-	CNT_SKIPPED,				/* passes without a lookup */
-	CNT_MAX,
-};
-
+/* Per-CPU counters, one per enum fibneigh_counter slot (fib.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CNT_MAX);
@@ -169,20 +155,6 @@ enum action {
 	ACT_NEIGH_PASS,		/* XDP's stand-in for ACT_REDIRECT_NEIGH */
 };
 
-static __always_inline __u32 lookup_flags(void)
-{
-	switch (policy) {
-	case POLICY_ALWAYS_NEIGH:
-		return FIBNEIGH_LOOKUP_SKIP_NEIGH;
-	case POLICY_STATE_AWARE:
-		return FIBNEIGH_LOOKUP_NEIGH_STATE;
-	case POLICY_REFRESH:
-		return FIBNEIGH_LOOKUP_NEIGH_REFRESH;
-	default:
-		return 0;
-	}
-}
-
 /* Lookup + bpf_redirect() with the cached MACs (docs/design.md). */
 static __always_inline enum action policy_baseline(long rc)
 {
@@ -240,7 +212,7 @@ static __always_inline void count_lookup(long rc, __u32 flags,
 static __always_inline enum action decide(void *ctx, struct fwd_pkt *pkt,
 					  bool xdp)
 {
-	__u32 flags = lookup_flags();
+	__u32 flags = lookup_flags;
 	long rc;
 
 	rc = bpf_fib_lookup(ctx, (struct bpf_fib_lookup *)&pkt->p,

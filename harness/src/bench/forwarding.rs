@@ -31,7 +31,7 @@ use pnet::packet::udp::MutableUdpPacket;
 
 use super::{figure, rotated, Error, Figure, Result, Row, Unit};
 use crate::lab::plan::{Address, Endpoint, Route, Veth};
-use crate::lab::{addr, Lab, Names, NeighSpec, NeighSysctl, Topology};
+use crate::lab::{addr, neigh, Lab, Names, NeighSpec, Topology};
 use crate::scenario::{PolicyChoice, Support};
 use crate::stop;
 
@@ -195,13 +195,7 @@ impl FwdLab {
         let n = Names::for_this_process();
         let lab = Lab::create(&topology(&n))?;
         // REACHABLE for an hour: no entry ages during the run.
-        lab.set_neigh_sysctl(
-            &n.dut,
-            &n.dut_host_if,
-            false,
-            NeighSysctl::BaseReachableTimeMs,
-            3_600_000,
-        )?;
+        lab.set_neigh_timers(&n.dut, &n.dut_host_if, false, &neigh::REACHABLE_HOUR)?;
         let gen_if = lab.ifindex(&n.client, &n.client_if)?;
         let dut_in = lab.ifindex(&n.dut, &n.dut_client_if)?;
         let frame_dst_mac = lab.mac(&n.dut, &n.dut_client_if)?;

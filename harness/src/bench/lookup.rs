@@ -19,7 +19,7 @@ use fibneigh_bpf::probe::Hook;
 use fibneigh_bpf::{flags, nud, ret, EnteredNetns, FibParams};
 
 use super::{figure, rotated, Error, Figure, Result, Row, Unit};
-use crate::lab::{addr, Lab, Names, NeighSpec, NeighSysctl, Topology};
+use crate::lab::{addr, neigh, Lab, Names, NeighSpec, Topology};
 use crate::scenario::Support;
 use crate::stop;
 
@@ -96,13 +96,7 @@ impl LookupLab {
         let names = Names::for_this_process();
         let lab = Lab::create(&Topology::standard(&names))?;
         for v6 in [false, true] {
-            lab.set_neigh_sysctl(
-                &names.dut,
-                &names.dut_host_if,
-                v6,
-                NeighSysctl::BaseReachableTimeMs,
-                3_600_000,
-            )?;
+            lab.set_neigh_timers(&names.dut, &names.dut_host_if, v6, &neigh::REACHABLE_HOUR)?;
         }
         let ingress = lab.ifindex(&names.dut, &names.dut_client_if)?;
         let macs = [

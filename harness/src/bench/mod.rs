@@ -25,22 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use platform::{Execution, Machine};
 
-/// Errors of a benchmark run.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Lab(#[from] crate::lab::Error),
-    #[error(transparent)]
-    Bpf(#[from] fibneigh_bpf::Error),
-    #[error(transparent)]
-    Scenario(#[from] crate::scenario::Error),
-    #[error("interrupted")]
-    Interrupted(#[from] crate::stop::Interrupted),
-    #[error("{0}")]
-    Check(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use crate::error::{Error, Result};
 
 /// Median and range of repeated measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

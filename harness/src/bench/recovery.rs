@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::{figure, rotated, Error, Figure, Result, Row, Unit};
-use crate::report::{CellResult, Outcome};
+use crate::scenario::result::{CellResult, Outcome};
 use crate::scenario::{
     self, Cell, Family, HookKind, NeighTimers, Options as ScenarioOptions, PolicyChoice, Scenario,
     Support,

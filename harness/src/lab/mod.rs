@@ -17,7 +17,8 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 
 use fibneigh_bpf::announce::Dropped;
-use fibneigh_bpf::{AnnounceFilter, Attachment, XdpPass};
+use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::{AnnounceFilter, Attachment, Forwarder, XdpPass};
 
 pub use neigh::{NeighEntry, NeighSpec, NeighSysctl};
 pub use plan::{addr, Names, Topology, TopologyError};
@@ -204,6 +205,39 @@ impl Lab {
         })
     }
 
+    /// `fwd` on `dev` in `ns` at `hook`; for XDP also XDP_PASS on the far
+    /// ends of `ns`'s veths (a redirect into a veth needs an XDP program on
+    /// its peer). Detached when the result is dropped.
+    pub fn attach_forwarder(
+        &self,
+        fwd: &Forwarder,
+        hook: Hook,
+        ns: &str,
+        dev: &str,
+    ) -> Result<ForwarderAttached> {
+        let index = self.ifindex(ns, dev)?;
+        let ns_fd = self.open_ns(ns)?;
+        let peers = match hook {
+            Hook::Xdp => Some(self.xdp_pass_on_peers_of(ns)?),
+            Hook::Tc => None,
+        };
+        let attachment = fwd.attach_in(ns_fd.as_fd(), hook, index)?;
+        Ok(ForwarderAttached {
+            _attachment: attachment,
+            _peers: peers,
+        })
+    }
+
+    /// A UDP socket bound to the flow's port on every address of `ns`, so
+    /// flow packets that arrive there are taken, not answered with ICMP.
+    pub fn udp_sink(&self, ns: &str) -> Result<std::net::UdpSocket> {
+        self.check(ns)?;
+        Lab::in_ns(ns, || {
+            std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, crate::traffic::DPORT))
+        })?
+        .map_err(io_err(format!("bind the flow's UDP sink in {ns}")))
+    }
+
     /// The index of `ifname` in `ns`.
     pub fn ifindex(&self, ns: &str, ifname: &str) -> Result<u32> {
         let name = ifname.to_string();
@@ -273,6 +307,24 @@ impl Lab {
         Lab::in_ns(ns, || neigh::set_sysctl(dev, v6, param, value))?
     }
 
+    /// Set several neighbour parameters of `dev` in `ns` (see
+    /// [`neigh::FROZEN`] and friends); returns them by sysctl file name,
+    /// as results record them.
+    pub fn set_neigh_timers(
+        &self,
+        ns: &str,
+        dev: &str,
+        v6: bool,
+        timers: &[(NeighSysctl, u32)],
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        let mut set = std::collections::BTreeMap::new();
+        for &(param, value) in timers {
+            self.set_neigh_sysctl(ns, dev, v6, param, value)?;
+            set.insert(param.file().to_string(), value.to_string());
+        }
+        Ok(set)
+    }
+
     /// Delete namespaces left by lab runs whose process is gone; returns
     /// (and prints) what was removed. Namespaces of live processes, this
     /// one included, are left alone.
@@ -300,6 +352,12 @@ impl Lab {
             Err(Error::NotOurs(ns.to_string()))
         }
     }
+}
+
+/// A forwarder attached by [`Lab::attach_forwarder`]; detached on drop.
+pub struct ForwarderAttached {
+    _attachment: Attachment,
+    _peers: Option<XdpPeers>,
 }
 
 /// XDP_PASS programs on the far ends of a namespace's veths (see

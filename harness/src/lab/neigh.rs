@@ -189,6 +189,25 @@ impl NeighSysctl {
     }
 }
 
+/// Timers under which no entry changes state for ten minutes: what a test
+/// that sets states and looks them up needs.
+pub const FROZEN: [(NeighSysctl, u32); 3] = [
+    (NeighSysctl::BaseReachableTimeMs, 600_000),
+    (NeighSysctl::DelayFirstProbeTime, 600),
+    (NeighSysctl::RetransTimeMs, 600_000),
+];
+
+/// REACHABLE for an hour: no entry ages during a benchmark.
+pub const REACHABLE_HOUR: [(NeighSysctl, u32); 1] = [(NeighSysctl::BaseReachableTimeMs, 3_600_000)];
+
+/// Short timers: whatever state churn leaves resolves within seconds
+/// (REACHABLE ages in ~2 s, DELAY probes after 1 s, 100 ms between probes).
+pub const QUICK: [(NeighSysctl, u32); 3] = [
+    (NeighSysctl::BaseReachableTimeMs, 2_000),
+    (NeighSysctl::DelayFirstProbeTime, 1),
+    (NeighSysctl::RetransTimeMs, 100),
+];
+
 /// Set `param` of `dev` for one family, in the calling thread's namespace.
 pub fn set_sysctl(dev: &str, v6: bool, param: NeighSysctl, value: u32) -> Result<()> {
     rtnl::write_sysctl(&param.key(dev, v6), &value.to_string())

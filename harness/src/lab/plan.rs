@@ -68,6 +68,15 @@ pub mod addr {
     /// On the host subnet, owned by nobody: probes for it go unanswered.
     pub const NOBODY4: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 99);
     pub const NOBODY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x99);
+    /// The service address the scenarios move from host A to host B.
+    pub const SERVICE4: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 50);
+    pub const SERVICE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x50);
+    /// gateway: the router host's address on the host segment ...
+    pub const GW4: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 20);
+    pub const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x20);
+    /// ... and the service behind it.
+    pub const REMOTE4: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+    pub const REMOTE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 1);
 }
 
 /// Names of the standard topology's namespaces and links for one prefix.

@@ -109,6 +109,28 @@ pub async fn add_address(h: &Handle, name: &str, addr: IpAddr, prefix_len: u8) -
         .map_err(nl_err(format!("add {addr}/{prefix_len} to {name}")))
 }
 
+/// Remove `addr` (whatever its prefix length) from interface `name`.
+pub async fn del_address(h: &Handle, name: &str, addr: IpAddr) -> Result<()> {
+    let index = ifindex(h, name).await?;
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .set_address_filter(addr)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err(format!("list addresses of {name}")))?;
+    for m in msgs {
+        h.address()
+            .del(m)
+            .execute()
+            .await
+            .map_err(nl_err(format!("remove {addr} from {name}")))?;
+    }
+    Ok(())
+}
+
 /// Add route `r` (in the handle's namespace).
 pub async fn add_route(h: &Handle, r: &Route) -> Result<()> {
     let msg = match (r.gateway, r.dst) {

@@ -1,34 +1,24 @@
 //! The traffic cells: a UDP flow from the client to a service on host A,
 //! the service moving to host B, and what reaches which MAC.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
-use std::os::fd::AsFd;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fibneigh_bpf::{nud, Counters, Forwarder};
-use futures::TryStreamExt;
 
-use super::{
-    pick, Cell, Error, Family, HookKind, NeighTimers, Options, PolicyChoice, Result, Scenario,
-};
+use super::cell::{pick, Cell, Family, PolicyChoice};
+use super::options::{NeighTimers, Options};
+use super::result::{CellResult, Outcome, StateSample, Timeline};
+use super::spec::{Entry, Spec, Window};
+use super::{Error, Result};
+use crate::lab::addr::{GW4, GW6, REMOTE4, REMOTE6, SERVICE4, SERVICE6};
 use crate::lab::plan::Route;
 use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
-use crate::report::{CellResult, Outcome, StateSample, Timeline};
 use crate::stop;
-use crate::traffic::{self, Capture, Captured, FlowSpec, FrameKind};
-
-/// The service address (on host A, later host B).
-pub const SERVICE4: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 50);
-pub const SERVICE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x50);
-/// gateway: the router host's address on the host segment ...
-pub const GW4: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 20);
-pub const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x20);
-/// ... and the service behind it.
-pub const REMOTE4: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
-pub const REMOTE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 1);
+use crate::traffic::{self, Capture, Captured, Flow, FlowSpec, FrameKind};
 
 /// Neighbour timers on the DUT's host-side device: short, so a cell takes
 /// seconds (reported with every result).
@@ -49,27 +39,6 @@ const PRE_MOVE_AGED: Duration = Duration::from_millis(600);
 /// How long the flow may take to reach host A before the move.
 const WARMUP_LIMIT: Duration = Duration::from_secs(4);
 
-async fn del_address(h: &rtnetlink::Handle, ifname: &str, a: IpAddr) -> crate::lab::Result<()> {
-    let index = rtnl::ifindex(h, ifname).await?;
-    let msgs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .set_address_filter(a)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(rtnl::nl_err(format!("list addresses of {ifname}")))?;
-    for m in msgs {
-        h.address()
-            .del(m)
-            .execute()
-            .await
-            .map_err(rtnl::nl_err(format!("remove {a} from {ifname}")))?;
-    }
-    Ok(())
-}
-
 /// The addresses that move from A to B: (address, prefix length).
 fn moving_addresses(cell: &Cell) -> Vec<(IpAddr, u8)> {
     let f = cell.family;
@@ -77,7 +46,7 @@ fn moving_addresses(cell: &Cell) -> Vec<(IpAddr, u8)> {
         Family::V4 => (addr::PREFIX4, 32),
         Family::V6 => (addr::PREFIX6, 128),
     };
-    if cell.scenario == Scenario::Gateway {
+    if Spec::of(cell.scenario).via_gateway {
         vec![(pick(f, GW4, GW6), plen), (pick(f, REMOTE4, REMOTE6), host)]
     } else {
         vec![(pick(f, SERVICE4, SERVICE6), plen)]
@@ -87,7 +56,7 @@ fn moving_addresses(cell: &Cell) -> Vec<(IpAddr, u8)> {
 /// The nexthop whose neighbour entry matters, and the flow's destination.
 fn nexthop_and_dst(cell: &Cell) -> (IpAddr, IpAddr) {
     let f = cell.family;
-    if cell.scenario == Scenario::Gateway {
+    if Spec::of(cell.scenario).via_gateway {
         (pick(f, GW4, GW6), pick(f, REMOTE4, REMOTE6))
     } else {
         let s = pick(f, SERVICE4, SERVICE6);
@@ -126,20 +95,17 @@ fn start_sampler(
     })
 }
 
-/// Everything that must stay alive while a cell runs, dropped in order.
-struct Running {
-    flow_stop: Arc<AtomicBool>,
-    sampler_stop: Arc<AtomicBool>,
-}
+/// Sets its flag when dropped: stops the neighbour sampler on every way
+/// out of a cell.
+struct StopOnDrop(Arc<AtomicBool>);
 
-impl Drop for Running {
+impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.flow_stop.store(true, Ordering::Relaxed);
-        self.sampler_stop.store(true, Ordering::Relaxed);
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
-pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
+pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult> {
     let v6 = cell.v6();
     let n = Names::for_this_process();
     stop::check()?;
@@ -157,9 +123,10 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
     // while it was used within delay_first_probe_time (the stack's own use
     // while resolving it), so that is 0 here: an entry the program never
     // marks as used goes STALE at its first expiry.
-    let (reachable, delay_first_probe) = match cell.scenario {
-        Scenario::IpReassignAged | Scenario::Managed => (SHORT_REACHABLE_MS, 0),
-        _ => (DEFAULT_REACHABLE_MS, DELAY_FIRST_PROBE_S),
+    let (reachable, delay_first_probe) = if spec.aged {
+        (SHORT_REACHABLE_MS, 0)
+    } else {
+        (DEFAULT_REACHABLE_MS, DELAY_FIRST_PROBE_S)
     };
     let timers = match opts.timers {
         NeighTimers::Short => [
@@ -171,18 +138,14 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
         ],
         NeighTimers::KernelDefaults => NeighTimers::KERNEL_DEFAULTS,
     };
-    let mut sysctls = BTreeMap::new();
-    for (p, v) in timers {
-        lab.set_neigh_sysctl(&n.dut, &n.dut_host_if, v6, p, v)?;
-        sysctls.insert(p.file().to_string(), v.to_string());
-    }
+    let mut sysctls = lab.set_neigh_timers(&n.dut, &n.dut_host_if, v6, &timers)?;
     // A GARP must not be ignored for arriving within `locktime` of the
     // entry's last update.
     let fam = if v6 { "ipv6" } else { "ipv4" };
     let key = format!("net/{fam}/neigh/{}/locktime", n.dut_host_if);
     Lab::in_ns(&n.dut, || rtnl::write_sysctl(&key, "0"))??;
     sysctls.insert("locktime".into(), "0".into());
-    if cell.scenario == Scenario::Managed {
+    if spec.entry == Entry::Managed {
         // Managed entries are re-probed on a global timer (not per netns).
         let v = rtnl::read_sysctl(&format!("net/{fam}/neigh/default/interval_probe_time_ms"))
             .unwrap_or_else(|_| "?".into());
@@ -199,7 +162,7 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
         }
         Ok(())
     })?;
-    if cell.scenario == Scenario::Gateway {
+    if spec.via_gateway {
         let route = Route {
             ns: n.dut.clone(),
             dst: Some((dst, if v6 { 128 } else { 32 })),
@@ -207,41 +170,31 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
         };
         lab.netlink(&n.dut, |h| async move { rtnl::add_route(&h, &route).await })?;
     }
-    let sink = || UdpSocket::bind((Ipv6Addr::UNSPECIFIED, traffic::DPORT));
-    let _sink_a = Lab::in_ns(&n.host_a, sink)?
-        .map_err(|e| Error::Setup(format!("bind the sink on host A: {e}")))?;
-    let _sink_b = Lab::in_ns(&n.host_b, sink)?
-        .map_err(|e| Error::Setup(format!("bind the sink on host B: {e}")))?;
+    let _sink_a = lab.udp_sink(&n.host_a)?;
+    let _sink_b = lab.udp_sink(&n.host_b)?;
 
-    match cell.scenario {
-        Scenario::Managed => {
-            let mut spec = NeighSpec::new(nexthop, None, nud::NONE);
-            spec.managed = true;
-            spec.extern_learn = true;
-            lab.neigh_replace(&n.dut, &n.dut_host_if, &spec)?;
+    match spec.entry {
+        Entry::Managed => {
+            let mut entry = NeighSpec::new(nexthop, None, nud::NONE);
+            entry.managed = true;
+            entry.extern_learn = true;
+            lab.neigh_replace(&n.dut, &n.dut_host_if, &entry)?;
         }
-        Scenario::Permanent => {
-            let spec = NeighSpec::new(nexthop, Some(mac1), nud::PERMANENT);
-            lab.neigh_replace(&n.dut, &n.dut_host_if, &spec)?;
+        Entry::Pinned => {
+            let entry = NeighSpec::new(nexthop, Some(mac1), nud::PERMANENT);
+            lab.neigh_replace(&n.dut, &n.dut_host_if, &entry)?;
         }
-        _ => {}
+        Entry::Learnt => {}
     }
 
     // The forwarder on the DUT's client-facing device.
-    let (fwd, _attached, _peers) = match (cell.policy, cell.hook) {
+    let (fwd, _attached) = match (cell.policy, cell.hook) {
         (PolicyChoice::Prog(p), Some(hook)) => {
             let fwd = Forwarder::load(p)?;
-            let dut_ns = lab.open_ns(&n.dut)?;
-            let index = lab.ifindex(&n.dut, &n.dut_client_if)?;
-            let peers = if hook == HookKind::Xdp {
-                Some(lab.xdp_pass_on_peers_of(&n.dut)?)
-            } else {
-                None
-            };
-            let att = fwd.attach_in(dut_ns.as_fd(), hook.hook(), index)?;
-            (Some(fwd), Some(att), peers)
+            let att = lab.attach_forwarder(&fwd, hook.hook(), &n.dut, &n.dut_client_if)?;
+            (Some(fwd), Some(att))
         }
-        _ => (None, None, None),
+        _ => (None, None),
     };
     let counters = |f: &Option<Forwarder>| -> Result<Counters> {
         Ok(match f {
@@ -261,19 +214,16 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
     )?;
     let at_a = Capture::start(&n.host_a, &n.host_a_if, vec![dut_mac], Some(mac1), clock)?;
     let at_b = Capture::start(&n.host_b, &n.host_b_if, vec![dut_mac], Some(mac2), clock)?;
-    let running = Running {
-        flow_stop: Arc::new(AtomicBool::new(false)),
-        sampler_stop: Arc::new(AtomicBool::new(false)),
-    };
+    let sampling = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let sampler = start_sampler(
         n.dut.clone(),
         n.dut_host_if.clone(),
         nexthop,
         clock,
-        running.sampler_stop.clone(),
+        sampling.0.clone(),
     );
     let src_ip = pick(cell.family, addr::CLIENT4, addr::CLIENT6);
-    let flow = traffic::start_flow(
+    let flow = Flow::start(
         &n.client,
         &n.client_if,
         FlowSpec {
@@ -284,15 +234,11 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
             rate_pps: opts.rate_pps,
         },
         clock,
-        running.flow_stop.clone(),
     )?;
 
     // Warm-up: the flow reaches host A through the program.
     let warm_deadline = Instant::now() + WARMUP_LIMIT;
-    let pre_move = match cell.scenario {
-        Scenario::IpReassignAged | Scenario::Managed => PRE_MOVE_AGED,
-        _ => PRE_MOVE,
-    };
+    let pre_move = if spec.aged { PRE_MOVE_AGED } else { PRE_MOVE };
     while at_a.watched.load(Ordering::Relaxed) < 10 || clock.elapsed() < pre_move {
         stop::sleep(Duration::from_millis(10))?;
         if Instant::now() > warm_deadline {
@@ -304,20 +250,19 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
 
     let mut move_at = None;
     let before;
-    if cell.scenario == Scenario::ReachableFastpath {
+    if !spec.moves {
         before = counters(&fwd)?;
         stop::sleep(opts.fastpath_window)?;
     } else {
         // The move.
-        let garp = cell.scenario == Scenario::IpReassignGarp;
-        lab.suppress_announcements(!garp)?;
+        lab.suppress_announcements(!spec.announce)?;
         move_at = Some(clock.elapsed());
         before = counters(&fwd)?;
         let (a_if, b_if) = (n.host_a_if.clone(), n.host_b_if.clone());
         let m = moving.clone();
         lab.netlink(&n.host_a, |h| async move {
             for (a, _) in m {
-                del_address(&h, &a_if, a).await?;
+                rtnl::del_address(&h, &a_if, a).await?;
             }
             Ok(())
         })?;
@@ -328,15 +273,12 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
             }
             Ok(())
         })?;
-        if matches!(
-            cell.scenario,
-            Scenario::IpReassign | Scenario::IpReassignGarp | Scenario::Gateway
-        ) {
+        if spec.force_stale {
             // The field reproducer.
             let spec = NeighSpec::new(nexthop, Some(mac1), nud::STALE);
             lab.neigh_replace(&n.dut, &n.dut_host_if, &spec)?;
         }
-        if garp {
+        if spec.announce {
             stop::sleep(Duration::from_millis(20))?;
             let frame = match nexthop {
                 IpAddr::V4(a) => traffic::garp_frame(mac2, a),
@@ -344,10 +286,9 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
             };
             traffic::send_frame(&n.host_b, &n.host_b_if, frame)?;
         }
-        let window = if cell.scenario == Scenario::Managed {
-            opts.managed_window
-        } else {
-            opts.window
+        let window = match spec.window {
+            Window::Managed => opts.managed_window,
+            Window::Recovery | Window::Fastpath => opts.window,
         };
         let until = Instant::now() + window;
         let mut recovered_at: Option<Instant> = None;
@@ -363,12 +304,11 @@ pub(super) fn run(cell: &Cell, opts: &Options) -> Result<CellResult> {
     }
 
     // Wind down: stop the flow, let the last packets land.
-    running.flow_stop.store(true, Ordering::Relaxed);
-    let sent = flow.join().map_err(|_| traffic::Error::ThreadDied)??;
+    let sent = flow.finish()?;
     stop::sleep(Duration::from_millis(60))?;
     let end = clock.elapsed();
     let after = counters(&fwd)?;
-    drop(running);
+    drop(sampling);
     let samples = sampler.join().map_err(|_| traffic::Error::ThreadDied)??;
     let wire = wire.finish()?;
     let at_a = at_a.finish()?;
@@ -506,6 +446,7 @@ pub(crate) fn fill(r: &mut CellResult, o: &Observed<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::{HookKind, Scenario};
     use crate::traffic::Classified;
 
     const DUT: [u8; 6] = [2, 0, 0, 0, 0, 0xd];

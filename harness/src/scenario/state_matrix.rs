@@ -5,28 +5,17 @@
 use std::net::IpAddr;
 
 use fibneigh_bpf::probe::Probe;
-use fibneigh_bpf::{flags, nud, params::mac_string, ret, FibParams};
+use fibneigh_bpf::{flags, params::mac_string, ret, FibParams};
 
-use super::{pick, Cell, Error, PolicyChoice, Result};
-use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
-use crate::report::{CellResult, Outcome, StateRow};
+use super::cell::{pick, Cell, PolicyChoice};
+use super::result::{CellResult, Outcome, StateRow};
+use super::{Error, Result};
+use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, Topology};
+use crate::nud::Nud;
 use crate::stop;
 
 /// The entry's MAC for valid states.
 const OLD_MAC: [u8; 6] = [0x02, 0xf1, 0xb0, 0, 0, 0x0b];
-
-/// Every state, and NONE for "no entry".
-const STATES: [u16; 9] = [
-    nud::REACHABLE,
-    nud::STALE,
-    nud::DELAY,
-    nud::PROBE,
-    nud::PERMANENT,
-    nud::NOARP,
-    nud::FAILED,
-    nud::INCOMPLETE,
-    nud::NONE,
-];
 
 pub(super) fn run(cell: &Cell) -> Result<CellResult> {
     let PolicyChoice::Prog(policy) = cell.policy else {
@@ -42,16 +31,8 @@ pub(super) fn run(cell: &Cell) -> Result<CellResult> {
     let n = Names::for_this_process();
     stop::check()?;
     let lab = Lab::create(&Topology::standard(&n))?;
-    let mut sysctls = std::collections::BTreeMap::new();
     // Slow timers: no entry changes state while it is looked up.
-    for (p, v) in [
-        (NeighSysctl::BaseReachableTimeMs, 600_000),
-        (NeighSysctl::DelayFirstProbeTime, 600),
-        (NeighSysctl::RetransTimeMs, 600_000),
-    ] {
-        lab.set_neigh_sysctl(&n.dut, &n.dut_host_if, v6, p, v)?;
-        sysctls.insert(p.file().to_string(), v.to_string());
-    }
+    let sysctls = lab.set_neigh_timers(&n.dut, &n.dut_host_if, v6, &neigh::FROZEN)?;
     let in_index = lab.ifindex(&n.dut, &n.dut_client_if)?;
     let dev_index = lab.ifindex(&n.dut, &n.dut_host_if)?;
     let src: IpAddr = pick(cell.family, addr::CLIENT4, addr::CLIENT6);
@@ -63,15 +44,16 @@ pub(super) fn run(cell: &Cell) -> Result<CellResult> {
     let rows = Lab::in_ns(&n.dut, move || -> Result<Vec<StateRow>> {
         let mut probe = Probe::load()?;
         let mut rows = Vec::new();
-        for state in STATES {
+        // Every settable state, then no entry at all.
+        for state in Nud::SETTABLE.into_iter().chain([Nud::NONE]) {
             stop::check()?;
             let d = dut.clone();
             let before = rtnl::with_netlink(&d, move |h| async move {
-                if state == nud::NONE {
+                if state == Nud::NONE {
                     neigh::delete(&h, dev_index, dst).await?;
                 } else {
-                    let lladdr = (state & (nud::FAILED | nud::INCOMPLETE) == 0).then_some(OLD_MAC);
-                    neigh::replace(&h, dev_index, &NeighSpec::new(dst, lladdr, state)).await?;
+                    let lladdr = state.has_lladdr().then_some(OLD_MAC);
+                    neigh::replace(&h, dev_index, &NeighSpec::new(dst, lladdr, state.0)).await?;
                 }
                 neigh::get(&h, dev_index, dst).await
             })?;
@@ -82,9 +64,8 @@ pub(super) fn run(cell: &Cell) -> Result<CellResult> {
                     &d,
                     move |h| async move { neigh::get(&h, dev_index, dst).await },
                 )?;
-            let name = |e: &Option<neigh::NeighEntry>| {
-                e.as_ref().map_or("NONE".into(), |e| nud::name(e.state))
-            };
+            let state_of =
+                |e: &Option<neigh::NeighEntry>| e.as_ref().map_or(Nud::NONE, |e| Nud(e.state));
             let reports_state = lookup_flags & flags::NEIGH_STATE != 0
                 && (res.rc == ret::SUCCESS || res.rc == ret::NO_NEIGH);
             let nud_state = if reports_state {
@@ -94,19 +75,15 @@ pub(super) fn run(cell: &Cell) -> Result<CellResult> {
             };
             let success = res.rc == ret::SUCCESS && lookup_flags & flags::SKIP_NEIGH == 0;
             rows.push(StateRow {
-                set: nud::name(state),
-                before: name(&before),
+                set: state,
+                before: state_of(&before),
                 rc: res.rc,
                 rc_name: ret::name(res.rc),
                 nud_state,
-                nud_name: if reports_state {
-                    nud::name(nud_state)
-                } else {
-                    "-".into()
-                },
+                reported: reports_state.then_some(Nud(nud_state)),
                 dmac: success.then(|| mac_string(res.params.dmac())),
                 dmac_matches: success && res.params.dmac() == OLD_MAC,
-                after: name(&after),
+                after: state_of(&after),
             });
         }
         Ok(rows)

@@ -11,7 +11,7 @@ use fibneigh::fuzz;
 use fibneigh::lab::Lab;
 use fibneigh::stop;
 
-use crate::cli_scenarios::write_json;
+use super::write_json;
 
 #[derive(Args)]
 pub struct FuzzArgs {

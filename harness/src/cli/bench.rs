@@ -12,10 +12,7 @@ use fibneigh::lab::Lab;
 use fibneigh::scenario::{Family, HookKind, NeighTimers};
 use fibneigh::stop;
 
-use crate::cli_scenarios::{write_file, write_json};
-
-/// Exit status after SIGINT/SIGTERM (everything torn down).
-const EXIT_INTERRUPTED: u8 = 130;
+use super::{write_file, write_json, EXIT_INTERRUPTED};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Part {

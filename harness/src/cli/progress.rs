@@ -56,6 +56,7 @@ impl Reporter for LineReporter {
                     eprintln!("[debug] {text}");
                 }
             }
+            Event::Warning(text) => eprintln!("fibneigh: {text}"),
         }
     }
 }
@@ -100,6 +101,7 @@ impl Reporter for BarReporter {
                     eprintln!("[debug] {text}");
                 }
             }
+            Event::Warning(text) => eprintln!("fibneigh: {text}"),
         }
     }
 }

@@ -12,7 +12,7 @@ use fibneigh::stop;
 use fibneigh_bpf::probe::Hook;
 use fibneigh_bpf::Policy;
 
-use crate::cli_scenarios::write_json;
+use super::write_json;
 
 #[derive(Args)]
 pub struct ChurnArgs {

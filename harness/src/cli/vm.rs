@@ -2,15 +2,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use fibneigh_vm::{self as vm, Accel, BuildRequest, KernelImage, Profile, RunRequest, SourceSpec};
+use fibneigh::stop;
+use fibneigh_vm::timing::{self, TimingRequest};
+use fibneigh_vm::{self as vm, Accel, BuildRequest, Guest, KernelImage, Profile, SourceSpec};
 
-use crate::progress;
+use super::progress;
 
 #[derive(Subcommand)]
 pub enum VmCommand {
@@ -193,6 +193,7 @@ pub fn build_request(args: &BuildArgs) -> BuildRequest {
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         refresh_source: args.refresh_source,
+        ccache: true,
     }
 }
 
@@ -233,94 +234,41 @@ pub fn accel(choice: AccelArg, cache: &Path) -> Accel {
     }
 }
 
-/// Set by SIGINT/SIGTERM; the guest is stopped when it is.
-pub fn cancel_flag() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&flag))
-            .context("failed to install a signal handler")?;
-    }
-    Ok(flag)
+/// A guest for `kernel` sharing the repository (and `rwdirs`) read-write,
+/// starting in the current directory; `memory`/`cpus` default as
+/// [`fibneigh_vm::RunRequest::default`] says.
+pub fn guest(kernel: PathBuf, accel: Accel, cache: &Path, rwdirs: &[PathBuf]) -> Guest {
+    let root = repo_root();
+    let mut dirs = vec![root.clone()];
+    dirs.extend(rwdirs.iter().cloned());
+    let mut guest = Guest::new(kernel, accel, cache.to_path_buf(), dirs);
+    guest.cwd = std::env::current_dir().unwrap_or(root);
+    guest
 }
 
-fn console_log_path(cache: &Path) -> PathBuf {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    cache
-        .join("logs")
-        .join(format!("console-{stamp}-{}.log", std::process::id()))
-}
-
-/// Everything needed to boot, minus the command.
-pub struct Guest {
-    pub kernel: PathBuf,
-    pub accel: Accel,
-    pub cache: PathBuf,
-    pub memory: String,
-    pub cpus: u32,
-    pub rwdirs: Vec<PathBuf>,
-}
-
-impl Guest {
-    /// Boot and run `command`; its exit status, or an error naming the
-    /// console log.
-    pub fn run(
-        &self,
-        command: Vec<String>,
-        timeout: Duration,
-        keep_console: bool,
-    ) -> Result<std::process::ExitStatus> {
-        let root = repo_root();
-        let mut rwdirs = vec![root.clone()];
-        rwdirs.extend(self.rwdirs.iter().cloned());
-        let cwd = std::env::current_dir().unwrap_or_else(|_| root.clone());
-        let req = RunRequest {
-            kernel: self.kernel.clone(),
+/// Boot `guest` and run `command`; its exit status, or an error naming the
+/// console log. SIGINT/SIGTERM stop the guest.
+pub fn run_guest(
+    guest: &Guest,
+    command: Vec<String>,
+    timeout: Duration,
+    keep_console: bool,
+) -> Result<std::process::ExitStatus> {
+    stop::install().context("failed to install the signal handlers")?;
+    let mut reporter = progress::reporter();
+    let done = guest
+        .run(
             command,
             timeout,
-            rwdirs,
-            cwd,
-            memory: self.memory.clone(),
-            cpus: self.cpus,
-            accel: self.accel,
-            console_log: console_log_path(&self.cache),
-        };
-        let cancel = cancel_flag()?;
-        let mut reporter = progress::reporter();
-        let mut console_log = req.console_log.clone();
-        let status = match vm::boot::run(&req, &cancel, reporter.as_mut()) {
-            // Some hosts' /dev/kvm runs the probe firmware but not a kernel:
-            // remember it, and run this guest under TCG instead.
-            Err(e @ vm::Error::KvmStalled { .. }) => {
-                eprintln!("fibneigh: {e}; retrying under TCG");
-                console_log = console_log_path(&self.cache);
-                let req = RunRequest {
-                    accel: Accel::Tcg,
-                    console_log: console_log.clone(),
-                    ..req.clone()
-                };
-                let retried = vm::boot::run(&req, &cancel, reporter.as_mut());
-                // Only a kernel that then ran under TCG convicts KVM (a
-                // broken kernel is silent under both).
-                if retried.is_ok() {
-                    let _ = vm::boot::mark_kvm_stalled(
-                        &self.cache.join("tmp"),
-                        "a kernel printed nothing under KVM on this host, then ran under TCG",
-                    );
-                }
-                retried
-            }
-            other => other,
-        }
+            keep_console,
+            stop::flag(),
+            reporter.as_mut(),
+        )
         .context("failed to run the guest")?;
-        if status.success() && !keep_console {
-            let _ = std::fs::remove_file(&console_log);
-        } else {
-            eprintln!("console log: {}", console_log.display());
-        }
-        Ok(status)
+    if done.console_kept {
+        eprintln!("console log: {}", done.console_log.display());
     }
+    Ok(done.status)
 }
 
 fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
@@ -331,20 +279,21 @@ fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     if !kernel.is_file() {
         bail!("kernel image {} does not exist", kernel.display());
     }
-    let guest = Guest {
+    let mut guest = guest(
         kernel,
-        accel: accel(args.accel, &args.build.cache_dir),
-        cache: args.build.cache_dir.clone(),
-        memory: args.memory,
-        cpus: args.cpus,
-        rwdirs: args.rwdir,
-    };
-    let status = guest.run(
+        accel(args.accel, &args.build.cache_dir),
+        &args.build.cache_dir,
+        &args.rwdir,
+    );
+    guest.memory = args.memory;
+    guest.cpus = args.cpus;
+    let status = run_guest(
+        &guest,
         args.command.clone(),
         Duration::from_secs(args.timeout),
         args.keep_console,
     )?;
-    let code = status.code().unwrap_or(crate::EXIT_INFRA as i32);
+    let code = status.code().unwrap_or(super::EXIT_INFRA as i32);
     match code {
         0 => {}
         126 | 127 => eprintln!(
@@ -354,7 +303,7 @@ fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
         _ => eprintln!("fibneigh: guest command exited with status {code}"),
     }
     Ok(ExitCode::from(
-        u8::try_from(code).unwrap_or(crate::EXIT_INFRA),
+        u8::try_from(code).unwrap_or(super::EXIT_INFRA),
     ))
 }
 
@@ -365,94 +314,50 @@ fn minutes(d: Duration) -> String {
 /// Clean build (fresh tree, ccache off), rebuild after touching
 /// net/core/filter.c, and boot-to-command for `true`.
 fn bench(args: BenchArgs) -> Result<ExitCode> {
-    let mut req = build_request(&args.build);
+    stop::install().context("failed to install the signal handlers")?;
+    let build = build_request(&args.build);
+    let req = TimingRequest {
+        accel: accel(args.accel, &build.cache_dir),
+        build,
+        clean_build: !args.skip_clean_build,
+        boots: args.boots,
+        rwdirs: vec![repo_root()],
+    };
     let mut reporter = progress::reporter();
+    let t = timing::measure(&req, stop::flag(), reporter.as_mut())
+        .context("failed to measure the VM pipeline")?;
+    let secs = |d: Duration| d.as_secs_f64();
     let mut rows: Vec<(String, String)> = Vec::new();
-
-    let image = if args.skip_clean_build {
-        vm::build(&req, reporter.as_mut())?
-    } else {
-        // A private cache, so nothing is reused: fresh tree, empty ccache.
-        let bench_cache = req.cache_dir.join("bench");
-        let _ = std::fs::remove_dir_all(&bench_cache);
-        std::fs::create_dir_all(&bench_cache)?;
-        // Share the downloaded packages, not the trees or kernels.
-        let apt = req.cache_dir.join("apt");
-        if apt.is_dir() {
-            std::os::unix::fs::symlink(&apt, bench_cache.join("apt"))?;
-        }
-        std::env::set_var("CCACHE_DISABLE", "1");
-        req.cache_dir = bench_cache;
-        let t = Instant::now();
-        let image = vm::build(&req, reporter.as_mut())?;
+    if let Some(d) = t.clean_build {
         rows.push((
             "clean build (unpack, commit, patch, configure, make; no ccache)".into(),
-            minutes(t.elapsed()),
+            minutes(d),
         ));
-        std::env::remove_var("CCACHE_DISABLE");
-        image
-    };
-
-    let filter = image.tree.join("net/core/filter.c");
-    let f = std::fs::File::options()
-        .append(true)
-        .open(&filter)
-        .with_context(|| format!("failed to open {}", filter.display()))?;
-    f.set_modified(std::time::SystemTime::now())?;
-    let t = Instant::now();
-    vm::kbuild::build(
-        &image.tree,
-        req.profile,
-        req.jobs,
-        &req.cache_dir.join("ccache"),
-        &req.cache_dir.join("bench-rebuild.log"),
-        reporter.as_mut(),
-    )?;
+    }
     rows.push((
         "rebuild after touching net/core/filter.c".into(),
-        minutes(t.elapsed()),
+        minutes(t.rebuild),
     ));
-
-    let accel = accel(args.accel, &req.cache_dir);
-    let guest = Guest {
-        kernel: image.bzimage.clone(),
-        accel,
-        cache: req.cache_dir.clone(),
-        memory: "2G".into(),
-        cpus: 2,
-        rwdirs: Vec::new(),
-    };
-    let mut boots = Vec::new();
-    for _ in 0..args.boots.max(1) {
-        let t = Instant::now();
-        let status = guest.run(vec!["true".into()], Duration::from_secs(300), false)?;
-        if !status.success() {
-            bail!("`true` failed in the guest: {status}");
-        }
-        boots.push(t.elapsed().as_secs_f64());
-    }
-    boots.sort_by(f64::total_cmp);
-    let median = boots[boots.len() / 2];
-    let label = match accel {
+    let label = match t.accel {
         Accel::Kvm => "KVM",
         Accel::Tcg => "TCG",
     };
     rows.push((
         format!(
             "boot-to-command for `true` ({label}, median of {})",
-            boots.len()
+            t.boots.len()
         ),
         format!(
-            "{median:.1} s (min {:.1}, max {:.1})",
-            boots[0],
-            boots[boots.len() - 1]
+            "{:.1} s (min {:.1}, max {:.1})",
+            secs(t.median_boot()),
+            secs(t.boots[0]),
+            secs(t.boots[t.boots.len() - 1])
         ),
     ));
-
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "vm bench: kernel {} ({}), {cpus} CPUs, make -j{}",
-        image.release, image.origin, req.jobs
+        t.image.release, t.image.origin, t.jobs
     );
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fibneigh_selftests as st;
 
-use crate::cli_vm::{self, AccelArg, BuildArgs, Guest};
+use super::vm::{self as cli_vm, AccelArg, BuildArgs};
 
 #[derive(Args)]
 pub struct SelftestsArgs {
@@ -47,7 +47,7 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     // The kernel may come from the cache while the tree holds another
     // series; test_progs must be built from this one.
     let req = cli_vm::build_request(&args.build);
-    fibneigh_vm::prepare_tree(&req, crate::progress::reporter().as_mut())
+    fibneigh_vm::prepare_tree(&req, super::progress::reporter().as_mut())
         .context("failed to prepare the kernel tree")?;
     let cache = args.build.cache_dir.clone();
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -81,15 +81,14 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
         out_file.display()
     );
     let kernel = args.kernel.clone().unwrap_or(image.bzimage.clone());
-    let guest = Guest {
+    let guest = cli_vm::guest(
         kernel,
-        accel: cli_vm::accel(args.accel, &cache),
-        cache: cache.clone(),
-        memory: "2G".into(),
-        cpus: 2,
-        rwdirs: vec![out_dir],
-    };
-    let status = guest.run(
+        cli_vm::accel(args.accel, &cache),
+        &cache,
+        &[out_dir],
+    );
+    let status = cli_vm::run_guest(
+        &guest,
         vec!["sh".into(), "-c".into(), script],
         Duration::from_secs(args.timeout),
         false,
@@ -163,16 +162,15 @@ fn run_json(
         summary.display(),
         log.display()
     );
-    let guest = Guest {
-        kernel: kernel.to_path_buf(),
-        accel: cli_vm::accel(args.accel, &cache),
-        cache: cache.clone(),
-        memory: "2G".into(),
-        cpus: 2,
-        rwdirs: vec![out_dir],
-    };
+    let guest = cli_vm::guest(
+        kernel.to_path_buf(),
+        cli_vm::accel(args.accel, &cache),
+        &cache,
+        &[out_dir],
+    );
     eprintln!("[selftests] {label}: {}", kernel.display());
-    guest.run(
+    cli_vm::run_guest(
+        &guest,
         vec!["sh".into(), "-c".into(), script],
         Duration::from_secs(args.timeout),
         false,
@@ -204,11 +202,11 @@ fn run_diff(args: &SelftestsArgs) -> Result<ExitCode> {
     .context("failed to write the empty series")?;
     let mut pristine_req = cli_vm::build_request(&args.build);
     pristine_req.patches = empty;
-    let pristine = fibneigh_vm::build(&pristine_req, crate::progress::reporter().as_mut())
+    let pristine = fibneigh_vm::build(&pristine_req, super::progress::reporter().as_mut())
         .context("failed to build the pristine kernel")?;
     let patched = cli_vm::build(&args.build)?;
     let req = cli_vm::build_request(&args.build);
-    fibneigh_vm::prepare_tree(&req, crate::progress::reporter().as_mut())
+    fibneigh_vm::prepare_tree(&req, super::progress::reporter().as_mut())
         .context("failed to prepare the kernel tree")?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = Instant::now();

@@ -8,12 +8,14 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fibneigh::lab::Lab;
-use fibneigh::report::{self, CellResult, MatrixReport, Verdict};
-use fibneigh::scenario::{self, Cell, Family, HookKind, Options, PolicyChoice, Scenario, Support};
+use fibneigh::report;
+use fibneigh::scenario::{
+    self, Cell, CellResult, Family, HookKind, Kind, MatrixReport, Options, Outcome, PolicyChoice,
+    Scenario, Spec, Support, Verdict,
+};
 use fibneigh::stop;
 
-/// Exit status after SIGINT/SIGTERM (everything torn down).
-const EXIT_INTERRUPTED: u8 = 130;
+use super::{write_json, EXIT_INTERRUPTED};
 
 #[derive(Args)]
 pub struct TimingArgs {
@@ -88,8 +90,11 @@ fn prepare() -> Result<Support> {
 }
 
 fn check_policy(cell: &Cell) -> Result<()> {
-    if cell.scenario == Scenario::StateMatrix && cell.policy == PolicyChoice::KernelStack {
-        bail!("state-matrix runs the probe program; pick a program policy, not kernel-stack");
+    if Spec::of(cell.scenario).kind == Kind::Lookups && cell.policy == PolicyChoice::KernelStack {
+        bail!(
+            "{} runs the probe program; pick a program policy, not kernel-stack",
+            cell.scenario
+        );
     }
     if !cell.scenario.policies().contains(&cell.policy) {
         bail!(
@@ -103,20 +108,6 @@ fn check_policy(cell: &Cell) -> Result<()> {
 
 fn names(p: &[PolicyChoice]) -> String {
     p.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
-}
-
-/// Write `text` to `path`, creating its directory.
-pub(crate) fn write_file(path: &PathBuf, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create {}", dir.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
-}
-
-/// Write `value` to `path` as pretty JSON, creating its directory.
-pub(crate) fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<()> {
-    write_file(path, &(serde_json::to_string_pretty(value)? + "\n"))
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -137,7 +128,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         write_json(p, &r)?;
     }
     Ok(match r.outcome {
-        report::Outcome::Error(_) => ExitCode::FAILURE,
+        Outcome::Error(_) => ExitCode::FAILURE,
         _ => ExitCode::SUCCESS,
     })
 }
@@ -221,7 +212,7 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;
         for s in &scenarios {
-            if *s == Scenario::StateMatrix {
+            if Spec::of(*s).kind != Kind::Traffic {
                 continue;
             }
             let path = dir.join(format!("{s}.svg"));

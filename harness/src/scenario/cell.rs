@@ -1,0 +1,232 @@
+//! The names of the matrix: scenario, policy, family, hook, and a cell
+//! (one of each).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Policy;
+use serde::{Serialize, Serializer};
+
+use super::spec::Spec;
+use crate::lab::addr::{SERVICE4, SERVICE6};
+
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident, $what:literal, { $($(#[$vm:meta])* $v:ident => $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            pub fn name(self) -> &'static str {
+                match self { $($name::$v => $s),+ }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $name::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| {
+                    let names: Vec<&str> = $name::ALL.iter().map(|v| v.name()).collect();
+                    format!("unknown {} {s:?} (expected one of: {})", $what, names.join(", "))
+                })
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// What is done to the neighbour behind the route (docs/design.md).
+    Scenario, "scenario", {
+    /// The field bug: the service IP moves from host A to host B, no
+    /// announcement reaches the DUT, its entry forced STALE with the old
+    /// MAC (`ip neigh replace ... lladdr MAC1 nud stale`).
+    IpReassign => "ip-reassign",
+    /// As ip-reassign, the entry ageing to STALE by itself (short
+    /// base_reachable_time_ms).
+    IpReassignAged => "ip-reassign-aged",
+    /// As ip-reassign, and host B's gratuitous ARP / unsolicited NA
+    /// reaches the DUT.
+    IpReassignGarp => "ip-reassign-garp",
+    /// Every NUD state through the probe program (no traffic).
+    StateMatrix => "state-matrix",
+    /// The service sits behind a router whose MAC changes (stale gateway).
+    Gateway => "gateway",
+    /// Option 1: a managed extern_learn entry, baseline policy.
+    Managed => "managed",
+    /// A pinned NUD_PERMANENT entry: never follows the move.
+    Permanent => "permanent",
+    /// Connected entries only: the slow path must stay unused.
+    ReachableFastpath => "reachable-fastpath",
+});
+
+named_enum!(
+    /// IPv4 or IPv6.
+    Family, "family", { V4 => "4", V6 => "6" });
+
+named_enum!(
+    /// Where the forwarder runs.
+    HookKind, "hook", { Tc => "tc", Xdp => "xdp" });
+
+impl HookKind {
+    pub fn hook(self) -> Hook {
+        match self {
+            HookKind::Tc => Hook::Tc,
+            HookKind::Xdp => Hook::Xdp,
+        }
+    }
+}
+
+impl Scenario {
+    /// The scenarios `matrix --quick` runs.
+    pub const QUICK: &'static [Scenario] = &[
+        Scenario::IpReassign,
+        Scenario::StateMatrix,
+        Scenario::ReachableFastpath,
+    ];
+
+    /// Whether the cell moves the service to a new MAC.
+    pub fn moves(self) -> bool {
+        Spec::of(self).moves
+    }
+
+    /// The policies this scenario runs with.
+    pub fn policies(self) -> Vec<PolicyChoice> {
+        Spec::of(self).policies()
+    }
+}
+
+/// A forwarder policy, or the kernel stack alone (no program).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PolicyChoice {
+    Prog(Policy),
+    KernelStack,
+}
+
+impl PolicyChoice {
+    pub fn all() -> Vec<PolicyChoice> {
+        let mut v: Vec<_> = Policy::ALL.iter().map(|p| PolicyChoice::Prog(*p)).collect();
+        v.push(PolicyChoice::KernelStack);
+        v
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyChoice::Prog(p) => p.name(),
+            PolicyChoice::KernelStack => "kernel-stack",
+        }
+    }
+
+    /// The `BPF_FIB_LOOKUP_*` flags the policy needs from the kernel.
+    pub fn required_flags(self) -> u32 {
+        match self {
+            PolicyChoice::Prog(p) => p.required_flags(),
+            PolicyChoice::KernelStack => 0,
+        }
+    }
+}
+
+impl fmt::Display for PolicyChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PolicyChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "kernel-stack" {
+            return Ok(PolicyChoice::KernelStack);
+        }
+        s.parse::<Policy>()
+            .map(PolicyChoice::Prog)
+            .map_err(|_| format!("unknown policy {s:?} (expected baseline, always-neigh, state-aware, refresh or kernel-stack)"))
+    }
+}
+
+impl Serialize for PolicyChoice {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// One cell of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Cell {
+    pub scenario: Scenario,
+    pub policy: PolicyChoice,
+    pub family: Family,
+    /// None for the kernel stack (no program).
+    pub hook: Option<HookKind>,
+}
+
+impl Cell {
+    /// A cell; the hook is dropped for the kernel stack.
+    pub fn new(scenario: Scenario, policy: PolicyChoice, family: Family, hook: HookKind) -> Self {
+        let hook = (policy != PolicyChoice::KernelStack).then_some(hook);
+        Cell {
+            scenario,
+            policy,
+            family,
+            hook,
+        }
+    }
+
+    pub fn v6(&self) -> bool {
+        self.family == Family::V6
+    }
+
+    /// `scenario/policy/v4/tc`.
+    pub fn id(&self) -> String {
+        format!(
+            "{}/{}/v{}/{}",
+            self.scenario,
+            self.policy,
+            self.family,
+            self.hook.map_or("-", |h| h.name())
+        )
+    }
+}
+
+/// Every cell of `scenarios`, in matrix order.
+pub fn cells(scenarios: &[Scenario]) -> Vec<Cell> {
+    let mut out = Vec::new();
+    for &s in scenarios {
+        for p in s.policies() {
+            for &f in Family::ALL {
+                if p == PolicyChoice::KernelStack {
+                    out.push(Cell::new(s, p, f, HookKind::Tc));
+                } else {
+                    for &h in HookKind::ALL {
+                        out.push(Cell::new(s, p, f, h));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The service address of `family` (on host A, later on host B).
+pub fn service(family: Family) -> IpAddr {
+    pick(family, SERVICE4, SERVICE6)
+}
+
+/// The address of `family` from a v4/v6 pair.
+pub fn pick(family: Family, v4: Ipv4Addr, v6: Ipv6Addr) -> IpAddr {
+    match family {
+        Family::V4 => v4.into(),
+        Family::V6 => v6.into(),
+    }
+}
