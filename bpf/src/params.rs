@@ -110,14 +110,16 @@ pub mod ret {
         "VLAN_FAILURE",
     ];
 
-    /// A readable name; negative values are errnos.
+    /// A readable name; negative values are errnos, named as libc names
+    /// them (`EINVAL`).
     pub fn name(rc: i64) -> String {
+        use nix::errno::Errno;
         match usize::try_from(rc).ok().and_then(|i| NAMES.get(i)) {
             Some(n) => (*n).to_string(),
-            None if rc == -(libc::EINVAL as i64) => "EINVAL".into(),
-            None if rc == -(libc::ENODEV as i64) => "ENODEV".into(),
-            None if rc == -(libc::EAFNOSUPPORT as i64) => "EAFNOSUPPORT".into(),
-            None if rc < 0 => format!("errno {}", -rc),
+            None if rc < 0 => match i32::try_from(-rc).map(Errno::from_raw) {
+                Ok(Errno::UnknownErrno) | Err(_) => format!("errno {}", -rc),
+                Ok(e) => format!("{e:?}"),
+            },
             None => format!("unknown({rc})"),
         }
     }
@@ -371,7 +373,8 @@ mod tests {
         assert_eq!(ret::name(ret::NO_NEIGH), "NO_NEIGH");
         assert_eq!(ret::name(-22), "EINVAL");
         assert_eq!(ret::name(-97), "EAFNOSUPPORT");
-        assert_eq!(ret::name(-5), "errno 5");
+        assert_eq!(ret::name(-5), "EIO");
+        assert_eq!(ret::name(-4000), "errno 4000");
         assert_eq!(ret::name(42), "unknown(42)");
     }
 }

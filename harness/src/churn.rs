@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, Topology};
 use crate::scenario::{pick, Family};
 use crate::stop;
-use crate::traffic::{Capture, Flow, FlowSpec};
+use crate::traffic::{self, Capture, Flow, FlowSpec};
 
 pub use crate::error::{Error, Result};
 
@@ -119,7 +119,7 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
     let family = if v6 { Family::V6 } else { Family::V4 };
     let nexthop = pick(family, addr::HOST_A4, addr::HOST_A6);
     let src = pick(family, addr::CLIENT4, addr::CLIENT6);
-    let _sink = lab.udp_sink(&n.host_a)?;
+    let _sink = traffic::udp_sink(&n.host_a)?;
 
     let fwd = Forwarder::load(policy)?;
     let _attached = lab.attach_forwarder(&fwd, hook, &n.dut, &n.dut_client_if)?;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod fuzz;
 pub mod lab;
 pub mod nud;
+pub mod present;
 pub mod report;
 pub mod scenario;
 pub mod stop;

@@ -78,6 +78,18 @@ where
     }))
 }
 
+/// A UDP socket bound to the flow's port on every address of namespace
+/// `ns`, so flow packets that arrive there are taken, not answered with
+/// ICMP port unreachable. Closed when dropped.
+pub fn udp_sink(ns: &str) -> Result<std::net::UdpSocket> {
+    let what = format!("bind the flow's UDP sink in {ns}");
+    spawn_in_ns(ns, move || {
+        std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, DPORT)).map_err(io_err(what))
+    })?
+    .join()
+    .map_err(|_| Error::ThreadDied)?
+}
+
 /// A pnet Ethernet channel on `ifname` of the calling thread's namespace.
 pub fn open_channel(
     ifname: &str,

@@ -17,6 +17,11 @@ pub enum Profile {
     /// lockdep, KASAN, UBSAN and friends. For correctness runs, never for
     /// benchmarks.
     Debug,
+    /// Tiny plus `config-selftests`: what the BPF selftests of the
+    /// regression differential need beyond the harness's own tests
+    /// (tracing for `bpf_probe_read_kernel`, cgroup BPF, netkit, tun,
+    /// vxlan, matchall/skbmod, NR_CPUS for cpumap).
+    Selftests,
 }
 
 impl Profile {
@@ -24,6 +29,7 @@ impl Profile {
         match self {
             Profile::Tiny => "tiny",
             Profile::Debug => "debug",
+            Profile::Selftests => "selftests",
         }
     }
 
@@ -32,6 +38,7 @@ impl Profile {
         match self {
             Profile::Tiny => None,
             Profile::Debug => Some("config-debug"),
+            Profile::Selftests => Some("config-selftests"),
         }
     }
 

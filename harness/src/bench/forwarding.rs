@@ -395,13 +395,37 @@ pub fn loss_note(losses: &[f64]) -> Option<String> {
     })
 }
 
-/// Measure every row; returns the rows and how they were measured.
-pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> {
+/// What the rounds of one row group (a hook and a flow count) measured:
+/// per measurable policy (in [`Measurement::measurable`]'s order), one
+/// entry per round.
+struct Measured {
+    hook: Hook,
+    flows: Flows,
+    pps: Vec<Vec<f64>>,
+    ns_per_packet: Vec<Vec<f64>>,
+    /// The forwarder's own run time (empty for the kernel stack).
+    prog_ns: Vec<Vec<f64>>,
+    /// Share of the frames lost at a veth ring.
+    loss: Vec<Vec<f64>>,
+}
+
+/// Everything [`measure`] measured.
+struct Measurement {
+    /// The policies this kernel can run, in column order.
+    measurable: Vec<PolicyChoice>,
+    groups: Vec<Measured>,
+    /// Frames per sample, per group.
+    frames_used: Vec<u32>,
+    /// The generator's rate with nothing behind it, per sample.
+    ceiling: Vec<f64>,
+}
+
+/// Measure every row: the interleaved rounds for each hook and flow
+/// count, then the generator's ceiling.
+fn measure(opts: &Options, support: Support) -> Result<Measurement> {
     let mut lab = FwdLab::new()?;
-    let cols = columns();
-    let measurable: Vec<PolicyChoice> = cols
-        .iter()
-        .copied()
+    let measurable: Vec<PolicyChoice> = columns()
+        .into_iter()
         .filter(|p| support.missing(p.required_flags()).is_empty())
         .collect();
     // Each policy's forwarder is loaded (and verified) once; the samples
@@ -413,7 +437,7 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
             PolicyChoice::Prog(p) => Forwarder::load_with(*p, false).map(Some),
         })
         .collect::<Result<_, _>>()?;
-    let mut rows = Vec::new();
+    let mut groups = Vec::new();
     let mut frames_used = Vec::new();
     for &hook in &opts.hooks {
         for &flows in &opts.flows {
@@ -432,74 +456,31 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
             }
             frames_used.push(frames);
             let k = measurable.len();
-            let mut pps = vec![Vec::new(); k];
-            let mut nspp = vec![Vec::new(); k];
-            let mut prog_ns = vec![Vec::new(); k];
-            let mut loss = vec![Vec::new(); k];
+            let mut m = Measured {
+                hook,
+                flows,
+                pps: vec![Vec::new(); k],
+                ns_per_packet: vec![Vec::new(); k],
+                prog_ns: vec![Vec::new(); k],
+                loss: vec![Vec::new(); k],
+            };
             for round in 0..opts.rounds.max(1) {
                 for i in rotated(&(0..k).collect::<Vec<_>>(), round) {
                     stop::check()?;
                     let (p, fwd) = (measurable[i], forwarders[i].as_ref());
                     let (s, _) = lab.sample(fwd, hook, frames, false)?;
                     check_sample(p, hook, &s)?;
-                    pps[i].push(s.pps());
-                    loss[i].push(1.0 - s.delivered as f64 / s.sent.max(1) as f64);
-                    nspp[i].push(s.ns_per_packet());
+                    m.pps[i].push(s.pps());
+                    m.loss[i].push(1.0 - s.delivered as f64 / s.sent.max(1) as f64);
+                    m.ns_per_packet[i].push(s.ns_per_packet());
                     if fwd.is_some() {
                         let (_, ns) = lab.sample(fwd, hook, (frames / 4).max(1000), true)?;
-                        prog_ns[i].push(ns.unwrap_or(f64::NAN));
+                        m.prog_ns[i].push(ns.unwrap_or(f64::NAN));
                     }
                 }
             }
             lab.check_reachable(flows)?;
-            let base = measurable
-                .iter()
-                .position(|p| *p == PolicyChoice::Prog(Policy::Baseline));
-            let reference = |v: &Vec<Vec<f64>>| base.map(|b| v[b].clone()).unwrap_or_default();
-            let label = format!("{} {}", hook.name(), flows.label());
-            // (unit, what, figures, whether only programs have the figure)
-            for (unit, what, data, programs_only) in [
-                (Unit::Pps, "rate", &pps, false),
-                (Unit::NsPerPacket, "time", &nspp, false),
-                (Unit::NsPerPacket, "forwarder run time", &prog_ns, true),
-            ] {
-                let r = reference(data);
-                let mut figures: Vec<Figure> = cols
-                    .iter()
-                    .map(|p| match measurable.iter().position(|m| m == p) {
-                        Some(_) if programs_only && *p == PolicyChoice::KernelStack => {
-                            Figure::missing(p.name(), "no program")
-                        }
-                        Some(i) => figure(p.name(), &data[i], &r),
-                        None => Figure::unsupported(p.name(), &support.missing(p.required_flags())),
-                    })
-                    .collect();
-                if unit == Unit::Pps {
-                    for (i, p) in measurable.iter().enumerate() {
-                        if let (Some(note), Some(f)) = (
-                            loss_note(&loss[i]),
-                            figures.iter_mut().find(|f| f.column == p.name()),
-                        ) {
-                            f.note = Some(note);
-                        }
-                    }
-                }
-                if hook == Hook::Xdp {
-                    if let Some(f) = figures.iter_mut().find(|f| f.column == "always-neigh") {
-                        if f.note.is_none() {
-                            f.note =
-                                Some("XDP has no bpf_redirect_neigh(): passes to the stack".into());
-                        }
-                    }
-                }
-                rows.push(Row {
-                    section: "forwarding".into(),
-                    label: format!("{label} {what}"),
-                    unit,
-                    reference: "baseline".into(),
-                    figures,
-                });
-            }
+            groups.push(m);
         }
     }
     // The generator must not be the bottleneck: its rate with nothing
@@ -511,7 +492,78 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
         stop::check()?;
         ceiling.push(lab.generator_ceiling(frames)?);
     }
-    let ceiling = super::Stats::of(&ceiling);
+    Ok(Measurement {
+        measurable,
+        groups,
+        frames_used,
+        ceiling,
+    })
+}
+
+/// The rows: per group, rate, time per packet and the forwarder's run
+/// time, one figure per column (ratios to the baseline), with loss and
+/// XDP notes.
+fn figures(m: &Measurement, support: Support) -> Vec<Row> {
+    let cols = columns();
+    let measurable = &m.measurable;
+    let base = measurable
+        .iter()
+        .position(|p| *p == PolicyChoice::Prog(Policy::Baseline));
+    let reference = |v: &Vec<Vec<f64>>| base.map(|b| v[b].clone()).unwrap_or_default();
+    let mut rows = Vec::new();
+    for g in &m.groups {
+        let label = format!("{} {}", g.hook.name(), g.flows.label());
+        // (unit, what, figures, whether only programs have the figure)
+        for (unit, what, data, programs_only) in [
+            (Unit::Pps, "rate", &g.pps, false),
+            (Unit::NsPerPacket, "time", &g.ns_per_packet, false),
+            (Unit::NsPerPacket, "forwarder run time", &g.prog_ns, true),
+        ] {
+            let r = reference(data);
+            let mut figures: Vec<Figure> = cols
+                .iter()
+                .map(|p| match measurable.iter().position(|m| m == p) {
+                    Some(_) if programs_only && *p == PolicyChoice::KernelStack => {
+                        Figure::missing(p.name(), "no program")
+                    }
+                    Some(i) => figure(p.name(), &data[i], &r),
+                    None => Figure::unsupported(p.name(), &support.missing(p.required_flags())),
+                })
+                .collect();
+            if unit == Unit::Pps {
+                for (i, p) in measurable.iter().enumerate() {
+                    if let (Some(note), Some(f)) = (
+                        loss_note(&g.loss[i]),
+                        figures.iter_mut().find(|f| f.column == p.name()),
+                    ) {
+                        f.note = Some(note);
+                    }
+                }
+            }
+            if g.hook == Hook::Xdp {
+                if let Some(f) = figures.iter_mut().find(|f| f.column == "always-neigh") {
+                    if f.note.is_none() {
+                        f.note =
+                            Some("XDP has no bpf_redirect_neigh(): passes to the stack".into());
+                    }
+                }
+            }
+            rows.push(Row {
+                section: "forwarding".into(),
+                label: format!("{label} {what}"),
+                unit,
+                reference: "baseline".into(),
+                figures,
+            });
+        }
+    }
+    rows
+}
+
+/// How the rows were measured, and the generator's ceiling against the
+/// fastest figure of `rows`.
+fn method(opts: &Options, m: &Measurement, rows: &[Row]) -> Vec<String> {
+    let ceiling = super::Stats::of(&m.ceiling);
     let best = rows
         .iter()
         .filter(|r| r.unit == Unit::Pps)
@@ -527,7 +579,7 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
          order; the forwarder's run time from BPF_ENABLE_STATS in a separate pass of 1/4 the frames; \
          the forwarders count only the lookup's return code and the action (no per-state \
          histogram), the same bookkeeping for every policy",
-        frames_used,
+        m.frames_used,
         opts.rounds.max(1)
     )];
     if let Some(c) = ceiling {
@@ -539,5 +591,13 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
             c.median / best.max(1.0)
         ));
     }
+    method
+}
+
+/// Measure every row; returns the rows and how they were measured.
+pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> {
+    let m = measure(opts, support)?;
+    let rows = figures(&m, support);
+    let method = method(opts, &m, &rows);
     Ok((rows, method))
 }

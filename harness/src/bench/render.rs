@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 
 use super::{BenchReport, Figure, Goal, Row, Stats, Unit};
+use crate::present::svg::{self as draw, Canvas, LegendStyle};
+use crate::present::{self, Table};
 
 /// Shown instead of absolute times on an emulated CPU.
 pub const EMULATED: &str = "emulated (TCG)";
@@ -100,10 +102,9 @@ pub fn render_table(report: &BenchReport) -> String {
                 }
             }
         }
-        let mut table: Vec<Vec<String>> = Vec::new();
         let mut head = vec![section.to_string(), "unit".to_string()];
         head.extend(columns.iter().map(|c| c.to_string()));
-        table.push(head);
+        let mut table = Table::new().header(head).rule();
         for r in &rows {
             let hide = emulated && r.unit != Unit::Packets;
             let unit = if hide {
@@ -129,30 +130,10 @@ pub fn render_table(report: &BenchReport) -> String {
                 };
                 line.push(text);
             }
-            table.push(line);
+            table.row(line);
         }
-        let widths: Vec<usize> = (0..table[0].len())
-            .map(|i| {
-                table
-                    .iter()
-                    .map(|l| l[i].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
         let _ = writeln!(out);
-        for (k, line) in table.iter().enumerate() {
-            let cells: Vec<String> = line
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-            if k == 0 {
-                let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
-                let _ = writeln!(out, "{}", "-".repeat(total));
-            }
-        }
+        out.push_str(&table.render());
     }
     if !notes.is_empty() {
         let _ = writeln!(out);
@@ -163,9 +144,14 @@ pub fn render_table(report: &BenchReport) -> String {
     let _ = writeln!(out, "\ncells: median ±half the range in % (samples), xratio to the row's (ref) column from the same rounds");
     if !report.goals.is_empty() {
         let _ = writeln!(out, "\ngoals:");
+        let mut goals = Table::new().indent(2);
         for g in &report.goals {
-            let _ = writeln!(out, "  {:<13} {}: {}", goal_mark(g), g.text, g.detail);
+            goals.row([
+                goal_mark(g).to_string(),
+                format!("{}: {}", g.text, g.detail),
+            ]);
         }
+        out.push_str(&goals.render());
     }
     let _ = writeln!(out, "\nmethod:");
     for m in &report.method {
@@ -180,13 +166,6 @@ fn goal_mark(g: &Goal) -> &'static str {
         Some(false) => "[NOT met]",
         None => "[not measured]",
     }
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// One bar of a panel.
@@ -222,26 +201,44 @@ fn bars(report: &BenchReport, section: &str, unit: Unit, ratios: bool) -> Vec<Ba
     out
 }
 
-const PALETTE: [&str; 6] = [
-    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1",
-];
+/// A y-axis label: 0, or the tick with as many decimals as the step
+/// needs, in k or M for large values; `×` in front for ratios.
+fn tick_label(v: f64, ticks: &[f64], ratios: bool) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if ratios {
+        let d = draw::tick_decimals(ticks).max(1);
+        return format!("×{v:.d$}");
+    }
+    let top = ticks.last().copied().unwrap_or(0.0);
+    let (div, suffix) = if top >= 1e6 {
+        (1e6, "M")
+    } else if top >= 1e4 {
+        (1e3, "k")
+    } else {
+        (1.0, "")
+    };
+    let scaled: Vec<f64> = ticks.iter().map(|t| t / div).collect();
+    let d = draw::tick_decimals(&scaled);
+    format!("{:.d$}{suffix}", v / div)
+}
 
-/// A grouped bar chart with min..max whiskers; `y0` is where y starts.
-fn panel(out: &mut String, x: f64, y: f64, w: f64, h: f64, title: &str, bars: &[Bar]) {
-    let _ = writeln!(
-        out,
-        r#"<text x="{:.1}" y="{:.1}" font-weight="bold">{}</text>"#,
-        x + 10.0,
-        y + 12.0,
-        xml_escape(title)
-    );
+/// A grouped bar chart with min..max whiskers, in the box at (`x`, `y`)
+/// of `w` x `h`: title, legend row, plot with round y ticks, rotated
+/// group labels below. `ratios`: the bars are ratios to a reference
+/// column, marked by a labelled line at ×1.0.
+fn panel(
+    c: &mut Canvas,
+    (x, y): (f64, f64),
+    (w, h): (f64, f64),
+    title: &str,
+    bars: &[Bar],
+    ratios: bool,
+) {
+    c.add(draw::text(x + 10.0, y + 12.0, title).set("font-weight", "bold"));
     if bars.is_empty() {
-        let _ = writeln!(
-            out,
-            r#"<text x="{:.1}" y="{:.1}">nothing measured</text>"#,
-            x + 10.0,
-            y + 40.0
-        );
+        c.add(draw::text(x + 10.0, y + 40.0, "nothing measured"));
         return;
     }
     let mut groups: Vec<&str> = Vec::new();
@@ -254,27 +251,20 @@ fn panel(out: &mut String, x: f64, y: f64, w: f64, h: f64, title: &str, bars: &[
             columns.push(&b.column);
         }
     }
-    let top = bars
+    let highest = bars
         .iter()
         .map(|b| b.hi.max(b.value))
+        .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
-    // title, legend row, plot, rotated group labels below
+    // The reference line must be inside the plot.
+    let highest = if ratios { highest.max(1.0) } else { highest };
+    let ticks = draw::nice_ticks(highest * 1.05, 4);
+    let top = ticks.last().copied().unwrap_or(1.0);
     let (px, py, pw, ph) = (x + 70.0, y + 46.0, w - 85.0, h - 150.0);
     let scale = |v: f64| py + ph - (v / top * ph).clamp(0.0, ph);
-    // axis and 4 grid lines
-    for k in 0..=4 {
-        let v = top * f64::from(k) / 4.0;
-        let yy = scale(v);
-        let _ = writeln!(
-            out,
-            r##"<line x1="{px:.1}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            px + pw,
-            px - 4.0,
-            yy + 4.0,
-            num(v)
-        );
-    }
+    draw::y_grid(c, (px, px + pw), &ticks, scale, |v| {
+        tick_label(v, &ticks, ratios)
+    });
     let gw = pw / groups.len() as f64;
     let bw = (gw * 0.8) / columns.len() as f64;
     for (gi, g) in groups.iter().enumerate() {
@@ -283,71 +273,57 @@ fn panel(out: &mut String, x: f64, y: f64, w: f64, h: f64, title: &str, bars: &[
             let ci = columns.iter().position(|c| *c == b.column).unwrap_or(0);
             let bx = gx + bw * ci as f64;
             let (y1, y2) = (scale(b.value), scale(0.0));
-            let _ = writeln!(
-                out,
-                r#"<rect x="{bx:.1}" y="{y1:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {} = {}</title></rect>"#,
-                (bw - 1.0).max(1.0),
-                (y2 - y1).max(0.0),
-                PALETTE[ci % PALETTE.len()],
-                xml_escape(g),
-                xml_escape(&b.column),
-                num(b.value)
+            c.add(
+                draw::rect(
+                    bx,
+                    y1,
+                    (bw - 1.0).max(1.0),
+                    y2 - y1,
+                    present::colour(&b.column),
+                )
+                .add(draw::tooltip(format!(
+                    "{g}: {} = {}",
+                    b.column,
+                    num(b.value)
+                ))),
             );
             let cx = bx + bw / 2.0;
-            let _ = writeln!(
-                out,
-                r#"<line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="black"/>"#,
-                scale(b.lo),
-                scale(b.hi)
-            );
+            c.add(draw::line(cx, scale(b.lo), cx, scale(b.hi), "black"));
         }
-        let _ = writeln!(
-            out,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" transform="rotate(-30 {:.1} {:.1})">{}</text>"#,
-            gx + gw * 0.4,
-            py + ph + 14.0,
-            gx + gw * 0.4,
-            py + ph + 14.0,
-            xml_escape(g)
+        let (lx, ly) = (gx + gw * 0.4, py + ph + 14.0);
+        c.add(
+            draw::text(lx, ly, *g)
+                .set("text-anchor", "end")
+                .set("transform", format!("rotate(-30 {lx:.1} {ly:.1})")),
         );
     }
-    // legend, one row under the title
-    let mut lx = x + 10.0;
-    let ly = y + 30.0;
-    for (ci, c) in columns.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{ly:.1}">{}</text>"#,
-            ly - 9.0,
-            PALETTE[ci % PALETTE.len()],
-            lx + 14.0,
-            xml_escape(c)
-        );
-        lx += 24.0 + 6.5 * c.chars().count() as f64;
+    if ratios {
+        draw::reference_line(c, (px, px + pw), scale(1.0), "×1.0 (reference)");
     }
+    let entries: Vec<(&str, &str)> = columns
+        .iter()
+        .map(|col| (present::colour(col), *col))
+        .collect();
+    draw::legend(c, x + 10.0, y + 30.0, &entries, LegendStyle::PLAIN);
 }
 
 /// Two panels: ns per lookup by flag, packets per second by policy
-/// (ratios to the reference column on an emulated CPU).
+/// (ratios to the reference column on an emulated CPU, with the ×1.0
+/// line drawn).
 pub fn render_svg(report: &BenchReport) -> String {
     let emulated = report.machine.execution.emulated();
     let (w, h) = (1100.0, 420.0);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{:.0}" viewBox="0 0 {w:.0} {:.0}" font-family="sans-serif" font-size="11">"#,
-        h + 30.0,
-        h + 30.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="16">{}</text>"#,
-        xml_escape(&format!(
+    let mut c = Canvas::new(w, h + 30.0);
+    c.title(
+        10.0,
+        16.0,
+        draw::FONT_SIZE,
+        format!(
             "fibneigh bench: kernel {}, {} cores, {}; bars: median, whiskers: min..max",
             report.kernel,
             report.machine.cores,
             report.machine.execution.label()
-        ))
+        ),
     );
     let suffix = if emulated {
         " — ratio to reference, emulated (TCG)"
@@ -358,25 +334,22 @@ pub fn render_svg(report: &BenchReport) -> String {
     let rates = bars(report, "forwarding", Unit::Pps, emulated);
     let half = w / 2.0;
     panel(
-        &mut s,
-        0.0,
-        26.0,
-        half,
-        h,
+        &mut c,
+        (0.0, 26.0),
+        (half, h),
         &format!("bpf_fib_lookup(): ns per lookup by flags{suffix}"),
         &lookups,
+        emulated,
     );
     panel(
-        &mut s,
-        half,
-        26.0,
-        half,
-        h,
+        &mut c,
+        (half, 26.0),
+        (half, h),
         &format!("forwarding: packets per second by policy{suffix}"),
         &rates,
+        emulated,
     );
-    s.push_str("</svg>\n");
-    s
+    c.finish()
 }
 
 #[cfg(test)]

@@ -96,12 +96,9 @@ fn check_policy(cell: &Cell) -> Result<()> {
             cell.scenario
         );
     }
-    if !cell.scenario.policies().contains(&cell.policy) {
-        bail!(
-            "{} runs only with: {}",
-            cell.scenario,
-            names(&cell.scenario.policies())
-        );
+    let policies = Spec::of(cell.scenario).policies();
+    if !policies.contains(&cell.policy) {
+        bail!("{} runs only with: {}", cell.scenario, names(&policies));
     }
     Ok(())
 }

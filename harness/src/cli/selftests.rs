@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use fibneigh::present::Table;
 use fibneigh_selftests as st;
 
 use super::vm::{self as cli_vm, AccelArg, BuildArgs};
@@ -100,13 +101,11 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     eprintln!("\nselftests: {} result line(s)", report.results.len());
+    let mut results = Table::new().indent(2);
     for r in &report.results {
-        eprintln!(
-            "  {:<5} {}",
-            format!("{:?}", r.outcome).to_uppercase(),
-            r.name
-        );
+        results.row([format!("{:?}", r.outcome).to_uppercase(), r.name.clone()]);
     }
+    eprint!("{}", results.render());
     eprintln!(
         "  {}",
         report
@@ -248,20 +247,24 @@ fn run_diff(args: &SelftestsArgs) -> Result<ExitCode> {
         Some(false) => "FAIL",
         None => "-",
     };
-    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    println!("{:<width$}  pristine  patched", "test");
+    let mut table = Table::new().header(["test", "pristine", "patched"]);
     for r in &rows {
-        println!(
-            "{:<width$}  {:<8}  {:<7}{}",
-            r.name,
+        table.row([
+            r.name.as_str(),
             mark(r.pristine),
             mark(r.patched),
-            if r.regressed() { "  REGRESSION" } else { "" }
-        );
+            if r.regressed() { "REGRESSION" } else { "" },
+        ]);
     }
     for t in &built.skipped {
-        println!("{t:<width$}  (left out: does not compile with this clang/config)");
+        table.row([
+            t.as_str(),
+            "",
+            "",
+            "(left out: does not compile with this clang/config)",
+        ]);
     }
+    print!("{}", table.render());
     let regressions = rows.iter().filter(|r| r.regressed()).count();
     let count = |f: &dyn Fn(&st::DiffRow) -> bool| rows.iter().filter(|r| f(r)).count();
     println!(

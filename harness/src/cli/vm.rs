@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use fibneigh::stop;
 use fibneigh_vm::timing::{self, TimingRequest};
-use fibneigh_vm::{self as vm, Accel, BuildRequest, Guest, KernelImage, Profile, SourceSpec};
+use fibneigh_vm::{
+    self as vm, Accel, BuildRequest, Guest, KernelImage, Profile, RunRequest, SourceSpec,
+};
 
 use super::progress;
 
@@ -53,9 +55,11 @@ pub struct BuildArgs {
     /// Ask the mirror for the newest package version even if one is cached.
     #[arg(long)]
     pub refresh_source: bool,
-    /// Build profile: tiny (the fragment alone) or debug (plus the
-    /// `config-debug` fragment next to it: lockdep, KASAN, UBSAN, ...;
-    /// for correctness runs, never for benchmarks).
+    /// Build profile: tiny (the fragment alone), debug (plus the
+    /// `config-debug` fragment next to it: lockdep, KASAN, UBSAN, ...; for
+    /// correctness runs, never for benchmarks) or selftests (plus
+    /// `config-selftests`: what the BPF selftests of `selftests --diff`
+    /// need).
     #[arg(long, value_enum, default_value_t = ProfileArg::Tiny)]
     pub profile: ProfileArg,
 }
@@ -64,6 +68,7 @@ pub struct BuildArgs {
 pub enum ProfileArg {
     Tiny,
     Debug,
+    Selftests,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,11 +103,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub kernel: Option<PathBuf>,
     /// Seconds before the guest is killed.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = RunRequest::default().timeout.as_secs())]
     pub timeout: u64,
-    #[arg(long, default_value = "2G")]
+    /// Guest memory (QEMU syntax).
+    #[arg(long, default_value_t = RunRequest::default().memory)]
     pub memory: String,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = RunRequest::default().cpus)]
     pub cpus: u32,
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
@@ -188,6 +194,7 @@ pub fn build_request(args: &BuildArgs) -> BuildRequest {
         profile: match args.profile {
             ProfileArg::Tiny => Profile::Tiny,
             ProfileArg::Debug => Profile::Debug,
+            ProfileArg::Selftests => Profile::Selftests,
         },
         jobs: args
             .jobs
@@ -359,9 +366,10 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         "vm bench: kernel {} ({}), {cpus} CPUs, make -j{}",
         t.image.release, t.image.origin, t.jobs
     );
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut table = fibneigh::present::Table::new().indent(2);
     for (k, v) in rows {
-        println!("  {k:<width$}  {v}");
+        table.row([k, v]);
     }
+    print!("{}", table.render());
     Ok(ExitCode::SUCCESS)
 }

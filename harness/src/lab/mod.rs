@@ -228,16 +228,6 @@ impl Lab {
         })
     }
 
-    /// A UDP socket bound to the flow's port on every address of `ns`, so
-    /// flow packets that arrive there are taken, not answered with ICMP.
-    pub fn udp_sink(&self, ns: &str) -> Result<std::net::UdpSocket> {
-        self.check(ns)?;
-        Lab::in_ns(ns, || {
-            std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, crate::traffic::DPORT))
-        })?
-        .map_err(io_err(format!("bind the flow's UDP sink in {ns}")))
-    }
-
     /// The index of `ifname` in `ns`.
     pub fn ifindex(&self, ns: &str, ifname: &str) -> Result<u32> {
         let name = ifname.to_string();

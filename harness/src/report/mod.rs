@@ -5,11 +5,13 @@ mod svg;
 
 use std::fmt::Write as _;
 
+use crate::present::Table;
 use crate::scenario::result::{CellResult, Outcome, Verdict};
 use crate::scenario::spec::{Kind, Spec};
 use crate::scenario::HookKind;
 
-pub use svg::{render_svg, state_colour};
+pub use crate::present::state_colour;
+pub use svg::render_svg;
 
 fn state_label(r: &CellResult) -> String {
     match (&r.final_state, r.final_new_mac) {
@@ -56,7 +58,7 @@ pub fn render_table(results: &[CellResult]) -> String {
         "CHECK",
     ];
     let dash = |b: bool, s: String| if b { s } else { "-".to_string() };
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    let mut table = Table::new().header(header);
     for r in results {
         let traffic = Spec::of(r.cell.scenario).kind == Kind::Traffic
             && !matches!(r.outcome, Outcome::Unsupported | Outcome::Error(_));
@@ -65,7 +67,7 @@ pub fn render_table(results: &[CellResult]) -> String {
             Some(HookKind::Xdp) => format!("{}(pass)", r.neigh_pass),
             _ => r.redirect_neigh.to_string(),
         };
-        rows.push(vec![
+        table.row([
             r.cell.scenario.to_string(),
             r.cell.policy.to_string(),
             format!("v{}", r.cell.family),
@@ -88,26 +90,7 @@ pub fn render_table(results: &[CellResult]) -> String {
             },
         ]);
     }
-    let cols = header.len();
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == cols {
-                line.push_str(cell);
-            } else {
-                let pad = widths[c] - cell.chars().count();
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    table.render()
 }
 
 /// The details `fibneigh run` prints under the table.
@@ -121,23 +104,18 @@ pub fn render_details(r: &CellResult) -> String {
         );
     }
     if !r.state_rows.is_empty() {
-        let _ = writeln!(
-            out,
-            "{:<11} {:<11} {:<13} {:<12} {:<18} {:<11}",
-            "SET", "BEFORE", "RC", "NUD_STATE", "DMAC", "AFTER"
-        );
+        let mut table = Table::new().header(["SET", "BEFORE", "RC", "NUD_STATE", "DMAC", "AFTER"]);
         for row in &r.state_rows {
-            let _ = writeln!(
-                out,
-                "{:<11} {:<11} {:<13} {:<12} {:<18} {:<11}",
-                row.set,
-                row.before,
-                row.rc_name,
+            table.row([
+                row.set.to_string(),
+                row.before.to_string(),
+                row.rc_name.clone(),
                 row.reported.map_or("-".into(), |n| n.name()),
-                row.dmac.as_deref().unwrap_or("-"),
-                row.after
-            );
+                row.dmac.as_deref().unwrap_or("-").to_string(),
+                row.after.to_string(),
+            ]);
         }
+        out.push_str(&table.render());
     }
     if Spec::of(r.cell.scenario).kind == Kind::Traffic && r.outcome != Outcome::Unsupported {
         let _ = writeln!(

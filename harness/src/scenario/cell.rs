@@ -9,7 +9,6 @@ use fibneigh_bpf::probe::Hook;
 use fibneigh_bpf::Policy;
 use serde::{Serialize, Serializer};
 
-use super::spec::Spec;
 use crate::lab::addr::{SERVICE4, SERVICE6};
 
 macro_rules! named_enum {
@@ -95,16 +94,6 @@ impl Scenario {
         Scenario::StateMatrix,
         Scenario::ReachableFastpath,
     ];
-
-    /// Whether the cell moves the service to a new MAC.
-    pub fn moves(self) -> bool {
-        Spec::of(self).moves
-    }
-
-    /// The policies this scenario runs with.
-    pub fn policies(self) -> Vec<PolicyChoice> {
-        Spec::of(self).policies()
-    }
 }
 
 /// A forwarder policy, or the kernel stack alone (no program).
@@ -197,25 +186,6 @@ impl Cell {
             self.hook.map_or("-", |h| h.name())
         )
     }
-}
-
-/// Every cell of `scenarios`, in matrix order.
-pub fn cells(scenarios: &[Scenario]) -> Vec<Cell> {
-    let mut out = Vec::new();
-    for &s in scenarios {
-        for p in s.policies() {
-            for &f in Family::ALL {
-                if p == PolicyChoice::KernelStack {
-                    out.push(Cell::new(s, p, f, HookKind::Tc));
-                } else {
-                    for &h in HookKind::ALL {
-                        out.push(Cell::new(s, p, f, h));
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The service address of `family` (on host A, later on host B).

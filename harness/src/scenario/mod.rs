@@ -16,10 +16,10 @@ pub mod spec;
 mod state_matrix;
 pub mod support;
 
-pub use cell::{cells, pick, service, Cell, Family, HookKind, PolicyChoice, Scenario};
+pub use cell::{pick, service, Cell, Family, HookKind, PolicyChoice, Scenario};
 pub use options::{NeighTimers, Options};
 pub use result::{CellResult, Expect, MatrixReport, Outcome, StateRow, Verdict};
-pub use spec::{Kind, Spec};
+pub use spec::{cells, Kind, Spec};
 pub use support::Support;
 
 use crate::stop::Interrupted;

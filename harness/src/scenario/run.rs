@@ -13,7 +13,7 @@ use super::cell::{pick, Cell, Family, PolicyChoice};
 use super::options::{NeighTimers, Options};
 use super::result::{CellResult, Outcome, StateSample, Timeline};
 use super::spec::{Entry, Spec, Window};
-use super::{Error, Result};
+use crate::error::{Error, Result};
 use crate::lab::addr::{GW4, GW6, REMOTE4, REMOTE6, SERVICE4, SERVICE6};
 use crate::lab::plan::Route;
 use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
@@ -170,8 +170,8 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
         };
         lab.netlink(&n.dut, |h| async move { rtnl::add_route(&h, &route).await })?;
     }
-    let _sink_a = lab.udp_sink(&n.host_a)?;
-    let _sink_b = lab.udp_sink(&n.host_b)?;
+    let _sink_a = traffic::udp_sink(&n.host_a)?;
+    let _sink_b = traffic::udp_sink(&n.host_b)?;
 
     match spec.entry {
         Entry::Managed => {

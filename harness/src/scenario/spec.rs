@@ -5,8 +5,8 @@
 
 use fibneigh_bpf::Policy;
 
+use super::cell::{Cell, Family, HookKind, PolicyChoice, Scenario};
 use super::result::Expect;
-use super::{PolicyChoice, Scenario};
 
 /// How a cell exercises the helper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +204,25 @@ impl Spec {
             })
             .and_then(|(_, e)| *e)
     }
+}
+
+/// Every cell of `scenarios`, in matrix order.
+pub fn cells(scenarios: &[Scenario]) -> Vec<Cell> {
+    let mut out = Vec::new();
+    for &s in scenarios {
+        for p in Spec::of(s).policies() {
+            for &f in Family::ALL {
+                if p == PolicyChoice::KernelStack {
+                    out.push(Cell::new(s, p, f, HookKind::Tc));
+                } else {
+                    for &h in HookKind::ALL {
+                        out.push(Cell::new(s, p, f, h));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

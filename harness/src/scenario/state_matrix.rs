@@ -9,7 +9,7 @@ use fibneigh_bpf::{flags, params::mac_string, ret, FibParams};
 
 use super::cell::{pick, Cell, PolicyChoice};
 use super::result::{CellResult, Outcome, StateRow};
-use super::{Error, Result};
+use crate::error::{Error, Result};
 use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, Topology};
 use crate::nud::Nud;
 use crate::stop;
