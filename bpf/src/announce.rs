@@ -5,11 +5,10 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::TC_EGRESS;
 
 use crate::attach::{self, Attachment, EnteredNetns};
-use crate::{BpfContext, Error, Result};
+use crate::{Error, Result};
 
 mod skel {
     #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
@@ -31,11 +30,10 @@ pub struct AnnounceFilter {
 impl AnnounceFilter {
     /// Load the filter (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        let open = crate::open_skel(
+        let skel = crate::load_skel(
             skel::AnnounceSkelBuilder::default(),
-            "open the announcement filter BPF object",
+            "load the announcement filter BPF object",
         )?;
-        let skel = open.load().ctx("load the announcement filter")?;
         Ok(Self { skel })
     }
 

@@ -5,7 +5,6 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::ProgramInput;
 
 use crate::attach::{self, Attachment, EnteredNetns};
@@ -51,11 +50,10 @@ pub struct Bench {
 impl Bench {
     /// Load the programs (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        let open = crate::open_skel(
+        let skel = crate::load_skel(
             skel::BenchSkelBuilder::default(),
-            "open the benchmark BPF object",
+            "load the benchmark BPF object",
         )?;
-        let skel = open.load().ctx("load the benchmark BPF programs")?;
         Ok(Self { skel })
     }
 
@@ -235,11 +233,6 @@ mod tests {
 
     #[test]
     fn fib_params_round_trip_through_the_skeleton() {
-        let p = crate::params::distinct_params();
-        let s = skel::types::fib_params::from(p);
-        assert_eq!(bytemuck::bytes_of(&s), bytemuck::bytes_of(&p));
-        assert_eq!((s.family, s.l4_protocol), (p.family, p.l4_protocol));
-        assert_eq!((s.dport, s.ifindex), (p.dport, p.ifindex));
-        assert_eq!(FibParams::from(s), p);
+        crate::params::assert_round_trip::<skel::types::fib_params>();
     }
 }

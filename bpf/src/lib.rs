@@ -76,6 +76,17 @@ pub(crate) fn open_skel<B: libbpf_rs::skel::SkelBuilder<'static>>(
     builder.open(storage).ctx(what)
 }
 
+/// Open and load a skeleton with nothing to set in between; `what` names
+/// the object in errors ("the probe", ...).
+pub(crate) fn load_skel<B: libbpf_rs::skel::SkelBuilder<'static>>(
+    builder: B,
+    what: &'static str,
+) -> Result<<B::Output as libbpf_rs::skel::OpenSkel<'static>>::Output> {
+    use libbpf_rs::skel::OpenSkel;
+    let open = open_skel(builder, what)?;
+    open.load().ctx(what)
+}
+
 pub(crate) trait BpfContext<T> {
     fn ctx(self, what: &'static str) -> Result<T>;
 }

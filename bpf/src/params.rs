@@ -284,6 +284,19 @@ pub fn mac_string(mac: [u8; 6]) -> String {
         .join(":")
 }
 
+/// A skeleton's `fib_params` holds a [`FibParams`] byte for byte, both
+/// ways.
+#[cfg(test)]
+pub(crate) fn assert_round_trip<T>()
+where
+    T: bytemuck::Pod + From<FibParams> + Into<FibParams>,
+{
+    let p = distinct_params();
+    let s = T::from(p);
+    assert_eq!(bytemuck::bytes_of(&s), bytemuck::bytes_of(&p));
+    assert_eq!(s.into(), p);
+}
+
 /// Parameters with every byte set and no two bytes alike, so a conversion
 /// that moves or drops a byte shows.
 #[cfg(test)]

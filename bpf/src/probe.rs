@@ -1,6 +1,5 @@
 //! One `bpf_fib_lookup()` through `BPF_PROG_TEST_RUN`, from tc or XDP.
 
-use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::ProgramInput;
 
 use crate::{BpfContext, Error, FibParams, Result};
@@ -56,11 +55,10 @@ pub(crate) const FRAME: [u8; 64] = {
 impl Probe {
     /// Load the probe into the kernel (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        let open = crate::open_skel(
+        let skel = crate::load_skel(
             skel::ProbeSkelBuilder::default(),
-            "open the probe BPF object",
+            "load the probe BPF object",
         )?;
-        let skel = open.load().ctx("load the probe BPF programs")?;
         Ok(Self { skel })
     }
 
@@ -139,11 +137,6 @@ mod tests {
 
     #[test]
     fn fib_params_round_trip_through_the_skeleton() {
-        let p = crate::params::distinct_params();
-        let s = skel::types::fib_params::from(p);
-        assert_eq!(bytemuck::bytes_of(&s), bytemuck::bytes_of(&p));
-        assert_eq!((s.family, s.l4_protocol), (p.family, p.l4_protocol));
-        assert_eq!((s.dport, s.ifindex), (p.dport, p.ifindex));
-        assert_eq!(FibParams::from(s), p);
+        crate::params::assert_round_trip::<skel::types::fib_params>();
     }
 }

@@ -4,10 +4,8 @@
 
 use std::os::fd::BorrowedFd;
 
-use libbpf_rs::skel::OpenSkel;
-
 use crate::attach::{self, Attachment, EnteredNetns};
-use crate::{BpfContext, Result};
+use crate::Result;
 
 mod skel {
     #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
@@ -22,11 +20,10 @@ pub struct XdpPass {
 impl XdpPass {
     /// Load the program (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        let open = crate::open_skel(
+        let skel = crate::load_skel(
             skel::XdpPassSkelBuilder::default(),
-            "open the xdp_pass BPF object",
+            "load the xdp_pass BPF object",
         )?;
-        let skel = open.load().ctx("load the xdp_pass program")?;
         Ok(Self { skel })
     }
 

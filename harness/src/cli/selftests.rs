@@ -71,16 +71,7 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     let out_dir = cache.join("selftests-run");
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("failed to create {}", out_dir.display()))?;
-    let out_file = out_dir.join("test_progs.out");
-    let _ = std::fs::remove_file(&out_file);
-    let dir = test_progs.parent().context("test_progs has a directory")?;
-    let script = format!(
-        "cd '{}' && ./test_progs -t '{}' > '{}' 2>&1; rc=$?; cat '{}'; exit $rc",
-        dir.display(),
-        args.tests,
-        out_file.display(),
-        out_file.display()
-    );
+    let run = st::GuestRun::plain(&test_progs, &args.tests, &out_dir)?;
     let kernel = args.kernel.clone().unwrap_or(image.bzimage.clone());
     let guest = cli_vm::guest(
         kernel,
@@ -90,12 +81,12 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     );
     let status = cli_vm::run_guest(
         &guest,
-        vec!["sh".into(), "-c".into(), script],
+        vec!["sh".into(), "-c".into(), run.script.clone()],
         Duration::from_secs(args.timeout),
         false,
     )?;
-    let output = std::fs::read_to_string(&out_file)
-        .with_context(|| format!("test_progs left no output in {}", out_file.display()))?;
+    let output = std::fs::read_to_string(&run.output)
+        .with_context(|| format!("test_progs left no output in {}", run.output.display()))?;
     let report = st::parse(&output);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -146,21 +137,7 @@ fn run_json(
     let out_dir = cache.join("selftests-run");
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("failed to create {}", out_dir.display()))?;
-    let summary = out_dir.join(format!("{label}.json"));
-    let list = out_dir.join(format!("{label}.list"));
-    let log = out_dir.join(format!("{label}.out"));
-    let _ = std::fs::remove_file(&summary);
-    let _ = std::fs::remove_file(&list);
-    let dir = test_progs.parent().context("test_progs has a directory")?;
-    // --list names the tests that run; --json-summary reports failures.
-    let script = format!(
-        "cd '{}' && ./test_progs -t '{selector}' --list > '{}' 2>/dev/null; \
-         ./test_progs -t '{selector}' --json-summary='{}' > '{}' 2>&1; true",
-        dir.display(),
-        list.display(),
-        summary.display(),
-        log.display()
-    );
+    let run = st::GuestRun::json(test_progs, selector, &out_dir, label)?;
     let guest = cli_vm::guest(
         kernel.to_path_buf(),
         cli_vm::accel(args.accel, &cache),
@@ -170,22 +147,18 @@ fn run_json(
     eprintln!("[selftests] {label}: {}", kernel.display());
     cli_vm::run_guest(
         &guest,
-        vec!["sh".into(), "-c".into(), script],
+        vec!["sh".into(), "-c".into(), run.script.clone()],
         Duration::from_secs(args.timeout),
         false,
     )?;
-    let Ok(text) = std::fs::read_to_string(&summary) else {
+    let results = run.json_results()?;
+    if results.is_none() {
         eprintln!(
             "[selftests] {label}: test_progs wrote no summary; its output: {}",
-            log.display()
+            run.output.display()
         );
-        return Ok(None);
-    };
-    let failures = st::parse_json_summary(&text)
-        .with_context(|| format!("failed to parse {}", summary.display()))?;
-    let listed = std::fs::read_to_string(&list)
-        .with_context(|| format!("test_progs --list wrote nothing to {}", list.display()))?;
-    Ok(Some(st::results(&listed, failures)))
+    }
+    Ok(results)
 }
 
 fn run_diff(args: &SelftestsArgs) -> Result<ExitCode> {

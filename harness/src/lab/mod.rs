@@ -228,6 +228,28 @@ impl Lab {
         })
     }
 
+    /// Add `addrs` (address, prefix length) to `dev` in `ns`.
+    pub fn add_addresses(&self, ns: &str, dev: &str, addrs: &[(IpAddr, u8)]) -> Result<()> {
+        let (dev, addrs) = (dev.to_string(), addrs.to_vec());
+        self.netlink(ns, |h| async move {
+            for (a, len) in addrs {
+                rtnl::add_address(&h, &dev, a, len).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Remove `addrs` (prefix lengths ignored) from `dev` in `ns`.
+    pub fn del_addresses(&self, ns: &str, dev: &str, addrs: &[(IpAddr, u8)]) -> Result<()> {
+        let (dev, addrs) = (dev.to_string(), addrs.to_vec());
+        self.netlink(ns, |h| async move {
+            for (a, _) in addrs {
+                rtnl::del_address(&h, &dev, a).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// The index of `ifname` in `ns`.
     pub fn ifindex(&self, ns: &str, ifname: &str) -> Result<u32> {
         let name = ifname.to_string();

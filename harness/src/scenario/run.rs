@@ -154,14 +154,7 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
 
     // The service on host A; sinks on both hosts so no ICMP comes back.
     let moving = moving_addresses(cell);
-    let a_if = n.host_a_if.clone();
-    let m = moving.clone();
-    lab.netlink(&n.host_a, |h| async move {
-        for (a, len) in m {
-            rtnl::add_address(&h, &a_if, a, len).await?;
-        }
-        Ok(())
-    })?;
+    lab.add_addresses(&n.host_a, &n.host_a_if, &moving)?;
     if spec.via_gateway {
         let route = Route {
             ns: n.dut.clone(),
@@ -258,21 +251,8 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
         lab.suppress_announcements(!spec.announce)?;
         move_at = Some(clock.elapsed());
         before = counters(&fwd)?;
-        let (a_if, b_if) = (n.host_a_if.clone(), n.host_b_if.clone());
-        let m = moving.clone();
-        lab.netlink(&n.host_a, |h| async move {
-            for (a, _) in m {
-                rtnl::del_address(&h, &a_if, a).await?;
-            }
-            Ok(())
-        })?;
-        let m = moving.clone();
-        lab.netlink(&n.host_b, |h| async move {
-            for (a, len) in m {
-                rtnl::add_address(&h, &b_if, a, len).await?;
-            }
-            Ok(())
-        })?;
+        lab.del_addresses(&n.host_a, &n.host_a_if, &moving)?;
+        lab.add_addresses(&n.host_b, &n.host_b_if, &moving)?;
         if spec.force_stale {
             // The field reproducer.
             let spec = NeighSpec::new(nexthop, Some(mac1), nud::STALE);
