@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh Debian 12 machine.
-# Idempotent: packages already present are skipped by apt, virtme-ng by pip.
+# Idempotent: packages already present are skipped, virtme-ng is installed
+# once into its own venv (Debian 12's Python refuses system-wide pip
+# installs), and the Rust toolchain is checked, not installed.
 set -euo pipefail
 
 PKGS=(
@@ -8,7 +10,7 @@ PKGS=(
 	qemu-system-x86 udev busybox-static cpio
 	# kernel build
 	build-essential flex bison bc libssl-dev libelf-dev dwarves ccache
-	rsync kmod git python3
+	rsync kmod git python3 python3-venv
 	# kernel gates: rst2man for the helper docs, codespell for checkpatch
 	python3-docutils codespell
 	# BPF programs and the kernel's selftests
@@ -35,9 +37,27 @@ if ((${#need[@]})); then
 	fi
 fi
 
-VNG_VERSION=1.42
-if ! command -v vng >/dev/null 2>&1; then
-	echo "setup: installing virtme-ng $VNG_VERSION"
-	pip install -q "virtme-ng==$VNG_VERSION"
+# The Rust toolchain the workspace needs (rust-version in Cargo.toml).
+need_rust=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
+have_rust=$(cargo --version 2>/dev/null | awk '{print $2}' || true)
+if [ -z "$have_rust" ]; then
+	echo "setup: no Rust toolchain (cargo) on PATH; the workspace needs Rust >= $need_rust." >&2
+	echo "setup: install it with rustup (https://rustup.rs), e.g. 'rustup toolchain install stable', then run this again." >&2
+	exit 1
 fi
-echo "setup: ok ($(vng --version 2>&1 | head -1))"
+if [ "$(printf '%s\n%s\n' "$need_rust" "${have_rust%%-*}" | sort -V | head -n 1)" != "$need_rust" ]; then
+	echo "setup: Rust $have_rust is older than the $need_rust the workspace needs; run 'rustup update stable'." >&2
+	exit 1
+fi
+
+# virtme-ng, pinned, in its own venv, linked onto PATH. A vng already on
+# PATH (installed some other way) is used as it is.
+VNG_VERSION=1.42
+VNG_VENV=${FIBNEIGH_VNG_VENV:-/opt/fibneigh/virtme-ng}
+if ! command -v vng >/dev/null 2>&1; then
+	echo "setup: installing virtme-ng $VNG_VERSION into $VNG_VENV"
+	/usr/bin/python3 -m venv "$VNG_VENV"
+	"$VNG_VENV/bin/pip" install -q "virtme-ng==$VNG_VERSION"
+	ln -sf "$VNG_VENV/bin/vng" /usr/local/bin/vng
+fi
+echo "setup: ok (Rust $have_rust; $(vng --version 2>&1 | head -1))"

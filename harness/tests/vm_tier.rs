@@ -125,6 +125,30 @@ fn vm_guest_exit_status_is_passed_through() {
 
 #[test]
 #[ignore = "VM tier: boots the kernel"]
+fn vm_run_interrupted_exits_130_and_stops_the_guest() {
+    // A command line no other guest has, to look for leftovers by.
+    let nap = format!("600.{}", std::process::id());
+    let child = fibneigh()
+        .args(["vm", "run", "--timeout", "600", "--", "sleep", &nap])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start fibneigh vm run");
+    // Mid-boot: the kernel is cached, QEMU starts within a second or two.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let qemu = Command::new("pgrep")
+        .args(["-f", &format!("sleep {nap}")])
+        .output()
+        .expect("pgrep");
+    assert!(qemu.stdout.is_empty(), "a guest outlived vm run");
+}
+
+#[test]
+#[ignore = "VM tier: boots the kernel"]
 fn vm_missing_guest_command_is_reported() {
     let out = run(fibneigh().args([
         "vm",

@@ -294,12 +294,21 @@ fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     );
     guest.memory = args.memory;
     guest.cpus = args.cpus;
-    let status = run_guest(
+    let status = match run_guest(
         &guest,
         args.command.clone(),
         Duration::from_secs(args.timeout),
         args.keep_console,
-    )?;
+    ) {
+        Ok(s) => s,
+        // Ctrl-C / SIGTERM: the guest was stopped; exit as interrupted
+        // programs do, not as a failure of the tool.
+        Err(e) if stop::requested() => {
+            eprintln!("fibneigh: {e:#}");
+            return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
+        }
+        Err(e) => return Err(e),
+    };
     let code = status.code().unwrap_or(super::EXIT_INFRA as i32);
     match code {
         0 => {}
