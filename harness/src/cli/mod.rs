@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod churn;
 pub mod fuzz;
+pub mod junit;
 pub mod probe;
 pub mod progress;
 pub mod scenarios;
@@ -30,7 +31,75 @@ pub fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
 }
 
-/// Write `value` to `path` as pretty JSON, creating its directory.
+/// The version of the JSON reports' layout; bumped when a field changes
+/// meaning or goes away (new fields do not bump it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The commit the running binary's repository is at (`git describe
+/// --always --dirty`), or "unknown" outside a git checkout.
+pub fn commit() -> String {
+    let root = vm::repo_root();
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `value` as a JSON object that says which layout and which commit made
+/// it: an object gains `schema_version` and `commit`; anything else is
+/// wrapped as `{schema_version, commit, data}`.
+pub fn stamped<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
+    let stamp = [
+        (
+            "schema_version".to_string(),
+            serde_json::Value::from(SCHEMA_VERSION),
+        ),
+        ("commit".to_string(), serde_json::Value::from(commit())),
+    ];
+    Ok(match serde_json::to_value(value)? {
+        serde_json::Value::Object(body) => {
+            let mut out: serde_json::Map<String, serde_json::Value> = stamp.into_iter().collect();
+            out.extend(body);
+            serde_json::Value::Object(out)
+        }
+        other => {
+            let mut out: serde_json::Map<String, serde_json::Value> = stamp.into_iter().collect();
+            out.insert("data".into(), other);
+            serde_json::Value::Object(out)
+        }
+    })
+}
+
+/// Write `value` to `path` as pretty JSON (see [`stamped`]), creating its
+/// directory.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    write_file(path, &(serde_json::to_string_pretty(value)? + "\n"))
+    write_file(
+        path,
+        &(serde_json::to_string_pretty(&stamped(value)?)? + "\n"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_say_their_layout_and_commit() {
+        #[derive(serde::Serialize)]
+        struct R {
+            cells: u32,
+        }
+        let v = stamped(&R { cells: 3 }).expect("json");
+        assert_eq!(v["schema_version"], SCHEMA_VERSION);
+        assert!(v["commit"].as_str().is_some_and(|c| !c.is_empty()));
+        assert_eq!(v["cells"], 3);
+        let w = stamped(&vec![1, 2]).expect("json");
+        assert_eq!(w["data"][1], 2);
+    }
 }

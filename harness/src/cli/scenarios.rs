@@ -15,7 +15,7 @@ use fibneigh::scenario::{
 };
 use fibneigh::stop;
 
-use super::{write_json, EXIT_INTERRUPTED};
+use super::{write_file, write_json, EXIT_INTERRUPTED};
 
 #[derive(Args)]
 pub struct TimingArgs {
@@ -66,6 +66,9 @@ pub struct MatrixArgs {
     /// Write every result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the verdicts as JUnit XML here (a case per cell).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
     /// Write one SVG timeline per scenario into this directory.
     #[arg(long)]
     pub svg_dir: Option<PathBuf>,
@@ -204,6 +207,9 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
                 failures,
             },
         )?;
+    }
+    if let Some(p) = &args.junit {
+        write_file(p, &super::junit::matrix(&results)?)?;
     }
     if let Some(dir) = &args.svg_dir {
         std::fs::create_dir_all(dir)

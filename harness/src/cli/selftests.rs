@@ -29,6 +29,10 @@ pub struct SelftestsArgs {
     /// Print the parsed results as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write the results as JUnit XML here (with --diff: only a
+    /// pristine-pass/patched-fail test fails).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
     /// Regression differential: build test_progs with the tests that
     /// exercise the touched paths (fib_lookup, tc_redirect, XDP redirect,
     /// test-run and attach tests), run it on the pristine base and on the
@@ -88,6 +92,9 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     let output = std::fs::read_to_string(&run.output)
         .with_context(|| format!("test_progs left no output in {}", run.output.display()))?;
     let report = st::parse(&output);
+    if let Some(p) = &args.junit {
+        super::write_file(p, &super::junit::selftests(&report)?)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
@@ -215,6 +222,9 @@ fn run_diff(args: &SelftestsArgs) -> Result<ExitCode> {
         bail!("test_progs did not finish on both kernels");
     };
     let rows = st::diff(&before, &after);
+    if let Some(p) = &args.junit {
+        super::write_file(p, &super::junit::selftests_diff(&rows)?)?;
+    }
     let mark = |r: Option<bool>| match r {
         Some(true) => "pass",
         Some(false) => "FAIL",
