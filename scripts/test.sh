@@ -39,6 +39,44 @@ if [ "$(id -u)" != 0 ]; then
 	exit 0
 fi
 
+bin=$PWD/target/debug/fibneigh
+mkdir -p target/ci-logs
+
+# Kernel work that needs no guest runs in the background, in its own
+# session at nice 19: it takes only the CPU the foreground leaves (the host
+# tier and the guests mostly wait on neighbour timers). An interrupted or
+# failed run stops every background make with it.
+bg_pids=()
+background() {
+	local log=$1
+	shift
+	setsid nice -n 19 "$@" >"$log" 2>&1 &
+	bg_pids+=("$!")
+}
+stop_background() {
+	local p
+	for p in "${bg_pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
+}
+wait_background() {
+	local p
+	for p in "${bg_pids[@]}"; do
+		if ! wait "$p"; then
+			echo "a background build failed; see target/ci-logs/" >&2
+			tail -n 40 target/ci-logs/*.log >&2
+			exit 1
+		fi
+	done
+	bg_pids=()
+}
+trap stop_background EXIT
+
+if [ "$tier" != unit ]; then
+	# The 6.12 backport's kernel and its test_progs, in the 6.12 tree.
+	step "6.12 LTS backport: kernel and test_progs build in the background (log: target/ci-logs/build-6.12.log)"
+	background target/ci-logs/build-6.12.log sh -c \
+		"'$bin' vm build --base 6.12 && '$bin' selftests --base 6.12 --build-only"
+fi
+
 step "host tier (root): BPF programs load, netns lab, neighbour states"
 cargo test -p fibneigh-bpf -- --ignored --test-threads=1
 cargo test -p fibneigh --test lab_root -- --ignored --test-threads=1
@@ -68,8 +106,6 @@ fi
 step "VM tier: kernel build, boot, checks in the guest, failure paths"
 cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 
-bin=$PWD/target/debug/fibneigh
-
 # Correctness runs use the debug kernel (lockdep, KASAN, UBSAN, atomic-sleep
 # and RCU checks; kernel-patches/config-debug): every guest console is
 # scanned and any kernel bug report fails the run. Benchmarks use the plain
@@ -77,16 +113,9 @@ bin=$PWD/target/debug/fibneigh
 step "debug kernel (patched 7.3 + config-debug): build"
 "$bin" vm build --profile debug
 
-# The 6.12 kernel builds in its own tree while the debug kernel's guests run:
-# they leave part of the cores idle (they wait on neighbour timers), and the
-# build only takes what they leave (nice 19). Its own session, so an
-# interrupted or failed run stops the whole make.
-step "6.12 LTS backport: kernel build starts in the background (log: target/ci-logs/build-6.12.log)"
-mkdir -p target/ci-logs
-setsid nice -n 19 "$bin" vm build --base 6.12 >target/ci-logs/build-6.12.log 2>&1 &
-build612=$!
-stop_build612() { kill -TERM -- "-$build612" 2>/dev/null || true; }
-trap stop_build612 EXIT
+# test_progs for the debug kernel builds while its guests run.
+step "test_progs for the debug kernel: builds in the background (log: target/ci-logs/test-progs-7.3-debug.log)"
+background target/ci-logs/test-progs-7.3-debug.log "$bin" selftests --profile debug --build-only
 
 step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, no kernel bug report"
 "$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --json target/matrix-vm/matrix.json --junit target/junit/matrix-vm.xml --svg-dir target/matrix-vm/svg
@@ -109,14 +138,9 @@ if missing:
 print(f"VM bench: {len(r['rows'])} rows, no unsupported cell")
 PY
 
-step "6.12 LTS backport: kernel build finishes"
-if ! wait "$build612"; then
-	tail -n 40 target/ci-logs/build-6.12.log
-	echo "the 6.12 kernel build failed; its log: target/ci-logs/build-6.12.log" >&2
-	exit 1
-fi
-trap - EXIT
-tail -n 3 target/ci-logs/build-6.12.log
+step "background builds finish: 6.12 kernel and test_progs, 7.3 debug test_progs"
+wait_background
+tail -n 2 target/ci-logs/*.log
 
 step "kernel gates (7.3 and 6.12): git am, checkpatch, W=1, bpf_doc and uAPI"
 cargo test -p fibneigh --test kernel_gates -- --ignored --test-threads=1

@@ -40,6 +40,10 @@ pub struct SelftestsArgs {
     /// on the pristine kernel and fails on the patched one.
     #[arg(long, conflicts_with_all = ["kernel", "tests"])]
     pub diff: bool,
+    /// Build the kernel and test_progs, boot nothing (CI builds them while
+    /// other guests run).
+    #[arg(long, conflicts_with = "diff")]
+    pub build_only: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -71,6 +75,9 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         test_progs.display()
     );
+    if args.build_only {
+        return Ok(ExitCode::SUCCESS);
+    }
 
     let out_dir = cache.join("selftests-run");
     std::fs::create_dir_all(&out_dir)
