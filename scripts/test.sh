@@ -84,7 +84,7 @@ cargo test -p fibneigh --test scenarios_root -- --ignored --test-threads=1
 cargo test -p fibneigh --test bench_root -- --ignored --test-threads=1
 
 step "host matrix (unpatched host kernel): baseline reproduces the bug, state-aware/refresh unsupported"
-cargo run -q --bin fibneigh -- matrix --check --json target/matrix-host/matrix.json --junit target/junit/matrix-host.xml --svg-dir target/matrix-host/svg
+cargo run -q --bin fibneigh -- matrix --check --window-ms 4000 --json target/matrix-host/matrix.json --junit target/junit/matrix-host.xml --svg-dir target/matrix-host/svg
 
 step "host fuzz and churn (unpatched host kernel): the new flags are unknown bits here, the rest of the contract holds"
 cargo run -q --bin fibneigh -- fuzz --seed 2 --lookups 20000 --forwarder-runs 4000
@@ -106,6 +106,11 @@ fi
 step "VM tier: kernel build, boot, checks in the guest, failure paths"
 cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 
+# The matrices' recovery window is a tolerance, not a speed target (how
+# fast each policy recovers is fibneigh bench's figure): a cell that must
+# recover does so in about 1.4 s on an idle machine, and took over 2 s in a
+# TCG guest sharing the cores with a kernel build; a cell that must not
+# recover never does, however long it is watched.
 # Correctness runs use the debug kernel (lockdep, KASAN, UBSAN, atomic-sleep
 # and RCU checks; kernel-patches/config-debug): every guest console is
 # scanned and any kernel bug report fails the run. Benchmarks use the plain
@@ -118,7 +123,7 @@ step "test_progs for the debug kernel: builds in the background (log: target/ci-
 background target/ci-logs/test-progs-7.3-debug.log "$bin" selftests --profile debug --build-only
 
 step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, no kernel bug report"
-"$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --json target/matrix-vm/matrix.json --junit target/junit/matrix-vm.xml --svg-dir target/matrix-vm/svg
+"$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --window-ms 5000 --json target/matrix-vm/matrix.json --junit target/junit/matrix-vm.xml --svg-dir target/matrix-vm/svg
 
 step "fuzz on the debug kernel: 100,000 bpf_fib_lookup() calls and 20,000 forwarder frames (seed 1), every result within the documented contract, no kernel bug report"
 "$bin" vm run --profile debug --timeout 2700 -- "$bin" fuzz --seed 1 --lookups 100000 --forwarder-runs 20000 --json target/fuzz-vm/fuzz.json
