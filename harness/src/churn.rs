@@ -228,7 +228,7 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
             break;
         }
     }
-    let sent = flow.finish()?.len() as u64;
+    let sent = flow.finish()??.len() as u64;
     stop::sleep(Duration::from_millis(60))?;
     let _ = at_a.finish()?;
     let c = fwd.counters()?.since(&before);

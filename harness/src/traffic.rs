@@ -348,40 +348,51 @@ fn classify_ndisc(icmp: &[u8]) -> Option<FrameKind> {
 
 // ---- the flow ----------------------------------------------------------------
 
-/// A running flow; it stops when [`Flow::finish`] is called or when it is
-/// dropped (on every error path).
-pub struct Flow {
+/// A thread that runs until its stop flag is set: stopped and joined by
+/// [`Worker::finish`], or when dropped (on every error path).
+pub struct Worker<T> {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<Vec<Duration>>>>,
+    thread: Option<JoinHandle<T>>,
 }
 
-impl Flow {
-    /// Start the flow of `spec` from `ifname` in `ns` (see [`start_flow`]).
-    pub fn start(ns: &str, ifname: &str, spec: FlowSpec, clock: Instant) -> Result<Flow> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = start_flow(ns, ifname, spec, clock, stop.clone())?;
-        Ok(Flow {
+impl<T> Worker<T> {
+    /// `thread` must return once `stop` is set.
+    pub fn new(stop: Arc<AtomicBool>, thread: JoinHandle<T>) -> Self {
+        Worker {
             stop,
             thread: Some(thread),
-        })
+        }
     }
 
-    /// Stop sending; the send time of every sequence number.
-    pub fn finish(mut self) -> Result<Vec<Duration>> {
+    /// Stop the thread and return what it returned.
+    pub fn finish(mut self) -> Result<T> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take() {
-            Some(t) => t.join().map_err(|_| Error::ThreadDied)?,
-            None => Ok(Vec::new()),
+            Some(t) => t.join().map_err(|_| Error::ThreadDied),
+            None => Err(Error::ThreadDied),
         }
     }
 }
 
-impl Drop for Flow {
+impl<T> Drop for Worker<T> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A running flow (see [`start_flow`]); [`Worker::finish`] gives the send
+/// time of every sequence number.
+pub type Flow = Worker<Result<Vec<Duration>>>;
+
+impl Flow {
+    /// Start the flow of `spec` from `ifname` in `ns`.
+    pub fn start(ns: &str, ifname: &str, spec: FlowSpec, clock: Instant) -> Result<Flow> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = start_flow(ns, ifname, spec, clock, stop.clone())?;
+        Ok(Worker::new(stop, thread))
     }
 }
 
@@ -457,8 +468,7 @@ pub struct Captured {
 /// A running receiver thread; [`finish`](Self::finish) stops it and
 /// returns what it saw.
 pub struct Capture {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Result<Vec<Captured>>>>,
+    worker: Worker<Result<Vec<Captured>>>,
     /// Flow frames addressed to `watch_dst` seen so far.
     pub watched: Arc<AtomicU64>,
 }
@@ -521,28 +531,14 @@ impl Capture {
         })?;
         let handle = wait_ready(ready_rx, handle)?;
         Ok(Capture {
-            stop,
-            handle: Some(handle),
+            worker: Worker::new(stop, handle),
             watched,
         })
     }
 
     /// Stop the thread and return what it captured.
-    pub fn finish(mut self) -> Result<Vec<Captured>> {
-        self.stop.store(true, Ordering::Relaxed);
-        match self.handle.take() {
-            Some(h) => h.join().map_err(|_| Error::ThreadDied)?,
-            None => Ok(Vec::new()),
-        }
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+    pub fn finish(self) -> Result<Vec<Captured>> {
+        self.worker.finish()?
     }
 }
 

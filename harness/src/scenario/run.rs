@@ -18,7 +18,7 @@ use crate::lab::addr::{GW4, GW6, REMOTE4, REMOTE6, SERVICE4, SERVICE6};
 use crate::lab::plan::Route;
 use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
 use crate::stop;
-use crate::traffic::{self, Capture, Captured, Flow, FlowSpec, FrameKind};
+use crate::traffic::{self, Capture, Captured, Flow, FlowSpec, FrameKind, Worker};
 
 /// Neighbour timers on the DUT's host-side device: short, so a cell takes
 /// seconds (reported with every result).
@@ -67,42 +67,36 @@ fn nexthop_and_dst(cell: &Cell) -> (IpAddr, IpAddr) {
 /// A neighbour sample: when, `nud::*` state, lladdr.
 pub(crate) type Sample = (Duration, u16, Option<[u8; 6]>);
 
-/// Samples the DUT's entry for `nexthop` until `stop`; keeps changes.
+/// Samples the DUT's entry for `nexthop` until stopped; keeps changes.
 fn start_sampler(
     dut: String,
     dev: String,
     nexthop: IpAddr,
     clock: Instant,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<crate::lab::Result<Vec<Sample>>> {
-    std::thread::spawn(move || {
-        rtnl::with_netlink(&dut, |h| async move {
-            let index = rtnl::ifindex(&h, &dev).await?;
-            let mut out: Vec<Sample> = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let e = neigh::get(&h, index, nexthop).await?;
-                let now = (
-                    e.as_ref().map_or(nud::NONE, |e| e.state),
-                    e.and_then(|e| e.lladdr),
-                );
-                if out.last().map(|l| (l.1, l.2)) != Some(now) {
-                    out.push((clock.elapsed(), now.0, now.1));
+) -> Worker<crate::lab::Result<Vec<Sample>>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    Worker::new(
+        stop,
+        std::thread::spawn(move || {
+            rtnl::with_netlink(&dut, |h| async move {
+                let index = rtnl::ifindex(&h, &dev).await?;
+                let mut out: Vec<Sample> = Vec::new();
+                while !stopped.load(Ordering::Relaxed) {
+                    let e = neigh::get(&h, index, nexthop).await?;
+                    let now = (
+                        e.as_ref().map_or(nud::NONE, |e| e.state),
+                        e.and_then(|e| e.lladdr),
+                    );
+                    if out.last().map(|l| (l.1, l.2)) != Some(now) {
+                        out.push((clock.elapsed(), now.0, now.1));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Ok(out)
-        })
-    })
-}
-
-/// Sets its flag when dropped: stops the neighbour sampler on every way
-/// out of a cell.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
+                Ok(out)
+            })
+        }),
+    )
 }
 
 pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult> {
@@ -207,14 +201,7 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     )?;
     let at_a = Capture::start(&n.host_a, &n.host_a_if, vec![dut_mac], Some(mac1), clock)?;
     let at_b = Capture::start(&n.host_b, &n.host_b_if, vec![dut_mac], Some(mac2), clock)?;
-    let sampling = StopOnDrop(Arc::new(AtomicBool::new(false)));
-    let sampler = start_sampler(
-        n.dut.clone(),
-        n.dut_host_if.clone(),
-        nexthop,
-        clock,
-        sampling.0.clone(),
-    );
+    let sampler = start_sampler(n.dut.clone(), n.dut_host_if.clone(), nexthop, clock);
     let src_ip = pick(cell.family, addr::CLIENT4, addr::CLIENT6);
     let flow = Flow::start(
         &n.client,
@@ -284,12 +271,11 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     }
 
     // Wind down: stop the flow, let the last packets land.
-    let sent = flow.finish()?;
+    let sent = flow.finish()??;
     stop::sleep(Duration::from_millis(60))?;
     let end = clock.elapsed();
     let after = counters(&fwd)?;
-    drop(sampling);
-    let samples = sampler.join().map_err(|_| traffic::Error::ThreadDied)??;
+    let samples = sampler.finish()??;
     let wire = wire.finish()?;
     let at_a = at_a.finish()?;
     let at_b = at_b.finish()?;
