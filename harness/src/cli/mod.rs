@@ -55,25 +55,16 @@ pub fn commit() -> String {
 /// it: an object gains `schema_version` and `commit`; anything else is
 /// wrapped as `{schema_version, commit, data}`.
 pub fn stamped<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
-    let stamp = [
-        (
-            "schema_version".to_string(),
-            serde_json::Value::from(SCHEMA_VERSION),
-        ),
-        ("commit".to_string(), serde_json::Value::from(commit())),
-    ];
-    Ok(match serde_json::to_value(value)? {
-        serde_json::Value::Object(body) => {
-            let mut out: serde_json::Map<String, serde_json::Value> = stamp.into_iter().collect();
-            out.extend(body);
-            serde_json::Value::Object(out)
-        }
+    let mut out = serde_json::Map::new();
+    out.insert("schema_version".into(), SCHEMA_VERSION.into());
+    out.insert("commit".into(), commit().into());
+    match serde_json::to_value(value)? {
+        serde_json::Value::Object(body) => out.extend(body),
         other => {
-            let mut out: serde_json::Map<String, serde_json::Value> = stamp.into_iter().collect();
             out.insert("data".into(), other);
-            serde_json::Value::Object(out)
         }
-    })
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
 /// Write `value` to `path` as pretty JSON (see [`stamped`]), creating its

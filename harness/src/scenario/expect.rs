@@ -2,7 +2,7 @@
 //! running kernel (from its scenario's [`Spec`]) and whether its result
 //! matches. The one place a cell is judged.
 
-use fibneigh_bpf::{ret, Policy};
+use fibneigh_bpf::{flags, ret, Policy};
 
 use super::cell::{Cell, PolicyChoice, Scenario};
 use super::result::{CellResult, Expect, Outcome, StateRow, Verdict};
@@ -22,10 +22,8 @@ impl CellResult {
 /// What the project expects of `cell` on the kernel `support` describes
 /// (docs/design.md).
 pub fn expectation(cell: &Cell, support: &Support) -> Option<Expect> {
-    let needs_patch = matches!(
-        cell.policy,
-        PolicyChoice::Prog(Policy::StateAware) | PolicyChoice::Prog(Policy::Refresh)
-    );
+    let needs_patch =
+        cell.policy.required_flags() & (flags::NEIGH_STATE | flags::NEIGH_REFRESH) != 0;
     if needs_patch && !support.patched() {
         return Some(Expect::Unsupported);
     }
