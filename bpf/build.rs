@@ -10,7 +10,17 @@ use std::process::Command;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["probe", "forwarder", "announce", "xdp_pass", "bench"];
+/// The harness's programs (src/bpf) and the examples built on the public
+/// header (examples/, include/): (directory, name).
+const PROGRAMS: &[(&str, &str)] = &[
+    ("src/bpf", "probe"),
+    ("src/bpf", "forwarder"),
+    ("src/bpf", "announce"),
+    ("src/bpf", "xdp_pass"),
+    ("src/bpf", "bench"),
+    ("examples", "tc_router"),
+    ("examples", "xdp_router"),
+];
 
 fn clang() -> String {
     if let Ok(c) = env::var("FIBNEIGH_CLANG") {
@@ -108,14 +118,30 @@ fn main() {
     let clang = clang();
     let multiarch = format!("-I{}", multiarch_include().display());
     println!("cargo:rerun-if-env-changed=FIBNEIGH_CLANG");
-    println!("cargo:rerun-if-changed=src/bpf/fib.h");
-    for name in PROGRAMS {
-        let src = format!("src/bpf/{name}.bpf.c");
+    for header in [
+        "src/bpf/fib.h",
+        "include/fib_neigh.h",
+        "examples/example_stats.h",
+    ] {
+        println!("cargo:rerun-if-changed={header}");
+    }
+    for (dir, name) in PROGRAMS {
+        let src = format!("{dir}/{name}.bpf.c");
         println!("cargo:rerun-if-changed={src}");
+        // The object stays in OUT_DIR: the examples' loader digests it and
+        // `fibneigh example --write-objects` hands it out.
         SkeletonBuilder::new()
             .source(&src)
+            .obj(out.join(format!("{name}.bpf.o")))
             .clang(&clang)
-            .clang_args([multiarch.as_str(), "-Isrc/bpf", "-Wall", "-O2", "-g"])
+            .clang_args([
+                multiarch.as_str(),
+                "-Isrc/bpf",
+                "-Iinclude",
+                "-Wall",
+                "-O2",
+                "-g",
+            ])
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {src} with {clang}: {e:?}"));
     }

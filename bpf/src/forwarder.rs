@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 
 use libbpf_rs::skel::OpenSkel;
-use libbpf_rs::{MapCore, MapFlags, ProgramInput, TC_INGRESS};
+use libbpf_rs::{MapCore, MapFlags, TC_INGRESS};
 
 use crate::attach::{self, Attachment};
 use crate::probe::Hook;
@@ -316,35 +316,11 @@ impl Forwarder {
     /// as this host's). Returns the program's verdict (`TC_ACT_*` or
     /// `XDP_*`); the kernel does not carry out a redirect.
     pub fn test_run(&self, hook: Hook, frame: &[u8], ingress_ifindex: u32) -> Result<u32> {
-        // Only the leading fields the kernel accepts are passed; it zeroes
-        // the rest. Offsets are those of the uAPI structs.
-        let (prog, mut ctx) = match hook {
-            Hook::Tc => {
-                // struct __sk_buff up to `ifindex`: ingress_ifindex at 36
-                // (sets skb_iif), ifindex at 40 (the device).
-                let mut skb = [0u8; 44];
-                skb[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-                skb[40..44].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-                (&self.skel.progs.forwarder_tc, skb.to_vec())
-            }
-            Hook::Xdp => {
-                // struct xdp_md: data_end at 4 (the linear length),
-                // ingress_ifindex at 12.
-                let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-                let mut md = [0u8; 24];
-                md[4..8].copy_from_slice(&len.to_ne_bytes());
-                md[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-                (&self.skel.progs.forwarder_xdp, md.to_vec())
-            }
+        let prog = match hook {
+            Hook::Tc => &self.skel.progs.forwarder_tc,
+            Hook::Xdp => &self.skel.progs.forwarder_xdp,
         };
-        let input = ProgramInput {
-            context_in: Some(&mut ctx),
-            data_in: Some(frame),
-            repeat: 1,
-            ..Default::default()
-        };
-        let out = prog.test_run(input).ctx("test-run the forwarder")?;
-        Ok(out.return_value)
+        crate::test_run_once(prog, hook, frame, ingress_ifindex, "test-run the forwarder")
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod announce;
 pub mod attach;
 pub mod bench;
+pub mod example;
 pub mod forwarder;
 pub mod params;
 pub mod probe;
@@ -61,6 +62,48 @@ pub(crate) fn percpu_u64_sum<M: libbpf_rs::MapCore>(
         .filter_map(|v| v.get(..8))
         .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
         .sum())
+}
+
+/// Run `prog` (the entry point for `hook`) once on `frame` with
+/// `BPF_PROG_TEST_RUN`, as if it arrived on `ingress_ifindex` of the calling
+/// thread's namespace (for tc, the frame must be addressed to that device's
+/// MAC to count as this host's). Returns the program's verdict (`TC_ACT_*`
+/// or `XDP_*`); the kernel does not carry out a redirect.
+pub(crate) fn test_run_once(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    hook: probe::Hook,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    what: &'static str,
+) -> Result<u32> {
+    // Only the leading fields the kernel accepts are passed; it zeroes the
+    // rest. Offsets are those of the uAPI structs.
+    let mut ctx = match hook {
+        probe::Hook::Tc => {
+            // struct __sk_buff up to `ifindex`: ingress_ifindex at 36 (sets
+            // skb_iif), ifindex at 40 (the device).
+            let mut skb = [0u8; 44];
+            skb[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+            skb[40..44].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+            skb.to_vec()
+        }
+        probe::Hook::Xdp => {
+            // struct xdp_md: data_end at 4 (the linear length),
+            // ingress_ifindex at 12.
+            let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+            let mut md = [0u8; 24];
+            md[4..8].copy_from_slice(&len.to_ne_bytes());
+            md[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+            md.to_vec()
+        }
+    };
+    let input = libbpf_rs::ProgramInput {
+        context_in: Some(&mut ctx),
+        data_in: Some(frame),
+        repeat: 1,
+        ..Default::default()
+    };
+    Ok(prog.test_run(input).ctx(what)?.return_value)
 }
 
 /// Open a skeleton. A skeleton borrows its object storage for its whole
