@@ -9,6 +9,14 @@ use libbpf_rs::{Link, ProgramMut, TcAttachPoint, TcHook, TcHookBuilder};
 use crate::probe::Hook;
 use crate::{BpfContext, Result};
 
+/// A loaded program (the forwarder, an example) that attaches to a device
+/// in a given network namespace.
+pub trait AttachIn {
+    /// Attach at `hook` to `ifindex` in `netns` (the calling thread enters
+    /// it for the attach and returns); detached when the guard drops.
+    fn attach_in(&self, netns: BorrowedFd<'_>, hook: Hook, ifindex: u32) -> Result<Attachment>;
+}
+
 /// A program attached to a device; detaches on drop.
 pub struct Attachment {
     kind: Kind,

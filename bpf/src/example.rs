@@ -109,6 +109,23 @@ fn index(path: Path) -> usize {
     }
 }
 
+/// Tc ingress or an XDP link; the hook must be the example's own.
+impl attach::AttachIn for Example {
+    fn attach_in(&self, netns: BorrowedFd<'_>, hook: Hook, ifindex: u32) -> Result<Attachment> {
+        if hook != self.hook() {
+            return Err(crate::Error::WrongHook {
+                program: self.hook().name(),
+                asked: hook.name(),
+            });
+        }
+        let _inside = attach::EnteredNetns::enter(netns)?;
+        match &self.skel {
+            Skel::Tc(s) => attach::tc(s.progs.tc_router.as_fd(), ifindex, TC_INGRESS),
+            Skel::Xdp(s) => attach::xdp(&s.progs.xdp_router, ifindex),
+        }
+    }
+}
+
 enum Skel {
     Tc(tc_skel::TcRouterSkel<'static>),
     Xdp(xdp_skel::XdpRouterSkel<'static>),
@@ -146,16 +163,6 @@ impl Example {
         match self.skel {
             Skel::Tc(_) => Hook::Tc,
             Skel::Xdp(_) => Hook::Xdp,
-        }
-    }
-
-    /// Attach to `ifindex` in the network namespace `netns` (tc ingress or
-    /// an XDP link); detached when the guard drops.
-    pub fn attach_in(&self, netns: BorrowedFd<'_>, ifindex: u32) -> Result<Attachment> {
-        let _inside = attach::EnteredNetns::enter(netns)?;
-        match &self.skel {
-            Skel::Tc(s) => attach::tc(s.progs.tc_router.as_fd(), ifindex, TC_INGRESS),
-            Skel::Xdp(s) => attach::xdp(&s.progs.xdp_router, ifindex),
         }
     }
 

@@ -222,6 +222,15 @@ impl Counters {
     }
 }
 
+/// As [`Forwarder::attach`], on `ifindex` in the network namespace `netns`
+/// (an open `/run/netns/<name>` or `/proc/<pid>/ns/net`).
+impl attach::AttachIn for Forwarder {
+    fn attach_in(&self, netns: BorrowedFd<'_>, hook: Hook, ifindex: u32) -> Result<Attachment> {
+        let _inside = attach::EnteredNetns::enter(netns)?;
+        self.attach(hook, ifindex)
+    }
+}
+
 /// A loaded forwarder (both entry points, one policy).
 pub struct Forwarder {
     skel: skel::ForwarderSkel<'static>,
@@ -269,14 +278,6 @@ impl Forwarder {
             Hook::Tc => attach::tc(self.skel.progs.forwarder_tc.as_fd(), ifindex, TC_INGRESS),
             Hook::Xdp => attach::xdp(&self.skel.progs.forwarder_xdp, ifindex),
         }
-    }
-
-    /// As [`attach`](Self::attach), on `ifindex` in the network namespace
-    /// `netns` (an open `/run/netns/<name>` or `/proc/<pid>/ns/net`). The
-    /// calling thread enters it for the attach and returns.
-    pub fn attach_in(&self, netns: BorrowedFd<'_>, hook: Hook, ifindex: u32) -> Result<Attachment> {
-        let _inside = attach::EnteredNetns::enter(netns)?;
-        self.attach(hook, ifindex)
     }
 
     /// A file descriptor of the entry point for `hook` (for run-time

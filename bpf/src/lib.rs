@@ -12,7 +12,7 @@ pub mod probe;
 pub mod xdp_pass;
 
 pub use announce::AnnounceFilter;
-pub use attach::{Attachment, EnteredNetns};
+pub use attach::{AttachIn, Attachment, EnteredNetns};
 pub use forwarder::{Counters, Forwarder, Policy};
 pub use params::{flags, nud, ret, FibParams};
 pub use xdp_pass::XdpPass;
@@ -28,6 +28,11 @@ pub enum Error {
     },
     #[error("the program's global data is not memory-mapped (kernel lacks BPF_F_MMAPABLE?)")]
     NoGlobalData,
+    #[error("the {program} example program cannot attach at {asked}")]
+    WrongHook {
+        program: &'static str,
+        asked: &'static str,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

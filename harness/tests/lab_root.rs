@@ -7,7 +7,7 @@ use std::process::Command;
 
 use fibneigh::lab::{addr, netns, plan, Lab, Names, NeighSpec, NeighSysctl, Topology};
 use fibneigh::traffic::{garp_frame, send_frame, unsolicited_na_frame};
-use fibneigh_bpf::nud;
+use fibneigh_bpf::{nud, AttachIn};
 
 const OLD_MAC: [u8; 6] = [0x02, 0xf1, 0xb0, 0, 0, 0x0b];
 

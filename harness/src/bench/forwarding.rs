@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use fibneigh_bpf::bench::{run_stats, Bench, RunTimeStats, GEN_FRAME_LEN};
 use fibneigh_bpf::probe::Hook;
-use fibneigh_bpf::{nud, Attachment, Counters, EnteredNetns, Forwarder, Policy, XdpPass};
+use fibneigh_bpf::{nud, AttachIn, Attachment, Counters, EnteredNetns, Forwarder, Policy, XdpPass};
 use pnet::packet::ip::IpNextHeaderProtocols;
 use pnet::packet::ipv4::MutableIpv4Packet;
 use pnet::packet::udp::MutableUdpPacket;
@@ -433,7 +433,8 @@ fn measure(opts: &Options, support: Support) -> Result<Measurement> {
     let forwarders: Vec<Option<Forwarder>> = measurable
         .iter()
         .map(|p| match p {
-            PolicyChoice::KernelStack => Ok(None),
+            // columns() does not offer the header's example.
+            PolicyChoice::KernelStack | PolicyChoice::Header => Ok(None),
             PolicyChoice::Prog(p) => Forwarder::load_with(*p, false).map(Some),
         })
         .collect::<Result<_, _>>()?;

@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use fibneigh_bpf::announce::Dropped;
 use fibneigh_bpf::probe::Hook;
-use fibneigh_bpf::{AnnounceFilter, Attachment, Forwarder, XdpPass};
+use fibneigh_bpf::{AnnounceFilter, AttachIn, Attachment, XdpPass};
 
 pub use neigh::{NeighEntry, NeighSpec, NeighSysctl};
 pub use plan::{addr, Names, Topology, TopologyError};
@@ -210,7 +210,7 @@ impl Lab {
     /// its peer). Detached when the result is dropped.
     pub fn attach_forwarder(
         &self,
-        fwd: &Forwarder,
+        fwd: &impl AttachIn,
         hook: Hook,
         ns: &str,
         dev: &str,

@@ -148,6 +148,13 @@ pub fn render_details(r: &CellResult) -> String {
         let s: Vec<String> = r.sysctls.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "sysctls: {}", s.join(" "));
     }
+    if let Some(h) = &r.header {
+        let _ = writeln!(
+            out,
+            "header example: {} (sha256 {}) took the {} path; judged as {}",
+            h.object, h.object_sha256, h.path, r.judged_as
+        );
+    }
     let _ = writeln!(out, "took {} ms", r.duration_ms);
     out
 }

@@ -96,11 +96,16 @@ impl Scenario {
     ];
 }
 
-/// A forwarder policy, or the kernel stack alone (no program).
+/// A forwarder policy, the kernel stack alone (no program), or the public
+/// header's example program (`bpf/include/fib_neigh.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PolicyChoice {
     Prog(Policy),
     KernelStack,
+    /// `bpf/examples/{tc,xdp}_router.bpf.c`: one object for every kernel,
+    /// state-aware where the kernel has the series, else its fallback
+    /// (tc: `bpf_redirect_neigh()`, XDP: the stack).
+    Header,
 }
 
 impl PolicyChoice {
@@ -114,6 +119,7 @@ impl PolicyChoice {
         match self {
             PolicyChoice::Prog(p) => p.name(),
             PolicyChoice::KernelStack => "kernel-stack",
+            PolicyChoice::Header => "header",
         }
     }
 
@@ -121,7 +127,21 @@ impl PolicyChoice {
     pub fn required_flags(self) -> u32 {
         match self {
             PolicyChoice::Prog(p) => p.required_flags(),
-            PolicyChoice::KernelStack => 0,
+            // It works on every kernel: CO-RE picks its path at load time.
+            PolicyChoice::KernelStack | PolicyChoice::Header => 0,
+        }
+    }
+
+    /// The policy this one is judged as on a kernel with (`patched`) or
+    /// without the series: the header's example is state-aware on the
+    /// first, and on the second its fallbacks behave as always-neigh
+    /// (tc: `bpf_redirect_neigh()` for every packet; XDP: every packet to
+    /// the stack).
+    pub fn judged_as(self, patched: bool) -> PolicyChoice {
+        match self {
+            PolicyChoice::Header if patched => PolicyChoice::Prog(Policy::StateAware),
+            PolicyChoice::Header => PolicyChoice::Prog(Policy::AlwaysNeigh),
+            p => p,
         }
     }
 }
@@ -135,12 +155,14 @@ impl fmt::Display for PolicyChoice {
 impl FromStr for PolicyChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s == "kernel-stack" {
-            return Ok(PolicyChoice::KernelStack);
+        match s {
+            "kernel-stack" => return Ok(PolicyChoice::KernelStack),
+            "header" => return Ok(PolicyChoice::Header),
+            _ => {}
         }
         s.parse::<Policy>()
             .map(PolicyChoice::Prog)
-            .map_err(|_| format!("unknown policy {s:?} (expected baseline, always-neigh, state-aware, refresh or kernel-stack)"))
+            .map_err(|_| format!("unknown policy {s:?} (expected baseline, always-neigh, state-aware, refresh, kernel-stack or header)"))
     }
 }
 

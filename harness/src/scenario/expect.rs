@@ -14,6 +14,7 @@ impl CellResult {
     /// Set the expectation and verdict for the kernel described by
     /// `support`.
     pub fn finish(&mut self, support: &Support) {
+        self.judged_as = self.cell.policy.judged_as(support.patched());
         self.expect = expectation(&self.cell, support);
         self.verdict = verdict(self);
     }
@@ -27,13 +28,33 @@ pub fn expectation(cell: &Cell, support: &Support) -> Option<Expect> {
     if needs_patch && !support.patched() {
         return Some(Expect::Unsupported);
     }
-    Spec::of(cell.scenario).expectation(cell.policy)
+    Spec::of(cell.scenario).expectation(cell.policy.judged_as(support.patched()))
+}
+
+/// The header's example must take the state path exactly when the kernel
+/// has the series (it is judged as state-aware then), else its fallback.
+fn header_path_as_designed(r: &CellResult) -> Option<Verdict> {
+    let h = r.header.as_ref()?;
+    let want = if r.judged_as == PolicyChoice::Prog(Policy::StateAware) {
+        "state"
+    } else {
+        "fallback"
+    };
+    (h.path != want).then(|| {
+        Verdict::Fail(format!(
+            "the header's example took the {} path, expected {want}",
+            h.path
+        ))
+    })
 }
 
 /// Compare a result with its expectation.
 pub fn verdict(r: &CellResult) -> Verdict {
     if let Outcome::Error(e) = &r.outcome {
         return Verdict::Fail(format!("error: {e}"));
+    }
+    if let Some(wrong) = header_path_as_designed(r) {
+        return wrong;
     }
     let Some(expect) = r.expect else {
         return Verdict::Unchecked;
@@ -65,7 +86,7 @@ pub fn verdict(r: &CellResult) -> Verdict {
                 fail("the slow path was used (or nothing was redirected)")
             }
         }
-        (Expect::LookupsAsDesigned, _) => match r.cell.policy {
+        (Expect::LookupsAsDesigned, _) => match r.judged_as {
             PolicyChoice::Prog(p) => match r.state_rows.iter().find(|row| !row_ok(p, row)) {
                 None if !r.state_rows.is_empty() => Verdict::Pass,
                 None => fail("no rows"),
@@ -76,7 +97,7 @@ pub fn verdict(r: &CellResult) -> Verdict {
                     row.reported.map_or("-".into(), |n| n.name())
                 )),
             },
-            PolicyChoice::KernelStack => Verdict::Unchecked,
+            PolicyChoice::KernelStack | PolicyChoice::Header => Verdict::Unchecked,
         },
     }
 }
@@ -103,9 +124,9 @@ fn recovered_as_designed(r: &CellResult) -> Verdict {
     if unannounced(r.cell.scenario) && r.probes_unicast + r.probes_multicast == 0 {
         return fail("recovered without an ARP/NS probe from the DUT".into());
     }
-    match r.cell.policy {
+    match r.judged_as {
         PolicyChoice::KernelStack => Verdict::Pass,
-        PolicyChoice::Prog(_) if r.redirect + r.slow_path() == 0 => {
+        PolicyChoice::Prog(_) | PolicyChoice::Header if r.redirect + r.slow_path() == 0 => {
             fail("the forwarder saw no packet (traffic bypassed it)".into())
         }
         // Not connected after the move: the packet goes to the stack.
@@ -118,14 +139,14 @@ fn recovered_as_designed(r: &CellResult) -> Verdict {
             "always-neigh used bpf_redirect() for {} packet(s)",
             r.redirect
         )),
-        PolicyChoice::Prog(_) => Verdict::Pass,
+        PolicyChoice::Prog(_) | PolicyChoice::Header => Verdict::Pass,
     }
 }
 
 /// A cell that did not recover, as its policy says it must not: baseline
 /// kept sending every packet to the cached MAC with bpf_redirect().
 fn not_recovered_as_designed(r: &CellResult) -> Verdict {
-    if r.cell.policy == PolicyChoice::Prog(Policy::Baseline)
+    if r.judged_as == PolicyChoice::Prog(Policy::Baseline)
         && unannounced(r.cell.scenario)
         && (r.slow_path() > 0 || r.redirect == 0)
     {
@@ -214,6 +235,7 @@ pub fn row_ok(p: Policy, row: &StateRow) -> bool {
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::*;
+    use crate::scenario::result::HeaderRun;
     use crate::scenario::{Family, HookKind};
 
     pub fn cell(s: Scenario, p: PolicyChoice) -> Cell {
@@ -242,14 +264,26 @@ pub(crate) mod fixtures {
             Outcome::NotRecovered => r.final_new_mac = Some(false),
             _ => {}
         }
-        match p {
+        if p == PolicyChoice::Header {
+            r.header = Some(HeaderRun {
+                object: "tc_router.bpf.o".into(),
+                object_sha256: "0".repeat(64),
+                path: if support.patched() {
+                    "state"
+                } else {
+                    "fallback"
+                }
+                .into(),
+            });
+        }
+        match p.judged_as(support.patched()) {
             PolicyChoice::Prog(Policy::AlwaysNeigh) => r.redirect_neigh = 20,
             PolicyChoice::Prog(Policy::StateAware) => {
                 r.redirect = 10;
                 r.redirect_neigh = 10;
             }
             PolicyChoice::Prog(_) => r.redirect = 20,
-            PolicyChoice::KernelStack => {}
+            PolicyChoice::KernelStack | PolicyChoice::Header => {}
         }
         r.finish(support);
         r
@@ -264,6 +298,50 @@ mod tests {
     fn rejudged(mut r: CellResult, change: impl FnOnce(&mut CellResult)) -> Verdict {
         change(&mut r);
         verdict(&r)
+    }
+
+    #[test]
+    fn the_header_example_is_judged_by_the_path_the_kernel_supports() {
+        for (support, judged) in [
+            (PATCHED, Policy::StateAware),
+            (UNPATCHED, Policy::AlwaysNeigh),
+        ] {
+            let r = result(
+                Scenario::IpReassign,
+                PolicyChoice::Header,
+                Outcome::Recovered,
+                &support,
+            );
+            assert_eq!(r.judged_as, PolicyChoice::Prog(judged));
+            assert_eq!(r.expect, Some(Expect::Recovers));
+            assert_eq!(r.verdict, Verdict::Pass);
+            // The other path, or none, is wrong on either kernel.
+            for path in ["state", "fallback", "none", "mixed"] {
+                let v = rejudged(r.clone(), |r| {
+                    if let Some(h) = r.header.as_mut() {
+                        h.path = path.into();
+                    }
+                });
+                let right =
+                    (path == "state") == support.patched() && path != "none" && path != "mixed";
+                assert_eq!(
+                    v == Verdict::Pass,
+                    right,
+                    "{path} on patched={}",
+                    support.patched()
+                );
+            }
+            // A fallback that used bpf_redirect() would be the stale-MAC
+            // behaviour: not what always-neigh (or state-aware's slow path)
+            // does after the move.
+            let stuck = result(
+                Scenario::IpReassign,
+                PolicyChoice::Header,
+                Outcome::NotRecovered,
+                &support,
+            );
+            assert!(matches!(stuck.verdict, Verdict::Fail(_)));
+        }
     }
 
     #[test]

@@ -69,7 +69,10 @@ mod tests {
         for s in Scenario::ALL {
             assert_eq!(s.name().parse::<Scenario>(), Ok(*s));
         }
-        for p in PolicyChoice::all() {
+        for p in PolicyChoice::all()
+            .into_iter()
+            .chain([PolicyChoice::Header])
+        {
             assert_eq!(p.name().parse::<PolicyChoice>(), Ok(p));
         }
         assert_eq!("6".parse::<Family>(), Ok(Family::V6));
@@ -82,11 +85,12 @@ mod tests {
     fn the_matrix_has_the_expected_cells() {
         let all = cells(Scenario::ALL);
         // 5 policies x 2 families x (2 hooks, or none for the stack) = 18
-        // per full scenario; state-matrix has no stack (16), managed only
-        // baseline (4).
-        assert_eq!(all.len(), 6 * 18 + 16 + 4);
+        // per full scenario, and 4 more for the header's example in
+        // ip-reassign and reachable-fastpath; state-matrix has no stack
+        // (16), managed only baseline (4).
+        assert_eq!(all.len(), 6 * 18 + 2 * 4 + 16 + 4);
         let quick = cells(Scenario::QUICK);
-        assert_eq!(quick.len(), 18 + 16 + 18);
+        assert_eq!(quick.len(), 22 + 16 + 22);
         assert!(all
             .iter()
             .all(|c| (c.policy == PolicyChoice::KernelStack) == c.hook.is_none()));

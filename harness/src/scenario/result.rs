@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 
-use super::cell::Cell;
+use super::cell::{Cell, PolicyChoice};
 use super::options::Options;
 use super::support::Support;
 use crate::nud::Nud;
@@ -117,6 +117,17 @@ pub struct Timeline {
     pub states: Vec<StateSample>,
 }
 
+/// What a cell of the header's example program saw of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeaderRun {
+    /// The object file loaded, unchanged on every kernel.
+    pub object: String,
+    pub object_sha256: String,
+    /// The path every decision took: "state", "fallback", or "none"/"mixed"
+    /// (neither is right).
+    pub path: String,
+}
+
 /// Everything measured in one cell.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CellResult {
@@ -147,6 +158,12 @@ pub struct CellResult {
     pub duration_ms: u64,
     pub timeline: Option<Timeline>,
     pub state_rows: Vec<StateRow>,
+    /// The header's example program only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderRun>,
+    /// The policy the cell is judged as on this kernel (the header's
+    /// example: state-aware with the series, always-neigh without).
+    pub judged_as: PolicyChoice,
     pub expect: Option<Expect>,
     #[serde(flatten)]
     pub verdict: Verdict,
@@ -176,6 +193,8 @@ impl CellResult {
             duration_ms: 0,
             timeline: None,
             state_rows: Vec::new(),
+            header: None,
+            judged_as: cell.policy,
             expect: None,
             verdict: Verdict::Unchecked,
         }

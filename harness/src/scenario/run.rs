@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fibneigh_bpf::example::{self, Example};
 use fibneigh_bpf::{nud, Counters, Forwarder};
+use sha2::{Digest, Sha256};
 
 use super::cell::{pick, Cell, Family, PolicyChoice};
 use super::options::{NeighTimers, Options};
-use super::result::{CellResult, Outcome, StateSample, Timeline};
+use super::result::{CellResult, HeaderRun, Outcome, StateSample, Timeline};
 use super::spec::{Entry, Spec, Window};
 use crate::error::{Error, Result};
 use crate::lab::addr::{GW4, GW6, REMOTE4, REMOTE6, SERVICE4, SERVICE6};
@@ -175,20 +177,17 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     }
 
     // The forwarder on the DUT's client-facing device.
-    let (fwd, _attached) = match (cell.policy, cell.hook) {
-        (PolicyChoice::Prog(p), Some(hook)) => {
-            let fwd = Forwarder::load(p)?;
-            let att = lab.attach_forwarder(&fwd, hook.hook(), &n.dut, &n.dut_client_if)?;
-            (Some(fwd), Some(att))
+    let fwd = Program::load(cell)?;
+    let _attached = match (&fwd, cell.hook) {
+        (Program::None, _) | (_, None) => None,
+        (Program::Forwarder(f), Some(hook)) => {
+            Some(lab.attach_forwarder(f, hook.hook(), &n.dut, &n.dut_client_if)?)
         }
-        _ => (None, None),
+        (Program::Example(e), Some(hook)) => {
+            Some(lab.attach_forwarder(e, hook.hook(), &n.dut, &n.dut_client_if)?)
+        }
     };
-    let counters = |f: &Option<Forwarder>| -> Result<Counters> {
-        Ok(match f {
-            Some(f) => f.counters()?,
-            None => Counters::default(),
-        })
-    };
+    let counters = |f: &Program| f.counters();
 
     // Captures, sampler, flow.
     let clock = Instant::now();
@@ -289,6 +288,7 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
         Outcome::NotRecovered
     };
     let mut r = CellResult::new(*cell, outcome);
+    r.header = fwd.header_run()?;
     r.sysctls = sysctls;
     fill(
         &mut r,
@@ -492,5 +492,50 @@ mod tests {
         assert_eq!(t.to_new.iter().sum::<u32>(), 2);
         assert_eq!(t.states[2].new_mac, Some(true));
         assert_eq!(t.states[1].state, "STALE");
+    }
+}
+
+/// The program a traffic cell runs on the DUT.
+enum Program {
+    /// The kernel stack alone.
+    None,
+    Forwarder(Forwarder),
+    Example(Example),
+}
+
+impl Program {
+    fn load(cell: &Cell) -> Result<Program> {
+        Ok(match (cell.policy, cell.hook) {
+            (PolicyChoice::Prog(p), Some(_)) => Program::Forwarder(Forwarder::load(p)?),
+            (PolicyChoice::Header, Some(hook)) => Program::Example(Example::load(hook.hook())?),
+            _ => Program::None,
+        })
+    }
+
+    /// The forwarder's counters, or the example's in the same terms.
+    fn counters(&self) -> Result<Counters> {
+        Ok(match self {
+            Program::None => Counters::default(),
+            Program::Forwarder(f) => f.counters()?,
+            Program::Example(e) => e.stats()?.as_counters(e.hook()),
+        })
+    }
+
+    /// For the example: the object it loaded and the path it took.
+    fn header_run(&self) -> Result<Option<HeaderRun>> {
+        let Program::Example(e) = self else {
+            return Ok(None);
+        };
+        let (name, bytes) = example::object(e.hook());
+        let path = match e.stats()?.path() {
+            Some(p) => p.name().to_string(),
+            None if e.stats()?.on(example::Path::State) > 0 => "mixed".into(),
+            None => "none".into(),
+        };
+        Ok(Some(HeaderRun {
+            object: name.to_string(),
+            object_sha256: hex::encode(Sha256::digest(bytes)),
+            path,
+        }))
     }
 }

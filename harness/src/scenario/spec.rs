@@ -47,6 +47,8 @@ pub enum Window {
 pub enum Policies {
     /// Every program policy and the kernel stack.
     All,
+    /// As `All`, and the public header's example program.
+    AllAndHeader,
     /// Every program policy (the probe program has no stack variant).
     Programs,
     /// Baseline alone.
@@ -109,7 +111,7 @@ const MOVE: Spec = Spec {
     entry: Entry::Learnt,
     aged: false,
     window: Window::Recovery,
-    policies: Policies::All,
+    policies: Policies::AllAndHeader,
     recovers_by_probe: true,
     expect: ONLY_BASELINE_STUCK,
 };
@@ -121,6 +123,7 @@ pub const SPECS: &[Spec] = &[
         scenario: Scenario::IpReassignAged,
         force_stale: false,
         aged: true,
+        policies: Policies::All,
         ..MOVE
     },
     Spec {
@@ -128,6 +131,7 @@ pub const SPECS: &[Spec] = &[
         announce: true,
         recovers_by_probe: false,
         expect: &[(Who::Any, Some(Expect::Recovers))],
+        policies: Policies::All,
         ..MOVE
     },
     Spec {
@@ -143,6 +147,7 @@ pub const SPECS: &[Spec] = &[
     Spec {
         scenario: Scenario::Gateway,
         via_gateway: true,
+        policies: Policies::All,
         ..MOVE
     },
     Spec {
@@ -162,6 +167,7 @@ pub const SPECS: &[Spec] = &[
         entry: Entry::Pinned,
         recovers_by_probe: false,
         expect: &[(Who::Any, Some(Expect::DoesNotRecover))],
+        policies: Policies::All,
         ..MOVE
     },
     Spec {
@@ -188,6 +194,11 @@ impl Spec {
     pub fn policies(&self) -> Vec<PolicyChoice> {
         match self.policies {
             Policies::All => PolicyChoice::all(),
+            Policies::AllAndHeader => {
+                let mut v = PolicyChoice::all();
+                v.push(PolicyChoice::Header);
+                v
+            }
             Policies::Programs => Policy::ALL.iter().map(|p| PolicyChoice::Prog(*p)).collect(),
             Policies::Baseline => vec![BASELINE],
         }
