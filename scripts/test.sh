@@ -3,10 +3,18 @@
 # VM tier (build the patched kernel, boot it, run checks inside).
 #
 #   scripts/test.sh          all tiers
-#   scripts/test.sh unit     skip the VM tier
+#   scripts/test.sh unit     set-up, lint, fmt, clippy and the unit tests only
+#   scripts/test.sh host     and the root tiers on the host kernel (no VM)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=${1:-all}
+case $tier in
+unit | host | all) ;;
+*)
+	echo "usage: scripts/test.sh [unit|host|all] (got '$tier')" >&2
+	exit 2
+	;;
+esac
 
 # On GitHub Actions every step is a fold of the log.
 in_group=0
@@ -33,6 +41,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "unit tests"
 cargo test --workspace
+
+if [ "$tier" = unit ]; then
+	echo "SKIPPED: host tier and VM tier (scripts/test.sh unit)"
+	exit 0
+fi
 
 if [ "$(id -u)" != 0 ]; then
 	echo "SKIPPED: root-only tiers (host tier, VM tier): not running as root"
@@ -70,7 +83,7 @@ wait_background() {
 }
 trap stop_background EXIT
 
-if [ "$tier" != unit ]; then
+if [ "$tier" = all ]; then
 	# The 6.12 backport's kernel and its test_progs, in the 6.12 tree.
 	step "6.12 LTS backport: kernel and test_progs build in the background (log: target/ci-logs/build-6.12.log)"
 	background target/ci-logs/build-6.12.log sh -c \
@@ -98,8 +111,8 @@ cargo run -q --bin fibneigh -- bench --quick --json target/bench-host/bench-quic
 step "criterion lookup benchmarks on the host (test mode: each benchmark runs once)"
 cargo test -p fibneigh --bench lookup
 
-if [ "$tier" = unit ]; then
-	echo "SKIPPED: VM tier (scripts/test.sh unit)"
+if [ "$tier" = host ]; then
+	echo "SKIPPED: VM tier (scripts/test.sh host)"
 	exit 0
 fi
 
@@ -124,6 +137,27 @@ background target/ci-logs/test-progs-7.3-debug.log "$bin" selftests --profile de
 
 step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, no kernel bug report"
 "$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --window-ms 5000 --json target/matrix-vm/matrix.json --junit target/junit/matrix-vm.xml --svg-dir target/matrix-vm/svg
+
+step "the header's examples: the same object files took the fallback on the host and the state path in the VM"
+python3 - target/matrix-host/matrix.json target/matrix-vm/matrix.json <<'PY'
+import json, sys
+def header_cells(path, want):
+    cells = [c for c in json.load(open(path))["cells"] if c["policy"] == "header"]
+    if not cells:
+        sys.exit(f"{path}: no cell of the header's example")
+    for c in cells:
+        h = c.get("header") or {}
+        if h.get("path") != want or c["verdict"] == "fail":
+            sys.exit(f"{path}: {c['scenario']}/header/v{c['family']}/{c['hook']}: "
+                     f"path {h.get('path')}, verdict {c['verdict']} (expected {want}, not fail)")
+    return {h["object"]: h["object_sha256"] for h in (c["header"] for c in cells)}
+host = header_cells(sys.argv[1], "fallback")
+vm = header_cells(sys.argv[2], "state")
+if host != vm:
+    sys.exit(f"different objects: host {host}, VM {vm}")
+for name, digest in sorted(host.items()):
+    print(f"{name} sha256 {digest}: fallback on the host, state path in the VM")
+PY
 
 step "fuzz on the debug kernel: 100,000 bpf_fib_lookup() calls and 20,000 forwarder frames (seed 1), every result within the documented contract, no kernel bug report"
 "$bin" vm run --profile debug --timeout 2700 -- "$bin" fuzz --seed 1 --lookups 100000 --forwarder-runs 20000 --json target/fuzz-vm/fuzz.json

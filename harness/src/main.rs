@@ -31,7 +31,7 @@ enum Command {
     Selftests(cli::selftests::SelftestsArgs),
     /// Run one scenario cell (scenario x policy x family x hook) in a
     /// fresh netns lab and print its result.
-    Run(cli::scenarios::RunArgs),
+    Cell(cli::scenarios::CellArgs),
     /// Run every scenario cell: table, JSON, SVG timelines, --check.
     Matrix(cli::scenarios::MatrixArgs),
     /// Benchmarks: ns per lookup by flag, packets per second by policy,
@@ -49,11 +49,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = cli::reserve_stdout_for_json(&std::env::args_os().collect::<Vec<_>>()) {
+        eprintln!("fibneigh: error: {err:#}");
+        return ExitCode::from(EXIT_INFRA);
+    }
     let result = match cli.command {
         Command::Vm(cmd) => cli::vm::run(cmd),
         Command::Probe(args) => cli::probe::run(args),
         Command::Selftests(args) => cli::selftests::run(args),
-        Command::Run(args) => cli::scenarios::run(args),
+        Command::Cell(args) => cli::scenarios::cell(args),
         Command::Matrix(args) => cli::scenarios::matrix(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Fuzz(args) => cli::fuzz::run(args),

@@ -92,12 +92,12 @@ fn state_matrix_shows_whether_neigh_state_is_accepted() {
     assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
 }
 
-/// Start `fibneigh run`, send `signal` once its lab exists (about 1 s in),
+/// Start `fibneigh cell`, send `signal` once its lab exists (about 1 s in),
 /// and check it exits 130 leaving no namespace behind.
 fn interrupt_mid_run(signal: nix::sys::signal::Signal) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
         .args([
-            "run",
+            "cell",
             "--scenario",
             "ip-reassign",
             "--policy",

@@ -29,9 +29,9 @@ fn stderr(out: &Output) -> String {
 
 /// The manifest of the kernel `vm build` makes from the committed inputs.
 fn kernel() -> serde_json::Value {
-    let out = run(fibneigh().args(["vm", "build", "--json"]));
+    let out = run(fibneigh().args(["vm", "build", "--json", "-"]));
     assert!(out.status.success(), "vm build failed: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("vm build --json prints JSON")
+    serde_json::from_slice(&out.stdout).expect("vm build --json - prints JSON")
 }
 
 fn series_is_empty() -> bool {

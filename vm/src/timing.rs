@@ -1,4 +1,4 @@
-//! `vm bench`: what the pipeline costs on this machine. A clean build (a
+//! `vm timing`: what the pipeline costs on this machine. A clean build (a
 //! private cache, so a fresh tree and no ccache), a rebuild after touching
 //! `net/core/filter.c`, and boot-to-command for `true`.
 

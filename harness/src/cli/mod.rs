@@ -11,7 +11,12 @@ pub mod scenarios;
 pub mod selftests;
 pub mod vm;
 
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
@@ -67,13 +72,49 @@ pub fn stamped<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Object(out))
 }
 
-/// Write `value` to `path` as pretty JSON (see [`stamped`]), creating its
-/// directory.
+/// `--json PATH` means one thing in every command: write the report to
+/// PATH as pretty JSON (see [`stamped`]), creating its directory; `-` is
+/// standard output, which then carries the report alone (see
+/// [`reserve_stdout_for_json`]).
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    write_file(
-        path,
-        &(serde_json::to_string_pretty(&stamped(value)?)? + "\n"),
-    )
+    let text = serde_json::to_string_pretty(&stamped(value)?)? + "\n";
+    if path != Path::new("-") {
+        return write_file(path, &text);
+    }
+    let mut out: Box<dyn Write> = match JSON_STDOUT.get() {
+        Some(f) => Box::new(f),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("failed to write the JSON report to standard output")
+}
+
+/// The original standard output, kept for the JSON report.
+static JSON_STDOUT: OnceLock<File> = OnceLock::new();
+
+/// With `--json -` on the command line, standard output carries the JSON
+/// report and nothing else: the original descriptor is kept for the report
+/// and descriptor 1 becomes a copy of standard error, so every table and
+/// message (and whatever child processes print) goes there. Call once,
+/// before anything is printed. Arguments after `--` (a guest's command)
+/// are not ours.
+pub fn reserve_stdout_for_json(args: &[OsString]) -> Result<()> {
+    let ours = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let args = &args[..ours];
+    let asked = args.windows(2).any(|w| w[0] == "--json" && w[1] == "-")
+        || args.iter().any(|a| a == "--json=-");
+    if !asked {
+        return Ok(());
+    }
+    let saved = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("failed to duplicate standard output")?;
+    nix::unistd::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO)
+        .context("failed to point standard output at standard error")?;
+    let _ = JSON_STDOUT.set(File::from(saved));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -92,5 +133,18 @@ mod tests {
         assert_eq!(v["cells"], 3);
         let w = stamped(&vec![1, 2]).expect("json");
         assert_eq!(w["data"][1], 2);
+    }
+
+    #[test]
+    fn a_guest_commands_json_flag_is_not_ours() {
+        // `vm run -- fibneigh probe --json -`: the outer stdout stays.
+        let args: Vec<OsString> = [
+            "fibneigh", "vm", "run", "--", "fibneigh", "probe", "--json", "-",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        reserve_stdout_for_json(&args).expect("nothing to do");
+        assert!(JSON_STDOUT.get().is_none());
     }
 }

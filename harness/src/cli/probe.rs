@@ -1,5 +1,7 @@
 //! `fibneigh probe`: what the running kernel offers.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -10,9 +12,9 @@ use serde::Serialize;
 
 #[derive(Args)]
 pub struct ProbeArgs {
-    /// Print JSON instead of a table.
+    /// Write the features as JSON here (`-`: standard output).
     #[arg(long)]
-    pub json: bool,
+    pub json: Option<PathBuf>,
     /// Fail unless the kernel's release starts with this (e.g. 7.3).
     #[arg(long)]
     pub expect_release: Option<String>,
@@ -65,9 +67,11 @@ pub fn features() -> Result<Features> {
 
 pub fn run(args: ProbeArgs) -> Result<ExitCode> {
     let f = features()?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&f)?);
-    } else {
+    if let Some(p) = &args.json {
+        super::write_json(p, &f)?;
+    }
+    {
+        let mut out = std::io::stdout().lock();
         let yes = |b| {
             if b {
                 "supported"
@@ -75,25 +79,28 @@ pub fn run(args: ProbeArgs) -> Result<ExitCode> {
                 "not supported (-EINVAL)"
             }
         };
-        println!("kernel release        {}", f.release);
-        println!(
+        writeln!(out, "kernel release        {}", f.release)?;
+        writeln!(
+            out,
             "bpf_fib_lookup (tc)   loads and runs; loopback lookup -> {}",
             f.fib_lookup_tc
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "bpf_fib_lookup (xdp)  loads and runs; loopback lookup -> {}",
             f.fib_lookup_xdp
-        );
-        println!("NEIGH_STATE           {}", yes(f.neigh_state));
-        println!("NEIGH_REFRESH         {}", yes(f.neigh_refresh));
-        println!(
+        )?;
+        writeln!(out, "NEIGH_STATE           {}", yes(f.neigh_state))?;
+        writeln!(out, "NEIGH_REFRESH         {}", yes(f.neigh_refresh))?;
+        writeln!(
+            out,
             "tcx                   {}",
             match f.tcx {
                 Some(true) => "known to the kernel (BPF_TCX_INGRESS in its BTF); the harness attaches with clsact",
                 Some(false) => "not known to the kernel; tc programs attach with clsact",
                 None => "unknown (no kernel BTF)",
             }
-        );
+        )?;
     }
     if let Some(want) = &args.expect_release {
         if !f.release.starts_with(want.as_str()) {

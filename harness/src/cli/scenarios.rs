@@ -1,4 +1,4 @@
-//! `fibneigh run` (one cell) and `fibneigh matrix` (every cell, a table,
+//! `fibneigh cell` (one cell) and `fibneigh matrix` (every cell, a table,
 //! JSON, SVG timelines, `--check` against the expectations).
 
 use std::path::PathBuf;
@@ -40,12 +40,12 @@ impl TimingArgs {
 }
 
 #[derive(Args)]
-pub struct RunArgs {
+pub struct CellArgs {
     /// ip-reassign, ip-reassign-aged, ip-reassign-garp, state-matrix,
     /// gateway, managed, permanent or reachable-fastpath.
     #[arg(long)]
     pub scenario: Scenario,
-    /// baseline, always-neigh, state-aware, refresh or kernel-stack.
+    /// baseline, always-neigh, state-aware, refresh, kernel-stack or header (the public header's example program).
     #[arg(long)]
     pub policy: PolicyChoice,
     /// 4 or 6.
@@ -110,7 +110,7 @@ fn names(p: &[PolicyChoice]) -> String {
     p.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
 }
 
-pub fn run(args: RunArgs) -> Result<ExitCode> {
+pub fn cell(args: CellArgs) -> Result<ExitCode> {
     let cell = Cell::new(args.scenario, args.policy, args.family, args.hook);
     check_policy(&cell)?;
     let support = prepare()?;

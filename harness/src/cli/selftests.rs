@@ -1,6 +1,7 @@
 //! `fibneigh selftests`: build the kernel's `test_progs -t fib_lookup` from
 //! the patched tree and run it inside the patched kernel.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -26,9 +27,10 @@ pub struct SelftestsArgs {
     pub timeout: u64,
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
-    /// Print the parsed results as JSON.
+    /// Write the parsed results as JSON here (`-`: standard output, and
+    /// the tables go to standard error).
     #[arg(long)]
-    pub json: bool,
+    pub json: Option<PathBuf>,
     /// Write the results as JUnit XML here (with --diff: only a
     /// pristine-pass/patched-fail test fails).
     #[arg(long)]
@@ -102,8 +104,8 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     if let Some(p) = &args.junit {
         super::write_file(p, &super::junit::selftests(&report)?)?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(p) = &args.json {
+        super::write_json(p, &report)?;
     }
     eprintln!("\nselftests: {} result line(s)", report.results.len());
     let mut results = Table::new().indent(2);
@@ -254,17 +256,19 @@ fn run_diff(args: &SelftestsArgs) -> Result<ExitCode> {
             "(left out: does not compile with this clang/config)",
         ]);
     }
-    print!("{}", table.render());
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", table.render())?;
     let regressions = rows.iter().filter(|r| r.regressed()).count();
     let count = |f: &dyn Fn(&st::DiffRow) -> bool| rows.iter().filter(|r| f(r)).count();
-    println!(
+    writeln!(
+        out,
         "{} tests and subtests; pristine-pass/patched-fail: {regressions}; fixed or new (pristine fail/absent, patched pass): {}; failing on both: {}",
         rows.len(),
         count(&|r| r.pristine != Some(true) && r.patched == Some(true)),
         count(&|r| r.pristine == Some(false) && r.patched == Some(false)),
-    );
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+    )?;
+    if let Some(p) = &args.json {
+        super::write_json(p, &rows)?;
     }
     Ok(if regressions == 0 {
         ExitCode::SUCCESS

@@ -23,7 +23,7 @@ pub enum VmCommand {
     /// status.
     Run(RunArgs),
     /// Measure clean build, one-file rebuild and boot-to-command times.
-    Bench(BenchArgs),
+    Timing(TimingArgs),
     /// Make the kernel tree hold the series (applied and configured, not
     /// built) and print its path.
     Tree(BuildArgs),
@@ -81,9 +81,10 @@ pub enum Base {
 
 #[derive(Args)]
 pub struct BuildCmd {
-    /// Print the kernel's manifest as JSON instead of its path.
+    /// Write the kernel's manifest as JSON here (`-`: standard output,
+    /// instead of the path).
     #[arg(long)]
-    pub json: bool,
+    pub json: Option<PathBuf>,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -126,7 +127,7 @@ pub struct RunArgs {
 }
 
 #[derive(Args)]
-pub struct BenchArgs {
+pub struct TimingArgs {
     /// Boots to time for boot-to-command.
     #[arg(long, default_value_t = 3)]
     pub boots: usize,
@@ -144,15 +145,14 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::Build(args) => {
             let image = build(&args.build)?;
             describe(&image);
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&image)?);
-            } else {
-                println!("{}", image.bzimage.display());
+            if let Some(p) = &args.json {
+                super::write_json(p, &image)?;
             }
+            println!("{}", image.bzimage.display());
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Run(args) => run_in_guest(args),
-        VmCommand::Bench(args) => bench(args),
+        VmCommand::Timing(args) => timing(args),
         VmCommand::Tree(args) => {
             let req = build_request(&args);
             let mut reporter = progress::reporter();
@@ -329,7 +329,7 @@ fn minutes(d: Duration) -> String {
 
 /// Clean build (fresh tree, ccache off), rebuild after touching
 /// net/core/filter.c, and boot-to-command for `true`.
-fn bench(args: BenchArgs) -> Result<ExitCode> {
+fn timing(args: TimingArgs) -> Result<ExitCode> {
     stop::install().context("failed to install the signal handlers")?;
     let build = build_request(&args.build);
     let req = TimingRequest {
@@ -372,7 +372,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     ));
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "vm bench: kernel {} ({}), {cpus} CPUs, make -j{}",
+        "vm timing: kernel {} ({}), {cpus} CPUs, make -j{}",
         t.image.release, t.image.origin, t.jobs
     );
     let mut table = fibneigh::present::Table::new().indent(2);

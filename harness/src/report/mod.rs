@@ -93,7 +93,7 @@ pub fn render_table(results: &[CellResult]) -> String {
     table.render()
 }
 
-/// The details `fibneigh run` prints under the table.
+/// The details `fibneigh cell` prints under the table.
 pub fn render_details(r: &CellResult) -> String {
     let mut out = String::new();
     if !r.missing_flags.is_empty() {

@@ -409,6 +409,51 @@ pub(crate) fn fill(r: &mut CellResult, o: &Observed<'_>) {
     });
 }
 
+/// The program a traffic cell runs on the DUT.
+enum Program {
+    /// The kernel stack alone.
+    None,
+    Forwarder(Forwarder),
+    Example(Example),
+}
+
+impl Program {
+    fn load(cell: &Cell) -> Result<Program> {
+        Ok(match (cell.policy, cell.hook) {
+            (PolicyChoice::Prog(p), Some(_)) => Program::Forwarder(Forwarder::load(p)?),
+            (PolicyChoice::Header, Some(hook)) => Program::Example(Example::load(hook.hook())?),
+            _ => Program::None,
+        })
+    }
+
+    /// The forwarder's counters, or the example's in the same terms.
+    fn counters(&self) -> Result<Counters> {
+        Ok(match self {
+            Program::None => Counters::default(),
+            Program::Forwarder(f) => f.counters()?,
+            Program::Example(e) => e.stats()?.as_counters(e.hook()),
+        })
+    }
+
+    /// For the example: the object it loaded and the path it took.
+    fn header_run(&self) -> Result<Option<HeaderRun>> {
+        let Program::Example(e) = self else {
+            return Ok(None);
+        };
+        let (name, bytes) = example::object(e.hook());
+        let path = match e.stats()?.path() {
+            Some(p) => p.name().to_string(),
+            None if e.stats()?.on(example::Path::State) > 0 => "mixed".into(),
+            None => "none".into(),
+        };
+        Ok(Some(HeaderRun {
+            object: name.to_string(),
+            object_sha256: hex::encode(Sha256::digest(bytes)),
+            path,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,50 +537,5 @@ mod tests {
         assert_eq!(t.to_new.iter().sum::<u32>(), 2);
         assert_eq!(t.states[2].new_mac, Some(true));
         assert_eq!(t.states[1].state, "STALE");
-    }
-}
-
-/// The program a traffic cell runs on the DUT.
-enum Program {
-    /// The kernel stack alone.
-    None,
-    Forwarder(Forwarder),
-    Example(Example),
-}
-
-impl Program {
-    fn load(cell: &Cell) -> Result<Program> {
-        Ok(match (cell.policy, cell.hook) {
-            (PolicyChoice::Prog(p), Some(_)) => Program::Forwarder(Forwarder::load(p)?),
-            (PolicyChoice::Header, Some(hook)) => Program::Example(Example::load(hook.hook())?),
-            _ => Program::None,
-        })
-    }
-
-    /// The forwarder's counters, or the example's in the same terms.
-    fn counters(&self) -> Result<Counters> {
-        Ok(match self {
-            Program::None => Counters::default(),
-            Program::Forwarder(f) => f.counters()?,
-            Program::Example(e) => e.stats()?.as_counters(e.hook()),
-        })
-    }
-
-    /// For the example: the object it loaded and the path it took.
-    fn header_run(&self) -> Result<Option<HeaderRun>> {
-        let Program::Example(e) = self else {
-            return Ok(None);
-        };
-        let (name, bytes) = example::object(e.hook());
-        let path = match e.stats()?.path() {
-            Some(p) => p.name().to_string(),
-            None if e.stats()?.on(example::Path::State) > 0 => "mixed".into(),
-            None => "none".into(),
-        };
-        Ok(Some(HeaderRun {
-            object: name.to_string(),
-            object_sha256: hex::encode(Sha256::digest(bytes)),
-            path,
-        }))
     }
 }
