@@ -69,7 +69,8 @@ pub struct MatrixArgs {
     /// Write the verdicts as JUnit XML here (a case per cell).
     #[arg(long)]
     pub junit: Option<PathBuf>,
-    /// Write one SVG timeline per scenario into this directory.
+    /// Write one SVG timeline per scenario into this directory, and
+    /// `headline.svg`: ip-reassign, IPv4, XDP, every policy and the stack.
     #[arg(long)]
     pub svg_dir: Option<PathBuf>,
     /// Only ip-reassign (forced STALE), state-matrix and
@@ -221,6 +222,9 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
             let path = dir.join(format!("{s}.svg"));
             std::fs::write(&path, report::render_svg(*s, &results))
                 .with_context(|| format!("failed to write {}", path.display()))?;
+        }
+        if let Some(svg) = report::render_headline(&results) {
+            write_file(&dir.join("headline.svg"), &svg)?;
         }
     }
     if interrupted {

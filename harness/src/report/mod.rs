@@ -11,7 +11,7 @@ use crate::scenario::spec::{Kind, Spec};
 use crate::scenario::HookKind;
 
 pub use crate::present::state_colour;
-pub use svg::render_svg;
+pub use svg::{render_headline, render_svg};
 
 fn state_label(r: &CellResult) -> String {
     match (&r.final_state, r.final_new_mac) {
@@ -232,6 +232,21 @@ mod tests {
         assert_eq!(v[0]["verdict"], "pass");
         assert_eq!(v[1]["outcome"]["status"], "unsupported");
         assert_eq!(v[0]["timeline"]["to_new"][4], 10);
+    }
+
+    #[test]
+    fn the_headline_shows_v4_xdp_and_the_stack_only() {
+        let mut results = sample_results();
+        // The sample is tc: nothing to show.
+        assert!(render_headline(&results).is_none());
+        let mut xdp = results[0].clone();
+        xdp.cell.hook = Some(crate::scenario::HookKind::Xdp);
+        let mut v6 = xdp.clone();
+        v6.cell.family = crate::scenario::Family::V6;
+        results.extend([xdp, v6]);
+        let svg = render_headline(&results).expect("one v4 xdp row");
+        assert_eq!(svg.matches("always-neigh").count(), 1);
+        assert!(svg.contains("ip-reassign, IPv4, XDP"));
     }
 
     #[test]

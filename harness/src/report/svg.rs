@@ -5,7 +5,7 @@ use super::summary;
 use crate::present::svg::{self as draw, Canvas, LegendStyle};
 use crate::present::{self, state_colour};
 use crate::scenario::result::CellResult;
-use crate::scenario::Scenario;
+use crate::scenario::{Family, HookKind, Scenario};
 
 /// The states in the legend, in order.
 const LEGEND_STATES: [&str; 8] = [
@@ -30,6 +30,38 @@ pub fn render_svg(scenario: Scenario, results: &[CellResult]) -> String {
         .iter()
         .filter(|r| r.cell.scenario == scenario)
         .collect();
+    render_rows(
+        &format!(
+            "{}: neighbour state and deliveries per cell",
+            scenario.name()
+        ),
+        &rows,
+    )
+}
+
+/// The picture to show first: ip-reassign over IPv4 in XDP (where
+/// programs have no `bpf_redirect_neigh()`), every policy and the kernel
+/// stack. None when the results hold no such cell.
+pub fn render_headline(results: &[CellResult]) -> Option<String> {
+    let rows: Vec<&CellResult> = results
+        .iter()
+        .filter(|r| {
+            r.cell.scenario == Scenario::IpReassign
+                && r.cell.family == Family::V4
+                && r.cell.hook.is_none_or(|h| h == HookKind::Xdp)
+                && r.timeline.is_some()
+        })
+        .collect();
+    (!rows.is_empty()).then(|| {
+        render_rows(
+            "ip-reassign, IPv4, XDP: the service's IP moves to a new MAC, nothing announces it",
+            &rows,
+        )
+    })
+}
+
+/// The timelines of `rows` under `title`.
+fn render_rows(title: &str, rows: &[&CellResult]) -> String {
     let (left, right, top, row_h) = (230.0, 20.0, 70.0, 46.0);
     let plot_w = 900.0;
     let width = left + plot_w + right;
@@ -42,15 +74,7 @@ pub fn render_svg(scenario: Scenario, results: &[CellResult]) -> String {
         .max(1) as f64;
     let x = |ms: f64| left + plot_w * (ms / end_ms).clamp(0.0, 1.0);
     let mut c = Canvas::new(width, height);
-    c.title(
-        10.0,
-        20.0,
-        15.0,
-        format!(
-            "{}: neighbour state and deliveries per cell",
-            scenario.name()
-        ),
-    );
+    c.title(10.0, 20.0, 15.0, title.to_string());
     let states: Vec<(&str, &str)> = LEGEND_STATES
         .iter()
         .map(|s| (state_colour(s), *s))
