@@ -45,6 +45,9 @@ enum Command {
     /// and overfill the nexthop's table while a flow is forwarded; then
     /// the flow must recover and the counters add up.
     Churn(cli::churn::ChurnArgs),
+    /// Write the public header's example objects (tc and XDP, built from
+    /// bpf/include/fib_neigh.h) for loading with tc or ip link.
+    Examples(cli::examples::ExamplesArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::Fuzz(args) => cli::fuzz::run(args),
         Command::Churn(args) => cli::churn::run(args),
+        Command::Examples(args) => cli::examples::run(args),
     };
     match result {
         Ok(code) => code,

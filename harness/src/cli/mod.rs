@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod churn;
+pub mod examples;
 pub mod fuzz;
 pub mod junit;
 pub mod probe;
