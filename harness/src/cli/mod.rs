@@ -41,20 +41,10 @@ pub fn write_file(path: &Path, text: &str) -> Result<()> {
 /// meaning or goes away (new fields do not bump it).
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// The commit the running binary's repository is at (`git describe
-/// --always --dirty`), or "unknown" outside a git checkout.
+/// The commit the binary was built from (`git describe --always --dirty`
+/// at build time, see harness/build.rs), or "unknown".
 pub fn commit() -> String {
-    let root = vm::repo_root();
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(&root)
-        .args(["describe", "--always", "--dirty", "--abbrev=12"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    env!("FIBNEIGH_COMMIT").to_string()
 }
 
 /// `value` as a JSON object that says which layout and which commit made
