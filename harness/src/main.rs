@@ -45,6 +45,9 @@ enum Command {
     /// and overfill the nexthop's table while a flow is forwarded; then
     /// the flow must recover and the counters add up.
     Churn(cli::churn::ChurnArgs),
+    /// The workload of `vm icount`, run inside its guest.
+    #[command(hide = true)]
+    IcountGuest(cli::icount::GuestArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::Fuzz(args) => cli::fuzz::run(args),
         Command::Churn(args) => cli::churn::run(args),
+        Command::IcountGuest(args) => cli::icount::guest(args),
     };
     match result {
         Ok(code) => code,

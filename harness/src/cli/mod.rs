@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod churn;
 pub mod fuzz;
+pub mod icount;
 pub mod junit;
 pub mod probe;
 pub mod progress;
