@@ -7,7 +7,8 @@
 //!   `fibneigh-icount` QEMU plugin): the lookup benchmark's lab and
 //!   programs, every (row, column) of [`lookup::COLUMNS`] once, in a fixed
 //!   order, each one `BPF_PROG_TEST_RUN` of `runs` x 64 lookups, the entry
-//!   put back into the row's state before each. It writes what it ran
+//!   deleted and created again in the row's state before each (so it heads
+//!   its hash chain: see [`LookupLab::recreate`]). It writes what it ran
 //!   ([`GuestRun`]).
 //! - [`analyse`] runs on the host after the guest exits: it matches each
 //!   measured cell with the plugin's segment of that test run (the plugin
@@ -127,7 +128,7 @@ pub fn run_workload(runs: u32, hooks: &[Hook]) -> Result<GuestRun> {
                 unsupported,
             };
             if cell.measured() {
-                lab.prepare(case)?;
+                lab.recreate(case)?;
                 let t = lab.sample(case, f, runs)?;
                 cell.runs = runs;
                 cell.calls = if f.is_some() { t.lookups } else { 0 };
@@ -327,6 +328,53 @@ pub fn analyse(guest: &GuestRun, report: &Report) -> Result<IcountReport> {
     })
 }
 
+/// One row's flags-0 and SKIP_NEIGH figures (pristine, series).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesCost {
+    pub row: String,
+    pub flags0: (Option<u64>, Option<u64>),
+    pub skip_neigh: (Option<u64>, Option<u64>),
+}
+
+fn added(pair: (Option<u64>, Option<u64>)) -> Option<i64> {
+    Some(pair.1? as i64 - pair.0? as i64)
+}
+
+impl SeriesCost {
+    /// Instructions the series adds to a lookup with flags 0.
+    pub fn flags0_added(&self) -> Option<i64> {
+        added(self.flags0)
+    }
+
+    pub fn skip_neigh_added(&self) -> Option<i64> {
+        added(self.skip_neigh)
+    }
+}
+
+/// What the series costs the flags it does not add, row by row (rows of
+/// `series` matched by label in `pristine`).
+pub fn series_cost(pristine: &IcountReport, series: &IcountReport) -> Vec<SeriesCost> {
+    let get = |r: &IcountReport, row: &str, col: &str| {
+        r.rows
+            .iter()
+            .find(|x| x.label == row)
+            .and_then(|x| x.figures.iter().find(|f| f.column == col))
+            .and_then(|f| f.insns)
+    };
+    series
+        .rows
+        .iter()
+        .map(|r| SeriesCost {
+            row: r.label.clone(),
+            flags0: (get(pristine, &r.label, "0"), get(series, &r.label, "0")),
+            skip_neigh: (
+                get(pristine, &r.label, "SKIP_NEIGH"),
+                get(series, &r.label, "SKIP_NEIGH"),
+            ),
+        })
+        .collect()
+}
+
 fn goal(rows: &[Row], text: &str, column: &str, limit: i64, covers: impl Fn(&Row) -> bool) -> Goal {
     let worst = rows
         .iter()
@@ -353,7 +401,7 @@ pub fn method(runs: u32) -> Vec<String> {
         format!(
             "guest under QEMU TCG, 1 vCPU, with the fibneigh-icount plugin; each cell is one \
              BPF_PROG_TEST_RUN of {runs} runs x {LOOKUPS_PER_RUN} bpf_fib_lookup() calls, \
-             the entry put back into the row's state first"
+             the entry deleted and created again in the row's state first (it heads its hash chain)"
         ),
         "per call: every kernel instruction from the helper's first instruction to its ret \
          (callees, tail calls and any interrupt taken meanwhile included; the BPF program's \

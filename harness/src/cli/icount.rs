@@ -33,6 +33,10 @@ pub struct IcountArgs {
     /// patches) instead of the series: flags 0 before the series.
     #[arg(long)]
     pub pristine: bool,
+    /// Measure the pristine base first, then the series, and show flags 0
+    /// (and SKIP_NEIGH) before and after the series.
+    #[arg(long, conflicts_with = "pristine")]
+    pub with_pristine: bool,
     /// The QEMU plugin [default: libfibneigh_icount_plugin.so next to this
     /// binary; `cargo build -p fibneigh-icount-plugin` makes it].
     #[arg(long)]
@@ -105,8 +109,8 @@ fn locate_plugin(given: Option<PathBuf>) -> Result<PathBuf> {
 
 /// The kernel to measure: the series' (what `vm build` makes) or the
 /// pristine base's.
-fn kernel(args: &IcountArgs) -> Result<KernelImage> {
-    if !args.pristine {
+fn kernel(args: &IcountArgs, pristine: bool) -> Result<KernelImage> {
+    if !pristine {
         return cli_vm::build(&args.build);
     }
     let empty = args.build.cache_dir.join("empty-series");
@@ -147,7 +151,66 @@ fn symbols(vmlinux: &Path, names: &[&str]) -> Result<Vec<u64>> {
 pub fn run(args: IcountArgs) -> Result<ExitCode> {
     stop::install().context("failed to install the signal handlers")?;
     let plugin = locate_plugin(args.plugin.clone())?;
-    let image = kernel(&args)?;
+    let before = if args.with_pristine {
+        match measure(&args, &plugin, true)? {
+            Some(m) => Some(m),
+            None => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
+        }
+    } else {
+        None
+    };
+    let Some((image, report)) = measure(&args, &plugin, args.pristine)? else {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    };
+    print!("{}", render(&report, &image));
+    let series = before
+        .as_ref()
+        .map(|(_, pristine)| icount::series_cost(pristine, &report));
+    if let Some(rows) = &series {
+        print!("{}", render_series(rows));
+    }
+    if let Some(path) = &args.json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            kernel: &'a KernelImage,
+            pristine: bool,
+            #[serde(flatten)]
+            report: &'a IcountReport,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pristine_kernel: Option<&'a KernelImage>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pristine_report: Option<&'a IcountReport>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            series_cost: Option<&'a Vec<icount::SeriesCost>>,
+        }
+        write_json(
+            path,
+            &Out {
+                kernel: &image,
+                pristine: args.pristine,
+                report: &report,
+                pristine_kernel: before.as_ref().map(|(k, _)| k),
+                pristine_report: before.as_ref().map(|(_, r)| r),
+                series_cost: series.as_ref(),
+            },
+        )?;
+    }
+    let missed = report.goals.iter().any(|g| g.met == Some(false));
+    Ok(if args.check && missed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Boot the series' (or the pristine) kernel with the plugin, run the
+/// workload and take the figures; `None` when interrupted.
+fn measure(
+    args: &IcountArgs,
+    plugin: &Path,
+    pristine: bool,
+) -> Result<Option<(KernelImage, IcountReport)>> {
+    let image = kernel(args, pristine)?;
     let helpers = symbols(&image.vmlinux, &HELPERS)?;
     let markers = symbols(&image.vmlinux, &MARKERS)?;
     // The guest writes into the repository (shared read-write); removed
@@ -178,7 +241,7 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
         &[],
     );
     guest.cpus = 1;
-    guest.qemu_args = vec!["-plugin".into(), plugin_args.qemu_option(&plugin)];
+    guest.qemu_args = vec!["-plugin".into(), plugin_args.qemu_option(plugin)];
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let mut command = vec![
         exe.display().to_string(),
@@ -207,7 +270,7 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
         Ok(s) => s,
         Err(e) if stop::requested() => {
             eprintln!("fibneigh: {e:#}");
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            return Ok(None);
         }
         Err(e) => return Err(e),
     };
@@ -222,8 +285,8 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
         .context("the guest's report is not valid JSON")?;
     let counted: Report = serde_json::from_str(&read(&plugin_args.out, "the QEMU plugin")?)
         .context("the plugin's report is not valid JSON")?;
-    let report = match icount::analyse(&guest_run, &counted) {
-        Ok(r) => r,
+    match icount::analyse(&guest_run, &counted) {
+        Ok(r) => Ok(Some((image, r))),
         Err(e) => {
             // Keep both reports for a look at what did not match.
             let kept = scratch.keep();
@@ -232,31 +295,37 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
                 kept.display()
             );
         }
-    };
-    print!("{}", render(&report, &image));
-    if let Some(path) = &args.json {
-        #[derive(serde::Serialize)]
-        struct Out<'a> {
-            kernel: &'a KernelImage,
-            pristine: bool,
-            #[serde(flatten)]
-            report: &'a IcountReport,
-        }
-        write_json(
-            path,
-            &Out {
-                kernel: &image,
-                pristine: args.pristine,
-                report: &report,
-            },
-        )?;
     }
-    let missed = report.goals.iter().any(|g| g.met == Some(false));
-    Ok(if args.check && missed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+}
+
+/// Flags 0 and SKIP_NEIGH before and after the series.
+pub fn render_series(rows: &[icount::SeriesCost]) -> String {
+    let mut out =
+        String::from("before and after the series (pristine base vs series, same config):\n");
+    let mut table = fibneigh::present::Table::new().indent(2).header([
+        "row",
+        "0 pristine",
+        "0 series",
+        "added",
+        "SKIP_NEIGH pristine",
+        "SKIP_NEIGH series",
+        "added",
+    ]);
+    let n = |v: Option<u64>| v.map_or("-".to_string(), |x| x.to_string());
+    let d = |v: Option<i64>| v.map_or("-".to_string(), |x| format!("{x:+}"));
+    for r in rows {
+        table.row([
+            r.row.clone(),
+            n(r.flags0.0),
+            n(r.flags0.1),
+            d(r.flags0_added()),
+            n(r.skip_neigh.0),
+            n(r.skip_neigh.1),
+            d(r.skip_neigh_added()),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
 }
 
 /// The table: instructions per call (mode) and the delta against flags 0;
@@ -291,12 +360,14 @@ pub fn render(report: &IcountReport, image: &KernelImage) -> String {
         table.row(cells);
     }
     out.push_str(&table.render());
+    out.push_str("  floor: the loop without the helper (no call to count)\n");
     for row in &report.rows {
         for f in &row.figures {
             if row.state == nud::STALE && f.column == "NEIGH_REFRESH" {
                 if let (Some(first), Some(n)) = (f.first, f.insns) {
                     out.push_str(&format!(
-                        "  {}: NEIGH_REFRESH's first call (STALE -> DELAY) {first}, the rest {n}\n",
+                        "  {}: NEIGH_REFRESH's first call (STALE -> DELAY, arms the timer: varies by a few \
+                         between boots) {first}, the rest (DELAY) {n}\n",
                         row.label
                     ));
                 }
