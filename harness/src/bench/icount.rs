@@ -262,9 +262,14 @@ pub fn analyse(guest: &GuestRun, report: &Report) -> Result<IcountReport> {
             }
             let from_hook = s.per_helper.get(want).copied().unwrap_or(0);
             if s.calls != cell.calls || from_hook != cell.calls {
+                let hint = if s.calls == 0 {
+                    " (the plugin sees only calls from JIT'd programs: is the BPF JIT on?)"
+                } else {
+                    ""
+                };
                 return Err(Error::Check(format!(
                     "{} / {}: the plugin counted {} helper calls ({} of {}) in its test run, \
-                     the program made {}",
+                     the program made {}{hint}",
                     cell.row, cell.column, s.calls, from_hook, HELPERS[want], cell.calls
                 )));
             }

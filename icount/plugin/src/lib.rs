@@ -14,17 +14,17 @@
 //! shared by all vCPUs, so only one may run.
 
 use std::collections::HashSet;
-use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use fibneigh_icount::{call_target, Args, Recorder, KERNEL_BASE};
 use qemu_plugin_sys::{
     qemu_info_t, qemu_plugin_cb_flags, qemu_plugin_id_t, qemu_plugin_insn, qemu_plugin_insn_data,
-    qemu_plugin_insn_size, qemu_plugin_insn_vaddr, qemu_plugin_op, qemu_plugin_outs,
-    qemu_plugin_register_atexit_cb, qemu_plugin_register_vcpu_insn_exec_cb,
-    qemu_plugin_register_vcpu_insn_exec_inline, qemu_plugin_register_vcpu_tb_trans_cb,
-    qemu_plugin_tb, qemu_plugin_tb_get_insn, qemu_plugin_tb_n_insns, QEMU_PLUGIN_VERSION,
+    qemu_plugin_insn_size, qemu_plugin_insn_vaddr, qemu_plugin_op, qemu_plugin_register_atexit_cb,
+    qemu_plugin_register_vcpu_insn_exec_cb, qemu_plugin_register_vcpu_insn_exec_inline,
+    qemu_plugin_register_vcpu_tb_trans_cb, qemu_plugin_tb, qemu_plugin_tb_get_insn,
+    qemu_plugin_tb_n_insns, QEMU_PLUGIN_VERSION,
 };
 
 /// The API version this plugin is built for; QEMU refuses a plugin whose
@@ -39,11 +39,9 @@ static RETURN_SITES: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
 static ARGS: OnceLock<Args> = OnceLock::new();
 static RECORDER: Mutex<Option<Recorder>> = Mutex::new(None);
 
+/// To QEMU's stderr (`qemu_plugin_outs` prints only with `-d plugin`).
 fn say(text: &str) {
-    if let Ok(s) = CString::new(format!("fibneigh-icount: {text}\n")) {
-        // SAFETY: a valid NUL-terminated string; QEMU copies it.
-        unsafe { qemu_plugin_outs(s.as_ptr()) };
-    }
+    eprintln!("fibneigh-icount: {text}");
 }
 
 fn recorder() -> MutexGuard<'static, Option<Recorder>> {
