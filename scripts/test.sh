@@ -128,6 +128,10 @@ cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 # and RCU checks; kernel-patches/config-debug): every guest console is
 # scanned and any kernel bug report fails the run. Benchmarks use the plain
 # kernel.
+step "instruction counts (QEMU TCG plugin): vm icount twice on the patched 7.3 kernel, identical figures"
+cargo build -q -p fibneigh-icount-plugin
+cargo test -p fibneigh --test vm_icount -- --ignored --test-threads=1
+
 step "debug kernel (patched 7.3 + config-debug): build"
 "$bin" vm build --profile debug
 

@@ -48,6 +48,9 @@ enum Command {
     /// Write the public header's example objects (tc and XDP, built from
     /// bpf/include/fib_neigh.h) for loading with tc or ip link.
     Examples(cli::examples::ExamplesArgs),
+    /// The workload of `vm icount`, run inside its guest.
+    #[command(hide = true)]
+    IcountGuest(cli::icount::GuestArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => cli::fuzz::run(args),
         Command::Churn(args) => cli::churn::run(args),
         Command::Examples(args) => cli::examples::run(args),
+        Command::IcountGuest(args) => cli::icount::guest(args),
     };
     match result {
         Ok(code) => code,

@@ -144,6 +144,8 @@ pub struct RunRequest {
     /// Where the guest's serial console (everything virtme-ng prints on
     /// stderr) is written.
     pub console_log: PathBuf,
+    /// Extra QEMU arguments, appended to virtme-ng's (e.g. `-plugin ...`).
+    pub qemu_args: Vec<String>,
 }
 
 impl Default for RunRequest {
@@ -164,6 +166,7 @@ impl Default for RunRequest {
             cpus: 2,
             accel: Accel::Tcg,
             console_log: PathBuf::from("console.log"),
+            qemu_args: Vec::new(),
         }
     }
 }
@@ -204,6 +207,13 @@ pub fn vng_args(req: &RunRequest) -> Vec<String> {
     }
     for dir in &req.rwdirs {
         args.push(format!("--rwdir={}", dir.display()));
+    }
+    // virtme-ng runs QEMU through a shell line: each argument is quoted
+    // for it, and passed with `=` so that one starting with `-` stays a
+    // value.
+    for arg in &req.qemu_args {
+        let quoted = shlex::try_quote(arg).map_or_else(|_| arg.clone(), |q| q.into_owned());
+        args.push(format!("--qemu-opts={quoted}"));
     }
     args.push("--exec".into());
     args.push(guest_script(&req.command));
@@ -458,6 +468,7 @@ mod tests {
             cpus: 2,
             accel: Accel::Tcg,
             console_log: "/tmp/console.log".into(),
+            qemu_args: Vec::new(),
         }
     }
 
@@ -496,6 +507,23 @@ mod tests {
         // The shell turns it back into the same argv.
         let argv = shlex::split(script.split_once("exec ").unwrap().1).unwrap();
         assert_eq!(argv, req().command);
+    }
+
+    #[test]
+    fn qemu_args_survive_virtme_ngs_shell_line() {
+        assert!(!vng_args(&req())
+            .iter()
+            .any(|a| a.starts_with("--qemu-opts")));
+        let mut r = req();
+        r.qemu_args = vec!["-plugin".into(), "file=/a b/p.so,out=/x".into()];
+        let args = vng_args(&r);
+        let opts: Vec<&str> = args
+            .iter()
+            .filter_map(|a| a.strip_prefix("--qemu-opts="))
+            .collect();
+        // virtme-ng joins the values with spaces into a shell line.
+        assert_eq!(shlex::split(&opts.join(" ")).unwrap(), r.qemu_args);
+        assert_eq!(args.last().unwrap(), &guest_script(&r.command));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Guest {
     pub rwdirs: Vec<PathBuf>,
     /// Working directory inside the guest.
     pub cwd: PathBuf,
+    /// Extra QEMU arguments ([`RunRequest::qemu_args`]).
+    pub qemu_args: Vec<String>,
 }
 
 /// What a finished guest leaves: the command's status and the console
@@ -49,6 +51,7 @@ impl Guest {
             cpus: d.cpus,
             cwd: rwdirs.first().cloned().unwrap_or(d.cwd),
             rwdirs,
+            qemu_args: d.qemu_args,
         }
     }
 
@@ -73,6 +76,7 @@ impl Guest {
             cpus: self.cpus,
             accel: self.accel,
             console_log: console_log_path(&self.cache),
+            qemu_args: self.qemu_args.clone(),
         };
         let mut console_log = req.console_log.clone();
         let status = match boot::run(&req, cancel, reporter) {

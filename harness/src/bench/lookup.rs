@@ -139,6 +139,18 @@ impl LookupLab {
         Ok(())
     }
 
+    /// [`Self::prepare`] with the entry deleted and created again: a new
+    /// entry goes to the head of its hash bucket's chain, so a lookup walks
+    /// past no other entry, whichever entries the boot's random hash seed
+    /// puts in the same bucket (`fibneigh vm icount` counts instructions,
+    /// which must not depend on that).
+    pub fn recreate(&self, case: &Case) -> Result<()> {
+        let (_, dst, _) = self.target(case);
+        self.lab
+            .neigh_delete(&self.names.dut, &self.names.dut_host_if, dst)?;
+        self.prepare(case)
+    }
+
     /// Whether this kernel accepts `flags`.
     pub fn supports(&self, flags: u32) -> Vec<&'static str> {
         self.support.missing(flags)

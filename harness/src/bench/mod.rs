@@ -16,6 +16,7 @@
 //! the table shows ratios only and says so.
 
 pub mod forwarding;
+pub mod icount;
 pub mod lookup;
 pub mod platform;
 pub mod recovery;

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod churn;
 pub mod examples;
 pub mod fuzz;
+pub mod icount;
 pub mod junit;
 pub mod probe;
 pub mod progress;

@@ -27,6 +27,9 @@ pub enum VmCommand {
     /// Make the kernel tree hold the series (applied and configured, not
     /// built) and print its path.
     Tree(BuildArgs),
+    /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
+    /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
+    Icount(super::icount::IcountArgs),
 }
 
 #[derive(Args, Clone)]
@@ -153,6 +156,7 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         }
         VmCommand::Run(args) => run_in_guest(args),
         VmCommand::Timing(args) => timing(args),
+        VmCommand::Icount(args) => super::icount::run(args),
         VmCommand::Tree(args) => {
             let req = build_request(&args);
             let mut reporter = progress::reporter();
