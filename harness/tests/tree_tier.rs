@@ -166,6 +166,53 @@ fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
         built["bzimage"]
     );
 
+    // The user commits an edit to a file the series also patches: the
+    // same worktree follows the new HEAD and only what changed is rebuilt.
+    let filter = repo.join("net/core/filter.c");
+    let mut text = std::fs::read_to_string(&filter).expect("filter.c");
+    text.push_str("/* fibneigh tree tier: a user's commit */\n");
+    std::fs::write(&filter, text).expect("edit filter.c");
+    git(
+        &repo,
+        &[
+            "-c",
+            "user.name=tree tier",
+            "-c",
+            "user.email=tree-tier@localhost",
+            "commit",
+            "-q",
+            "-m",
+            "net: a comment",
+            "--",
+            "net/core/filter.c",
+        ],
+    );
+    let before = state(&repo);
+    let started = std::time::Instant::now();
+    let out = run(&mut build());
+    assert!(out.status.success(), "rebuild failed: {}", stderr(&out));
+    eprintln!(
+        "vm build --tree after a commit to net/core/filter.c: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let rebuilt: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(rebuilt["tree"], built["tree"], "the same worktree");
+    assert_ne!(rebuilt["key"], built["key"]);
+    let log =
+        PathBuf::from(rebuilt["bzimage"].as_str().expect("bzimage")).with_file_name("build.log");
+    let log = std::fs::read_to_string(&log).expect("build.log");
+    let compiled: Vec<&str> = log.lines().filter(|l| l.starts_with("  CC ")).collect();
+    eprintln!("recompiled {} C file(s): {compiled:?}", compiled.len());
+    assert!(
+        compiled.iter().any(|l| l.ends_with("net/core/filter.o")),
+        "{compiled:?}"
+    );
+    assert!(
+        compiled.len() < 100,
+        "an incremental build, not a full one: {compiled:?}"
+    );
+    assert_eq!(state(&repo), before, "the user's repository changed");
+
     // vm run takes --tree too: the guest runs the series' kernel.
     let out = run(fibneigh()
         .args(["vm", "run", "--accel", "tcg", "--timeout", "900", "--tree"])
