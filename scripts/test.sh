@@ -119,6 +119,13 @@ fi
 step "VM tier: kernel build, boot, checks in the guest, failure paths"
 cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 
+# A clone of the pristine tree stands for the user's repository; its build
+# runs in a private cache sharing the real ccache, so the compiler calls
+# hit and the step costs minutes, not a clean build (README, "Your own
+# kernel tree").
+step "--tree: a user's kernel repository built in a worktree (ccache), left unchanged, cached, booted; --clean"
+cargo test -p fibneigh --test tree_tier -- --ignored --test-threads=1
+
 # The matrices' recovery window is a tolerance, not a speed target (how
 # fast each policy recovers is fibneigh bench's figure): a cell that must
 # recover does so in about 1.4 s on an idle machine, and took over 2 s in a

@@ -36,6 +36,47 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// [`output`] with `input` on the command's stdin.
+pub fn output_with_input(cmd: &mut Command, input: &[u8]) -> Result<String> {
+    use std::io::Write;
+
+    let shown = display(cmd);
+    let spawn_err = |source| Error::Spawn {
+        cmd: shown.clone(),
+        source,
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    // Fed from its own thread: a command that writes much before reading
+    // all of its input must not block on a full pipe.
+    let stdin = child.stdin.take();
+    let (fed, out) = std::thread::scope(|s| {
+        let feeder = s.spawn(move || stdin.map(|mut w| w.write_all(input)));
+        let out = child.wait_with_output();
+        (feeder.join(), out)
+    });
+    let out = out.map_err(spawn_err)?;
+    if let Ok(Some(Err(source))) = fed {
+        if out.status.success() {
+            return Err(spawn_err(source));
+        }
+    }
+    if !out.status.success() {
+        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        return Err(Error::Command {
+            cmd: shown,
+            status: out.status.to_string(),
+            output: text,
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Run to completion, discarding stdout.
 pub fn run(cmd: &mut Command) -> Result<()> {
     output(cmd).map(drop)

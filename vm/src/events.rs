@@ -8,6 +8,8 @@ pub enum Phase {
     Fetch,
     Unpack,
     Commit,
+    /// A worktree of the user's repository (`--tree`).
+    Worktree,
     Patch,
     Configure,
     Build,
@@ -20,6 +22,7 @@ impl fmt::Display for Phase {
             Phase::Fetch => "fetch",
             Phase::Unpack => "unpack",
             Phase::Commit => "commit",
+            Phase::Worktree => "worktree",
             Phase::Patch => "patch",
             Phase::Configure => "configure",
             Phase::Build => "build",

@@ -18,6 +18,7 @@ pub mod kconfig;
 pub mod series;
 pub mod source;
 pub mod timing;
+pub mod tree;
 
 use std::fs;
 use std::path::PathBuf;
@@ -102,11 +103,10 @@ pub fn effective_fragment(req: &BuildRequest) -> Result<PathBuf> {
 /// building it (for the quality gates and the selftests).
 pub fn prepare_tree(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<SourceTree> {
     let series = Series::parse(&req.patches)?;
-    let fetched = source::fetch(&req.source, &req.cache_dir, req.refresh_source, reporter)?;
-    let tree = source::unpack(&fetched, &req.cache_dir, reporter)?;
-    series::apply(&tree, &series, reporter)?;
+    let base = tree::locate(req, reporter)?;
+    let tree = base.patched(&req.cache_dir, &series, reporter)?;
     let fragment = effective_fragment(req)?;
-    let stamp = format!("{}-{}", series.digest()?, cache::file_digest(&fragment)?);
+    let stamp = base.config_stamp(&series.digest()?, &cache::file_digest(&fragment)?);
     kconfig::configure(&tree.path, &fragment, &stamp, reporter)?;
     Ok(tree)
 }
@@ -114,10 +114,10 @@ pub fn prepare_tree(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<S
 /// Build (or find in the cache) the kernel `req` describes.
 pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelImage> {
     let series = Series::parse(&req.patches)?;
-    let fetched = source::fetch(&req.source, &req.cache_dir, req.refresh_source, reporter)?;
+    let base = tree::locate(req, reporter)?;
     let fragment = effective_fragment(req)?;
     let key = CacheKey {
-        base: fetched.info.id.clone(),
+        base: base.info().id,
         series: series.digest()?,
         config: cache::file_digest(&fragment)?,
         profile: req.profile.name().to_string(),
@@ -130,9 +130,8 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         return Ok(image);
     }
 
-    let tree = source::unpack(&fetched, &req.cache_dir, reporter)?;
-    series::apply(&tree, &series, reporter)?;
-    let stamp = format!("{}-{}", key.series, key.config);
+    let tree = base.patched(&req.cache_dir, &series, reporter)?;
+    let stamp = base.config_stamp(&key.series, &key.config);
     kconfig::configure(&tree.path, &fragment, &stamp, reporter)?;
     let out = cache::kernel_dir(&req.cache_dir, &key);
     fs::create_dir_all(&out).at(&out)?;

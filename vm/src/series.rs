@@ -108,8 +108,9 @@ fn run_with_stdin(
     child.wait_with_output()
 }
 
-const APPLIED_FILE: &str = ".git/fibneigh-series";
-const MTIMES_FILE: &str = ".git/fibneigh-mtimes.json";
+/// In the tree's git directory.
+const APPLIED_FILE: &str = "fibneigh-series";
+const MTIMES_FILE: &str = "fibneigh-mtimes.json";
 
 /// For every file a series has ever touched: the blob it held and its
 /// modification time, as of the last successful apply.
@@ -122,8 +123,28 @@ type MtimeRecord = BTreeMap<String, (String, SystemTime)>;
 /// apply gets that apply's modification time back, so only what really
 /// changed is recompiled, even after a failed apply in between.
 pub fn apply(tree: &SourceTree, series: &Series, reporter: &mut dyn Reporter) -> Result<()> {
-    let digest = series.digest()?;
-    let marker = tree.path.join(APPLIED_FILE);
+    apply_onto(&tree.path, BASE_TAG, series, reporter)
+}
+
+/// [`apply`] onto `base` (a revision of `tree`): the pipeline's trees use
+/// their `fibneigh-base` tag, a worktree of a user's repository the commit
+/// it was made for (no ref is ever created there). The records live in the
+/// tree's own git directory (a linked worktree's private one).
+pub fn apply_onto(
+    tree: &Path,
+    base: &str,
+    series: &Series,
+    reporter: &mut dyn Reporter,
+) -> Result<()> {
+    let git_dir = PathBuf::from(git(tree, &["rev-parse", "--absolute-git-dir"])?.trim());
+    // The pipeline's trees never change base: their record is the series
+    // alone, as it always was; a worktree's names the base too.
+    let digest = if base == BASE_TAG {
+        series.digest()?
+    } else {
+        format!("{base}-{}", series.digest()?)
+    };
+    let marker = git_dir.join(APPLIED_FILE);
     if fs::read_to_string(&marker).ok().as_deref() == Some(digest.as_str()) {
         reporter.event(Event::Cached(
             Phase::Patch,
@@ -140,19 +161,19 @@ pub fn apply(tree: &SourceTree, series: &Series, reporter: &mut dyn Reporter) ->
         ),
     ));
     let _ = fs::remove_file(&marker);
-    let record_path = tree.path.join(MTIMES_FILE);
+    let record_path = git_dir.join(MTIMES_FILE);
     let mut record: MtimeRecord = fs::read_to_string(&record_path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
 
     // An `am` left behind by an interrupted run would block the next one.
-    let _ = git(&tree.path, &["am", "--abort"]);
-    git(&tree.path, &["reset", "-q", "--hard", BASE_TAG])?;
+    let _ = git(tree, &["am", "--abort"]);
+    git(tree, &["reset", "-q", "--hard", base])?;
     for patch in &series.patches {
         let mail = with_author(&fs::read(patch).at(patch)?);
         let out = run_with_stdin(
-            git_cmd(&tree.path).args(["am", "-q", "--keep-cr", "--no-3way"]),
+            git_cmd(tree).args(["am", "-q", "--keep-cr", "--no-3way", "--no-gpg-sign"]),
             &mail,
         )
         .map_err(|source| Error::Spawn {
@@ -160,7 +181,7 @@ pub fn apply(tree: &SourceTree, series: &Series, reporter: &mut dyn Reporter) ->
             source,
         })?;
         if !out.status.success() {
-            let _ = git(&tree.path, &["am", "--abort"]);
+            let _ = git(tree, &["am", "--abort"]);
             let mut message = String::from_utf8_lossy(&out.stderr).into_owned();
             message.push_str(&String::from_utf8_lossy(&out.stdout));
             return Err(Error::PatchDoesNotApply {
@@ -177,17 +198,15 @@ pub fn apply(tree: &SourceTree, series: &Series, reporter: &mut dyn Reporter) ->
         });
     }
 
-    let mut paths: BTreeSet<String> = git(
-        &tree.path,
-        &["diff", "--name-only", "--no-renames", BASE_TAG, "HEAD"],
-    )?
-    .lines()
-    .map(str::to_string)
-    .collect();
+    let mut paths: BTreeSet<String> =
+        git(tree, &["diff", "--name-only", "--no-renames", base, "HEAD"])?
+            .lines()
+            .map(str::to_string)
+            .collect();
     paths.extend(record.keys().cloned());
-    let blobs = blobs(&tree.path, &paths)?;
+    let blobs = blobs(tree, &paths)?;
     for path in &paths {
-        let file = tree.path.join(path);
+        let file = tree.join(path);
         let blob = blobs.get(path).cloned().unwrap_or_default();
         if let Some((old_blob, mtime)) = record.get(path) {
             if *old_blob == blob {
@@ -383,15 +402,16 @@ mod tests {
                 .unwrap();
             file.set_modified(old).unwrap();
         }
-        fs::remove_file(tree.path.join(APPLIED_FILE)).unwrap();
-        let mut record: MtimeRecord =
-            serde_json::from_str(&fs::read_to_string(tree.path.join(MTIMES_FILE)).unwrap())
-                .unwrap();
+        fs::remove_file(tree.path.join(".git").join(APPLIED_FILE)).unwrap();
+        let mut record: MtimeRecord = serde_json::from_str(
+            &fs::read_to_string(tree.path.join(".git").join(MTIMES_FILE)).unwrap(),
+        )
+        .unwrap();
         for v in record.values_mut() {
             v.1 = old;
         }
         fs::write(
-            tree.path.join(MTIMES_FILE),
+            tree.path.join(".git").join(MTIMES_FILE),
             serde_json::to_string(&record).unwrap(),
         )
         .unwrap();

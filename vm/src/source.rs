@@ -21,6 +21,9 @@ pub enum SourceSpec {
     Debian { package: String, suite: String },
     /// A `.tar.xz` (or other tarball `tar` reads) or an unpacked tree.
     Path(PathBuf),
+    /// The HEAD of a git repository the user has, built in a worktree in
+    /// the cache (see [`crate::tree`]); never fetched or unpacked.
+    Tree(PathBuf),
 }
 
 impl SourceSpec {
@@ -66,7 +69,12 @@ pub struct FetchedSource {
 enum Archive {
     Deb(PathBuf),
     Tarball(PathBuf),
-    Dir(PathBuf),
+    /// An unpacked tree and the list of its source files (NUL-separated,
+    /// relative), as [`list_dir`] made it.
+    Dir {
+        dir: PathBuf,
+        files: PathBuf,
+    },
 }
 
 /// Locate the base source, downloading it if needed. With `refresh`, a
@@ -121,9 +129,13 @@ pub fn fetch(
                         reason: "not a kernel tree (no Makefile or net/core/filter.c)".into(),
                     });
                 }
+                let listed = list_dir(path, cache)?;
                 (
-                    format!("tree-{}", tree_digest(path)?),
-                    Archive::Dir(path.clone()),
+                    format!("dir-{}", &listed.tree[..16]),
+                    Archive::Dir {
+                        dir: path.clone(),
+                        files: listed.files,
+                    },
                 )
             } else {
                 (
@@ -140,6 +152,10 @@ pub fn fetch(
                 archive,
             })
         }
+        SourceSpec::Tree(path) => Err(Error::BadSource {
+            path: path.clone(),
+            reason: "a git tree is built in a worktree (crate::tree), not fetched".into(),
+        }),
     }
 }
 
@@ -192,10 +208,13 @@ pub fn unpack(
             fs::remove_dir_all(&scratch).at(&scratch)?;
         }
         Archive::Tarball(tarball) => untar(tarball, &dir)?,
-        Archive::Dir(tree) => {
+        Archive::Dir { dir: tree, files } => {
+            // The files the key digests, and nothing else: no build output
+            // of the user's tree comes along.
             cmd::run(
                 Command::new("rsync")
-                    .args(["-a", "--exclude=.git"])
+                    .args(["-a", "--from0"])
+                    .arg(format!("--files-from={}", files.display()))
                     .arg(format!("{}/", tree.display()))
                     .arg(&dir),
             )?;
@@ -237,11 +256,36 @@ pub fn unpack(
     Ok(SourceTree { path: dir, base })
 }
 
+/// Configuration every pipeline `git` runs with, whatever the user's: no
+/// hooks, no signing, no automatic gc or maintenance, no fsmonitor daemon.
+const GIT_CONFIG: [&str; 5] = [
+    "core.hooksPath=/dev/null",
+    "commit.gpgSign=false",
+    "gc.auto=0",
+    "maintenance.auto=false",
+    "core.fsmonitor=false",
+];
+
 /// A `git` command in `tree` with a fixed identity, so commits the pipeline
-/// makes do not depend on the user's configuration.
+/// makes do not depend on the user's configuration (see [`GIT_CONFIG`]).
+/// An inherited `GIT_DIR` and friends are dropped; `git status` never
+/// rewrites an index in passing (`GIT_OPTIONAL_LOCKS=0`).
 pub fn git_cmd(tree: &Path) -> Command {
     let mut c = Command::new("git");
+    for kv in GIT_CONFIG {
+        c.args(["-c", kv]);
+    }
+    for var in [
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_COMMON_DIR",
+    ] {
+        c.env_remove(var);
+    }
     c.current_dir(tree)
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .env("GIT_AUTHOR_NAME", "fibneigh")
         .env("GIT_AUTHOR_EMAIL", "fibneigh@localhost")
         .env("GIT_COMMITTER_NAME", "fibneigh")
@@ -304,27 +348,97 @@ fn file_digest(path: &Path) -> Result<String> {
     Ok(hex::encode(&hasher.finalize()[..8]))
 }
 
-/// A digest of an unpacked tree's listing (paths, sizes, mtimes): cheap,
-/// and changes whenever any file is edited.
-fn tree_digest(path: &Path) -> Result<String> {
-    let listing = cmd::output(Command::new("find").arg(path).args([
-        "-path",
-        "*/.git",
-        "-prune",
-        "-o",
-        "-type",
-        "f",
-        "-printf",
-        "%P %s %T@\n",
-    ]))?;
-    let mut lines: Vec<&str> = listing.lines().collect();
-    lines.sort_unstable();
-    let mut hasher = Sha256::new();
-    for l in lines {
-        hasher.update(l.as_bytes());
-        hasher.update(b"\n");
+/// An unpacked tree's source files and their content digest.
+#[derive(Debug, Clone)]
+pub struct DirListing {
+    /// The git tree id of the files (their paths, modes and contents).
+    pub tree: String,
+    /// A file listing them, NUL-separated, relative to the tree.
+    pub files: PathBuf,
+}
+
+/// The source files of the unpacked tree `dir`: every file its own
+/// `.gitignore` files do not ignore (so none of the kernel's build
+/// outputs), with `dir/.git` left out, digested by content as a git tree
+/// id. Nothing is written to `dir`: a private index in
+/// `<cache>/source-index/<digest of the path>` keeps each file's stat data,
+/// so only files that changed since the last run are read again, and the
+/// blobs are hashed without being stored (`--info-only`).
+pub fn list_dir(dir: &Path, cache: &Path) -> Result<DirListing> {
+    let dir = dir.canonicalize().at(dir)?;
+    let path_digest = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    let index = cache
+        .join("source-index")
+        .join(&hex::encode(path_digest)[..16]);
+    if !index.join("HEAD").is_file() {
+        fs::create_dir_all(&index).at(&index)?;
+        cmd::run(
+            Command::new("git")
+                .args(["init", "-q", "--bare"])
+                .arg(&index),
+        )?;
     }
-    Ok(hex::encode(&hasher.finalize()[..8]))
+    let g = || {
+        let mut c = git_cmd(&dir);
+        c.args(["-c", "core.excludesFile=/dev/null"])
+            .arg(format!("--git-dir={}", index.display()))
+            .arg(format!("--work-tree={}", dir.display()));
+        c
+    };
+    // Files indexed by an earlier run that the rules now ignore go first.
+    let ignored = cmd::output(g().args([
+        "ls-files",
+        "-z",
+        "--cached",
+        "--ignored",
+        "--exclude-standard",
+    ]))?;
+    if !ignored.is_empty() {
+        cmd::output_with_input(
+            g().args(["update-index", "--force-remove", "-z", "--stdin"]),
+            ignored.as_bytes(),
+        )?;
+    }
+    let listed = cmd::output(g().args([
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+    ]))?;
+    cmd::output_with_input(
+        g().args([
+            "update-index",
+            "--add",
+            "--remove",
+            "--info-only",
+            "-z",
+            "--stdin",
+        ]),
+        listed.as_bytes(),
+    )?;
+    let tree = cmd::output(g().args(["write-tree", "--missing-ok"]))?
+        .trim()
+        .to_string();
+    let listed = cmd::output(g().args(["ls-files", "-z", "--cached"]))?;
+    let missing: Vec<&str> = ["Makefile", "net/core/filter.c"]
+        .into_iter()
+        .filter(|f| !listed.split('\0').any(|l| l == *f))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::BadSource {
+            path: dir,
+            reason: format!(
+                "its .gitignore files ignore {}, so its sources cannot be told from build outputs \
+                 (Debian's linux-source trees ignore everything at the top level): \
+                 give the .tar.xz, or a git repository with --tree",
+                missing.join(" and ")
+            ),
+        });
+    }
+    let files = index.join("files");
+    fs::write(&files, listed).at(&files)?;
+    Ok(DirListing { tree, files })
 }
 
 #[cfg(test)]
@@ -361,5 +475,84 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("not a kernel tree"), "{err}");
+    }
+
+    fn kernel_dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("net/core")).unwrap();
+        fs::write(d.path().join("Makefile"), "VERSION = 7\nPATCHLEVEL = 3\n").unwrap();
+        fs::write(d.path().join("net/core/filter.c"), "int filter;\n").unwrap();
+        fs::write(d.path().join(".gitignore"), "*.o\n/vmlinux\n").unwrap();
+        d
+    }
+
+    fn id_of(dir: &Path, cache: &Path) -> String {
+        fetch(
+            &SourceSpec::Path(dir.to_path_buf()),
+            cache,
+            false,
+            &mut crate::events::NullReporter,
+        )
+        .unwrap()
+        .info
+        .id
+    }
+
+    #[test]
+    fn an_unpacked_trees_id_follows_sources_not_mtimes_or_build_outputs() {
+        let d = kernel_dir();
+        let cache = tempfile::tempdir().unwrap();
+        let first = id_of(d.path(), cache.path());
+        assert!(first.starts_with("dir-"), "{first}");
+
+        // `make` in the tree: new outputs, newer mtimes. Same id.
+        fs::write(d.path().join("net/core/filter.o"), "\x7fELF").unwrap();
+        fs::write(d.path().join("vmlinux"), "\x7fELF").unwrap();
+        let file = fs::File::options()
+            .write(true)
+            .open(d.path().join("net/core/filter.c"))
+            .unwrap();
+        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(id_of(d.path(), cache.path()), first);
+        // A git repository of it is the same files.
+        git(d.path(), &["init", "-q"]).unwrap();
+        assert_eq!(id_of(d.path(), cache.path()), first);
+
+        // What is copied is what is digested: no build output.
+        let listed = list_dir(d.path(), cache.path()).unwrap();
+        let files = fs::read_to_string(&listed.files).unwrap();
+        let mut names: Vec<&str> = files.split('\0').filter(|n| !n.is_empty()).collect();
+        names.sort_unstable();
+        assert_eq!(names, [".gitignore", "Makefile", "net/core/filter.c"]);
+
+        // An edit, an added source and a removed one each make a new id.
+        fs::write(d.path().join("net/core/filter.c"), "int edited;\n").unwrap();
+        let edited = id_of(d.path(), cache.path());
+        assert_ne!(edited, first);
+        fs::write(d.path().join("net/core/new.c"), "int n;\n").unwrap();
+        let added = id_of(d.path(), cache.path());
+        assert_ne!(added, edited);
+        fs::remove_file(d.path().join("net/core/new.c")).unwrap();
+        assert_eq!(id_of(d.path(), cache.path()), edited);
+        // The same content in another directory is the same base.
+        let other = kernel_dir();
+        fs::write(other.path().join("net/core/filter.c"), "int edited;\n").unwrap();
+        assert_eq!(id_of(other.path(), cache.path()), edited);
+
+        // A tree whose .gitignore hides its own sources is refused.
+        fs::write(other.path().join(".gitignore"), "/*\n!/debian/\n").unwrap();
+        let err = fetch(
+            &SourceSpec::Path(other.path().to_path_buf()),
+            cache.path(),
+            false,
+            &mut crate::events::NullReporter,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("ignore Makefile and net/core/filter.c"),
+            "{err}"
+        );
     }
 }

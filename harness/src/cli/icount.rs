@@ -113,16 +113,8 @@ fn kernel(args: &IcountArgs, pristine: bool) -> Result<KernelImage> {
     if !pristine {
         return cli_vm::build(&args.build);
     }
-    let empty = args.build.cache_dir.join("empty-series");
-    std::fs::create_dir_all(&empty)
-        .with_context(|| format!("failed to create {}", empty.display()))?;
-    std::fs::write(
-        empty.join("series"),
-        "# no patches: the pristine base (fibneigh selftests --diff)\n",
-    )
-    .context("failed to write the empty series")?;
-    let mut req = cli_vm::build_request(&args.build);
-    req.patches = empty;
+    let mut req = cli_vm::build_request(&args.build)?;
+    req.patches = cli_vm::empty_series(&args.build.cache_dir)?;
     vm::build(&req, super::progress::reporter().as_mut())
         .context("failed to build the pristine kernel")
 }

@@ -40,7 +40,7 @@ pub struct SelftestsArgs {
     /// test-run and attach tests), run it on the pristine base and on the
     /// patched kernel, print one table and fail only on a test that passes
     /// on the pristine kernel and fails on the patched one.
-    #[arg(long, conflicts_with_all = ["kernel", "tests"])]
+    #[arg(long, conflicts_with_all = ["kernel", "tests", "no_series"])]
     pub diff: bool,
     /// Build the kernel and test_progs, boot nothing (CI builds them while
     /// other guests run).
@@ -57,7 +57,7 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     let image = cli_vm::build(&args.build)?;
     // The kernel may come from the cache while the tree holds another
     // series; test_progs must be built from this one.
-    let req = cli_vm::build_request(&args.build);
+    let req = cli_vm::build_request(&args.build)?;
     fibneigh_vm::prepare_tree(&req, super::progress::reporter().as_mut())
         .context("failed to prepare the kernel tree")?;
     let cache = args.build.cache_dir.clone();
@@ -180,20 +180,12 @@ fn run_json(
 fn run_diff(args: &SelftestsArgs) -> Result<ExitCode> {
     let cache = args.build.cache_dir.clone();
     // The pristine base: the same source, config and profile, no patches.
-    let empty = cache.join("empty-series");
-    std::fs::create_dir_all(&empty)
-        .with_context(|| format!("failed to create {}", empty.display()))?;
-    std::fs::write(
-        empty.join("series"),
-        "# no patches: the pristine base (fibneigh selftests --diff)\n",
-    )
-    .context("failed to write the empty series")?;
-    let mut pristine_req = cli_vm::build_request(&args.build);
-    pristine_req.patches = empty;
+    let mut pristine_req = cli_vm::build_request(&args.build)?;
+    pristine_req.patches = cli_vm::empty_series(&cache)?;
     let pristine = fibneigh_vm::build(&pristine_req, super::progress::reporter().as_mut())
         .context("failed to build the pristine kernel")?;
     let patched = cli_vm::build(&args.build)?;
-    let req = cli_vm::build_request(&args.build);
+    let req = cli_vm::build_request(&args.build)?;
     fibneigh_vm::prepare_tree(&req, super::progress::reporter().as_mut())
         .context("failed to prepare the kernel tree")?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());

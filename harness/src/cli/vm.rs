@@ -43,9 +43,19 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value_t = Base::V7_3)]
     pub base: Base,
     /// Base source: a .tar.xz or an unpacked kernel tree, instead of the
-    /// Debian package.
+    /// Debian package (a tree is copied: the files its .gitignore does not
+    /// ignore, keyed by their content).
     #[arg(long)]
     pub source: Option<PathBuf>,
+    /// A kernel git repository you have (e.g. a bpf-next clone): its HEAD,
+    /// plus the series, is built in a worktree in the cache; your branch,
+    /// index and working tree are left alone and uncommitted changes are
+    /// not built. `vm build --tree PATH --clean` removes the worktree.
+    #[arg(long, value_name = "PATH", conflicts_with = "source")]
+    pub tree: Option<PathBuf>,
+    /// Build the base without the series (e.g. --tree's HEAD as it is).
+    #[arg(long)]
+    pub no_series: bool,
     /// Directory with the `series` file and patches.
     #[arg(long)]
     pub patches: Option<PathBuf>,
@@ -88,6 +98,11 @@ pub struct BuildCmd {
     /// instead of the path).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// With --tree: remove the worktree the builds of that repository use
+    /// (and its entry in the repository's .git/worktrees), build nothing.
+    /// Built kernels stay in the cache.
+    #[arg(long, requires = "tree")]
+    pub clean: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -145,6 +160,10 @@ pub struct TimingArgs {
 
 pub fn run(cmd: VmCommand) -> Result<ExitCode> {
     match cmd {
+        VmCommand::Build(args) if args.clean => {
+            clean(&args.build)?;
+            Ok(ExitCode::SUCCESS)
+        }
         VmCommand::Build(args) => {
             let image = build(&args.build)?;
             describe(&image);
@@ -158,7 +177,7 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::Timing(args) => timing(args),
         VmCommand::Icount(args) => super::icount::run(args),
         VmCommand::Tree(args) => {
-            let req = build_request(&args);
+            let req = build_request(&args)?;
             let mut reporter = progress::reporter();
             let tree = vm::prepare_tree(&req, reporter.as_mut())
                 .context("failed to prepare the kernel tree")?;
@@ -181,20 +200,42 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
-pub fn build_request(args: &BuildArgs) -> BuildRequest {
+/// A series of no patches, in the cache: what the pristine base builds with.
+pub fn empty_series(cache: &Path) -> Result<PathBuf> {
+    let empty = cache.join("empty-series");
+    std::fs::create_dir_all(&empty)
+        .with_context(|| format!("failed to create {}", empty.display()))?;
+    std::fs::write(
+        empty.join("series"),
+        "# no patches: the pristine base (--no-series, selftests --diff)\n",
+    )
+    .context("failed to write the empty series")?;
+    Ok(empty)
+}
+
+pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
     let root = repo_root();
     let (package, patches) = match args.base {
         Base::V7_3 => (SourceSpec::default_base(), root.join("kernel-patches")),
         Base::V6_12 => (SourceSpec::lts_base(), root.join("kernel-patches/6.12")),
     };
-    BuildRequest {
+    let source = match (&args.tree, &args.source) {
+        (Some(tree), _) => SourceSpec::Tree(tree.clone()),
+        (None, Some(path)) => SourceSpec::Path(path.clone()),
+        (None, None) => package,
+    };
+    Ok(BuildRequest {
         cache_dir: args.cache_dir.clone(),
-        source: args.source.clone().map(SourceSpec::Path).unwrap_or(package),
+        source,
         config: args
             .config
             .clone()
             .unwrap_or_else(|| patches.join("config")),
-        patches: args.patches.clone().unwrap_or(patches),
+        patches: if args.no_series {
+            empty_series(&args.cache_dir)?
+        } else {
+            args.patches.clone().unwrap_or(patches)
+        },
         profile: match args.profile {
             ProfileArg::Tiny => Profile::Tiny,
             ProfileArg::Debug => Profile::Debug,
@@ -205,13 +246,37 @@ pub fn build_request(args: &BuildArgs) -> BuildRequest {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         refresh_source: args.refresh_source,
         ccache: true,
-    }
+    })
 }
 
 pub fn build(args: &BuildArgs) -> Result<KernelImage> {
-    let req = build_request(args);
+    let req = build_request(args)?;
     let mut reporter = progress::reporter();
     vm::build(&req, reporter.as_mut()).context("failed to build the kernel")
+}
+
+/// `vm build --tree PATH --clean`: remove the repository's worktree.
+fn clean(args: &BuildArgs) -> Result<()> {
+    let Some(path) = &args.tree else {
+        bail!("--clean needs --tree PATH");
+    };
+    let repo = vm::tree::Repo::open(path).context("--tree")?;
+    match vm::tree::remove_worktree(&repo, &args.cache_dir)
+        .context("failed to remove the worktree")?
+    {
+        Some(dir) => eprintln!(
+            "removed the worktree {} and its entry in {}/worktrees; built kernels stay in {}",
+            dir.display(),
+            repo.common_dir.display(),
+            args.cache_dir.join("kernels").display()
+        ),
+        None => eprintln!(
+            "{} has no worktree in {}: nothing to remove",
+            repo.top.display(),
+            args.cache_dir.display()
+        ),
+    }
+    Ok(())
 }
 
 fn describe(image: &KernelImage) {
@@ -334,8 +399,11 @@ fn minutes(d: Duration) -> String {
 /// Clean build (fresh tree, ccache off), rebuild after touching
 /// net/core/filter.c, and boot-to-command for `true`.
 fn timing(args: TimingArgs) -> Result<ExitCode> {
+    if args.build.tree.is_some() {
+        bail!("vm timing measures the pipeline's own base (its clean build uses a private cache); --tree is not supported");
+    }
     stop::install().context("failed to install the signal handlers")?;
-    let build = build_request(&args.build);
+    let build = build_request(&args.build)?;
     let req = TimingRequest {
         accel: accel(args.accel, &build.cache_dir),
         build,
