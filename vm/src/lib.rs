@@ -18,6 +18,7 @@ pub mod kconfig;
 pub mod series;
 pub mod source;
 pub mod timing;
+pub mod uml;
 
 use std::fs;
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ pub use cache::{CacheKey, KernelImage};
 pub use error::{Error, Result};
 pub use events::{Event, NullReporter, Phase, Reporter};
 pub use guest::Guest;
-pub use kbuild::Profile;
+pub use kbuild::{Arch, Profile};
 pub use series::Series;
 pub use source::{SourceSpec, SourceTree};
 
@@ -48,6 +49,10 @@ pub struct BuildRequest {
     pub refresh_source: bool,
     /// Use ccache (`<cache>/ccache`); off only to measure a clean build.
     pub ccache: bool,
+    /// x86-64 (`bzImage`, virtme-ng) or User-Mode Linux (`linux`, run by
+    /// [`uml::run`]). UML configures with `config-um` next to `config`
+    /// instead of `config` itself.
+    pub arch: Arch,
 }
 
 impl BuildRequest {
@@ -74,15 +79,35 @@ pub fn default_cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/fibneigh")
 }
 
-/// The fragment `req` configures with: its `config`, or for a profile with
-/// an extra fragment, both concatenated into a file in the cache (named by
-/// its digest, so the cache key and the tree's stamp follow its content).
+/// The fragment `req`'s architecture starts from: `config`, or for UML
+/// `config-um` next to it.
+pub fn arch_fragment(req: &BuildRequest) -> PathBuf {
+    match req.arch.fragment() {
+        Some(name) => req.config.with_file_name(name),
+        None => req.config.clone(),
+    }
+}
+
+/// The fragment `req` configures with: its architecture's, or for a
+/// profile with an extra fragment, both concatenated into a file in the
+/// cache (named by its digest, so the cache key and the tree's stamp follow
+/// its content).
 pub fn effective_fragment(req: &BuildRequest) -> Result<PathBuf> {
+    let main = arch_fragment(req);
     let Some(extra) = req.profile.extra_fragment() else {
-        return Ok(req.config.clone());
+        if !main.is_file() {
+            return Err(error::Error::Io {
+                path: main,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "config fragment not found",
+                ),
+            });
+        }
+        return Ok(main);
     };
     let extra = req.config.with_file_name(extra);
-    let mut text = fs::read_to_string(&req.config).at(&req.config)?;
+    let mut text = fs::read_to_string(&main).at(&main)?;
     text.push('\n');
     text.push_str(&fs::read_to_string(&extra).at(&extra)?);
     let dir = req.cache_dir.join("fragments");
@@ -90,7 +115,11 @@ pub fn effective_fragment(req: &BuildRequest) -> Result<PathBuf> {
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));
     fs::write(&tmp, &text).at(&tmp)?;
     let path = dir.join(format!(
-        "{}-{}.config",
+        "{}{}-{}.config",
+        match req.arch {
+            Arch::X86_64 => String::new(),
+            other => format!("{}-", other.name()),
+        },
         req.profile.name(),
         cache::file_digest(&tmp)?
     ));
@@ -104,10 +133,11 @@ pub fn prepare_tree(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<S
     let series = Series::parse(&req.patches)?;
     let fetched = source::fetch(&req.source, &req.cache_dir, req.refresh_source, reporter)?;
     let tree = source::unpack(&fetched, &req.cache_dir, reporter)?;
+    let tree = source::arch_tree(&tree, req.arch, reporter)?;
     series::apply(&tree, &series, reporter)?;
     let fragment = effective_fragment(req)?;
     let stamp = format!("{}-{}", series.digest()?, cache::file_digest(&fragment)?);
-    kconfig::configure(&tree.path, &fragment, &stamp, reporter)?;
+    kconfig::configure(&tree.path, req.arch, &fragment, &stamp, reporter)?;
     Ok(tree)
 }
 
@@ -121,6 +151,7 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         series: series.digest()?,
         config: cache::file_digest(&fragment)?,
         profile: req.profile.name().to_string(),
+        arch: req.arch.name().to_string(),
     };
     if let Some(image) = cache::lookup(&req.cache_dir, &key) {
         reporter.event(Event::Cached(
@@ -131,13 +162,15 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
     }
 
     let tree = source::unpack(&fetched, &req.cache_dir, reporter)?;
+    let tree = source::arch_tree(&tree, req.arch, reporter)?;
     series::apply(&tree, &series, reporter)?;
     let stamp = format!("{}-{}", key.series, key.config);
-    kconfig::configure(&tree.path, &fragment, &stamp, reporter)?;
+    kconfig::configure(&tree.path, req.arch, &fragment, &stamp, reporter)?;
     let out = cache::kernel_dir(&req.cache_dir, &key);
     fs::create_dir_all(&out).at(&out)?;
     kbuild::build(
         &tree.path,
+        req.arch,
         req.profile,
         req.jobs,
         &req.ccache(),
@@ -145,19 +178,25 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         reporter,
     )?;
 
+    // UML's `linux` is both the bootable image and the ELF with BTF.
+    let (bzimage, vmlinux) = match req.arch {
+        Arch::X86_64 => (out.join("bzImage"), out.join("vmlinux")),
+        Arch::Um => (out.join("linux"), out.join("linux")),
+    };
     let image = KernelImage {
-        bzimage: out.join("bzImage"),
-        vmlinux: out.join("vmlinux"),
-        release: kbuild::kernel_release(&tree.path)?,
+        bzimage,
+        vmlinux,
+        release: kbuild::kernel_release(&tree.path, req.arch)?,
         upstream: tree.base.upstream.clone().unwrap_or_default(),
         origin: tree.base.origin.clone(),
         key,
         tree: tree.path.clone(),
     };
-    for (from, to) in [
-        (tree.path.join("arch/x86/boot/bzImage"), &image.bzimage),
-        (tree.path.join("vmlinux"), &image.vmlinux),
-    ] {
+    let mut copies = vec![(tree.path.join(req.arch.image_in_tree()), &image.bzimage)];
+    if image.vmlinux != image.bzimage {
+        copies.push((tree.path.join("vmlinux"), &image.vmlinux));
+    }
+    for (from, to) in copies {
         fs::copy(&from, to).at(&from)?;
     }
     cache::store(&image, &out)?;

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use fibneigh::stop;
 use fibneigh_vm::timing::{self, TimingRequest};
 use fibneigh_vm::{
-    self as vm, Accel, BuildRequest, Guest, KernelImage, Profile, RunRequest, SourceSpec,
+    self as vm, Accel, Arch, BuildRequest, Guest, KernelImage, Profile, RunRequest, SourceSpec,
 };
 
 use super::progress;
@@ -62,6 +62,18 @@ pub struct BuildArgs {
     /// need).
     #[arg(long, value_enum, default_value_t = ProfileArg::Tiny)]
     pub profile: ProfileArg,
+    /// Architecture: x86_64 (a bzImage booted under virtme-ng) or um
+    /// (User-Mode Linux: `kernel-patches/config-um`, the `linux` program,
+    /// run natively on the host CPU with interpreted BPF).
+    #[arg(long, value_enum, default_value_t = ArchArg::X86_64)]
+    pub arch: ArchArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchArg {
+    #[value(name = "x86_64")]
+    X86_64,
+    Um,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +96,10 @@ pub struct BuildCmd {
     /// Print the kernel's manifest as JSON instead of its path.
     #[arg(long)]
     pub json: bool,
+    /// Compile without ccache (nothing looked up or stored): what a clean
+    /// build costs.
+    #[arg(long)]
+    pub no_ccache: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -142,7 +158,10 @@ pub struct BenchArgs {
 pub fn run(cmd: VmCommand) -> Result<ExitCode> {
     match cmd {
         VmCommand::Build(args) => {
-            let image = build(&args.build)?;
+            let mut req = build_request(&args.build);
+            req.ccache = !args.no_ccache;
+            let mut reporter = progress::reporter();
+            let image = vm::build(&req, reporter.as_mut()).context("failed to build the kernel")?;
             describe(&image);
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&image)?);
@@ -201,6 +220,10 @@ pub fn build_request(args: &BuildArgs) -> BuildRequest {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         refresh_source: args.refresh_source,
         ccache: true,
+        arch: match args.arch {
+            ArchArg::X86_64 => Arch::X86_64,
+            ArchArg::Um => Arch::Um,
+        },
     }
 }
 
@@ -286,14 +309,27 @@ fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     if !kernel.is_file() {
         bail!("kernel image {} does not exist", kernel.display());
     }
-    let mut guest = guest(
-        kernel,
-        accel(args.accel, &args.build.cache_dir),
-        &args.build.cache_dir,
-        &args.rwdir,
-    );
+    let um = args.build.arch == ArchArg::Um;
+    // UML runs natively: no accelerator to probe, and one CPU.
+    let accel = if um {
+        Accel::Tcg
+    } else {
+        accel(args.accel, &args.build.cache_dir)
+    };
+    let mut guest = guest(kernel, accel, &args.build.cache_dir, &args.rwdir);
     guest.memory = args.memory;
-    guest.cpus = args.cpus;
+    if um {
+        guest.arch = Arch::Um;
+        if args.cpus != RunRequest::default().cpus && args.cpus != 1 {
+            eprintln!(
+                "fibneigh: --cpus {} ignored: User-Mode Linux runs one CPU",
+                args.cpus
+            );
+        }
+        guest.cpus = 1;
+    } else {
+        guest.cpus = args.cpus;
+    }
     let status = match run_guest(
         &guest,
         args.command.clone(),
@@ -330,6 +366,9 @@ fn minutes(d: Duration) -> String {
 /// Clean build (fresh tree, ccache off), rebuild after touching
 /// net/core/filter.c, and boot-to-command for `true`.
 fn bench(args: BenchArgs) -> Result<ExitCode> {
+    if args.build.arch == ArchArg::Um {
+        bail!("`vm bench` times the x86_64/virtme-ng pipeline; for User-Mode Linux use `vm build --arch um --no-ccache` and `vm run --arch um`");
+    }
     stop::install().context("failed to install the signal handlers")?;
     let build = build_request(&args.build);
     let req = TimingRequest {
