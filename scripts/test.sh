@@ -112,6 +112,7 @@ cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 step "UML: build and boot, fibneigh probe"
 "$bin" vm build --arch um
 "$bin" vm run --arch um --timeout 600 -- "$bin" probe --expect-patched
+cargo test -p fibneigh --test uml_tier -- --ignored --test-threads=1
 
 # The matrices' recovery window is a tolerance, not a speed target (how
 # fast each policy recovers is fibneigh bench's figure): a cell that must

@@ -285,7 +285,16 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(20));
     };
     // UML runs each guest process as a host process of its own, in its
-    // process group: none may outlive the run.
+    // process group: none may outlive the run. A UML still running is
+    // asked to stop first: on SIGTERM it kills and reaps those processes
+    // itself (killed by SIGKILL, they would be left to init as zombies).
+    if failure.is_err() {
+        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     kill_all();
     let _ = child.wait();
     let saw = splitter.join().unwrap_or_default();
@@ -304,6 +313,9 @@ pub fn run(
     }
     outcome
 }
+
+/// How long a UML told to stop (SIGTERM) may take before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// How many console lines a failed run shows.
 pub const TAIL_LINES: usize = 20;
