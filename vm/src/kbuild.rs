@@ -91,13 +91,13 @@ impl Arch {
         }
     }
 
-    /// The fragment merged instead of the main one, by file name, next to
-    /// it (UML needs its own base: no PCI, virtio or ACPI, and its console
-    /// channels and hostfs instead).
-    pub fn fragment(self) -> Option<&'static str> {
+    /// The file name of the architecture's fragment in `kernel-patches/`:
+    /// `config`, or for UML `config-um` (no PCI, virtio or ACPI; its
+    /// console channels and hostfs instead).
+    pub fn fragment(self) -> &'static str {
         match self {
-            Arch::X86_64 => None,
-            Arch::Um => Some("config-um"),
+            Arch::X86_64 => "config",
+            Arch::Um => "config-um",
         }
     }
 

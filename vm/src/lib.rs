@@ -50,8 +50,8 @@ pub struct BuildRequest {
     /// Use ccache (`<cache>/ccache`); off only to measure a clean build.
     pub ccache: bool,
     /// x86-64 (`bzImage`, virtme-ng) or User-Mode Linux (`linux`, run by
-    /// [`uml::run`]). UML configures with `config-um` next to `config`
-    /// instead of `config` itself.
+    /// [`uml::run`]; `config` is then a UML fragment, see
+    /// [`Arch::fragment`]).
     pub arch: Arch,
 }
 
@@ -79,35 +79,15 @@ pub fn default_cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/fibneigh")
 }
 
-/// The fragment `req`'s architecture starts from: `config`, or for UML
-/// `config-um` next to it.
-pub fn arch_fragment(req: &BuildRequest) -> PathBuf {
-    match req.arch.fragment() {
-        Some(name) => req.config.with_file_name(name),
-        None => req.config.clone(),
-    }
-}
-
-/// The fragment `req` configures with: its architecture's, or for a
-/// profile with an extra fragment, both concatenated into a file in the
-/// cache (named by its digest, so the cache key and the tree's stamp follow
-/// its content).
+/// The fragment `req` configures with: its `config`, or for a profile with
+/// an extra fragment, both concatenated into a file in the cache (named by
+/// its digest, so the cache key and the tree's stamp follow its content).
 pub fn effective_fragment(req: &BuildRequest) -> Result<PathBuf> {
-    let main = arch_fragment(req);
     let Some(extra) = req.profile.extra_fragment() else {
-        if !main.is_file() {
-            return Err(error::Error::Io {
-                path: main,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "config fragment not found",
-                ),
-            });
-        }
-        return Ok(main);
+        return Ok(req.config.clone());
     };
     let extra = req.config.with_file_name(extra);
-    let mut text = fs::read_to_string(&main).at(&main)?;
+    let mut text = fs::read_to_string(&req.config).at(&req.config)?;
     text.push('\n');
     text.push_str(&fs::read_to_string(&extra).at(&extra)?);
     let dir = req.cache_dir.join("fragments");

@@ -46,7 +46,8 @@ pub struct BuildArgs {
     /// Directory with the `series` file and patches.
     #[arg(long)]
     pub patches: Option<PathBuf>,
-    /// Kernel config fragment merged onto tinyconfig.
+    /// Kernel config fragment merged onto tinyconfig [default: `config`,
+    /// with --arch um `config-um`, in the patches directory].
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Parallel make jobs (default: number of CPUs).
@@ -202,13 +203,17 @@ pub fn build_request(args: &BuildArgs) -> BuildRequest {
         Base::V7_3 => (SourceSpec::default_base(), root.join("kernel-patches")),
         Base::V6_12 => (SourceSpec::lts_base(), root.join("kernel-patches/6.12")),
     };
+    let arch = match args.arch {
+        ArchArg::X86_64 => Arch::X86_64,
+        ArchArg::Um => Arch::Um,
+    };
     BuildRequest {
         cache_dir: args.cache_dir.clone(),
         source: args.source.clone().map(SourceSpec::Path).unwrap_or(package),
         config: args
             .config
             .clone()
-            .unwrap_or_else(|| patches.join("config")),
+            .unwrap_or_else(|| patches.join(arch.fragment())),
         patches: args.patches.clone().unwrap_or(patches),
         profile: match args.profile {
             ProfileArg::Tiny => Profile::Tiny,
@@ -220,10 +225,7 @@ pub fn build_request(args: &BuildArgs) -> BuildRequest {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         refresh_source: args.refresh_source,
         ccache: true,
-        arch: match args.arch {
-            ArchArg::X86_64 => Arch::X86_64,
-            ArchArg::Um => Arch::Um,
-        },
+        arch,
     }
 }
 
