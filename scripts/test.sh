@@ -126,6 +126,14 @@ cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 step "--tree: a user's kernel repository built in a worktree (ccache), left unchanged, cached, booted; --clean"
 cargo test -p fibneigh --test tree_tier -- --ignored --test-threads=1
 
+# User-Mode Linux: the same patched series built for ARCH=um
+# (kernel-patches/config-um, cached under its own key, in its own tree), run
+# natively on the host CPU with the host's root read-only over hostfs.
+step "UML: build and boot, fibneigh probe"
+"$bin" vm build --arch um
+"$bin" vm run --arch um --timeout 600 -- "$bin" probe --expect-patched
+cargo test -p fibneigh --test uml_tier -- --ignored --test-threads=1
+
 # The matrices' recovery window is a tolerance, not a speed target (how
 # fast each policy recovers is fibneigh bench's figure): a cell that must
 # recover does so in about 1.4 s on an idle machine, and took over 2 s in a

@@ -20,12 +20,27 @@ pub struct CacheKey {
     pub config: String,
     /// The build profile's name.
     pub profile: String,
+    /// The architecture's name ([`crate::kbuild::Arch::name`]). Manifests
+    /// written before there was a choice are x86-64 ones.
+    #[serde(default = "x86_64")]
+    pub arch: String,
+}
+
+fn x86_64() -> String {
+    crate::kbuild::Arch::X86_64.name().to_string()
 }
 
 impl CacheKey {
+    /// The key's digest. An x86-64 key digests as it did before the
+    /// architecture was part of the key, so existing kernels stay cached;
+    /// any other architecture adds its name.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
-        for part in [&self.base, &self.series, &self.config, &self.profile] {
+        let mut parts = vec![&self.base, &self.series, &self.config, &self.profile];
+        if self.arch != x86_64() {
+            parts.push(&self.arch);
+        }
+        for part in parts {
             h.update(part.as_bytes());
             h.update([0]);
         }
@@ -86,6 +101,7 @@ mod tests {
             series: "aaaa".into(),
             config: "bbbb".into(),
             profile: "tiny".into(),
+            arch: "x86_64".into(),
         }
     }
 
@@ -109,6 +125,9 @@ mod tests {
         let mut k = key();
         k.profile = "w1".into();
         assert_ne!(k.digest(), base, "profile");
+        let mut k = key();
+        k.arch = "um".into();
+        assert_ne!(k.digest(), base, "arch");
         // Field boundaries matter: moving a character between fields is a
         // different key.
         let a = CacheKey {
@@ -122,6 +141,20 @@ mod tests {
             ..key()
         };
         assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn x86_64_keys_keep_their_old_digest_and_manifests() {
+        // The digest of this key before `arch` existed.
+        let mut h = Sha256::new();
+        for part in ["linux-source-7.3_7.3.4-1~bpo13+1", "aaaa", "bbbb", "tiny"] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        assert_eq!(key().digest(), hex::encode(&h.finalize()[..10]));
+        let old = r#"{"base":"b","series":"s","config":"c","profile":"tiny"}"#;
+        let k: CacheKey = serde_json::from_str(old).unwrap();
+        assert_eq!(k.arch, "x86_64");
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub enum Error {
         status: std::process::ExitStatus,
         console_log: PathBuf,
     },
+    #[error("the guest ran the command but recorded no exit status (killed, or the guest crashed); console log: {}", .console_log.display())]
+    GuestNoStatus { console_log: PathBuf },
     #[error("interrupted; the guest was stopped; console log: {}", .console_log.display())]
     Interrupted { console_log: PathBuf },
 }

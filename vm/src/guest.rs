@@ -1,6 +1,7 @@
 //! A kernel ready to boot: [`Guest::run`] boots it under virtme-ng, runs
 //! one command and returns its exit status, falling back from KVM to TCG
-//! on hosts whose KVM runs the probe firmware but not a kernel.
+//! on hosts whose KVM runs the probe firmware but not a kernel. A User-Mode
+//! Linux kernel ([`Arch::Um`]) is run by [`crate::uml::run`] instead.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use crate::boot::{self, Accel, RunRequest};
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
+use crate::kbuild::Arch;
 
 /// Everything needed to boot, minus the command.
 #[derive(Debug, Clone)]
@@ -27,6 +29,9 @@ pub struct Guest {
     pub cwd: PathBuf,
     /// Extra QEMU arguments ([`RunRequest::qemu_args`]).
     pub qemu_args: Vec<String>,
+    /// x86-64 under virtme-ng, or User-Mode Linux (one CPU, native; `accel`
+    /// and `cpus` do not apply).
+    pub arch: Arch,
 }
 
 /// What a finished guest leaves: the command's status and the console
@@ -52,6 +57,7 @@ impl Guest {
             cwd: rwdirs.first().cloned().unwrap_or(d.cwd),
             rwdirs,
             qemu_args: d.qemu_args,
+            arch: Arch::X86_64,
         }
     }
 
@@ -79,7 +85,11 @@ impl Guest {
             qemu_args: self.qemu_args.clone(),
         };
         let mut console_log = req.console_log.clone();
-        let status = match boot::run(&req, cancel, reporter) {
+        let first = match self.arch {
+            Arch::X86_64 => boot::run(&req, cancel, reporter),
+            Arch::Um => crate::uml::run(&req, &self.cache.join("uml"), cancel, reporter),
+        };
+        let status = match first {
             Err(e @ Error::KvmStalled { .. }) => {
                 reporter.event(Event::Warning(format!("{e}; retrying under TCG")));
                 console_log = console_log_path(&self.cache);

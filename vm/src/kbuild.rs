@@ -1,4 +1,5 @@
-//! Step 5: build `bzImage` (and `vmlinux`, kept for BTF) with ccache.
+//! Step 5: build `bzImage` (and `vmlinux`, kept for BTF) with ccache, or
+//! for User-Mode Linux the `linux` executable.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,71 @@ impl Profile {
 
     fn make_args(self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+/// The architecture a kernel is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arch {
+    /// An x86-64 `bzImage`, booted under virtme-ng (QEMU).
+    #[default]
+    X86_64,
+    /// User-Mode Linux (`ARCH=um`): the kernel is the host program `linux`
+    /// and runs natively on the host CPU (see [`crate::uml`]).
+    Um,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Um => "um",
+        }
+    }
+
+    /// The `ARCH=` value `make` is given, if any (x86-64 is the host's).
+    pub fn make_arch(self) -> Option<&'static str> {
+        match self {
+            Arch::X86_64 => None,
+            Arch::Um => Some("um"),
+        }
+    }
+
+    /// The `make` target that builds the bootable image.
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "bzImage",
+            Arch::Um => "linux",
+        }
+    }
+
+    /// Where `make` leaves the bootable image, relative to the tree.
+    pub fn image_in_tree(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "arch/x86/boot/bzImage",
+            Arch::Um => "linux",
+        }
+    }
+
+    /// The file name of the architecture's fragment in `kernel-patches/`:
+    /// `config`, or for UML `config-um` (no PCI, virtio or ACPI; its
+    /// console channels and hostfs instead).
+    pub fn fragment(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "config",
+            Arch::Um => "config-um",
+        }
+    }
+
+    /// `make` with this architecture's `ARCH=` in its environment.
+    pub fn make(self, tree: &Path) -> Command {
+        let mut c = Command::new("make");
+        c.current_dir(tree);
+        match self.make_arch() {
+            Some(a) => c.env("ARCH", a),
+            None => c.env_remove("ARCH"),
+        };
+        c
     }
 }
 
@@ -104,22 +170,27 @@ pub enum Ccache {
     Disabled,
 }
 
-/// `make -jN bzImage` in `tree`; output goes to `log`.
+/// `make -jN bzImage` (`linux` for UML) in `tree`; output goes to `log`.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     tree: &Path,
+    arch: Arch,
     profile: Profile,
     jobs: usize,
     ccache: &Ccache,
     log: &Path,
     reporter: &mut dyn Reporter,
 ) -> Result<()> {
-    reporter.event(Event::Start(Phase::Build, format!("bzImage, -j{jobs}")));
-    let mut make = Command::new("make");
-    make.current_dir(tree)
-        .arg(format!("-j{jobs}"))
+    let target = arch.target();
+    reporter.event(Event::Start(
+        Phase::Build,
+        format!("{target} ({}), -j{jobs}", arch.name()),
+    ));
+    let mut make = arch.make(tree);
+    make.arg(format!("-j{jobs}"))
         .args(ccache_args())
         .args(profile.make_args())
-        .arg("bzImage")
+        .arg(target)
         .env("CCACHE_BASEDIR", tree)
         .env("CCACHE_NOHASHDIR", "1");
     match ccache {
@@ -166,14 +237,10 @@ fn ccache_args() -> Vec<String> {
 }
 
 /// `uname -r` of the configured tree.
-pub fn kernel_release(tree: &Path) -> Result<String> {
-    Ok(cmd::output(
-        Command::new("make")
-            .current_dir(tree)
-            .args(["-s", "kernelrelease"]),
-    )?
-    .trim()
-    .to_string())
+pub fn kernel_release(tree: &Path, arch: Arch) -> Result<String> {
+    Ok(cmd::output(arch.make(tree).args(["-s", "kernelrelease"]))?
+        .trim()
+        .to_string())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::process::Command;
 use crate::cmd;
 use crate::error::{Error, IoContext, Result};
 use crate::events::{Event, Phase, Reporter};
+use crate::kbuild::Arch;
 
 /// One line of a fragment: `CONFIG_X=value` or `# CONFIG_X is not set`
 /// (`value` is `None`).
@@ -99,6 +100,7 @@ const STAMP: &str = ".fibneigh-config";
 /// fragment and the series it builds).
 pub fn configure(
     tree: &Path,
+    arch: Arch,
     fragment_path: &Path,
     stamp: &str,
     reporter: &mut dyn Reporter,
@@ -114,17 +116,21 @@ pub fn configure(
     }
     reporter.event(Event::Start(
         Phase::Configure,
-        format!("tinyconfig + {}", fragment_path.display()),
+        format!("tinyconfig ({}) + {}", arch.name(), fragment_path.display()),
     ));
     let _ = fs::remove_file(&stamp_path);
     let make = || {
-        let mut c = Command::new("make");
-        c.current_dir(tree).arg("-s");
+        let mut c = arch.make(tree);
+        c.arg("-s");
         c
     };
     cmd::run(make().arg("tinyconfig"))?;
+    let mut merge = Command::new("scripts/kconfig/merge_config.sh");
+    if let Some(a) = arch.make_arch() {
+        merge.env("ARCH", a);
+    }
     cmd::run(
-        Command::new("scripts/kconfig/merge_config.sh")
+        merge
             .current_dir(tree)
             .args(["-m", ".config"])
             .arg(fragment_path),
@@ -197,5 +203,19 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         let f = parse_fragment(&text, &path).unwrap();
         assert!(f.iter().any(|o| o.name == "CONFIG_DEBUG_INFO_BTF"));
+    }
+
+    #[test]
+    fn the_committed_uml_fragment_parses_and_has_hostfs() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-patches/config-um");
+        let text = fs::read_to_string(&path).unwrap();
+        let f = parse_fragment(&text, &path).unwrap();
+        for name in [
+            "CONFIG_HOSTFS",
+            "CONFIG_BPF_SYSCALL",
+            "CONFIG_DEBUG_INFO_BTF",
+        ] {
+            assert!(f.iter().any(|o| o.name == name), "{name}");
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod series;
 pub mod source;
 pub mod timing;
 pub mod tree;
+pub mod uml;
 
 use std::fs;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ pub use cache::{CacheKey, KernelImage};
 pub use error::{Error, Result};
 pub use events::{Event, NullReporter, Phase, Reporter};
 pub use guest::Guest;
-pub use kbuild::Profile;
+pub use kbuild::{Arch, Profile};
 pub use series::Series;
 pub use source::{SourceSpec, SourceTree};
 
@@ -49,6 +50,10 @@ pub struct BuildRequest {
     pub refresh_source: bool,
     /// Use ccache (`<cache>/ccache`); off only to measure a clean build.
     pub ccache: bool,
+    /// x86-64 (`bzImage`, virtme-ng) or User-Mode Linux (`linux`, run by
+    /// [`uml::run`]; `config` is then a UML fragment, see
+    /// [`Arch::fragment`]).
+    pub arch: Arch,
 }
 
 impl BuildRequest {
@@ -91,7 +96,11 @@ pub fn effective_fragment(req: &BuildRequest) -> Result<PathBuf> {
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));
     fs::write(&tmp, &text).at(&tmp)?;
     let path = dir.join(format!(
-        "{}-{}.config",
+        "{}{}-{}.config",
+        match req.arch {
+            Arch::X86_64 => String::new(),
+            other => format!("{}-", other.name()),
+        },
         req.profile.name(),
         cache::file_digest(&tmp)?
     ));
@@ -104,10 +113,10 @@ pub fn effective_fragment(req: &BuildRequest) -> Result<PathBuf> {
 pub fn prepare_tree(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<SourceTree> {
     let series = Series::parse(&req.patches)?;
     let base = tree::locate(req, reporter)?;
-    let tree = base.patched(&req.cache_dir, &series, reporter)?;
+    let tree = base.patched(&req.cache_dir, req.arch, &series, reporter)?;
     let fragment = effective_fragment(req)?;
     let stamp = base.config_stamp(&series.digest()?, &cache::file_digest(&fragment)?);
-    kconfig::configure(&tree.path, &fragment, &stamp, reporter)?;
+    kconfig::configure(&tree.path, req.arch, &fragment, &stamp, reporter)?;
     Ok(tree)
 }
 
@@ -121,6 +130,7 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         series: series.digest()?,
         config: cache::file_digest(&fragment)?,
         profile: req.profile.name().to_string(),
+        arch: req.arch.name().to_string(),
     };
     if let Some(image) = cache::lookup(&req.cache_dir, &key) {
         reporter.event(Event::Cached(
@@ -130,13 +140,14 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         return Ok(image);
     }
 
-    let tree = base.patched(&req.cache_dir, &series, reporter)?;
+    let tree = base.patched(&req.cache_dir, req.arch, &series, reporter)?;
     let stamp = base.config_stamp(&key.series, &key.config);
-    kconfig::configure(&tree.path, &fragment, &stamp, reporter)?;
+    kconfig::configure(&tree.path, req.arch, &fragment, &stamp, reporter)?;
     let out = cache::kernel_dir(&req.cache_dir, &key);
     fs::create_dir_all(&out).at(&out)?;
     kbuild::build(
         &tree.path,
+        req.arch,
         req.profile,
         req.jobs,
         &req.ccache(),
@@ -144,19 +155,25 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         reporter,
     )?;
 
+    // UML's `linux` is both the bootable image and the ELF with BTF.
+    let (bzimage, vmlinux) = match req.arch {
+        Arch::X86_64 => (out.join("bzImage"), out.join("vmlinux")),
+        Arch::Um => (out.join("linux"), out.join("linux")),
+    };
     let image = KernelImage {
-        bzimage: out.join("bzImage"),
-        vmlinux: out.join("vmlinux"),
-        release: kbuild::kernel_release(&tree.path)?,
+        bzimage,
+        vmlinux,
+        release: kbuild::kernel_release(&tree.path, req.arch)?,
         upstream: tree.base.upstream.clone().unwrap_or_default(),
         origin: tree.base.origin.clone(),
         key,
         tree: tree.path.clone(),
     };
-    for (from, to) in [
-        (tree.path.join("arch/x86/boot/bzImage"), &image.bzimage),
-        (tree.path.join("vmlinux"), &image.vmlinux),
-    ] {
+    let mut copies = vec![(tree.path.join(req.arch.image_in_tree()), &image.bzimage)];
+    if image.vmlinux != image.bzimage {
+        copies.push((tree.path.join("vmlinux"), &image.vmlinux));
+    }
+    for (from, to) in copies {
         fs::copy(&from, to).at(&from)?;
     }
     cache::store(&image, &out)?;

@@ -266,6 +266,54 @@ const GIT_CONFIG: [&str; 5] = [
     "core.fsmonitor=false",
 ];
 
+/// The tree `arch` builds in. x86-64 builds in the base's tree itself.
+/// Every other architecture gets its own clone next to it
+/// (`<cache>/trees/<base-id>/linux-<arch>`, sharing the objects): kbuild
+/// refuses an `O=` output directory for a source tree that has been
+/// configured in place, and the two architectures' objects, `.config` and
+/// generated headers must not overwrite each other.
+pub fn arch_tree(
+    tree: &SourceTree,
+    arch: crate::kbuild::Arch,
+    reporter: &mut dyn Reporter,
+) -> Result<SourceTree> {
+    if arch == crate::kbuild::Arch::X86_64 {
+        return Ok(tree.clone());
+    }
+    let dir = tree.path.with_file_name(format!("linux-{}", arch.name()));
+    let marker = dir.join(BASE_FILE);
+    if let Ok(text) = fs::read_to_string(&marker) {
+        if let Ok(base) = serde_json::from_str::<BaseInfo>(&text) {
+            return Ok(SourceTree { path: dir, base });
+        }
+    }
+    // A half-made clone from an interrupted run is thrown away.
+    if dir.exists() {
+        fs::remove_dir_all(&dir).at(&dir)?;
+    }
+    reporter.event(Event::Start(
+        Phase::Unpack,
+        format!("{} tree: clone of {}", arch.name(), tree.path.display()),
+    ));
+    cmd::run(
+        Command::new("git")
+            .args(["clone", "-q", "--shared", "--no-checkout"])
+            .arg(&tree.path)
+            .arg(&dir),
+    )?;
+    git(&dir, &["reset", "-q", "--hard", BASE_TAG])?;
+    let text = serde_json::to_string_pretty(&tree.base).map_err(|e| Error::BadSource {
+        path: marker.clone(),
+        reason: e.to_string(),
+    })?;
+    fs::write(&marker, text).at(&marker)?;
+    reporter.event(Event::End(Phase::Unpack));
+    Ok(SourceTree {
+        path: dir,
+        base: tree.base.clone(),
+    })
+}
+
 /// A `git` command in `tree` with a fixed identity, so commits the pipeline
 /// makes do not depend on the user's configuration (see [`GIT_CONFIG`]).
 /// An inherited `GIT_DIR` and friends are dropped; `git status` never

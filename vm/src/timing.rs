@@ -79,6 +79,7 @@ pub fn measure(
     let t = Instant::now();
     kbuild::build(
         &image.tree,
+        build_req.arch,
         build_req.profile,
         build_req.jobs,
         &build_req.ccache(),

@@ -278,18 +278,30 @@ impl Base {
     }
 
     /// The tree holding the base with `series` applied.
+    /// Other architectures than x86-64 build in their own clone of the
+    /// pipeline's tree ([`source::arch_tree`]); a user's repository builds
+    /// x86-64 only.
     pub(crate) fn patched(
         &self,
         cache: &Path,
+        arch: crate::kbuild::Arch,
         series: &Series,
         reporter: &mut dyn Reporter,
     ) -> Result<SourceTree> {
         match self {
             Base::Fetched(f) => {
                 let tree = source::unpack(f, cache, reporter)?;
+                let tree = source::arch_tree(&tree, arch, reporter)?;
                 series::apply(&tree, series, reporter)?;
                 Ok(tree)
             }
+            Base::Repo(repo) if arch != crate::kbuild::Arch::X86_64 => Err(Error::BadSource {
+                path: repo.top.clone(),
+                reason: format!(
+                    "--tree builds x86-64 only, not {} (the pipeline's own base builds it)",
+                    arch.name()
+                ),
+            }),
             Base::Repo(repo) => {
                 let dir = worktree(repo, cache, reporter)?;
                 series::apply_onto(&dir, &repo.commit, series, reporter)?;
@@ -457,7 +469,14 @@ mod tests {
         let series = Series::parse(&patches).unwrap();
         let base = Base::Repo(Repo::open(&repo).unwrap());
 
-        let tree = base.patched(&cache, &series, &mut NullReporter).unwrap();
+        let tree = base
+            .patched(
+                &cache,
+                crate::kbuild::Arch::X86_64,
+                &series,
+                &mut NullReporter,
+            )
+            .unwrap();
         assert!(tree
             .path
             .starts_with(cache.canonicalize().unwrap().join("worktrees")));
@@ -472,15 +491,25 @@ mod tests {
 
         // Again: the worktree and the applied series are reused.
         let mut events = Vec::new();
-        base.patched(&cache, &series, &mut |e: Event| {
-            events.push(format!("{e:?}"))
-        })
+        base.patched(
+            &cache,
+            crate::kbuild::Arch::X86_64,
+            &series,
+            &mut |e: Event| events.push(format!("{e:?}")),
+        )
         .unwrap();
         assert!(events.iter().all(|e| e.starts_with("Cached")), "{events:?}");
 
         // The worktree deleted behind our back (a cache wipe): made again.
         fs::remove_dir_all(&tree.path).unwrap();
-        let again = base.patched(&cache, &series, &mut NullReporter).unwrap();
+        let again = base
+            .patched(
+                &cache,
+                crate::kbuild::Arch::X86_64,
+                &series,
+                &mut NullReporter,
+            )
+            .unwrap();
         assert_eq!(again.path, tree.path);
         assert_eq!(worktrees(&repo), 2);
 
@@ -489,7 +518,14 @@ mod tests {
         write(&repo, "kernel/bpf/core.c", "int core = 2;\n");
         sh(&repo, &["commit", "-q", "-am", "next"]);
         let moved = Base::Repo(Repo::open(&repo).unwrap());
-        let tree2 = moved.patched(&cache, &series, &mut NullReporter).unwrap();
+        let tree2 = moved
+            .patched(
+                &cache,
+                crate::kbuild::Arch::X86_64,
+                &series,
+                &mut NullReporter,
+            )
+            .unwrap();
         assert_eq!(tree2.path, tree.path);
         assert_eq!(
             fs::read_to_string(tree2.path.join("kernel/bpf/core.c")).unwrap(),
@@ -525,6 +561,7 @@ mod tests {
         let err = base
             .patched(
                 &d.path().join("cache"),
+                crate::kbuild::Arch::X86_64,
                 &Series::parse(&patches).unwrap(),
                 &mut NullReporter,
             )

@@ -8,7 +8,9 @@
 //! run's setup is in it. A "floor" column runs the same loop without the
 //! helper call. Samples of a row are taken in rounds, every variant once
 //! per round in rotating order, and each ratio compares a variant with
-//! flags `0` of the same round.
+//! flags `0` of the same round. A second section, "lookup helper-only",
+//! subtracts the floor of the same round from each variant: the helper's
+//! own cost, whose ratios show a flag's cost without the loop diluting it.
 
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -25,7 +27,7 @@ use crate::stop;
 
 /// The columns: the loop without the helper, then the four flag sets.
 pub const COLUMNS: [(&str, Option<u32>); 5] = [
-    ("floor", None),
+    (FLOOR, None),
     ("0", Some(0)),
     ("SKIP_NEIGH", Some(flags::SKIP_NEIGH)),
     ("NEIGH_STATE", Some(flags::NEIGH_STATE)),
@@ -33,6 +35,10 @@ pub const COLUMNS: [(&str, Option<u32>); 5] = [
 ];
 /// Ratios are taken against this column.
 pub const REFERENCE: &str = "0";
+/// The section of the floor-subtracted rows.
+pub const HELPER_ONLY: &str = "lookup helper-only";
+/// The floor column.
+pub const FLOOR: &str = "floor";
 
 /// One row: which entry is looked up, from where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,8 +272,12 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
         }
     }
     let mut rows = Vec::new();
+    let mut helper_rows = Vec::new();
     for (ci, case) in cases.iter().enumerate() {
         let cols = &measurable[ci];
+        if let Some(row) = helper_only_row(case, cols, &samples[ci]) {
+            helper_rows.push(row);
+        }
         let reference = cols
             .iter()
             .position(|(n, _)| *n == REFERENCE)
@@ -296,12 +306,68 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
             figures,
         });
     }
+    rows.extend(helper_rows);
     let method = vec![format!(
         "lookup: BPF_PROG_TEST_RUN of a program calling bpf_fib_lookup() {LOOKUPS_PER_RUN} times per run, \
          {runs} runs per sample ({} lookups), kernel-reported mean duration per run / {LOOKUPS_PER_RUN}; \
-         {} rounds, variants interleaved in rotating order; 'floor' is the same loop without the helper",
+         {} rounds, variants interleaved in rotating order; 'floor' is the same loop without the helper; \
+         '{HELPER_ONLY}' = ns/lookup - floor of the same round, ratios to flags 0's helper-only of that round",
         u64::from(runs) * u64::from(LOOKUPS_PER_RUN),
         opts.rounds.max(1)
     )];
     Ok((rows, method))
+}
+
+/// The floor-subtracted row of one case: per round, each flag column's
+/// ns/lookup minus that round's floor, with ratios to flags 0's
+/// helper-only figure of the same round. `None` without a floor or a
+/// reference column.
+pub fn helper_only_row(
+    case: &Case,
+    cols: &[(&str, Option<u32>)],
+    samples: &[Vec<f64>],
+) -> Option<Row> {
+    let floor = &samples[cols.iter().position(|(n, _)| *n == FLOOR)?];
+    let minus_floor = |v: &[f64]| -> Vec<f64> { v.iter().zip(floor).map(|(a, f)| a - f).collect() };
+    let reference = minus_floor(&samples[cols.iter().position(|(n, _)| *n == REFERENCE)?]);
+    let figures = cols
+        .iter()
+        .zip(samples)
+        .filter(|((n, _), _)| *n != FLOOR)
+        .map(|((n, _), v)| figure(n, &minus_floor(v), &reference))
+        .collect();
+    Some(Row {
+        section: HELPER_ONLY.into(),
+        label: case.label(),
+        unit: Unit::NsPerLookup,
+        reference: REFERENCE.into(),
+        figures,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helper_only_subtracts_the_floor_of_the_same_round() {
+        let case = Case {
+            v6: false,
+            state: nud::REACHABLE,
+            hook: Hook::Tc,
+        };
+        let cols = [(FLOOR, None), ("0", Some(0)), ("NEIGH_STATE", Some(1 << 8))];
+        // Two rounds: the floor moves with the machine, the helper does not.
+        let samples = vec![vec![30.0, 40.0], vec![70.0, 80.0], vec![74.0, 84.0]];
+        let row = helper_only_row(&case, &cols, &samples).unwrap();
+        assert_eq!(row.section, HELPER_ONLY);
+        assert_eq!(row.figures.len(), 2, "no floor column");
+        let zero = row.figure("0").unwrap();
+        assert_eq!(zero.value.unwrap().median, 40.0);
+        let state = row.figure("NEIGH_STATE").unwrap();
+        assert_eq!(state.value.unwrap().median, 44.0);
+        assert!((state.ratio.unwrap().median - 1.1).abs() < 1e-12);
+        // Without a floor there is no helper-only row.
+        assert!(helper_only_row(&case, &cols[1..], &samples[1..]).is_none());
+    }
 }

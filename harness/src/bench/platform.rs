@@ -14,12 +14,20 @@ pub enum Execution {
     Virtualized(String),
     /// QEMU's software emulation: CPUID signature "TCGTCGTCGTCG".
     Emulated,
+    /// User-Mode Linux (`ARCH=um`): the kernel is a host process, guest
+    /// code runs natively on the host CPU, one CPU, BPF interpreted (no
+    /// JIT). Told by /proc/cpuinfo, not CPUID (which is the host's).
+    UserMode,
 }
 
 impl Execution {
     /// Detect from CPUID: leaf 1 ECX bit 31 says a hypervisor is present,
     /// leaf 0x4000_0000 carries its 12-byte signature.
     pub fn detect() -> Execution {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        if Execution::is_uml_cpuinfo(&cpuinfo) {
+            return Execution::UserMode;
+        }
         match hypervisor_signature() {
             None => Execution::BareMetal,
             Some(sig) => Execution::classify(&sig),
@@ -35,6 +43,17 @@ impl Execution {
         }
     }
 
+    /// UML's /proc/cpuinfo says `vendor_id : User Mode Linux` (and
+    /// `model name : UML`).
+    pub fn is_uml_cpuinfo(cpuinfo: &str) -> bool {
+        cpuinfo.lines().any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                let (k, v) = (k.trim(), v.trim());
+                (k == "vendor_id" && v == "User Mode Linux") || (k == "model name" && v == "UML")
+            })
+        })
+    }
+
     pub fn emulated(&self) -> bool {
         *self == Execution::Emulated
     }
@@ -45,6 +64,7 @@ impl Execution {
             Execution::BareMetal => "bare metal".into(),
             Execution::Virtualized(s) => format!("virtualised (hypervisor {s:?})"),
             Execution::Emulated => "emulated (TCG)".into(),
+            Execution::UserMode => "UML, native CPU, interpreted BPF".into(),
         }
     }
 }
@@ -131,6 +151,16 @@ mod tests {
             Execution::Virtualized("KVMKVMKVM".into())
         );
         assert!(Execution::Emulated.label().contains("emulated (TCG)"));
+    }
+
+    #[test]
+    fn uml_is_told_by_cpuinfo() {
+        let uml =
+            "processor\t: 0\nvendor_id\t: User Mode Linux\nmodel name\t: UML\nmode\t\t: skas\n";
+        assert!(Execution::is_uml_cpuinfo(uml));
+        let host = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)\n";
+        assert!(!Execution::is_uml_cpuinfo(host));
+        assert!(!Execution::UserMode.emulated());
     }
 
     #[test]

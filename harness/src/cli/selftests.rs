@@ -51,6 +51,9 @@ pub struct SelftestsArgs {
 }
 
 pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
+    if args.build.arch == cli_vm::ArchArg::Um {
+        anyhow::bail!("selftests run under virtme-ng (x86_64) only; --arch um is not supported");
+    }
     if args.diff {
         return run_diff(&args);
     }

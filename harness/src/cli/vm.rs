@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use fibneigh::stop;
 use fibneigh_vm::timing::{self, TimingRequest};
 use fibneigh_vm::{
-    self as vm, Accel, BuildRequest, Guest, KernelImage, Profile, RunRequest, SourceSpec,
+    self as vm, Accel, Arch, BuildRequest, Guest, KernelImage, Profile, RunRequest, SourceSpec,
 };
 
 use super::progress;
@@ -59,7 +59,8 @@ pub struct BuildArgs {
     /// Directory with the `series` file and patches.
     #[arg(long)]
     pub patches: Option<PathBuf>,
-    /// Kernel config fragment merged onto tinyconfig.
+    /// Kernel config fragment merged onto tinyconfig [default: `config`,
+    /// with --arch um `config-um`, in the patches directory].
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Parallel make jobs (default: number of CPUs).
@@ -75,6 +76,18 @@ pub struct BuildArgs {
     /// need).
     #[arg(long, value_enum, default_value_t = ProfileArg::Tiny)]
     pub profile: ProfileArg,
+    /// Architecture: x86_64 (a bzImage booted under virtme-ng) or um
+    /// (User-Mode Linux: `kernel-patches/config-um`, the `linux` program,
+    /// run natively on the host CPU with interpreted BPF).
+    #[arg(long, value_enum, default_value_t = ArchArg::X86_64)]
+    pub arch: ArchArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchArg {
+    #[value(name = "x86_64")]
+    X86_64,
+    Um,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,6 +116,10 @@ pub struct BuildCmd {
     /// Built kernels stay in the cache.
     #[arg(long, requires = "tree")]
     pub clean: bool,
+    /// Compile without ccache (nothing looked up or stored): what a clean
+    /// build costs.
+    #[arg(long)]
+    pub no_ccache: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -165,7 +182,10 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Build(args) => {
-            let image = build(&args.build)?;
+            let mut req = build_request(&args.build)?;
+            req.ccache = !args.no_ccache;
+            let mut reporter = progress::reporter();
+            let image = vm::build(&req, reporter.as_mut()).context("failed to build the kernel")?;
             describe(&image);
             if let Some(p) = &args.json {
                 super::write_json(p, &image)?;
@@ -219,6 +239,10 @@ pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
         Base::V7_3 => (SourceSpec::default_base(), root.join("kernel-patches")),
         Base::V6_12 => (SourceSpec::lts_base(), root.join("kernel-patches/6.12")),
     };
+    let arch = match args.arch {
+        ArchArg::X86_64 => Arch::X86_64,
+        ArchArg::Um => Arch::Um,
+    };
     let source = match (&args.tree, &args.source) {
         (Some(tree), _) => SourceSpec::Tree(tree.clone()),
         (None, Some(path)) => SourceSpec::Path(path.clone()),
@@ -230,7 +254,7 @@ pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
         config: args
             .config
             .clone()
-            .unwrap_or_else(|| patches.join("config")),
+            .unwrap_or_else(|| patches.join(arch.fragment())),
         patches: if args.no_series {
             empty_series(&args.cache_dir)?
         } else {
@@ -246,6 +270,7 @@ pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         refresh_source: args.refresh_source,
         ccache: true,
+        arch,
     })
 }
 
@@ -355,14 +380,27 @@ fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     if !kernel.is_file() {
         bail!("kernel image {} does not exist", kernel.display());
     }
-    let mut guest = guest(
-        kernel,
-        accel(args.accel, &args.build.cache_dir),
-        &args.build.cache_dir,
-        &args.rwdir,
-    );
+    let um = args.build.arch == ArchArg::Um;
+    // UML runs natively: no accelerator to probe, and one CPU.
+    let accel = if um {
+        Accel::Tcg
+    } else {
+        accel(args.accel, &args.build.cache_dir)
+    };
+    let mut guest = guest(kernel, accel, &args.build.cache_dir, &args.rwdir);
     guest.memory = args.memory;
-    guest.cpus = args.cpus;
+    if um {
+        guest.arch = Arch::Um;
+        if args.cpus != RunRequest::default().cpus && args.cpus != 1 {
+            eprintln!(
+                "fibneigh: --cpus {} ignored: User-Mode Linux runs one CPU",
+                args.cpus
+            );
+        }
+        guest.cpus = 1;
+    } else {
+        guest.cpus = args.cpus;
+    }
     let status = match run_guest(
         &guest,
         args.command.clone(),
@@ -401,6 +439,9 @@ fn minutes(d: Duration) -> String {
 fn timing(args: TimingArgs) -> Result<ExitCode> {
     if args.build.tree.is_some() {
         bail!("vm timing measures the pipeline's own base (its clean build uses a private cache); --tree is not supported");
+    }
+    if args.build.arch == ArchArg::Um {
+        bail!("`vm timing` times the x86_64/virtme-ng pipeline; for User-Mode Linux use `vm build --arch um --no-ccache` and `vm run --arch um`");
     }
     stop::install().context("failed to install the signal handlers")?;
     let build = build_request(&args.build)?;

@@ -1,0 +1,129 @@
+//! The User-Mode Linux tier: build the series for `ARCH=um` and run
+//! commands in it natively. Each test needs root and the kernel source, and
+//! the first build takes minutes, so they are ignored by a plain `cargo
+//! test`; `scripts/test.sh` runs them with `--ignored`.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn fibneigh() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fibneigh"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("fibneigh runs");
+    eprintln!(
+        "--- {:?} -> {}\n--- stdout\n{}--- stderr\n{}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn uml_run(timeout: &str, command: &[&str]) -> Command {
+    let mut c = fibneigh();
+    c.args(["vm", "run", "--arch", "um", "--timeout", timeout, "--"])
+        .args(command);
+    c
+}
+
+/// Host processes whose command line contains `needle` (UML runs each
+/// guest process as a host process named `[uml-userspace]`, and the kernel
+/// itself under its own path).
+fn processes_with(needle: &str) -> Vec<String> {
+    let out = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .expect("ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[ignore = "UML tier: builds the UML kernel (scripts/test.sh runs it)"]
+fn uml_kernel_builds_and_passes_status_stdout_and_stderr_through() {
+    let out = run(fibneigh().args(["vm", "build", "--arch", "um", "--json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let image: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(image["key"]["arch"], "um");
+    assert!(image["bzimage"]
+        .as_str()
+        .is_some_and(|p| p.ends_with("/linux")));
+
+    let out = run(&mut uml_run(
+        "300",
+        &[
+            "sh",
+            "-c",
+            "echo to-stdout; echo to-stderr >&2; touch /etc/fibneigh-uml-ro 2>/dev/null && echo root-writable; exit 7",
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, "to-stdout\n", "only the command's stdout, no \\r");
+    assert!(stderr(&out).contains("to-stderr"));
+    assert!(stderr(&out).contains("console log:"));
+    assert!(
+        !std::path::Path::new("/etc/fibneigh-uml-ro").exists(),
+        "the host's root is read-only in the guest"
+    );
+}
+
+#[test]
+#[ignore = "UML tier: runs the UML kernel"]
+fn uml_guest_sees_bpffs_tmpfs_and_the_repository_as_cwd() {
+    let cwd = std::env::current_dir().expect("cwd");
+    let out = run(uml_run(
+        "300",
+        &[
+            "sh",
+            "-c",
+            "grep -q ' /sys/fs/bpf bpf ' /proc/mounts && grep -q ' /tmp tmpfs ' /proc/mounts && touch /tmp/x && pwd",
+        ],
+    )
+    .current_dir(&cwd));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        cwd.to_string_lossy()
+    );
+}
+
+#[test]
+#[ignore = "UML tier: runs the UML kernel"]
+fn uml_timeout_and_interrupt_leave_no_process_behind() {
+    let nap = format!("600.{}", std::process::id());
+    let out = run(&mut uml_run("2", &["sleep", &nap]));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not finish within 2s"));
+    assert!(processes_with("uml-userspace").is_empty());
+
+    let child = uml_run("600", &["sleep", &nap])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fibneigh vm run --arch um");
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        processes_with("uml-userspace").is_empty(),
+        "a guest process outlived the run"
+    );
+    assert!(
+        processes_with("uml_dir=").is_empty(),
+        "the UML kernel outlived the run"
+    );
+}
