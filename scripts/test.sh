@@ -119,20 +119,17 @@ fi
 step "VM tier: kernel build, boot, checks in the guest, failure paths"
 cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 
+# The UML kernel clones the 7.3 tree the VM tier unpacked; it builds in the
+# background while the guests below run.
+step "User-Mode Linux kernel: builds in the background (log: target/ci-logs/build-um.log)"
+background target/ci-logs/build-um.log "$bin" vm build --arch um
+
 # A clone of the pristine tree stands for the user's repository; its build
 # runs in a private cache sharing the real ccache, so the compiler calls
 # hit and the step costs minutes, not a clean build (README, "Your own
 # kernel tree").
 step "--tree: a user's kernel repository built in a worktree (ccache), left unchanged, cached, booted; --clean"
 cargo test -p fibneigh --test tree_tier -- --ignored --test-threads=1
-
-# User-Mode Linux: the same patched series built for ARCH=um
-# (kernel-patches/config-um, cached under its own key, in its own tree), run
-# natively on the host CPU with the host's root read-only over hostfs.
-step "UML: build and boot, fibneigh probe"
-"$bin" vm build --arch um
-"$bin" vm run --arch um --timeout 600 -- "$bin" probe --expect-patched
-cargo test -p fibneigh --test uml_tier -- --ignored --test-threads=1
 
 # The matrices' recovery window is a tolerance, not a speed target (how
 # fast each policy recovers is fibneigh bench's figure): a cell that must
@@ -196,9 +193,16 @@ if missing:
 print(f"VM bench: {len(r['rows'])} rows, no unsupported cell")
 PY
 
-step "background builds finish: 6.12 kernel and test_progs, 7.3 debug test_progs"
+step "background builds finish: 6.12 kernel and test_progs, 7.3 debug test_progs, the UML kernel"
 wait_background
 tail -n 2 target/ci-logs/*.log
+
+# User-Mode Linux: the same patched series built for ARCH=um
+# (kernel-patches/config-um, cached under its own key, in its own tree), run
+# natively on the host CPU with the host's root read-only over hostfs.
+step "UML: boot, fibneigh probe (NEIGH_STATE and NEIGH_REFRESH supported), exit status, console, timeout and Ctrl-C"
+"$bin" vm run --arch um --timeout 600 -- "$bin" probe --expect-patched
+cargo test -p fibneigh --test uml_tier -- --ignored --test-threads=1
 
 step "kernel gates (7.3 and 6.12): git am, checkpatch, W=1, bpf_doc and uAPI"
 cargo test -p fibneigh --test kernel_gates -- --ignored --test-threads=1

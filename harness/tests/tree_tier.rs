@@ -70,7 +70,7 @@ fn worktrees(repo: &Path) -> Vec<String> {
 #[ignore = "tree tier: clones the pristine kernel tree, builds it from a worktree (ccache), boots it"]
 fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
     // The pipeline's own kernel, for its pristine tree and its cache.
-    let out = run(fibneigh().args(["vm", "build", "--json"]));
+    let out = run(fibneigh().args(["vm", "build", "--json", "-"]));
     assert!(out.status.success(), "vm build failed: {}", stderr(&out));
     let image: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let pristine = PathBuf::from(image["tree"].as_str().expect("tree"));
@@ -103,7 +103,7 @@ fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
     std::os::unix::fs::symlink(real_cache.join("ccache"), cache.join("ccache")).expect("ccache");
     let build = || {
         let mut c = fibneigh();
-        c.args(["vm", "build", "--json", "--tree"])
+        c.args(["vm", "build", "--json", "-", "--tree"])
             .arg(&repo)
             .arg("--cache-dir")
             .arg(&cache);

@@ -51,7 +51,7 @@ fn processes_with(needle: &str) -> Vec<String> {
 #[test]
 #[ignore = "UML tier: builds the UML kernel (scripts/test.sh runs it)"]
 fn uml_kernel_builds_and_passes_status_stdout_and_stderr_through() {
-    let out = run(fibneigh().args(["vm", "build", "--arch", "um", "--json"]));
+    let out = run(fibneigh().args(["vm", "build", "--arch", "um", "--json", "-"]));
     assert!(out.status.success(), "{}", stderr(&out));
     let image: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(image["key"]["arch"], "um");
