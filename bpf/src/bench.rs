@@ -16,7 +16,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/bench.skel.rs"));
 }
 
-crate::params::fib_params_conversions!(skel::types::fib_params);
+crate::params::fib_params_conversions!(skel::types::fib_neigh_params);
 
 /// `LOOKUPS_PER_RUN` in bench.bpf.c: helper calls per test run.
 pub const LOOKUPS_PER_RUN: u32 = 64;
@@ -233,6 +233,6 @@ mod tests {
 
     #[test]
     fn fib_params_round_trip_through_the_skeleton() {
-        crate::params::assert_round_trip::<skel::types::fib_params>();
+        crate::params::assert_round_trip::<skel::types::fib_neigh_params>();
     }
 }

@@ -130,7 +130,7 @@ pub const AF_INET6: u8 = 10;
 
 /// `struct bpf_fib_lookup`, field for field. Unions are named after every
 /// member they hold. Plain old data (the derive checks there is no padding):
-/// it goes to and from the programs' `struct fib_params` (fib.h) as bytes
+/// it goes to and from the programs' `struct fib_neigh_params` (include/fib_neigh.h) as bytes
 /// (`fib_params_conversions!`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -158,9 +158,9 @@ pub(crate) const fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
 }
 
 /// `From` conversions both ways between [`FibParams`] and a skeleton's
-/// `struct fib_params` (fib.h, as libbpf-cargo renders it: its unions are
-/// named `__anon_fib_params_N`), by value as the same 64 bytes
-/// (`bytemuck::must_cast`).
+/// `struct fib_neigh_params` (include/fib_neigh.h, as libbpf-cargo renders
+/// it: its unions are named `__anon_fib_neigh_params_N`), by value as the
+/// same 64 bytes (`bytemuck::must_cast`).
 ///
 /// The build fails unless the skeleton type has `FibParams`' size and
 /// alignment and each of its fields `FibParams`' offset and size, that is,
@@ -180,15 +180,15 @@ macro_rules! fib_params_conversions {
             }
             same!(family, family);
             same!(l4_protocol, l4_protocol);
-            same!(__anon_fib_params_1, sport_nud_state);
+            same!(__anon_fib_neigh_params_1, sport_nud_state);
             same!(dport, dport);
-            same!(__anon_fib_params_2, tot_len_mtu_result);
+            same!(__anon_fib_neigh_params_2, tot_len_mtu_result);
             same!(ifindex, ifindex);
-            same!(__anon_fib_params_3, tos_flowinfo_rt_metric);
-            same!(__anon_fib_params_4, src);
-            same!(__anon_fib_params_5, dst);
-            same!(__anon_fib_params_6, vlan_tbid);
-            same!(__anon_fib_params_7, mark_smac_dmac);
+            same!(__anon_fib_neigh_params_3, tos_flowinfo_rt_metric);
+            same!(__anon_fib_neigh_params_4, src);
+            same!(__anon_fib_neigh_params_5, dst);
+            same!(__anon_fib_neigh_params_6, vlan_tbid);
+            same!(__anon_fib_neigh_params_7, mark_smac_dmac);
         };
 
         // SAFETY: checked above: the same size and alignment as FibParams
@@ -284,7 +284,7 @@ pub fn mac_string(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-/// A skeleton's `fib_params` holds a [`FibParams`] byte for byte, both
+/// A skeleton's `fib_neigh_params` holds a [`FibParams`] byte for byte, both
 /// ways.
 #[cfg(test)]
 pub(crate) fn assert_round_trip<T>()

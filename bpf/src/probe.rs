@@ -9,7 +9,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
 }
 
-crate::params::fib_params_conversions!(skel::types::fib_params);
+crate::params::fib_params_conversions!(skel::types::fib_neigh_params);
 
 /// Which program type calls the helper; the kernel takes a different path
 /// for each (skb vs xdp_buff, and the tc path checks the MTU).
@@ -137,6 +137,6 @@ mod tests {
 
     #[test]
     fn fib_params_round_trip_through_the_skeleton() {
-        crate::params::assert_round_trip::<skel::types::fib_params>();
+        crate::params::assert_round_trip::<skel::types::fib_neigh_params>();
     }
 }

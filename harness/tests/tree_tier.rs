@@ -11,23 +11,10 @@
 //! `cargo test`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn fibneigh() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fibneigh"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("command runs");
-    eprintln!(
-        "--- {:?} -> {}\n--- stdout\n{}--- stderr\n{}",
-        cmd,
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+mod common;
+use common::{fibneigh, run, stderr};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -42,10 +29,6 @@ fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// What a build must leave as it was in the user's repository.

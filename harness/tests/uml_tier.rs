@@ -3,28 +3,11 @@
 //! the first build takes minutes, so they are ignored by a plain `cargo
 //! test`; `scripts/test.sh` runs them with `--ignored`.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn fibneigh() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fibneigh"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("fibneigh runs");
-    eprintln!(
-        "--- {:?} -> {}\n--- stdout\n{}--- stderr\n{}",
-        cmd,
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+mod common;
+use common::{fibneigh, run, stderr};
 
 fn uml_run(timeout: &str, command: &[&str]) -> Command {
     let mut c = fibneigh();

@@ -5,27 +5,10 @@
 //! `cargo test`; `scripts/test.sh` runs them with `--ignored`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn fibneigh() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fibneigh"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("fibneigh runs");
-    eprintln!(
-        "--- {:?} -> {}\n--- stdout\n{}--- stderr\n{}",
-        cmd,
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+mod common;
+use common::{fibneigh, run, stderr};
 
 /// The manifest of the kernel `vm build` makes from the committed inputs.
 fn kernel() -> serde_json::Value {

@@ -33,7 +33,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define GEN_FRAME_LEN	60	/* 64 bytes on the wire with the FCS */
 
 struct lookup_req {
-	struct fib_params params;
+	struct fib_neigh_params params;
 	__u32 flags;
 	__s32 expect_rc;
 };
@@ -43,11 +43,11 @@ struct lookup_req lk = {};
 __u64 lk_mismatches = 0;
 __s64 lk_last_bad_rc = 0;
 /* what the last lookup wrote back (nud_state, dmac) */
-struct fib_params lk_last = {};
+struct fib_neigh_params lk_last = {};
 
 static __always_inline void lookups(void *ctx)
 {
-	struct fib_params p;
+	struct fib_neigh_params p;
 	long rc;
 	int i;
 
@@ -66,7 +66,7 @@ static __always_inline void lookups(void *ctx)
 /* The loop and the copy without the helper call. */
 static __always_inline void copies(void)
 {
-	struct fib_params p;
+	struct fib_neigh_params p;
 	int i;
 
 	for (i = 0; i < LOOKUPS_PER_RUN; i++) {

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The project's view of struct bpf_fib_lookup and the new uAPI.
+ * The numbers the harness's programs and its Rust side share.
  *
- * The programs must build before a patched kernel (or its headers) exists,
- * so the layout of Linux 7.3's struct bpf_fib_lookup is restated here with
- * the series' addition: nud_state shares storage with sport. The layout is
- * checked against the size the helper expects (64 bytes).
+ * The programs must build before a patched kernel (or its headers) exists:
+ * the layout of struct bpf_fib_lookup with the series' nud_state (sharing
+ * storage with sport) is the public header's struct fib_neigh_params
+ * (include/fib_neigh.h), checked there against the 64 bytes the helper
+ * expects.
  */
 #ifndef FIBNEIGH_FIB_H
 #define FIBNEIGH_FIB_H
@@ -93,50 +94,12 @@ enum fibneigh_counter {
 	CNT_MAX,
 };
 
-struct fib_params {
-	__u8	family;
-	__u8	l4_protocol;
-	union {
-		__be16	sport;
-		__u16	nud_state;	/* output with ..._NEIGH_STATE */
-	};
-	__be16	dport;
-	union {
-		__u16	tot_len;
-		__u16	mtu_result;
-	};
-	__u32	ifindex;
-	union {
-		__u8	tos;
-		__be32	flowinfo;
-		__u32	rt_metric;
-	};
-	union {
-		__be32	ipv4_src;
-		__u32	ipv6_src[4];
-	};
-	union {
-		__be32	ipv4_dst;
-		__u32	ipv6_dst[4];
-	};
-	union {
-		struct {
-			__be16	h_vlan_proto;
-			__be16	h_vlan_TCI;
-		};
-		__u32	tbid;
-	};
-	union {
-		__u32	mark;
-		struct {
-			__u8	smac[6];
-			__u8	dmac[6];
-		};
-	};
-};
-
-_Static_assert(sizeof(struct fib_params) == 64,
-	       "struct fib_params must match struct bpf_fib_lookup");
+/*
+ * struct fib_neigh_params, the layout of struct bpf_fib_lookup with the
+ * series' nud_state, comes from the public header, which the programs here
+ * use as any other program would.
+ */
+#include "fib_neigh.h"
 
 /*
  * One of each enum above, so that a program that defines a variable of it

@@ -3,7 +3,7 @@
  * A router fast path in tc and XDP, with the neighbour policy chosen at load
  * time (docs/design.md). Three layers, as in Cilium's bpf/lib/fib.h:
  *
- *   1. parse:  Ethernet + IPv4/IPv6 header -> struct fib_params, or "not
+ *   1. parse:  Ethernet + IPv4/IPv6 header -> struct fib_neigh_params, or "not
  *              ours" (the packet goes to the stack untouched);
  *   2. decide: one bpf_fib_lookup() with the policy's flags, then the
  *              policy's small function turns (rc, params) into an action;
@@ -70,7 +70,7 @@ static __always_inline void count(__u32 slot)
 
 /* What the parse found; l3 points into the packet. */
 struct fwd_pkt {
-	struct fib_params p;
+	struct fib_neigh_params p;
 	struct ethhdr *eth;
 	void *l3;
 	bool v6;
@@ -171,7 +171,7 @@ static __always_inline enum action policy_always_neigh(long rc, bool xdp)
 
 /* Option 3: the fast path only while the entry is connected. */
 static __always_inline enum action
-policy_state_aware(long rc, const struct fib_params *p, bool xdp)
+policy_state_aware(long rc, const struct fib_neigh_params *p, bool xdp)
 {
 	if (rc == FIBNEIGH_RET_SUCCESS && (p->nud_state & FIBNEIGH_NUD_CONNECTED))
 		return ACT_REDIRECT;
@@ -187,7 +187,7 @@ static __always_inline enum action policy_refresh(long rc)
 }
 
 static __always_inline void count_lookup(long rc, __u32 flags,
-					 const struct fib_params *p)
+					 const struct fib_neigh_params *p)
 {
 	__u16 nud = p->nud_state;
 
@@ -255,7 +255,7 @@ static __always_inline void decrement_ttl(struct fwd_pkt *pkt, void *data_end)
 }
 
 /* The nexthop the lookup wrote back, for bpf_redirect_neigh(). */
-static __always_inline void nexthop(const struct fib_params *p,
+static __always_inline void nexthop(const struct fib_neigh_params *p,
 				    struct bpf_redir_neigh *nh)
 {
 	if (p->family == AF_INET) {

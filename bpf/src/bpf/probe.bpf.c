@@ -14,12 +14,12 @@
 char LICENSE[] SEC("license") = "GPL";
 
 struct probe_req {
-	struct fib_params params;
+	struct fib_neigh_params params;
 	__u32 flags;
 };
 
 struct probe_res {
-	struct fib_params params;
+	struct fib_neigh_params params;
 	__s64 rc;
 	__u32 runs;
 };
@@ -29,7 +29,7 @@ struct probe_res res = {};
 
 static __always_inline void probe(void *ctx)
 {
-	struct fib_params p = req.params;
+	struct fib_neigh_params p = req.params;
 
 	res.rc = bpf_fib_lookup(ctx, (struct bpf_fib_lookup *)&p, sizeof(p),
 				req.flags);

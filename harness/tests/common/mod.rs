@@ -1,0 +1,28 @@
+//! What the tiers that drive the `fibneigh` binary share: the command, and
+//! a run that logs its whole output (shown when a test fails).
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+/// The `fibneigh` binary this test was built with.
+pub fn fibneigh() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fibneigh"))
+}
+
+/// Run `cmd` to the end and log its status, stdout and stderr.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the command runs");
+    eprintln!(
+        "--- {:?} -> {}\n--- stdout\n{}--- stderr\n{}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `out`'s stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
