@@ -28,9 +28,26 @@ fn lookup_rows_cover_every_case_and_flag() {
         sample: Duration::from_millis(2),
         hooks: vec![Hook::Tc, Hook::Xdp],
     };
-    let (rows, method) = lookup::run(&opts, support).expect("lookup bench");
-    assert_eq!(rows.len(), 8, "2 hooks x 2 families x 2 states");
+    let (all, method) = lookup::run(&opts, support).expect("lookup bench");
     assert!(method[0].contains("BPF_PROG_TEST_RUN"));
+    // Per case: the lookup row, then its helper-only row (lookup - floor).
+    let (helper_only, rows): (Vec<_>, Vec<_>) =
+        all.iter().partition(|r| r.section == lookup::HELPER_ONLY);
+    assert_eq!(rows.len(), 8, "2 hooks x 2 families x 2 states");
+    assert_eq!(helper_only.len(), 8, "one helper-only row per lookup row");
+    for h in &helper_only {
+        assert!(
+            h.figure("floor").is_none(),
+            "{}: helper-only has no floor",
+            h.label
+        );
+        let zero = h.figure("0").and_then(|f| f.value.as_ref());
+        assert!(
+            zero.is_some_and(|v| v.median > 0.0),
+            "{}: {zero:?}",
+            h.label
+        );
+    }
     for r in &rows {
         assert_eq!(r.unit, Unit::NsPerLookup);
         for (col, flags) in lookup::COLUMNS {
