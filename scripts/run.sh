@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --bin fibneigh
+cargo build --release -p fibneigh-icount-plugin
 bin=$PWD/target/release/fibneigh
 "$bin" vm build
 "$bin" vm run -- "$bin" probe
@@ -14,3 +15,8 @@ bin=$PWD/target/release/fibneigh
 # The benchmarks in the patched kernel (emulated: ratios only): one table,
 # JSON and an SVG plot; BENCHMARKS.md explains them.
 "$bin" vm run --timeout 3600 -- "$bin" bench --json target/bench-vm/bench.json --svg target/bench-vm/bench.svg
+# Deterministic cost: instructions per bpf_fib_lookup() call (QEMU TCG plugin).
+"$bin" vm icount --with-pristine --json target/icount/icount.json
+# The patched kernel on the real CPU: User-Mode Linux, lookup cost.
+"$bin" vm build --arch um
+"$bin" vm run --arch um --timeout 1800 -- "$bin" bench --only lookup --json target/bench-uml/lookup.json --svg target/bench-uml/lookup.svg
