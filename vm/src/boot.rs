@@ -171,16 +171,19 @@ impl Default for RunRequest {
     }
 }
 
-/// Printed into the kernel log by the guest wrapper right before `exec`ing
-/// the command: its presence proves the guest booted and the command was
-/// reached.
+/// Printed by the guest wrapper right before `exec`ing the command: its
+/// presence proves the guest booted and the command was reached.
 pub const START_MARKER: &str = "fibneigh: guest command starting";
 
-/// The shell line virtme-ng runs inside the guest.
+/// The shell line virtme-ng runs inside the guest. The marker goes to the
+/// wrapper's own stderr, the stream the command's stderr follows it on:
+/// written to the kernel log instead, the console printed it
+/// asynchronously, and a command that failed at once (`exec` of a missing
+/// file) could land its message in the middle of the marker's line.
 pub fn guest_script(command: &[String]) -> String {
     let quoted =
         shlex::try_join(command.iter().map(String::as_str)).unwrap_or_else(|_| command.join(" "));
-    format!("echo '{START_MARKER}' >/dev/kmsg 2>/dev/null; exec {quoted}")
+    format!("echo '{START_MARKER}' >&2; exec {quoted}")
 }
 
 /// virtme-ng's arguments for `req`; a pure function so the command line can
@@ -501,7 +504,7 @@ mod tests {
         let args = vng_args(&req());
         let script = args.last().unwrap();
         assert!(
-            script.starts_with(&format!("echo '{START_MARKER}' >/dev/kmsg")),
+            script.starts_with(&format!("echo '{START_MARKER}' >&2; exec ")),
             "{script}"
         );
         // The shell turns it back into the same argv.
@@ -550,7 +553,7 @@ mod tests {
     fn console_split_passes_only_command_stderr() {
         let input = format!(
             "virtme: waiting\n[    0.000000] Linux version 7.3.4\nvirtme-ng-init: udev is done\n\
-             [    5.100000] {START_MARKER}\nreal error from the command\n[    6.0] late kernel line\n\
+             {START_MARKER}\nreal error from the command\n[    6.0] late kernel line\n\
              [ oops] not a timestamp\n"
         );
         let mut log = Vec::new();
