@@ -181,15 +181,8 @@ pub fn unpack(
     reporter: &mut dyn Reporter,
 ) -> Result<SourceTree> {
     let dir = tree_dir(cache, &src.info);
-    let marker = dir.join(BASE_FILE);
-    if let Ok(text) = fs::read_to_string(&marker) {
-        if let Ok(base) = serde_json::from_str::<BaseInfo>(&text) {
-            return Ok(SourceTree { path: dir, base });
-        }
-    }
-    // A half-made tree from an interrupted run is thrown away.
-    if dir.exists() {
-        fs::remove_dir_all(&dir).at(&dir)?;
+    if let Some(done) = finished_tree(&dir)? {
+        return Ok(done);
     }
     fs::create_dir_all(&dir).at(&dir)?;
 
@@ -247,11 +240,7 @@ pub fn unpack(
         ],
     )?;
     git(&dir, &["tag", "-f", BASE_TAG])?;
-    let text = serde_json::to_string_pretty(&base).map_err(|e| Error::BadSource {
-        path: marker.clone(),
-        reason: e.to_string(),
-    })?;
-    fs::write(&marker, text).at(&marker)?;
+    mark_finished(&dir, &base)?;
     reporter.event(Event::End(Phase::Commit));
     Ok(SourceTree { path: dir, base })
 }
@@ -281,37 +270,55 @@ pub fn arch_tree(
         return Ok(tree.clone());
     }
     let dir = tree.path.with_file_name(format!("linux-{}", arch.name()));
-    let marker = dir.join(BASE_FILE);
-    if let Ok(text) = fs::read_to_string(&marker) {
-        if let Ok(base) = serde_json::from_str::<BaseInfo>(&text) {
-            return Ok(SourceTree { path: dir, base });
-        }
-    }
-    // A half-made clone from an interrupted run is thrown away.
-    if dir.exists() {
-        fs::remove_dir_all(&dir).at(&dir)?;
+    if let Some(done) = finished_tree(&dir)? {
+        return Ok(done);
     }
     reporter.event(Event::Start(
         Phase::Unpack,
         format!("{} tree: clone of {}", arch.name(), tree.path.display()),
     ));
     cmd::run(
-        Command::new("git")
+        git_cmd(&tree.path)
             .args(["clone", "-q", "--shared", "--no-checkout"])
             .arg(&tree.path)
             .arg(&dir),
     )?;
     git(&dir, &["reset", "-q", "--hard", BASE_TAG])?;
-    let text = serde_json::to_string_pretty(&tree.base).map_err(|e| Error::BadSource {
-        path: marker.clone(),
-        reason: e.to_string(),
-    })?;
-    fs::write(&marker, text).at(&marker)?;
+    mark_finished(&dir, &tree.base)?;
     reporter.event(Event::End(Phase::Unpack));
     Ok(SourceTree {
         path: dir,
         base: tree.base.clone(),
     })
+}
+
+/// The tree in `dir` if an earlier run finished it (its base marker reads
+/// back). A directory without one is what an interrupted run left half
+/// made, and is removed.
+fn finished_tree(dir: &Path) -> Result<Option<SourceTree>> {
+    let marker = dir.join(BASE_FILE);
+    if let Ok(text) = fs::read_to_string(&marker) {
+        if let Ok(base) = serde_json::from_str::<BaseInfo>(&text) {
+            return Ok(Some(SourceTree {
+                path: dir.to_path_buf(),
+                base,
+            }));
+        }
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir).at(dir)?;
+    }
+    Ok(None)
+}
+
+/// Record `base` in `dir`'s marker: the tree is complete.
+fn mark_finished(dir: &Path, base: &BaseInfo) -> Result<()> {
+    let marker = dir.join(BASE_FILE);
+    let text = serde_json::to_string_pretty(base).map_err(|e| Error::BadSource {
+        path: marker.clone(),
+        reason: e.to_string(),
+    })?;
+    fs::write(&marker, text).at(&marker)
 }
 
 /// A `git` command in `tree` with a fixed identity, so commits the pipeline
