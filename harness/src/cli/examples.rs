@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
+use fibneigh::scenario::object_digest;
 use fibneigh_bpf::example;
 use fibneigh_bpf::probe::Hook;
-use sha2::{Digest, Sha256};
 
 #[derive(Args)]
 pub struct ExamplesArgs {
@@ -21,13 +21,11 @@ pub fn run(args: ExamplesArgs) -> Result<ExitCode> {
     for hook in [Hook::Tc, Hook::Xdp] {
         let (name, bytes) = example::object(hook);
         let path = args.out.join(name);
-        std::fs::create_dir_all(&args.out)?;
-        std::fs::write(&path, bytes)?;
-        println!(
-            "{}  sha256 {}",
-            path.display(),
-            hex::encode(Sha256::digest(bytes))
-        );
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("failed to create {}", args.out.display()))?;
+        std::fs::write(&path, bytes)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        println!("{}  sha256 {}", path.display(), object_digest(hook).1);
     }
     Ok(ExitCode::SUCCESS)
 }

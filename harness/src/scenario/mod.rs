@@ -19,6 +19,7 @@ pub mod support;
 pub use cell::{pick, service, Cell, Family, HookKind, PolicyChoice, Scenario};
 pub use options::{NeighTimers, Options};
 pub use result::{CellResult, Expect, MatrixReport, Outcome, StateRow, Verdict};
+pub use run::object_digest;
 pub use spec::{cells, Kind, Spec};
 pub use support::Support;
 

@@ -409,6 +409,13 @@ pub(crate) fn fill(r: &mut CellResult, o: &Observed<'_>) {
     });
 }
 
+/// The file name and SHA-256 (hex) of the header's example object for
+/// `hook`: what a `header` cell loads and what `fibneigh examples` writes.
+pub fn object_digest(hook: fibneigh_bpf::probe::Hook) -> (&'static str, String) {
+    let (name, bytes) = example::object(hook);
+    (name, hex::encode(Sha256::digest(bytes)))
+}
+
 /// The program a traffic cell runs on the DUT.
 enum Program {
     /// The kernel stack alone.
@@ -440,15 +447,16 @@ impl Program {
         let Program::Example(e) = self else {
             return Ok(None);
         };
-        let (name, bytes) = example::object(e.hook());
-        let path = match e.stats()?.path() {
+        let stats = e.stats()?;
+        let path = match stats.path() {
             Some(p) => p.name().to_string(),
-            None if e.stats()?.on(example::Path::State) > 0 => "mixed".into(),
+            None if stats.on(example::Path::State) > 0 => "mixed".into(),
             None => "none".into(),
         };
+        let (name, sha256) = object_digest(e.hook());
         Ok(Some(HeaderRun {
             object: name.to_string(),
-            object_sha256: hex::encode(Sha256::digest(bytes)),
+            object_sha256: sha256,
             path,
         }))
     }
