@@ -338,13 +338,13 @@ fib_neigh_decide(void *ctx, struct fib_neigh *fn, enum fib_neigh_mode mode,
 /* ---- act ------------------------------------------------------------ */
 
 /*
- * One hop less (a router's duty; call it only when forwarding), the IPv4
- * header checksum fixed incrementally. @l3 is the header fill looked at.
+ * One hop less in the IPv4 (@v6 0) or IPv6 header at @l3, the IPv4 header
+ * checksum fixed incrementally.
  */
-static __always_inline void fib_neigh_dec_ttl(const struct fib_neigh *fn,
-					      void *l3, void *data_end)
+static __always_inline void fib_neigh_dec_ttl_l3(int v6, void *l3,
+						 void *data_end)
 {
-	if (fn->v6) {
+	if (v6) {
 		struct ipv6hdr *ip6h = l3;
 
 		if ((void *)(ip6h + 1) <= data_end)
@@ -359,6 +359,33 @@ static __always_inline void fib_neigh_dec_ttl(const struct fib_neigh *fn,
 		check += bpf_htons(0x0100);
 		iph->check = (__sum16)(check + (check >= 0xffff));
 		iph->ttl--;
+	}
+}
+
+/*
+ * One hop less (a router's duty; call it only when forwarding). @l3 is the
+ * header fill looked at.
+ */
+static __always_inline void fib_neigh_dec_ttl(const struct fib_neigh *fn,
+					      void *l3, void *data_end)
+{
+	fib_neigh_dec_ttl_l3(fn->v6, l3, data_end);
+}
+
+/*
+ * The nexthop the lookup wrote back into @p's destination, for
+ * bpf_redirect_neigh(): IPv4, or IPv6 (also an IPv4 route via an IPv6
+ * gateway, which the lookup reports as family AF_INET6).
+ */
+static __always_inline void fib_neigh_nexthop(const struct fib_neigh_params *p,
+					      struct bpf_redir_neigh *nh)
+{
+	if (p->family == FIB_NEIGH_AF_INET) {
+		nh->nh_family = FIB_NEIGH_AF_INET;
+		nh->ipv4_nh = p->ipv4_dst;
+	} else {
+		nh->nh_family = FIB_NEIGH_AF_INET6;
+		__builtin_memcpy(nh->ipv6_nh, p->ipv6_dst, 16);
 	}
 }
 
@@ -384,14 +411,7 @@ static __always_inline int fib_neigh_act_tc(const struct fib_neigh *fn,
 		fib_neigh_set_macs(fn, eth);
 		return bpf_redirect(fn->params.ifindex, 0);
 	case FIB_NEIGH_REDIRECT_NEIGH:
-		/* The nexthop the lookup wrote back into the destination. */
-		if (fn->params.family == FIB_NEIGH_AF_INET) {
-			nh.nh_family = FIB_NEIGH_AF_INET;
-			nh.ipv4_nh = fn->params.ipv4_dst;
-		} else {
-			nh.nh_family = FIB_NEIGH_AF_INET6;
-			__builtin_memcpy(nh.ipv6_nh, fn->params.ipv6_dst, 16);
-		}
+		fib_neigh_nexthop(&fn->params, &nh);
 		return bpf_redirect_neigh(fn->params.ifindex, &nh, sizeof(nh),
 					  0);
 	default:

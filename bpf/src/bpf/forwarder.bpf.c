@@ -233,39 +233,10 @@ static __always_inline enum action decide(void *ctx, struct fwd_pkt *pkt,
 
 /* ---- layer 3: act --------------------------------------------------- */
 
-/* As a router: one hop less, IPv4 header checksum fixed incrementally. */
+/* As a router: one hop less (the header's fib_neigh_dec_ttl_l3()). */
 static __always_inline void decrement_ttl(struct fwd_pkt *pkt, void *data_end)
 {
-	if (pkt->v6) {
-		struct ipv6hdr *ip6 = pkt->l3;
-
-		if ((void *)(ip6 + 1) <= data_end)
-			ip6->hop_limit--;
-	} else {
-		struct iphdr *ip = pkt->l3;
-		__u32 check;
-
-		if ((void *)(ip + 1) > data_end)
-			return;
-		check = ip->check;
-		check += bpf_htons(0x0100);
-		ip->check = (__sum16)(check + (check >= 0xffff));
-		ip->ttl--;
-	}
-}
-
-/* The nexthop the lookup wrote back, for bpf_redirect_neigh(). */
-static __always_inline void nexthop(const struct fib_neigh_params *p,
-				    struct bpf_redir_neigh *nh)
-{
-	if (p->family == AF_INET) {
-		nh->nh_family = AF_INET;
-		nh->ipv4_nh = p->ipv4_dst;
-	} else {
-		/* IPv6, or an IPv4 route with an IPv6 gateway. */
-		nh->nh_family = AF_INET6;
-		__builtin_memcpy(nh->ipv6_nh, p->ipv6_dst, 16);
-	}
+	fib_neigh_dec_ttl_l3(pkt->v6, pkt->l3, data_end);
 }
 
 /*
@@ -294,7 +265,7 @@ static __always_inline int act(enum action act, struct fwd_pkt *pkt,
 		if (!xdp) {
 			struct bpf_redir_neigh nh = {};
 
-			nexthop(&pkt->p, &nh);
+			fib_neigh_nexthop(&pkt->p, &nh);
 			decrement_ttl(pkt, data_end);
 			verdict = bpf_redirect_neigh(pkt->p.ifindex, &nh,
 						     sizeof(nh), 0);
