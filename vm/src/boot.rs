@@ -239,19 +239,22 @@ pub fn run(
     if let Some(dir) = req.console_log.parent() {
         fs::create_dir_all(dir).at(dir)?;
     }
+    let vng = crate::vng::VirtmeNg::locate()?;
     let args = vng_args(req);
     reporter.event(Event::Start(
         Phase::Boot,
         format!(
-            "{} under {}",
+            "{} under {}, {}",
             req.kernel.display(),
             match req.accel {
                 Accel::Kvm => "KVM",
                 Accel::Tcg => "TCG (software emulation)",
-            }
+            },
+            vng.describe()
         ),
     ));
-    let mut cmd = Command::new("vng");
+    let mut cmd = Command::new(&vng.vng);
+    cmd.env("PATH", vng.child_path(std::env::var_os("PATH")));
     // Both streams go through pipes: QEMU opens /proc/self/fd/{1,2} with
     // O_TRUNC, which would wipe a log file our caller redirected us into.
     cmd.args(&args)
@@ -285,7 +288,7 @@ pub fn run(
             Ok(None) => {}
             Err(e) => {
                 break Err(Error::Io {
-                    path: "vng".into(),
+                    path: vng.vng.clone(),
                     source: e,
                 })
             }

@@ -56,6 +56,8 @@ pub enum Error {
     Build { log: PathBuf, tail: String },
     #[error("kernel image {} does not exist", .0.display())]
     NoKernel(PathBuf),
+    #[error("the project's virtme-ng in {} cannot be used: {what}; run scripts/setup.sh (FIBNEIGH_VNG_VENV names another venv)", .venv.display())]
+    VirtmeNg { venv: PathBuf, what: String },
     #[error("the guest did not boot or never started the command; console log: {}", .console_log.display())]
     GuestNoStart { console_log: PathBuf },
     #[error("the kernel printed nothing within {}s under KVM: this host's KVM cannot run it; console log: {}", .waited.as_secs(), .console_log.display())]

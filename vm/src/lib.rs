@@ -20,6 +20,7 @@ pub mod source;
 pub mod timing;
 pub mod tree;
 pub mod uml;
+pub mod vng;
 
 use std::fs;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ pub use guest::Guest;
 pub use kbuild::{Arch, Profile};
 pub use series::Series;
 pub use source::{SourceSpec, SourceTree};
+pub use vng::VirtmeNg;
 
 use error::IoContext;
 

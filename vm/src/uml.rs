@@ -60,11 +60,14 @@ pub fn init_script(req: &RunRequest, scratch: &Path) -> String {
          mount -t tmpfs -o mode=1777 tmpfs /tmp\n\
          mount -t tmpfs -o mode=1777 tmpfs /dev/shm\n",
     );
-    let mut dirs = req.rwdirs.clone();
-    dirs.push(scratch.to_path_buf());
-    for dir in &dirs {
+    for dir in &share_order(&req.rwdirs, scratch) {
+        // A directory under a path just mounted over (a checkout in /tmp)
+        // has no mount point in the new tmpfs: make it. Elsewhere it
+        // exists on the read-only root and mkdir does nothing.
         let d = quote_path(dir);
-        s.push_str(&format!("mount -t hostfs -o {d} hostfs {d}\n"));
+        s.push_str(&format!(
+            "mkdir -p {d} 2>/dev/null\nmount -t hostfs -o {d} hostfs {d}\n"
+        ));
     }
     // The consoles are ttys: no "\n" -> "\r\n" on the command's output.
     s.push_str("stty -opost </dev/console 2>/dev/null\n");
@@ -81,6 +84,18 @@ pub fn init_script(req: &RunRequest, scratch: &Path) -> String {
         cwd = quote_path(&req.cwd),
     ));
     s
+}
+
+/// The read-write shares in mount order: parents before the directories
+/// inside them (a share inside another would otherwise be hidden by it),
+/// each directory once.
+fn share_order(rwdirs: &[PathBuf], scratch: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = rwdirs.to_vec();
+    dirs.push(scratch.to_path_buf());
+    dirs.sort_by_key(|d| d.components().count());
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    dirs
 }
 
 /// The UML kernel's command line for `req` (init script `init`, UML's
@@ -413,6 +428,27 @@ mod tests {
         let argv = shlex::split(line.trim().split(" </dev/null").next().unwrap()).unwrap();
         assert_eq!(argv, req().command);
         assert!(s.trim_end().ends_with("poweroff -f"));
+    }
+
+    #[test]
+    fn shares_under_a_mounted_over_path_get_their_mount_point_first() {
+        // A checkout and a cache under /tmp: the tmpfs on /tmp hides them,
+        // so each share's mount point is made after the tmpfs is mounted
+        // and before the share is mounted on it.
+        let mut r = req();
+        r.rwdirs = vec![PathBuf::from("/tmp/ci/main"), PathBuf::from("/tmp/ci")];
+        r.cwd = PathBuf::from("/tmp/ci/main");
+        let s = init_script(&r, Path::new("/tmp/ci/cache/uml/run-1"));
+        let at = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle}: {s}"));
+        let tmpfs = at("tmpfs /tmp\n");
+        let mk_parent = at("mkdir -p /tmp/ci 2>/dev/null\n");
+        let parent = at("hostfs /tmp/ci\n");
+        let mk_repo = at("mkdir -p /tmp/ci/main 2>/dev/null\n");
+        let repo = at("hostfs /tmp/ci/main\n");
+        let scratch = at("hostfs /tmp/ci/cache/uml/run-1\n");
+        assert!(tmpfs < mk_parent && mk_parent < parent && parent < mk_repo);
+        assert!(mk_repo < repo && repo < scratch && scratch < at("if cd /tmp/ci/main"));
+        assert_eq!(s.matches("hostfs /tmp/ci\n").count(), 1);
     }
 
     #[test]

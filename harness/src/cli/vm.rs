@@ -154,6 +154,11 @@ pub struct RunArgs {
     /// Keep the console log even when the command succeeds.
     #[arg(long)]
     pub keep_console: bool,
+    /// Write the run's manifest as JSON here (`-`: standard output): the
+    /// kernel, the runner (which virtme-ng, by path and release), the
+    /// accelerator, the command and its exit status.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
     #[command(flatten)]
     pub build: BuildArgs,
     /// Command to run inside the guest.
@@ -387,6 +392,15 @@ fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     } else {
         accel(args.accel, &args.build.cache_dir)
     };
+    // The runner is checked before the boot so that a missing one is named
+    // up front, and the manifest says which one ran.
+    let virtme_ng = if um {
+        None
+    } else {
+        let v = fibneigh_vm::VirtmeNg::locate().context("failed to find the guest runner")?;
+        eprintln!("runner: {}", v.describe());
+        Some(v)
+    };
     let mut guest = guest(kernel, accel, &args.build.cache_dir, &args.rwdir);
     guest.memory = args.memory;
     if um {
@@ -417,6 +431,23 @@ fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
         Err(e) => return Err(e),
     };
     let code = status.code().unwrap_or(super::EXIT_INFRA as i32);
+    if let Some(path) = &args.json {
+        super::write_json(
+            path,
+            &RunManifest {
+                kernel: &guest.kernel,
+                arch: if um { "um" } else { "x86_64" },
+                accel: match accel {
+                    Accel::Kvm if !um => "kvm",
+                    _ if um => "native (User-Mode Linux)",
+                    _ => "tcg",
+                },
+                runner: virtme_ng.as_ref(),
+                command: &args.command,
+                exit_code: code,
+            },
+        )?;
+    }
     match code {
         0 => {}
         126 | 127 => eprintln!(
@@ -428,6 +459,18 @@ fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(
         u8::try_from(code).unwrap_or(super::EXIT_INFRA),
     ))
+}
+
+/// What `vm run --json` writes.
+#[derive(serde::Serialize)]
+struct RunManifest<'a> {
+    kernel: &'a Path,
+    arch: &'static str,
+    accel: &'static str,
+    /// The virtme-ng that booted the guest (none for User-Mode Linux).
+    runner: Option<&'a fibneigh_vm::VirtmeNg>,
+    command: &'a [String],
+    exit_code: i32,
 }
 
 fn minutes(d: Duration) -> String {
