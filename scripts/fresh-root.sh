@@ -114,8 +114,14 @@ if command -v vng >/dev/null 2>&1; then
 	echo "fresh-root: a vng is on PATH (\$(command -v vng)); setup.sh links nothing" >&2
 	exit 1
 fi
-fibneigh vm run --kernel /kernel/bzImage --timeout 600 --json /tmp/run.json -- \
-	sh -c 'uname -r && fibneigh probe --expect-patched'
+if ! fibneigh vm run --kernel /kernel/bzImage --timeout 600 --keep-console --json /tmp/run.json -- \
+	sh -c 'uname -r && fibneigh probe --expect-patched'; then
+	# The console log lives in this root, which is removed on exit.
+	for log in /var/tmp/fibneigh-cache/logs/console-*.log; do
+		[ -f "\$log" ] && { echo "--- \$log (last 40 lines)"; tail -n 40 "\$log"; }
+	done >&2
+	exit 1
+fi
 grep -q '"vng": "/opt/fibneigh/virtme-ng/bin/vng"' /tmp/run.json || {
 	echo "fresh-root: the run's manifest does not name the project's virtme-ng:" >&2
 	cat /tmp/run.json >&2

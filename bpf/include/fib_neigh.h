@@ -112,7 +112,10 @@ struct fib_neigh_params {
 	__u8	l4_protocol;
 	union {
 		__be16	sport;
-		__u16	nud_state;	/* NOT UPSTREAM YET: an output */
+		/* NOT UPSTREAM YET: an output; the union's second byte is
+		 * reserved and written 0 with it
+		 */
+		__u8	nud_state;
 	};
 	__be16	dport;
 	union {
@@ -158,7 +161,7 @@ _Static_assert(sizeof(struct fib_neigh_params) == 64,
  * the field the series adds.
  */
 struct bpf_fib_lookup___fib_neigh {
-	__u16	nud_state;
+	__u8	nud_state;
 } __attribute__((preserve_access_index));
 
 /* Whether the running kernel has the series: a constant after loading. */
@@ -211,7 +214,7 @@ struct fib_neigh {
 	long			rc;	/* what bpf_fib_lookup() returned */
 	enum fib_neigh_action	action;
 	enum fib_neigh_path	path;
-	__u16			nud_state;	/* valid on the state path */
+	__u8			nud_state;	/* valid on the state path */
 	int			v6;
 };
 

@@ -31,9 +31,9 @@ pub mod flags {
 pub mod nud {
     use super::c::fibneigh_nud as N;
 
-    /// `nud_state` is a `__u16`: a C value that does not fit fails the build.
+    /// `nud_state` is a `__u8`: a C value that does not fit fails the build.
     const fn state(n: N) -> u16 {
-        assert!(n.0 <= u16::MAX as u32, "a NUD state wider than nud_state");
+        assert!(n.0 <= u8::MAX as u32, "a NUD state wider than nud_state");
         n.0 as u16
     }
 
@@ -241,8 +241,14 @@ impl FibParams {
         p
     }
 
+    /// The output `nud_state`: the union's first byte (a `__u8`).
     pub fn nud_state(&self) -> u16 {
-        self.sport_nud_state
+        u16::from(self.sport_nud_state.to_ne_bytes()[0])
+    }
+
+    /// The union's second byte: reserved, written 0 with `nud_state`.
+    pub fn nud_reserved(&self) -> u8 {
+        self.sport_nud_state.to_ne_bytes()[1]
     }
 
     pub fn smac(&self) -> [u8; 6] {
@@ -363,7 +369,8 @@ mod tests {
     fn accessors_read_the_right_bytes() {
         let p = distinct_params();
         let bytes = bytemuck::bytes_of(&p);
-        assert_eq!(p.nud_state(), u16::from_ne_bytes([bytes[2], bytes[3]]));
+        assert_eq!(p.nud_state(), u16::from(bytes[2]));
+        assert_eq!(p.nud_reserved(), bytes[3]);
         assert_eq!(p.smac(), bytes[52..58]);
         assert_eq!(p.dmac(), bytes[58..64]);
     }

@@ -107,6 +107,14 @@ pub fn check(case: &Case, known: u32, rc: i64, out: &FibParams) -> Option<String
         }
         return None;
     }
+    if out.nud_reserved() != 0 {
+        return Some(format!(
+            "{} wrote nud_state {} with the reserved byte {:#x}, not 0",
+            ret::name(rc),
+            nud::name(state),
+            out.nud_reserved()
+        ));
+    }
     let consistent = match rc {
         ret::NO_NEIGH => [Nud::NONE, Nud::INCOMPLETE, Nud::FAILED].contains(&Nud(state)),
         _ => state.count_ones() == 1 && Nud(state).valid(),
@@ -523,6 +531,9 @@ mod tests {
         out.sport_nud_state = nud::STALE;
         assert_eq!(check(&c, DEFINED_FLAGS, ret::SUCCESS, &out), None);
         assert!(check(&c, DEFINED_FLAGS, ret::NO_NEIGH, &out).is_some());
+        // The union's reserved byte must be written 0 with the state.
+        out.sport_nud_state = u16::from_ne_bytes([nud::STALE as u8, 1]);
+        assert!(check(&c, DEFINED_FLAGS, ret::SUCCESS, &out).is_some());
         out.sport_nud_state = nud::FAILED;
         assert_eq!(check(&c, DEFINED_FLAGS, ret::NO_NEIGH, &out), None);
         assert!(check(&c, DEFINED_FLAGS, ret::SUCCESS, &out).is_some());

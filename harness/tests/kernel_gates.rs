@@ -195,6 +195,7 @@ fn gate4_bpf_doc_parses_and_uapi_copies_match() {
              _Static_assert(sizeof(struct bpf_fib_lookup) == 64, \"size\");\n\
              _Static_assert(offsetof(struct bpf_fib_lookup, sport) == 2, \"sport\");\n\
              _Static_assert(offsetof(struct bpf_fib_lookup, nud_state) == 2, \"nud_state\");\n\
+             _Static_assert(sizeof(((struct bpf_fib_lookup *)0)->nud_state) == 1, \"a __u8\");\n\
              _Static_assert(offsetof(struct bpf_fib_lookup, dport) == 4, \"dport\");\n\
              _Static_assert(offsetof(struct bpf_fib_lookup, ifindex) == 8, \"ifindex\");\n\
              _Static_assert(offsetof(struct bpf_fib_lookup, dmac) == 58, \"dmac\");\n\

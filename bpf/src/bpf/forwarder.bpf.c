@@ -189,7 +189,7 @@ static __always_inline enum action policy_refresh(long rc)
 static __always_inline void count_lookup(long rc, __u32 flags,
 					 const struct fib_neigh_params *p)
 {
-	__u16 nud = p->nud_state;
+	__u8 nud = p->nud_state;
 
 	count(rc >= 0 && rc < FIBNEIGH_RET_MAX ? CNT_RC_BASE + rc : CNT_RC_OTHER);
 	/* nud_state is only an output with the flag and on these returns. */

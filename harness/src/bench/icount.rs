@@ -380,6 +380,38 @@ pub fn series_cost(pristine: &IcountReport, series: &IcountReport) -> Vec<Series
         .collect()
 }
 
+/// What the series may add to the flags it does not add: at most 2
+/// instructions per lookup over the pristine base, in every row, for flags
+/// 0 and for SKIP_NEIGH.
+pub const SERIES_ADDED_LIMIT: i64 = 2;
+
+/// The goals on [`series_cost`]'s rows.
+pub fn series_goals(rows: &[SeriesCost]) -> Vec<Goal> {
+    let worst = |added: &dyn Fn(&SeriesCost) -> Option<i64>| {
+        rows.iter()
+            .filter_map(|r| added(r).map(|d| (d, r.row.clone())))
+            .max_by_key(|(d, _)| *d)
+    };
+    [
+        (
+            "flags 0 costs at most 2 instructions more per lookup than before the series (every row)",
+            worst(&|r| r.flags0_added()),
+        ),
+        (
+            "SKIP_NEIGH costs at most 2 instructions more per lookup than before the series (every row)",
+            worst(&|r| r.skip_neigh_added()),
+        ),
+    ]
+    .into_iter()
+    .map(|(text, worst)| Goal {
+        text: text.into(),
+        limit: SERIES_ADDED_LIMIT,
+        met: worst.as_ref().map(|(d, _)| *d <= SERIES_ADDED_LIMIT),
+        worst,
+    })
+    .collect()
+}
+
 fn goal(rows: &[Row], text: &str, column: &str, limit: i64, covers: impl Fn(&Row) -> bool) -> Goal {
     let worst = rows
         .iter()
@@ -418,6 +450,25 @@ pub fn method(runs: u32) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_goals_take_the_worst_row_and_miss_above_two() {
+        let row = |name: &str, f0: (u64, u64), skip: (u64, u64)| SeriesCost {
+            row: name.into(),
+            flags0: (Some(f0.0), Some(f0.1)),
+            skip_neigh: (Some(skip.0), Some(skip.1)),
+        };
+        let rows = [
+            row("v4 tc", (586, 588), (500, 499)),
+            row("v6 xdp", (1105, 1105), (1000, 1003)),
+        ];
+        let g = series_goals(&rows);
+        assert_eq!(g[0].worst, Some((2, "v4 tc".into())));
+        assert_eq!(g[0].met, Some(true));
+        assert_eq!(g[1].worst, Some((3, "v6 xdp".into())));
+        assert_eq!(g[1].met, Some(false));
+        assert_eq!(series_goals(&[])[0].met, None);
+    }
     use fibneigh_icount::{Args, Recorder};
 
     fn cell(row: &str, state: u16, column: &str, flags: Option<u32>, hook: Hook) -> Cell {

@@ -158,8 +158,10 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
     let series = before
         .as_ref()
         .map(|(_, pristine)| icount::series_cost(pristine, &report));
-    if let Some(rows) = &series {
+    let series_goals = series.as_deref().map(icount::series_goals);
+    if let (Some(rows), Some(goals)) = (&series, &series_goals) {
         print!("{}", render_series(rows));
+        out_goals(goals, &mut std::io::stdout());
     }
     if let Some(path) = &args.json {
         #[derive(serde::Serialize)]
@@ -174,6 +176,8 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
             pristine_report: Option<&'a IcountReport>,
             #[serde(skip_serializing_if = "Option::is_none")]
             series_cost: Option<&'a Vec<icount::SeriesCost>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            series_goals: Option<&'a Vec<icount::Goal>>,
         }
         write_json(
             path,
@@ -184,10 +188,15 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
                 pristine_kernel: before.as_ref().map(|(k, _)| k),
                 pristine_report: before.as_ref().map(|(_, r)| r),
                 series_cost: series.as_ref(),
+                series_goals: series_goals.as_ref(),
             },
         )?;
     }
-    let missed = report.goals.iter().any(|g| g.met == Some(false));
+    let missed = report
+        .goals
+        .iter()
+        .chain(series_goals.iter().flatten())
+        .any(|g| g.met == Some(false));
     Ok(if args.check && missed {
         ExitCode::FAILURE
     } else {
@@ -290,6 +299,33 @@ fn measure(
     }
 }
 
+/// One line per goal: its text, limit, verdict and worst row.
+fn goal_lines(goals: &[icount::Goal]) -> String {
+    let mut out = String::new();
+    for g in goals {
+        let verdict = match g.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured (flag unsupported)",
+        };
+        let worst = g
+            .worst
+            .as_ref()
+            .map(|(d, row)| format!(" (largest {d:+}, {row})"))
+            .unwrap_or_default();
+        out.push_str(&format!("  {}: <= {}: {verdict}{worst}\n", g.text, g.limit));
+    }
+    out
+}
+
+fn out_goals(goals: &[icount::Goal], out: &mut dyn std::io::Write) {
+    let _ = write!(
+        out,
+        "goals (before and after the series):\n{}",
+        goal_lines(goals)
+    );
+}
+
 /// Flags 0 and SKIP_NEIGH before and after the series.
 pub fn render_series(rows: &[icount::SeriesCost]) -> String {
     let mut out =
@@ -377,19 +413,7 @@ pub fn render(report: &IcountReport, image: &KernelImage) -> String {
         report.off_mode_calls
     ));
     out.push_str("goals:\n");
-    for g in &report.goals {
-        let verdict = match g.met {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "not measured (flag unsupported)",
-        };
-        let worst = g
-            .worst
-            .as_ref()
-            .map(|(d, row)| format!(" (largest {d:+}, {row})"))
-            .unwrap_or_default();
-        out.push_str(&format!("  {}: <= {}: {verdict}{worst}\n", g.text, g.limit));
-    }
+    out.push_str(&goal_lines(&report.goals));
     for m in &report.method {
         out.push_str(&format!("method: {m}\n"));
     }

@@ -95,6 +95,9 @@ pub enum ProfileArg {
     Tiny,
     Debug,
     Selftests,
+    /// The tiny config at -O2 (CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE), as
+    /// distributions build; tiny is -Os.
+    O2,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -269,6 +272,7 @@ pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
             ProfileArg::Tiny => Profile::Tiny,
             ProfileArg::Debug => Profile::Debug,
             ProfileArg::Selftests => Profile::Selftests,
+            ProfileArg::O2 => Profile::O2,
         },
         jobs: args
             .jobs
