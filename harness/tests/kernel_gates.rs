@@ -304,3 +304,29 @@ fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
         );
     }
 }
+
+#[test]
+#[ignore = "kernel gates: need the kernel trees from `fibneigh vm tree`"]
+fn gate6_filter_builds_on_arm_oabi_and_i386_base_and_series() {
+    // struct bpf_fib_lookup's layout must hold where unions and structs are
+    // padded differently: ARM OABI (footbridge_defconfig) pads them to 4
+    // bytes unless packed, and the kernel's static_asserts on the size and
+    // on dport's offset stop filter.o. scripts/abi-gate.sh builds filter.o
+    // at the base and with the series, on both ABIs.
+    for (base, _) in BASES {
+        let (ok, text) = sh(
+            &repo(),
+            &format!(
+                "FIBNEIGH={} scripts/abi-gate.sh {base} 2>&1",
+                env!("CARGO_BIN_EXE_fibneigh")
+            ),
+        );
+        eprintln!("{text}");
+        assert!(ok, "{base}: the ABI gate failed:\n{text}");
+        assert_eq!(
+            text.matches("filter.o builds at base and at").count(),
+            2,
+            "{base}: both ABIs checked:\n{text}"
+        );
+    }
+}

@@ -110,3 +110,48 @@ fn uml_timeout_and_interrupt_leave_no_process_behind() {
         "the UML kernel outlived the run"
     );
 }
+
+/// A checkout and a cache under /tmp, which the guest mounts a tmpfs over:
+/// the shares must still be mounted at their own paths.
+#[test]
+#[ignore = "UML tier: runs the UML kernel"]
+fn uml_shares_a_checkout_and_a_cache_under_tmp() {
+    let out = run(fibneigh().args(["vm", "build", "--arch", "um", "--json", "-"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let image: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let linux = image["bzimage"]
+        .as_str()
+        .expect("the linux program")
+        .to_string();
+
+    let base = tempfile::Builder::new()
+        .prefix("fibneigh-uml-tmp-")
+        .tempdir_in("/tmp")
+        .expect("a directory under /tmp");
+    let checkout = base.path().join("checkout");
+    std::fs::create_dir_all(checkout.join("kernel-patches")).unwrap();
+    std::fs::write(checkout.join("kernel-patches/series"), "").unwrap();
+    std::fs::write(checkout.join("marker"), "from the host\n").unwrap();
+    let cache = base.path().join("cache");
+
+    let out = run(fibneigh()
+        .args(["vm", "run", "--arch", "um", "--timeout", "300", "--kernel"])
+        .arg(&linux)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "cat marker && pwd && echo from-the-guest > written",
+        ])
+        .current_dir(&checkout)
+        .env("FIBNEIGH_CACHE", &cache));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("from the host\n{}\n", checkout.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(checkout.join("written")).expect("the guest's write"),
+        "from-the-guest\n"
+    );
+}
