@@ -388,6 +388,12 @@ pub fn splat_kind(line: &str) -> Option<&'static str> {
         return None;
     }
     let text = line.split_once(']').map_or(line, |(_, t)| t);
+    // virtme-ng's init logs through the kernel log too: its own
+    // "WARNING: failed to run ..." (a root without systemd-tmpfiles) is
+    // not the kernel's.
+    if text.trim_start().starts_with("virtme-ng-init:") {
+        return None;
+    }
     SPLATS.iter().copied().find(|p| text.contains(p))
 }
 
@@ -607,6 +613,14 @@ mod tests {
         );
         assert_eq!(s.splats, ["[    2.0] BUG: KASAN: use-after-free in x"]);
         assert_eq!(s.first_splat, "[    2.0] BUG: KASAN: use-after-free in x\n");
+    }
+
+    #[test]
+    fn virtme_ng_inits_warnings_are_not_kernel_bugs() {
+        // Seen from a minimal Debian root without systemd.
+        let line = "[    2.749159] virtme-ng-init: WARNING: failed to run: \"systemd-tmpfiles\" --create --boot";
+        assert_eq!(splat_kind(line), None);
+        assert!(splat_kind("[    2.7] WARNING: CPU: 0 PID: 1 at net/core/filter.c:1 x").is_some());
     }
 
     #[test]
