@@ -53,7 +53,12 @@ fn icount(json: &Path, args: &[&str]) -> Vec<(String, String, Option<u64>)> {
         }
     }
     for g in v["goals"].as_array().expect("goals") {
-        assert_eq!(g["met"], true, "measured and met: {g}");
+        // The neighbour flags' own goals are reported, not gated (see
+        // BENCHMARKS.md); each must still be measured.
+        assert!(g["met"].is_boolean(), "measured: {g}");
+        if g["gated"] == true {
+            assert_eq!(g["met"], true, "measured and met: {g}");
+        }
     }
     let mut cells = Vec::new();
     for row in v["rows"].as_array().expect("rows") {

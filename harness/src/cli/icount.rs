@@ -47,7 +47,9 @@ pub struct IcountArgs {
     /// Write the figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Exit 1 when a goal that could be measured was missed.
+    /// Exit 1 when a gated goal that could be measured was missed (flags 0
+    /// and SKIP_NEIGH against the pristine base, with --with-pristine; the
+    /// neighbour flags' own goals are reported, not gated).
     #[arg(long)]
     pub check: bool,
     /// Keep the console log even when the guest succeeds.
@@ -196,7 +198,7 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
         .goals
         .iter()
         .chain(series_goals.iter().flatten())
-        .any(|g| g.met == Some(false));
+        .any(|g| g.gated && g.met == Some(false));
     Ok(if args.check && missed {
         ExitCode::FAILURE
     } else {
@@ -303,10 +305,11 @@ fn measure(
 fn goal_lines(goals: &[icount::Goal]) -> String {
     let mut out = String::new();
     for g in goals {
-        let verdict = match g.met {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "not measured (flag unsupported)",
+        let verdict = match (g.met, g.gated) {
+            (Some(true), _) => "met",
+            (Some(false), true) => "MISSED",
+            (Some(false), false) => "missed (reported, not gated)",
+            (None, _) => "not measured (flag unsupported)",
         };
         let worst = g
             .worst
@@ -314,6 +317,9 @@ fn goal_lines(goals: &[icount::Goal]) -> String {
             .map(|(d, row)| format!(" (largest {d:+}, {row})"))
             .unwrap_or_default();
         out.push_str(&format!("  {}: <= {}: {verdict}{worst}\n", g.text, g.limit));
+        if let (Some(false), Some(note)) = (g.met, &g.note) {
+            out.push_str(&format!("    ({note})\n"));
+        }
     }
     out
 }
