@@ -14,9 +14,9 @@
 #       and rewrite kernel-patches/series. The committed copy carries no
 #       identity: From: headers and the shortlog's author line are removed,
 #       and there is no Signed-off-by.
-#   scripts/series.sh post [-v N] [OUTDIR]
-#       The postable series (default v2, into target/posting/v<N>): applied
-#       on a throwaway branch authored by your git identity (user.name and
+#   scripts/series.sh post [-v N] [--tree PATH] [OUTDIR]
+#       The postable series (default v3, into target/posting/v<N>-<base>):
+#       applied on a throwaway branch authored by your git identity (user.name and
 #       user.email, or GIT_AUTHOR_NAME/GIT_AUTHOR_EMAIL), signed off by you
 #       (format-patch --signoff: by running it you certify the DCO for your
 #       contribution), -vN subjects, each patch's changelog below its ---,
@@ -24,6 +24,12 @@
 #       with checkpatch.pl --strict --codespell, which must report nothing.
 #       Nothing in kernel-patches/ or in your branches changes. Send the
 #       result with git send-email after reading it.
+#       --tree PATH: your bpf-next checkout. The series is applied (git am
+#       -3) on its HEAD in a throwaway worktree of that repository, whose
+#       commit becomes base-commit (a commit your tree and the list know);
+#       W=1 filter.o is built there if PATH is configured (.config), and
+#       checkpatch runs with that tree's script. Without --tree the base
+#       is the pipeline's Debian import, and the cover letter says so.
 #
 # BASE=6.12 works on the downstream LTS backport instead: the
 # linux-source-6.12 tree, kernel-patches/6.12/, branch neigh-state-6.12,
@@ -82,7 +88,7 @@ am_as() {
 		NR == 1 && /^From / { print; print from; done = 1; next }
 		!done && !hdr && /^$/ { hdr = 1 }
 		/^From: / && !hdr { next }
-		{ print }' "$patch" | git -C "$wt" am -q --keep-cr
+		{ print }' "$patch" | git -C "$wt" am -q -3 --keep-cr
 	notes=$(changelog "$patch")
 	if [ -n "$notes" ]; then
 		git -C "$wt" notes add -f -m "$notes" HEAD
@@ -157,9 +163,24 @@ export)
 	;;
 post)
 	shift
-	version=2
-	if [ "${1:-}" = -v ]; then version=$2; shift 2; fi
+	version=3
+	user_tree=
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-v) version=$2; shift 2 ;;
+		--tree) user_tree=$(cd "$2" && pwd) || { echo "series.sh: --tree $2: no such directory" >&2; exit 2; }; shift 2 ;;
+		*) break ;;
+		esac
+	done
 	out=${1:-$repo/target/posting/v$version-$base}
+	if [ -n "$user_tree" ]; then
+		git -C "$user_tree" rev-parse --verify -q HEAD >/dev/null ||
+			{ echo "series.sh: --tree $user_tree is not a git checkout" >&2; exit 2; }
+		git_t() { git -C "$user_tree" "$@"; }
+		base_rev=$(git -C "$user_tree" rev-parse HEAD)
+	else
+		base_rev=fibneigh-base
+	fi
 	author=$(identity)
 	name=${author%% <*}
 	email=${author#*<}
@@ -172,15 +193,36 @@ post)
 		git_t branch -q -D "$branch" >/dev/null 2>&1 || true
 	}
 	trap cleanup EXIT
-	git_t worktree add -q -b "$branch" "$wt" fibneigh-base
+	git_t worktree add -q -b "$branch" "$wt" "$base_rev"
 	git -C "$wt" config user.name "$name"
 	git -C "$wt" config user.email "$email"
-	while read -r p; do am_as "$wt" "$author" "$p"; done < <(series_files)
-	git -C "$wt" config "branch.$branch.description" \
-		"$(cover_description "$patches/0000-cover-letter.patch")"
+	while read -r p; do
+		am_as "$wt" "$author" "$p" || {
+			echo "series.sh: $(basename "$p") does not apply on $base_rev; rebase the series (import, fix, export) first" >&2
+			exit 1
+		}
+	done < <(series_files)
+	description=$(cover_description "$patches/0000-cover-letter.patch")
+	if [ -z "$user_tree" ]; then
+		description+=$'\n\n'"Based on and tested with $(git_t log -1 --format=%s fibneigh-base | sed 's/^base: //'); base-commit below is that import, not a bpf-next commit."
+	fi
+	git -C "$wt" config "branch.$branch.description" "$description"
+	if [ -n "$user_tree" ] && [ -f "$user_tree/.config" ]; then
+		obj=$(mktemp -d /tmp/fibneigh-post-obj.XXXXXX)
+		cp "$user_tree/.config" "$obj/.config"
+		if ! (cd "$wt" && make -s O="$obj" olddefconfig >/dev/null && make -s O="$obj" W=1 net/core/filter.o) 2>"$obj/w1.log" ||
+			grep -q 'warning:' "$obj/w1.log"; then
+			echo "series.sh: W=1 build of net/core/filter.o on $base_rev:" >&2
+			cat "$obj/w1.log" >&2
+			rm -rf "$obj"
+			exit 1
+		fi
+		rm -rf "$obj"
+		echo "series.sh post: W=1 net/core/filter.o builds clean on $base_rev"
+	fi
 	# To: the maintainers of what the series touches; Cc: reviewers and lists.
 	mbox=$(mktemp /tmp/fibneigh-post.XXXXXX.mbox)
-	git -C "$wt" format-patch -q --stdout fibneigh-base..HEAD > "$mbox"
+	git -C "$wt" format-patch -q --stdout "$base_rev..HEAD" > "$mbox"
 	gm() { (cd "$wt" && ./scripts/get_maintainer.pl --no-rolestats --nogit --nogit-fallback "$@" "$mbox"); }
 	to=() cc=()
 	while read -r m; do [ -n "$m" ] && to+=(--to="$m"); done < <(gm --nol --nor)
@@ -194,8 +236,8 @@ post)
 	mkdir -p "$out"
 	git -C "$wt" format-patch -q -v "$version" --signoff --notes --thread \
 		--cover-letter --cover-from-description=subject \
-		--subject-prefix="$prefix" --base=fibneigh-base \
-		"${to[@]}" "${cc[@]}" -o "$out" fibneigh-base..HEAD
+		--subject-prefix="$prefix" --base="$base_rev" \
+		"${to[@]}" "${cc[@]}" -o "$out" "$base_rev..HEAD"
 	echo "series.sh post: $(ls "$out" | wc -l) file(s) in $out, authored and signed off by $author"
 	dict=
 	for d in /usr/share/codespell/dictionary.txt \

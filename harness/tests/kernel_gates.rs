@@ -241,7 +241,7 @@ fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
         // What a user gets from `scripts/series.sh post` with their identity.
         let out = tempfile::tempdir().unwrap();
         let status = Command::new(repo().join("scripts/series.sh"))
-            .args(["post", "-v", "2"])
+            .args(["post", "-v", "3"])
             .arg(out.path())
             .env("BASE", base)
             .env("GIT_AUTHOR_NAME", "Ada Poster")
@@ -275,7 +275,17 @@ fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
             );
             assert!(text.contains("\nTo: "), "{}: no To:", f.display());
             assert!(text.contains("\nCc: "), "{}: no Cc:", f.display());
-            assert!(text.contains(" v2 "), "{}: not v2", f.display());
+            assert!(text.contains(" v3 "), "{}: not v3", f.display());
+            if i == 0 {
+                // Without --tree the base is the Debian import, and the
+                // cover letter says so.
+                assert!(text.contains("\nbase-commit: "), "{}", f.display());
+                assert!(
+                    text.contains("not a bpf-next commit"),
+                    "{}: the base is not named",
+                    f.display()
+                );
+            }
             if i > 0 {
                 assert!(
                     text.contains("\nSigned-off-by: Ada Poster <ada@poster.test>\n"),
@@ -283,7 +293,7 @@ fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
                     f.display()
                 );
                 assert!(
-                    text.contains("\nNotes:\n    v1 -> v2"),
+                    text.contains("\nNotes:\n    v2 -> v3"),
                     "{}: no changelog",
                     f.display()
                 );
