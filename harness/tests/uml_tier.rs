@@ -31,12 +31,17 @@ fn processes_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// `vm build --arch um`'s manifest (the build is cached after the first).
+fn uml_build() -> serde_json::Value {
+    let out = run(fibneigh().args(["vm", "build", "--arch", "um", "--json", "-"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
 #[test]
 #[ignore = "UML tier: builds the UML kernel (scripts/test.sh runs it)"]
 fn uml_kernel_builds_and_passes_status_stdout_and_stderr_through() {
-    let out = run(fibneigh().args(["vm", "build", "--arch", "um", "--json", "-"]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let image: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let image = uml_build();
     assert_eq!(image["key"]["arch"], "um");
     assert!(image["bzimage"]
         .as_str()
@@ -116,10 +121,7 @@ fn uml_timeout_and_interrupt_leave_no_process_behind() {
 #[test]
 #[ignore = "UML tier: runs the UML kernel"]
 fn uml_shares_a_checkout_and_a_cache_under_tmp() {
-    let out = run(fibneigh().args(["vm", "build", "--arch", "um", "--json", "-"]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let image: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let linux = image["bzimage"]
+    let linux = uml_build()["bzimage"]
         .as_str()
         .expect("the linux program")
         .to_string();
