@@ -15,8 +15,11 @@ bin=$PWD/target/release/fibneigh
 # The benchmarks in the patched kernel (emulated: ratios only): one table,
 # JSON and an SVG plot; BENCHMARKS.md explains them.
 "$bin" vm run --timeout 3600 -- "$bin" bench --json target/bench-vm/bench.json --svg target/bench-vm/bench.svg
-# Deterministic cost: instructions per bpf_fib_lookup() call (QEMU TCG plugin).
-"$bin" vm icount --with-pristine --json target/icount/icount.json
+# Deterministic cost: instructions per bpf_fib_lookup() call (QEMU TCG
+# plugin), against the pristine base: at -O2 (as distributions build) and
+# at -Os (the tiny config).
+"$bin" vm icount --with-pristine --profile o2 --json target/icount/icount-o2.json
+"$bin" vm icount --with-pristine --profile tiny --json target/icount/icount-os.json
 # The patched kernel on the real CPU: User-Mode Linux, lookup cost.
 "$bin" vm build --arch um
 "$bin" vm run --arch um --timeout 1800 -- "$bin" bench --only lookup --json target/bench-uml/lookup.json --svg target/bench-uml/lookup.svg
