@@ -409,9 +409,9 @@ pub fn series_cost(pristine: &IcountReport, series: &IcountReport) -> Vec<Series
 pub const SERIES_ADDED_LIMIT: i64 = 2;
 
 /// The regression guard `vm icount --check` enforces on the same rows: v3
-/// measured +2 to +7 (flags 0) at -Os, so the goal above is reported, and
-/// this bound catches a change that makes every lookup pay again (v2 paid
-/// +21 to +28).
+/// measured flags 0 at +3 to +7 (-Os) and +0 to +7 (-O2), so the goal above
+/// is reported, and this bound catches a change that makes every lookup pay
+/// again (v2 paid +21 to +28).
 pub const SERIES_ADDED_GUARD: i64 = 10;
 
 /// The goals on [`series_cost`]'s rows: the goal itself (reported) and the

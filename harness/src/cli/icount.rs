@@ -165,7 +165,10 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
     let series_goals = series.as_deref().map(icount::series_goals);
     if let (Some(rows), Some(goals)) = (&series, &series_goals) {
         print!("{}", render_series(rows));
-        out_goals(goals, &mut std::io::stdout());
+        print!(
+            "goals (before and after the series):\n{}",
+            goal_lines(goals)
+        );
     }
     if let Some(path) = &args.json {
         #[derive(serde::Serialize)]
@@ -324,14 +327,6 @@ fn goal_lines(goals: &[icount::Goal]) -> String {
         }
     }
     out
-}
-
-fn out_goals(goals: &[icount::Goal], out: &mut dyn std::io::Write) {
-    let _ = write!(
-        out,
-        "goals (before and after the series):\n{}",
-        goal_lines(goals)
-    );
 }
 
 /// Flags 0 and SKIP_NEIGH before and after the series.
