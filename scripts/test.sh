@@ -16,16 +16,39 @@ unit | host | all) ;;
 	;;
 esac
 
-# On GitHub Actions every step is a fold of the log.
+# On GitHub Actions every step is a fold of the log. Each step's start is
+# recorded, and the run ends (passed or not) with the wall time of every
+# step, also kept in target/ci-logs/steps.tsv.
 in_group=0
+run_start=$(date +%s)
+step_names=()
+step_starts=()
 step() {
 	if [ "${GITHUB_ACTIONS:-}" = true ]; then
 		[ "$in_group" = 1 ] && echo "::endgroup::"
 		echo "::group::$1"
 		in_group=1
 	fi
+	step_names+=("$1")
+	step_starts+=("$(date +%s)")
 	printf '\n=== %s (%s)\n' "$1" "$(date +%T)"
 }
+step_times() {
+	local status=$? now i end
+	now=$(date +%s)
+	mkdir -p target/ci-logs
+	{
+		printf 'seconds\tstep\n'
+		for i in "${!step_names[@]}"; do
+			end=${step_starts[$((i + 1))]:-$now}
+			printf '%s\t%s\n' "$((end - step_starts[i]))" "${step_names[$i]:0:100}"
+		done
+		printf '%s\t%s\n' "$((now - run_start))" "total (exit $status)"
+	} >target/ci-logs/steps.tsv
+	printf '\n=== wall time per step (target/ci-logs/steps.tsv)\n'
+	awk -F'\t' 'NR > 1 { printf "%4dm%02ds  %s\n", $1 / 60, $1 % 60, $2 }' target/ci-logs/steps.tsv
+}
+trap step_times EXIT
 
 step setup
 scripts/setup.sh
@@ -81,7 +104,7 @@ wait_background() {
 	done
 	bg_pids=()
 }
-trap stop_background EXIT
+trap 'step_times; stop_background' EXIT
 
 if [ "$tier" = all ]; then
 	# The 6.12 backport's kernel and its test_progs, in the 6.12 tree.
