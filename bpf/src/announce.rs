@@ -8,12 +8,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use libbpf_rs::TC_EGRESS;
 
 use crate::attach::{self, Attachment, EnteredNetns};
+use crate::skel::announce as skel;
 use crate::{Error, Result};
-
-mod skel {
-    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
-    include!(concat!(env!("OUT_DIR"), "/announce.skel.rs"));
-}
 
 /// What the filter dropped so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,8 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use libbpf_rs::{Link, ProgramMut, TcAttachPoint, TcHook, TcHookBuilder};
 
-use crate::probe::Hook;
-use crate::{BpfContext, Result};
+use crate::{BpfContext, Hook, Result};
 
 /// A loaded program (the forwarder, an example) that attaches to a device
 /// in a given network namespace.

@@ -8,13 +8,9 @@ use std::time::Duration;
 use libbpf_rs::ProgramInput;
 
 use crate::attach::{self, Attachment, EnteredNetns};
-use crate::probe::{Hook, FRAME};
-use crate::{BpfContext, Error, FibParams, Result};
-
-mod skel {
-    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
-    include!(concat!(env!("OUT_DIR"), "/bench.skel.rs"));
-}
+use crate::probe::FRAME;
+use crate::skel::bench as skel;
+use crate::{BpfContext, Error, FibParams, Hook, Result};
 
 crate::params::fib_params_conversions!(skel::types::fib_neigh_params);
 

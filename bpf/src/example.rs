@@ -13,17 +13,8 @@ use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::TC_INGRESS;
 
 use crate::attach::{self, Attachment};
-use crate::probe::Hook;
-use crate::{BpfContext, Counters, Result};
-
-mod tc_skel {
-    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
-    include!(concat!(env!("OUT_DIR"), "/tc_router.skel.rs"));
-}
-mod xdp_skel {
-    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
-    include!(concat!(env!("OUT_DIR"), "/xdp_router.skel.rs"));
-}
+use crate::skel::{tc_router as tc_skel, xdp_router as xdp_skel};
+use crate::{BpfContext, Counters, Hook, Result};
 
 use tc_skel::types::{fib_neigh_action as CAction, fib_neigh_path as CPath};
 

@@ -10,15 +10,8 @@ use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::{MapCore, MapFlags, TC_INGRESS};
 
 use crate::attach::{self, Attachment};
-use crate::probe::Hook;
-use crate::{flags, nud, BpfContext, Result};
-
-/// The skeleton; its `types` carry fib.h's enums, the numbers the whole
-/// crate takes (see `FIBNEIGH_EXPORT_ENUMS` there).
-pub(crate) mod skel {
-    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
-    include!(concat!(env!("OUT_DIR"), "/forwarder.skel.rs"));
-}
+use crate::skel::forwarder as skel;
+use crate::{flags, nud, BpfContext, Hook, Result};
 
 use skel::types::fibneigh_policy as CPolicy;
 

@@ -7,13 +7,16 @@ pub mod attach;
 pub mod bench;
 pub mod example;
 pub mod forwarder;
+pub mod hook;
 pub mod params;
 pub mod probe;
+mod skel;
 pub mod xdp_pass;
 
 pub use announce::AnnounceFilter;
 pub use attach::{AttachIn, Attachment, EnteredNetns};
 pub use forwarder::{Counters, Forwarder, Policy};
+pub use hook::Hook;
 pub use params::{flags, nud, ret, FibParams};
 pub use xdp_pass::XdpPass;
 
@@ -76,7 +79,7 @@ pub(crate) fn percpu_u64_sum<M: libbpf_rs::MapCore>(
 /// or `XDP_*`); the kernel does not carry out a redirect.
 pub(crate) fn test_run_once(
     prog: &libbpf_rs::ProgramMut<'_>,
-    hook: probe::Hook,
+    hook: Hook,
     frame: &[u8],
     ingress_ifindex: u32,
     what: &'static str,
@@ -84,7 +87,7 @@ pub(crate) fn test_run_once(
     // Only the leading fields the kernel accepts are passed; it zeroes the
     // rest. Offsets are those of the uAPI structs.
     let mut ctx = match hook {
-        probe::Hook::Tc => {
+        Hook::Tc => {
             // struct __sk_buff up to `ifindex`: ingress_ifindex at 36 (sets
             // skb_iif), ifindex at 40 (the device).
             let mut skb = [0u8; 44];
@@ -92,7 +95,7 @@ pub(crate) fn test_run_once(
             skb[40..44].copy_from_slice(&ingress_ifindex.to_ne_bytes());
             skb.to_vec()
         }
-        probe::Hook::Xdp => {
+        Hook::Xdp => {
             // struct xdp_md: data_end at 4 (the linear length),
             // ingress_ifindex at 12.
             let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);

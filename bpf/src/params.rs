@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::forwarder::skel::types as c;
+use crate::skel::forwarder::types as c;
 
 /// `BPF_FIB_LOOKUP_*` flags (fib.h's `enum fibneigh_lookup_flag`).
 pub mod flags {

@@ -2,32 +2,10 @@
 
 use libbpf_rs::ProgramInput;
 
-use crate::{BpfContext, Error, FibParams, Result};
-
-mod skel {
-    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
-    include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
-}
+use crate::skel::probe as skel;
+use crate::{BpfContext, Error, FibParams, Hook, Result};
 
 crate::params::fib_params_conversions!(skel::types::fib_neigh_params);
-
-/// Which program type calls the helper; the kernel takes a different path
-/// for each (skb vs xdp_buff, and the tc path checks the MTU).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
-    Tc,
-    Xdp,
-}
-
-impl Hook {
-    /// "tc" or "xdp".
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::Tc => "tc",
-            Hook::Xdp => "xdp",
-        }
-    }
-}
 
 /// What one lookup returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

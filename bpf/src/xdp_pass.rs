@@ -5,12 +5,8 @@
 use std::os::fd::BorrowedFd;
 
 use crate::attach::{self, Attachment, EnteredNetns};
+use crate::skel::xdp_pass as skel;
 use crate::Result;
-
-mod skel {
-    #![allow(clippy::all, unused_imports, non_camel_case_types, non_snake_case)]
-    include!(concat!(env!("OUT_DIR"), "/xdp_pass.skel.rs"));
-}
 
 /// The loaded pass-through program; attach it as often as needed.
 pub struct XdpPass {

@@ -7,7 +7,8 @@
 
 use fibneigh_bpf::example::{Example, Path};
 use fibneigh_bpf::flags;
-use fibneigh_bpf::probe::{Hook, Probe};
+use fibneigh_bpf::probe::Probe;
+use fibneigh_bpf::Hook;
 
 mod common;
 use common::*;

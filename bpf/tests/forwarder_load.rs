@@ -3,7 +3,8 @@
 //! runs use loopback's index in the test's own namespace, and the kernel
 //! does not carry out a returned redirect.
 
-use fibneigh_bpf::probe::{Hook, Probe};
+use fibneigh_bpf::probe::Probe;
+use fibneigh_bpf::Hook;
 use fibneigh_bpf::{ret, Forwarder, Policy};
 
 mod common;

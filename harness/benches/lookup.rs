@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use fibneigh::bench::lookup::{Case, LookupLab, COLUMNS};
 use fibneigh::scenario::Support;
 use fibneigh_bpf::bench::LOOKUPS_PER_RUN;
-use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Hook;
 
 fn lookups(c: &mut Criterion) {
     if !nix::unistd::geteuid().is_root() {

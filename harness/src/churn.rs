@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Hook;
 use fibneigh_bpf::{nud, Counters, Forwarder, Policy};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -18,7 +18,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fibneigh_bpf::forwarder::{Forwarder, Policy};
 use fibneigh_bpf::params::{AF_INET, AF_INET6};
-use fibneigh_bpf::probe::{Hook, Probe};
+use fibneigh_bpf::probe::Probe;
+use fibneigh_bpf::Hook;
 use fibneigh_bpf::{flags, nud, ret, FibParams};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;

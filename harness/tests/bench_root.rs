@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use fibneigh::bench::{self, forwarding, lookup, recovery, BenchOptions, Unit};
 use fibneigh::lab::{netns, plan};
-use fibneigh::scenario::{Family, HookKind, NeighTimers, Support};
-use fibneigh_bpf::probe::Hook;
+use fibneigh::scenario::{Family, NeighTimers, Support};
+use fibneigh_bpf::Hook;
 
 fn our_namespaces() -> Vec<String> {
     let prefix = plan::run_prefix(std::process::id());
@@ -123,7 +123,7 @@ fn a_whole_quick_report_has_goals_and_renders() {
         recovery: Some(recovery::Options {
             reps: 1,
             timers: vec![NeighTimers::Short],
-            hooks: vec![HookKind::Tc],
+            hooks: vec![Hook::Tc],
             family: Family::V4,
             window_short: Duration::from_millis(3000),
             window_default: Duration::from_millis(15000),

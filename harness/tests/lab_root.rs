@@ -326,7 +326,8 @@ fn the_switch_suppresses_announcements_on_demand() {
 #[test]
 #[ignore = "needs root"]
 fn forwarders_route_through_the_dut() {
-    use fibneigh_bpf::probe::{Hook, Probe};
+    use fibneigh_bpf::probe::Probe;
+    use fibneigh_bpf::Hook;
     use fibneigh_bpf::{Forwarder, Policy};
     use std::os::fd::AsFd;
 

@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use fibneigh::lab::{netns, plan};
 use fibneigh::nud::Nud;
-use fibneigh::scenario::{
-    run_case, Cell, Family, HookKind, Options, PolicyChoice, Scenario, Support,
-};
+use fibneigh::scenario::{run_case, Cell, Family, Options, PolicyChoice, Scenario, Support};
 use fibneigh::scenario::{Outcome, Verdict};
+use fibneigh_bpf::Hook;
 use fibneigh_bpf::{ret, Policy};
 
 fn cell(s: Scenario, p: Policy) -> Cell {
-    Cell::new(s, PolicyChoice::Prog(p), Family::V4, HookKind::Tc)
+    Cell::new(s, PolicyChoice::Prog(p), Family::V4, Hook::Tc)
 }
 
 #[test]
@@ -56,7 +55,7 @@ fn the_bug_reproduces_with_baseline_and_always_neigh_recovers() {
 #[ignore = "needs root"]
 fn state_matrix_shows_whether_neigh_state_is_accepted() {
     let support = Support::probe().expect("probe the kernel");
-    for hook in [HookKind::Tc, HookKind::Xdp] {
+    for hook in [Hook::Tc, Hook::Xdp] {
         let c = Cell::new(
             Scenario::StateMatrix,
             PolicyChoice::Prog(Policy::StateAware),

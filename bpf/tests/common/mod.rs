@@ -1,7 +1,7 @@
 //! Frames and verdicts the root tests share.
 #![allow(dead_code)]
 
-use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Hook;
 
 pub const LOOPBACK: u32 = 1;
 pub const TC_ACT_OK: u32 = 0;

@@ -23,7 +23,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use fibneigh_bpf::bench::{run_stats, Bench, RunTimeStats, GEN_FRAME_LEN};
-use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Hook;
 use fibneigh_bpf::{nud, AttachIn, Attachment, Counters, EnteredNetns, Forwarder, Policy, XdpPass};
 use pnet::packet::ip::IpNextHeaderProtocols;
 use pnet::packet::ipv4::MutableIpv4Packet;

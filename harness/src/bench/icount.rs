@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use fibneigh_bpf::bench::LOOKUPS_PER_RUN;
 use fibneigh_bpf::nud;
-use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Hook;
 use fibneigh_icount::Report;
 
 use super::lookup::{Case, LookupLab, COLUMNS, REFERENCE};

@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use fibneigh_bpf::bench::{Bench, LookupTiming, LOOKUPS_PER_RUN};
-use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Hook;
 use fibneigh_bpf::{flags, nud, ret, EnteredNetns, FibParams};
 
 use super::{figure, rotated, Error, Figure, Result, Row, Unit};

@@ -9,17 +9,17 @@ use std::time::Duration;
 use super::{figure, rotated, Error, Figure, Result, Row, Unit};
 use crate::scenario::result::{CellResult, Outcome};
 use crate::scenario::{
-    self, Cell, Family, HookKind, NeighTimers, Options as ScenarioOptions, PolicyChoice, Scenario,
-    Support,
+    self, Cell, Family, NeighTimers, Options as ScenarioOptions, PolicyChoice, Scenario, Support,
 };
 use crate::stop;
+use fibneigh_bpf::Hook;
 
 /// How much to measure.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub reps: usize,
     pub timers: Vec<NeighTimers>,
-    pub hooks: Vec<HookKind>,
+    pub hooks: Vec<Hook>,
     pub family: Family,
     /// Recovery window with short timers (the stack needs ~1.4 s).
     pub window_short: Duration,

@@ -9,8 +9,9 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use fibneigh::bench::{self, forwarding, lookup, recovery, render, BenchOptions};
 use fibneigh::lab::Lab;
-use fibneigh::scenario::{Family, HookKind, NeighTimers};
+use fibneigh::scenario::{Family, NeighTimers};
 use fibneigh::stop;
+use fibneigh_bpf::Hook;
 
 use super::{write_file, write_json, EXIT_INTERRUPTED};
 
@@ -50,7 +51,7 @@ pub struct BenchArgs {
     /// Hooks for the lookup and forwarding measurements (repeatable)
     /// [default: tc and xdp].
     #[arg(long = "hook")]
-    pub hooks: Vec<HookKind>,
+    pub hooks: Vec<Hook>,
     /// Repetitions of each recovery cell [default: 3; --quick: 1].
     #[arg(long)]
     pub reps: Option<usize>,
@@ -60,7 +61,7 @@ pub struct BenchArgs {
     pub timers: Vec<Timers>,
     /// Hooks for recovery (repeatable) [default: tc].
     #[arg(long = "recovery-hook")]
-    pub recovery_hooks: Vec<HookKind>,
+    pub recovery_hooks: Vec<Hook>,
     /// Address family for recovery.
     #[arg(long, default_value = "4")]
     pub family: Family,
@@ -85,11 +86,10 @@ impl BenchArgs {
         let want = |p: Part| self.parts.is_empty() || self.parts.contains(&p);
         let rounds = self.rounds.unwrap_or(if q { 2 } else { 7 });
         let hooks: Vec<_> = if self.hooks.is_empty() {
-            vec![HookKind::Tc, HookKind::Xdp]
+            Hook::ALL.to_vec()
         } else {
             self.hooks.clone()
         };
-        let hooks: Vec<_> = hooks.iter().map(|h| h.hook()).collect();
         let ms = Duration::from_millis;
         BenchOptions {
             lookup: want(Part::Lookup).then(|| lookup::Options {
@@ -123,7 +123,7 @@ impl BenchArgs {
                         .collect()
                 },
                 hooks: if self.recovery_hooks.is_empty() {
-                    vec![HookKind::Tc]
+                    vec![Hook::Tc]
                 } else {
                     self.recovery_hooks.clone()
                 },

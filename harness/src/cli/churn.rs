@@ -9,7 +9,7 @@ use fibneigh::churn;
 use fibneigh::lab::Lab;
 use fibneigh::scenario::Support;
 use fibneigh::stop;
-use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Hook;
 use fibneigh_bpf::Policy;
 
 use super::write_json;
@@ -24,7 +24,7 @@ pub struct ChurnArgs {
     pub policy: Vec<Policy>,
     /// Hooks to run (comma-separated): tc, xdp.
     #[arg(long, value_delimiter = ',', default_value = "tc,xdp")]
-    pub hook: Vec<String>,
+    pub hook: Vec<Hook>,
     /// Address family of the flow and the churned entry: 4 or 6.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=6))]
     pub family: u8,
@@ -43,15 +43,7 @@ pub fn run(args: ChurnArgs) -> Result<ExitCode> {
     if args.seconds == 0 {
         bail!("--seconds must be at least 1");
     }
-    let hooks = args
-        .hook
-        .iter()
-        .map(|h| match h.as_str() {
-            "tc" => Ok(Hook::Tc),
-            "xdp" => Ok(Hook::Xdp),
-            other => bail!("unknown hook {other:?} (expected tc or xdp)"),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let hooks = args.hook.clone();
     stop::install().context("failed to install the signal handlers")?;
     Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
     let support = Support::probe().context("failed to probe the kernel (are you root?)")?;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fibneigh::scenario::object_digest;
 use fibneigh_bpf::example;
-use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Hook;
 
 #[derive(Args)]
 pub struct ExamplesArgs {

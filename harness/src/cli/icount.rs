@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fibneigh::bench::icount::{self, GuestRun, IcountReport, DEFAULT_RUNS, HELPERS, MARKERS};
-use fibneigh::scenario::HookKind;
 use fibneigh::stop;
 use fibneigh_bpf::nud;
+use fibneigh_bpf::Hook;
 use fibneigh_icount::Report;
 use fibneigh_vm::{self as vm, Accel, KernelImage};
 
@@ -28,7 +28,7 @@ pub struct IcountArgs {
     pub runs: u32,
     /// Hooks (repeatable) [default: tc and xdp].
     #[arg(long = "hook")]
-    pub hooks: Vec<HookKind>,
+    pub hooks: Vec<Hook>,
     /// Measure the pristine base (same source, config and profile, no
     /// patches) instead of the series: flags 0 before the series.
     #[arg(long)]
@@ -66,19 +66,18 @@ pub struct GuestArgs {
     #[arg(long, default_value_t = DEFAULT_RUNS)]
     pub runs: u32,
     #[arg(long = "hook")]
-    pub hooks: Vec<HookKind>,
+    pub hooks: Vec<Hook>,
     /// Where to write what was run (JSON).
     #[arg(long)]
     pub out: PathBuf,
 }
 
-fn hooks(kinds: &[HookKind]) -> Vec<fibneigh_bpf::probe::Hook> {
-    let kinds = if kinds.is_empty() {
-        vec![HookKind::Tc, HookKind::Xdp]
+fn hooks(kinds: &[Hook]) -> Vec<Hook> {
+    if kinds.is_empty() {
+        Hook::ALL.to_vec()
     } else {
         kinds.to_vec()
-    };
-    kinds.iter().map(|h| h.hook()).collect()
+    }
 }
 
 /// `fibneigh icount-guest`: the workload, in the guest.

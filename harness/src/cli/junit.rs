@@ -90,7 +90,8 @@ pub fn selftests_diff(rows: &[st::DiffRow]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fibneigh::scenario::{Cell, Family, HookKind, PolicyChoice, Scenario};
+    use fibneigh::scenario::{Cell, Family, PolicyChoice, Scenario};
+    use fibneigh_bpf::Hook;
 
     #[test]
     fn a_failed_cell_is_a_failed_case() {
@@ -98,7 +99,7 @@ mod tests {
             Scenario::IpReassign,
             PolicyChoice::KernelStack,
             Family::V4,
-            HookKind::Tc,
+            Hook::Tc,
         );
         let mut ok = CellResult::new(cell, Outcome::Recovered);
         ok.verdict = Verdict::Pass;

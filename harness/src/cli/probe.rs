@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use fibneigh_bpf::probe::{Hook, Probe};
+use fibneigh_bpf::probe::Probe;
+use fibneigh_bpf::Hook;
 use fibneigh_bpf::{flags, ret, FibParams};
 use serde::Serialize;
 

@@ -10,10 +10,11 @@ use clap::Args;
 use fibneigh::lab::Lab;
 use fibneigh::report;
 use fibneigh::scenario::{
-    self, Cell, CellResult, Family, HookKind, Kind, MatrixReport, Options, Outcome, PolicyChoice,
-    Scenario, Spec, Support, Verdict,
+    self, Cell, CellResult, Family, Kind, MatrixReport, Options, Outcome, PolicyChoice, Scenario,
+    Spec, Support, Verdict,
 };
 use fibneigh::stop;
+use fibneigh_bpf::Hook;
 
 use super::{write_file, write_json, EXIT_INTERRUPTED};
 
@@ -53,7 +54,7 @@ pub struct CellArgs {
     pub family: Family,
     /// tc or xdp (ignored for kernel-stack).
     #[arg(long, default_value = "tc")]
-    pub hook: HookKind,
+    pub hook: Hook,
     /// Also write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,

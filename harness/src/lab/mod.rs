@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 
 use fibneigh_bpf::announce::Dropped;
-use fibneigh_bpf::probe::Hook;
+use fibneigh_bpf::Hook;
 use fibneigh_bpf::{AnnounceFilter, AttachIn, Attachment, XdpPass};
 
 pub use neigh::{NeighEntry, NeighSpec, NeighSysctl};

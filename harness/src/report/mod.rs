@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use crate::present::Table;
 use crate::scenario::result::{CellResult, Outcome, Verdict};
 use crate::scenario::spec::{Kind, Spec};
-use crate::scenario::HookKind;
+use fibneigh_bpf::Hook;
 
 pub use crate::present::state_colour;
 pub use svg::{render_headline, render_svg};
@@ -64,7 +64,7 @@ pub fn render_table(results: &[CellResult]) -> String {
             && !matches!(r.outcome, Outcome::Unsupported | Outcome::Error(_));
         let prog = traffic && r.cell.hook.is_some();
         let slow = match r.cell.hook {
-            Some(HookKind::Xdp) => format!("{}(pass)", r.neigh_pass),
+            Some(Hook::Xdp) => format!("{}(pass)", r.neigh_pass),
             _ => r.redirect_neigh.to_string(),
         };
         table.row([
@@ -240,7 +240,7 @@ mod tests {
         // The sample is tc: nothing to show.
         assert!(render_headline(&results).is_none());
         let mut xdp = results[0].clone();
-        xdp.cell.hook = Some(crate::scenario::HookKind::Xdp);
+        xdp.cell.hook = Some(fibneigh_bpf::Hook::Xdp);
         let mut v6 = xdp.clone();
         v6.cell.family = crate::scenario::Family::V6;
         results.extend([xdp, v6]);

@@ -5,7 +5,8 @@ use super::summary;
 use crate::present::svg::{self as draw, Canvas, LegendStyle};
 use crate::present::{self, state_colour};
 use crate::scenario::result::CellResult;
-use crate::scenario::{Family, HookKind, Scenario};
+use crate::scenario::{Family, Scenario};
+use fibneigh_bpf::Hook;
 
 /// The states in the legend, in order.
 const LEGEND_STATES: [&str; 8] = [
@@ -48,7 +49,7 @@ pub fn render_headline(results: &[CellResult]) -> Option<String> {
         .filter(|r| {
             r.cell.scenario == Scenario::IpReassign
                 && r.cell.family == Family::V4
-                && r.cell.hook.is_none_or(|h| h == HookKind::Xdp)
+                && r.cell.hook.is_none_or(|h| h == Hook::Xdp)
                 && r.timeline.is_some()
         })
         .collect();

@@ -5,8 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use fibneigh_bpf::probe::Hook;
-use fibneigh_bpf::Policy;
+use fibneigh_bpf::{Hook, Policy};
 use serde::{Serialize, Serializer};
 
 use crate::lab::addr::{SERVICE4, SERVICE6};
@@ -73,19 +72,6 @@ named_enum!(
 named_enum!(
     /// IPv4 or IPv6.
     Family, "family", { V4 => "4", V6 => "6" });
-
-named_enum!(
-    /// Where the forwarder runs.
-    HookKind, "hook", { Tc => "tc", Xdp => "xdp" });
-
-impl HookKind {
-    pub fn hook(self) -> Hook {
-        match self {
-            HookKind::Tc => Hook::Tc,
-            HookKind::Xdp => Hook::Xdp,
-        }
-    }
-}
 
 impl Scenario {
     /// The scenarios `matrix --quick` runs.
@@ -179,12 +165,12 @@ pub struct Cell {
     pub policy: PolicyChoice,
     pub family: Family,
     /// None for the kernel stack (no program).
-    pub hook: Option<HookKind>,
+    pub hook: Option<Hook>,
 }
 
 impl Cell {
     /// A cell; the hook is dropped for the kernel stack.
-    pub fn new(scenario: Scenario, policy: PolicyChoice, family: Family, hook: HookKind) -> Self {
+    pub fn new(scenario: Scenario, policy: PolicyChoice, family: Family, hook: Hook) -> Self {
         let hook = (policy != PolicyChoice::KernelStack).then_some(hook);
         Cell {
             scenario,

@@ -236,10 +236,11 @@ pub fn row_ok(p: Policy, row: &StateRow) -> bool {
 pub(crate) mod fixtures {
     use super::*;
     use crate::scenario::result::HeaderRun;
-    use crate::scenario::{Family, HookKind};
+    use crate::scenario::Family;
+    use fibneigh_bpf::Hook;
 
     pub fn cell(s: Scenario, p: PolicyChoice) -> Cell {
-        Cell::new(s, p, Family::V4, HookKind::Tc)
+        Cell::new(s, p, Family::V4, Hook::Tc)
     }
 
     pub const UNPATCHED: Support = Support {

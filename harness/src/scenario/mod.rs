@@ -16,7 +16,7 @@ pub mod spec;
 mod state_matrix;
 pub mod support;
 
-pub use cell::{pick, service, Cell, Family, HookKind, PolicyChoice, Scenario};
+pub use cell::{pick, service, Cell, Family, PolicyChoice, Scenario};
 pub use options::{NeighTimers, Options};
 pub use result::{CellResult, Expect, MatrixReport, Outcome, StateRow, Verdict};
 pub use run::object_digest;
@@ -77,7 +77,6 @@ mod tests {
             assert_eq!(p.name().parse::<PolicyChoice>(), Ok(p));
         }
         assert_eq!("6".parse::<Family>(), Ok(Family::V6));
-        assert_eq!("xdp".parse::<HookKind>(), Ok(HookKind::Xdp));
         assert!("ip-move".parse::<Scenario>().is_err());
         assert!("v4".parse::<Family>().is_err());
     }

@@ -181,10 +181,10 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     let _attached = match (&fwd, cell.hook) {
         (Program::None, _) | (_, None) => None,
         (Program::Forwarder(f), Some(hook)) => {
-            Some(lab.attach_forwarder(f, hook.hook(), &n.dut, &n.dut_client_if)?)
+            Some(lab.attach_forwarder(f, hook, &n.dut, &n.dut_client_if)?)
         }
         (Program::Example(e), Some(hook)) => {
-            Some(lab.attach_forwarder(e, hook.hook(), &n.dut, &n.dut_client_if)?)
+            Some(lab.attach_forwarder(e, hook, &n.dut, &n.dut_client_if)?)
         }
     };
     let counters = |f: &Program| f.counters();
@@ -411,7 +411,7 @@ pub(crate) fn fill(r: &mut CellResult, o: &Observed<'_>) {
 
 /// The file name and SHA-256 (hex) of the header's example object for
 /// `hook`: what a `header` cell loads and what `fibneigh examples` writes.
-pub fn object_digest(hook: fibneigh_bpf::probe::Hook) -> (&'static str, String) {
+pub fn object_digest(hook: fibneigh_bpf::Hook) -> (&'static str, String) {
     let (name, bytes) = example::object(hook);
     (name, hex::encode(Sha256::digest(bytes)))
 }
@@ -428,7 +428,7 @@ impl Program {
     fn load(cell: &Cell) -> Result<Program> {
         Ok(match (cell.policy, cell.hook) {
             (PolicyChoice::Prog(p), Some(_)) => Program::Forwarder(Forwarder::load(p)?),
-            (PolicyChoice::Header, Some(hook)) => Program::Example(Example::load(hook.hook())?),
+            (PolicyChoice::Header, Some(hook)) => Program::Example(Example::load(hook)?),
             _ => Program::None,
         })
     }
@@ -465,8 +465,9 @@ impl Program {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{HookKind, Scenario};
+    use crate::scenario::Scenario;
     use crate::traffic::Classified;
+    use fibneigh_bpf::Hook;
 
     const DUT: [u8; 6] = [2, 0, 0, 0, 0, 0xd];
     const M1: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -516,7 +517,7 @@ mod tests {
             Scenario::IpReassign,
             PolicyChoice::KernelStack,
             Family::V4,
-            HookKind::Tc,
+            Hook::Tc,
         );
         let mut r = CellResult::new(cell, Outcome::Recovered);
         fill(

@@ -5,8 +5,9 @@
 
 use fibneigh_bpf::Policy;
 
-use super::cell::{Cell, Family, HookKind, PolicyChoice, Scenario};
+use super::cell::{Cell, Family, PolicyChoice, Scenario};
 use super::result::Expect;
+use fibneigh_bpf::Hook;
 
 /// How a cell exercises the helper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,9 +225,9 @@ pub fn cells(scenarios: &[Scenario]) -> Vec<Cell> {
         for p in Spec::of(s).policies() {
             for &f in Family::ALL {
                 if p == PolicyChoice::KernelStack {
-                    out.push(Cell::new(s, p, f, HookKind::Tc));
+                    out.push(Cell::new(s, p, f, Hook::Tc));
                 } else {
-                    for &h in HookKind::ALL {
+                    for &h in Hook::ALL {
                         out.push(Cell::new(s, p, f, h));
                     }
                 }

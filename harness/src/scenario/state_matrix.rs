@@ -25,8 +25,7 @@ pub(super) fn run(cell: &Cell) -> Result<CellResult> {
     };
     let hook = cell
         .hook
-        .ok_or_else(|| Error::Setup("state-matrix needs a hook".into()))?
-        .hook();
+        .ok_or_else(|| Error::Setup("state-matrix needs a hook".into()))?;
     let v6 = cell.v6();
     let n = Names::for_this_process();
     stop::check()?;
