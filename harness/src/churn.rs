@@ -22,7 +22,7 @@ use crate::scenario::{pick, Family};
 use crate::stop;
 use crate::traffic::{self, Capture, Flow, FlowSpec};
 
-pub use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How long the flow has to reach the real MAC once the churn stops.
 pub const RECOVERY_WINDOW: Duration = Duration::from_secs(15);

@@ -34,7 +34,7 @@ pub const DEFINED_FLAGS: u32 = (1 << 10) - 1;
 const ETH_HLEN: usize = 14;
 const EINVAL: i64 = -(libc::EINVAL as i64);
 
-pub use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What one fuzz run did and found.
 #[derive(Debug, Clone, Default, Serialize)]

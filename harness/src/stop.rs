@@ -12,6 +12,10 @@ fn shared() -> &'static Arc<AtomicBool> {
     FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
+/// The exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as
+/// shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// Install the SIGINT/SIGTERM handlers (idempotent).
 pub fn install() -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -22,7 +26,11 @@ pub fn install() -> std::io::Result<()> {
     for sig in [SIGINT, SIGTERM] {
         // Order matters: the conditional shutdown sees the flag as it was
         // before this signal's own handler sets it.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, shared().clone())?;
+        signal_hook::flag::register_conditional_shutdown(
+            sig,
+            EXIT_INTERRUPTED.into(),
+            shared().clone(),
+        )?;
         signal_hook::flag::register(sig, shared().clone())?;
     }
     let _ = INSTALLED.set(());

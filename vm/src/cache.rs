@@ -48,10 +48,12 @@ impl CacheKey {
     }
 }
 
-/// Digest of a file's bytes.
+/// Digest of a file's bytes (read in pieces: tarballs are large).
 pub fn file_digest(path: &Path) -> Result<String> {
-    let bytes = fs::read(path).at(path)?;
-    Ok(hex::encode(&Sha256::digest(&bytes)[..8]))
+    let mut file = fs::File::open(path).at(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).at(path)?;
+    Ok(hex::encode(&hasher.finalize()[..8]))
 }
 
 /// A built kernel in the cache.

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use crate::error::{Error, Result};
 
@@ -24,20 +24,20 @@ pub fn output(cmd: &mut Command) -> Result<String> {
             cmd: shown.clone(),
             source,
         })?;
-    if !out.status.success() {
-        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stdout));
-        return Err(Error::Command {
-            cmd: shown,
-            status: out.status.to_string(),
-            output: text,
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    checked(shown, out)
 }
 
 /// [`output`] with `input` on the command's stdin.
 pub fn output_with_input(cmd: &mut Command, input: &[u8]) -> Result<String> {
+    let shown = display(cmd);
+    checked(shown, fed(cmd, input)?)
+}
+
+/// Run to completion with `input` on stdin and the output captured, whatever
+/// the exit status (for callers that turn a failure into an error of their
+/// own); only a command that cannot be started, or that succeeds without
+/// taking its input, is an error.
+pub fn fed(cmd: &mut Command, input: &[u8]) -> Result<Output> {
     use std::io::Write;
 
     let shown = display(cmd);
@@ -65,6 +65,12 @@ pub fn output_with_input(cmd: &mut Command, input: &[u8]) -> Result<String> {
             return Err(spawn_err(source));
         }
     }
+    Ok(out)
+}
+
+/// stdout of a command that succeeded; otherwise an error with its stderr
+/// and stdout.
+fn checked(shown: String, out: Output) -> Result<String> {
     if !out.status.success() {
         let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stdout));

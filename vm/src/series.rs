@@ -91,23 +91,6 @@ pub fn with_author(mail: &[u8]) -> Vec<u8> {
     out
 }
 
-fn run_with_stdin(
-    cmd: &mut std::process::Command,
-    input: &[u8],
-) -> std::io::Result<std::process::Output> {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input)?;
-    }
-    child.wait_with_output()
-}
-
 /// In the tree's git directory.
 const APPLIED_FILE: &str = "fibneigh-series";
 const MTIMES_FILE: &str = "fibneigh-mtimes.json";
@@ -172,14 +155,10 @@ pub fn apply_onto(
     git(tree, &["reset", "-q", "--hard", base])?;
     for patch in &series.patches {
         let mail = with_author(&fs::read(patch).at(patch)?);
-        let out = run_with_stdin(
+        let out = crate::cmd::fed(
             git_cmd(tree).args(["am", "-q", "--keep-cr", "--no-3way", "--no-gpg-sign"]),
             &mail,
-        )
-        .map_err(|source| Error::Spawn {
-            cmd: "git am".into(),
-            source,
-        })?;
+        )?;
         if !out.status.success() {
             let _ = git(tree, &["am", "--abort"]);
             let mut message = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -139,7 +139,7 @@ pub fn fetch(
                 )
             } else {
                 (
-                    format!("tarball-{}", file_digest(path)?),
+                    format!("tarball-{}", crate::cache::file_digest(path)?),
                     Archive::Tarball(path.clone()),
                 )
             };
@@ -394,13 +394,6 @@ pub fn makefile_version(tree: &Path) -> Result<String> {
             reason: "no VERSION/PATCHLEVEL in the Makefile".into(),
         }),
     }
-}
-
-fn file_digest(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).at(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).at(path)?;
-    Ok(hex::encode(&hasher.finalize()[..8]))
 }
 
 /// An unpacked tree's source files and their content digest.

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use platform::{Execution, Machine};
 
-pub use crate::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Median and range of repeated measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -10,10 +10,10 @@ use clap::{Args, ValueEnum};
 use fibneigh::bench::{self, forwarding, lookup, recovery, render, BenchOptions};
 use fibneigh::lab::Lab;
 use fibneigh::scenario::{Family, NeighTimers};
-use fibneigh::stop;
+use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_bpf::Hook;
 
-use super::{write_file, write_json, EXIT_INTERRUPTED};
+use super::{write_file, write_json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Part {

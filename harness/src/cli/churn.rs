@@ -8,7 +8,7 @@ use clap::Args;
 use fibneigh::churn;
 use fibneigh::lab::Lab;
 use fibneigh::scenario::Support;
-use fibneigh::stop;
+use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_bpf::Hook;
 use fibneigh_bpf::Policy;
 
@@ -60,9 +60,9 @@ pub fn run(args: ChurnArgs) -> Result<ExitCode> {
         for hook in &hooks {
             let r = match churn::run(*policy, *hook, args.family == 6, args.seconds, args.seed) {
                 Ok(r) => r,
-                Err(churn::Error::Interrupted(_)) => {
+                Err(fibneigh::error::Error::Interrupted(_)) => {
                     eprintln!("fibneigh: interrupted; the lab was removed");
-                    return Ok(ExitCode::from(130));
+                    return Ok(ExitCode::from(EXIT_INTERRUPTED));
                 }
                 Err(e) => return Err(e).context("churn run failed"),
             };

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fibneigh::fuzz;
 use fibneigh::lab::Lab;
-use fibneigh::stop;
+use fibneigh::stop::{self, EXIT_INTERRUPTED};
 
 use super::write_json;
 
@@ -38,9 +38,9 @@ pub fn run(args: FuzzArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let report = match fuzz::run(args.seed, args.lookups, args.forwarder_runs) {
         Ok(r) => r,
-        Err(fuzz::Error::Interrupted(_)) => {
+        Err(fibneigh::error::Error::Interrupted(_)) => {
             eprintln!("fibneigh: interrupted; the lab was removed");
-            return Ok(ExitCode::from(130));
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
         }
         Err(e) => return Err(e).context("fuzz run failed"),
     };

@@ -9,14 +9,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fibneigh::bench::icount::{self, GuestRun, IcountReport, DEFAULT_RUNS, HELPERS, MARKERS};
-use fibneigh::stop;
+use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_bpf::nud;
 use fibneigh_bpf::Hook;
 use fibneigh_icount::Report;
 use fibneigh_vm::{self as vm, Accel, KernelImage};
 
 use super::vm::{self as cli_vm, BuildArgs};
-use super::{write_json, EXIT_INTERRUPTED};
+use super::write_json;
 
 /// The plugin's file name as `cargo build` leaves it next to `fibneigh`.
 pub const PLUGIN_FILE: &str = "libfibneigh_icount_plugin.so";

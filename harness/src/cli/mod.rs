@@ -26,9 +26,6 @@ use anyhow::{Context, Result};
 /// command's own exit status, which `vm run` passes through).
 pub const EXIT_INFRA: u8 = 125;
 
-/// Exit status after SIGINT/SIGTERM (everything torn down).
-pub const EXIT_INTERRUPTED: u8 = 130;
-
 /// Write `text` to `path`, creating its directory.
 pub fn write_file(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

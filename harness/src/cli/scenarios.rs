@@ -13,10 +13,10 @@ use fibneigh::scenario::{
     self, Cell, CellResult, Family, Kind, MatrixReport, Options, Outcome, PolicyChoice, Scenario,
     Spec, Support, Verdict,
 };
-use fibneigh::stop;
+use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_bpf::Hook;
 
-use super::{write_file, write_json, EXIT_INTERRUPTED};
+use super::{write_file, write_json};
 
 #[derive(Args)]
 pub struct TimingArgs {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use fibneigh::stop;
+use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_vm::timing::{self, TimingRequest};
 use fibneigh_vm::{
     self as vm, Accel, Arch, BuildRequest, Guest, KernelImage, Profile, RunRequest, SourceSpec,
@@ -430,7 +430,7 @@ fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
         // programs do, not as a failure of the tool.
         Err(e) if stop::requested() => {
             eprintln!("fibneigh: {e:#}");
-            return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
         }
         Err(e) => return Err(e),
     };

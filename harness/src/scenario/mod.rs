@@ -27,7 +27,7 @@ use crate::stop::Interrupted;
 
 /// Errors inside a cell end up in the cell's result, except
 /// [`Error::Interrupted`], which stops the whole run.
-pub use crate::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Run one cell in a fresh lab. Failures of the cell end up in its
 /// result; only an interruption (SIGINT/SIGTERM) is an error here.
