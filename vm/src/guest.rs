@@ -8,7 +8,8 @@ use std::process::ExitStatus;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::boot::{self, Accel, RunRequest};
+use crate::accel::{self, Accel};
+use crate::boot::{self, RunRequest};
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
 use crate::kbuild::Arch;
@@ -100,7 +101,7 @@ impl Guest {
                 };
                 let retried = boot::run(&req, cancel, reporter);
                 if retried.is_ok() {
-                    let _ = boot::mark_kvm_stalled(
+                    let _ = accel::mark_kvm_stalled(
                         &self.cache.join("tmp"),
                         "a kernel printed nothing under KVM on this host, then ran under TCG",
                     );

@@ -6,10 +6,12 @@
 //! artifact; [`build`] chains them. Nothing here prints: progress is a
 //! stream of [`events::Event`]s.
 
+pub mod accel;
 pub mod apt;
 pub mod boot;
 pub mod cache;
 mod cmd;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod guest;
@@ -21,11 +23,13 @@ pub mod timing;
 pub mod tree;
 pub mod uml;
 pub mod vng;
+mod watch;
 
 use std::fs;
 use std::path::PathBuf;
 
-pub use boot::{detect_accel, Accel, AccelProbe, RunRequest};
+pub use accel::{detect_accel, Accel, AccelProbe};
+pub use boot::RunRequest;
 pub use cache::{CacheKey, KernelImage};
 pub use error::{Error, Result};
 pub use events::{Event, NullReporter, Phase, Reporter};

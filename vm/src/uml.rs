@@ -7,7 +7,7 @@
 //! directory) are hostfs mounts of their own, read-write, as virtme-ng
 //! shares them. `/tmp`, `/run` and `/dev/shm` are tmpfs, `/sys/fs/bpf` the
 //! bpf filesystem. PID 1 is a shell script in the scratch directory that
-//! mounts those, prints [`boot::START_MARKER`] to the kernel log, runs the
+//! mounts those, prints [`crate::console::START_MARKER`] to the kernel log, runs the
 //! command with its stdout on the second console (`con1`, a pipe on the
 //! UML process's fd 3) and its stderr on the first (`con0`, the kernel
 //! console, the UML process's stderr: kernel lines go to the console log,
@@ -20,13 +20,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::boot::{self, RunRequest, START_MARKER};
+use crate::boot::RunRequest;
+use crate::console::{split_console, ConsoleSummary, START_MARKER};
 use crate::error::{Error, IoContext, Result};
 use crate::events::{Event, Phase, Reporter};
+use crate::watch::Watch;
 
 /// The file in the scratch directory the init script writes the command's
 /// exit status into.
@@ -133,7 +135,7 @@ impl<W: Write> HoldBlankLines<W> {
 }
 
 impl<W: Write> Write for HoldBlankLines<W> {
-    /// Called with whole lines by [`boot::split_console`].
+    /// Called with whole lines by [`split_console`].
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.iter().all(|b| b.is_ascii_whitespace()) {
             self.held += 1;
@@ -161,7 +163,7 @@ impl Drop for Scratch {
 }
 
 /// Boot `req.kernel` (a UML `linux`) and run `req.command` inside. Returns
-/// the command's exit status. As [`boot::run`]: a guest that does not boot,
+/// the command's exit status. As [`crate::boot::run`]: a guest that does not boot,
 /// panics, reports a kernel bug, hangs past the timeout or is interrupted
 /// is an error naming the console log. `req.cpus`, `req.accel` and
 /// `req.qemu_args` do not apply (UML runs one CPU, natively). The run's
@@ -250,7 +252,7 @@ pub fn run(
     let spoke = Arc::new(AtomicBool::new(false));
     let spoke2 = Arc::clone(&spoke);
     let splitter = std::thread::spawn(move || {
-        boot::split_console(stderr, log, HoldBlankLines::new(io::stderr()), &spoke2)
+        split_console(stderr, log, HoldBlankLines::new(io::stderr()), &spoke2)
     });
     // UML's own messages (before the kernel console exists) go to its
     // stdout: into the console log.
@@ -274,31 +276,17 @@ pub fn run(
         }
     });
 
-    let started = Instant::now();
-    let failure = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) => {}
-            Err(e) => {
-                break Err(Error::Io {
-                    path: req.kernel.clone(),
-                    source: e,
-                })
-            }
-        }
-        if cancel.load(Ordering::Relaxed) {
-            break Err(Error::Interrupted {
-                console_log: req.console_log.clone(),
-            });
-        }
-        if started.elapsed() > req.timeout {
-            break Err(Error::GuestTimeout {
-                timeout: req.timeout,
-                console_log: req.console_log.clone(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let failure = crate::watch::wait(
+        &mut child,
+        &Watch {
+            cancel,
+            timeout: req.timeout,
+            console_log: &req.console_log,
+            program: &req.kernel,
+            first_output: None,
+            poll: Duration::from_millis(20),
+        },
+    );
     // UML runs each guest process as a host process of its own, in its
     // process group: none may outlive the run. A UML still running is
     // asked to stop first: on SIGTERM it kills and reaps those processes
@@ -344,31 +332,14 @@ pub fn console_tail(log: &Path, n: usize) -> String {
 }
 
 /// The run's result from what the console showed and the status file.
-fn verdict(saw: &boot::ConsoleSummary, scratch: &Path, console_log: &Path) -> Result<ExitStatus> {
-    let req_console_log = console_log.to_path_buf();
-    if saw.panic {
-        return Err(Error::GuestPanic {
-            console_log: req_console_log,
-        });
-    }
-    if !saw.splats.is_empty() {
-        return Err(Error::GuestSplat {
-            count: saw.splats.len(),
-            first: saw.first_splat.trim_end().to_string(),
-            console_log: req_console_log,
-        });
-    }
-    if !saw.marker {
-        return Err(Error::GuestNoStart {
-            console_log: req_console_log,
-        });
-    }
+fn verdict(saw: &ConsoleSummary, scratch: &Path, console_log: &Path) -> Result<ExitStatus> {
+    saw.verdict(console_log)?;
     let status_path = scratch.join(STATUS_FILE);
     let code = fs::read_to_string(&status_path)
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok())
-        .ok_or(Error::GuestNoStatus {
-            console_log: req_console_log,
+        .ok_or_else(|| Error::GuestNoStatus {
+            console_log: console_log.to_path_buf(),
         })?;
     Ok(ExitStatus::from_raw((code & 0xff) << 8))
 }

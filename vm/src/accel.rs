@@ -1,0 +1,147 @@
+//! Which accelerator QEMU gets: KVM when this host's KVM runs a guest,
+//! else TCG (software emulation). Probed once per host with a tiny
+//! firmware, and remembered when a kernel stalls under KVM.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How QEMU executes the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// The outcome of checking whether KVM can run an ordinary guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccelProbe {
+    pub accel: Accel,
+    pub reason: String,
+}
+
+/// The value QEMU's `isa-debug-exit` turns our probe's byte into.
+const PROBE_EXIT: i32 = (0x31 << 1) | 1;
+
+/// A 64 KiB firmware image whose reset vector writes 0x31 to the
+/// `isa-debug-exit` port: QEMU exits with [`PROBE_EXIT`] only if the
+/// accelerator really executed guest code.
+fn probe_firmware() -> Vec<u8> {
+    let mut rom = vec![0xf4u8; 64 * 1024]; // hlt
+                                           // mov al, 0x31; out 0xf4, al; hlt; jmp $-1
+    let code = [0xb0, 0x31, 0xe6, 0xf4, 0xf4, 0xeb, 0xfd];
+    let reset = rom.len() - 16;
+    rom[reset..reset + code.len()].copy_from_slice(&code);
+    rom
+}
+
+/// Check whether `/dev/kvm` can actually run a guest. Some hosts expose a
+/// `/dev/kvm` backed by a paravirtual hypervisor that cannot run an
+/// ordinary guest; there QEMU aborts or the guest faults, and only TCG
+/// works. The probe boots a 64 KiB firmware under KVM and checks that it
+/// ran.
+pub fn detect_accel(scratch: &Path) -> AccelProbe {
+    let tcg = |reason: String| AccelProbe {
+        accel: Accel::Tcg,
+        reason,
+    };
+    let stalled = scratch.join(KVM_STALLED_FILE);
+    if let Ok(why) = fs::read_to_string(&stalled) {
+        return tcg(format!(
+            "{} (remove {} to probe KVM again)",
+            why.trim(),
+            stalled.display()
+        ));
+    }
+    let kvm = Path::new("/dev/kvm");
+    if fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(kvm)
+        .is_err()
+    {
+        return tcg("/dev/kvm is missing or not accessible".into());
+    }
+    let rom = scratch.join("kvm-probe.rom");
+    if let Err(e) = fs::create_dir_all(scratch).and_then(|_| fs::write(&rom, probe_firmware())) {
+        return tcg(format!("could not write the KVM probe firmware: {e}"));
+    }
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-machine", "q35,accel=kvm", "-cpu", "host", "-m", "32"])
+        .args(["-nodefaults", "-display", "none", "-no-reboot", "-bios"])
+        .arg(&rom)
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return tcg(format!("could not start qemu-system-x86_64: {e}")),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.code() == Some(PROBE_EXIT) => {
+                return AccelProbe {
+                    accel: Accel::Kvm,
+                    reason: "a KVM guest ran the probe firmware".into(),
+                }
+            }
+            Ok(Some(status)) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                let first = err.lines().next().unwrap_or("").trim().to_string();
+                return tcg(format!("KVM cannot run a guest here ({status}: {first})"));
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return tcg("KVM guest did not finish the probe within 10 s".into());
+            }
+        }
+    }
+}
+
+/// How long a kernel may stay silent under KVM before the host's KVM is
+/// taken to be unable to run it. A kernel prints its first console line
+/// within a second under KVM; some hosts' KVM runs the probe firmware but
+/// never gets a kernel that far (a paravirtual hypervisor behind
+/// `/dev/kvm`), and would otherwise hang until the run's timeout.
+pub const KVM_FIRST_OUTPUT: Duration = Duration::from_secs(30);
+
+/// Left in `detect_accel`'s scratch directory when a kernel stalled under
+/// KVM, so later runs go straight to TCG.
+pub const KVM_STALLED_FILE: &str = "kvm-stalled";
+
+/// Record that a kernel stalled under KVM on this host.
+pub fn mark_kvm_stalled(scratch: &Path, why: &str) -> std::io::Result<()> {
+    fs::create_dir_all(scratch)?;
+    fs::write(scratch.join(KVM_STALLED_FILE), format!("{why}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_firmware_has_the_reset_vector() {
+        let rom = probe_firmware();
+        assert_eq!(rom.len(), 65536);
+        assert_eq!(&rom[0xfff0..0xfff4], &[0xb0, 0x31, 0xe6, 0xf4]);
+    }
+
+    #[test]
+    fn a_kvm_stall_sends_later_runs_to_tcg() {
+        let d = tempfile::tempdir().unwrap();
+        mark_kvm_stalled(d.path(), "7.3 printed nothing under KVM").unwrap();
+        let probe = detect_accel(d.path());
+        assert_eq!(probe.accel, Accel::Tcg);
+        assert!(probe.reason.contains("printed nothing"), "{}", probe.reason);
+    }
+}
