@@ -18,6 +18,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("src/bpf", "announce"),
     ("src/bpf", "xdp_pass"),
     ("src/bpf", "bench"),
+    ("src/bpf", "lock_stress"),
     ("examples", "tc_router"),
     ("examples", "xdp_router"),
 ];

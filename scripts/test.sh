@@ -210,6 +210,13 @@ step "fuzz on the debug kernel: 100,000 bpf_fib_lookup() calls and 20,000 forwar
 step "neighbour churn under traffic on the debug kernel: 30 s each for state-aware and refresh, tc and XDP; recovery, counters, no leftovers, no kernel bug report"
 "$bin" vm run --profile debug --timeout 2700 -- "$bin" churn --seconds 30 --json target/churn-vm/churn.json
 
+# Patch 2 takes neigh->lock from BPF: here from a cls_bpf filter under a
+# classful qdisc (inside its root lock) and from test runs on both vCPUs
+# at once, while the entry is churned (kernel-patches/config-debug adds
+# htb).
+step "REFRESH under the kernel's locks on the debug kernel: cls_bpf under htb (root lock -> neigh->lock) and test runs on every vCPU, one entry kept forced STALE for 30 s; counts add up, no kernel bug report"
+"$bin" vm run --profile debug --timeout 1800 -- "$bin" lock-stress --seconds 30 --json target/lock-stress-vm/lock-stress.json
+
 step "VM bench --quick (patched 7.3 kernel, emulated): every part runs with every flag"
 "$bin" vm run --timeout 1800 -- "$bin" bench --quick --json target/bench-vm/bench-quick.json --svg target/bench-vm/bench-quick.svg
 python3 - target/bench-vm/bench-quick.json <<'PY'

@@ -55,7 +55,6 @@ impl Drop for Attachment {
 /// `ifindex`, creating the clsact qdisc if missing (it is left in place on
 /// detach: other filters may use it).
 pub(crate) fn tc(prog: BorrowedFd<'_>, ifindex: u32, point: TcAttachPoint) -> Result<Attachment> {
-    let netns = current_netns()?;
     let mut hook = TcHookBuilder::new(prog)
         .ifindex(to_i32(ifindex)?)
         .replace(true)
@@ -63,10 +62,22 @@ pub(crate) fn tc(prog: BorrowedFd<'_>, ifindex: u32, point: TcAttachPoint) -> Re
         .priority(1)
         .hook(point);
     hook.create().ctx("create the clsact qdisc")?;
+    tc_hook(hook)
+}
+
+/// Attach a tc filter described by `hook` (its qdisc already there), in
+/// the calling thread's network namespace.
+pub(crate) fn tc_hook(mut hook: TcHook) -> Result<Attachment> {
+    let netns = current_netns()?;
     hook.attach().ctx("attach the tc program")?;
     Ok(Attachment {
         kind: Kind::Tc { hook, netns },
     })
+}
+
+/// An interface index as libbpf's tc calls take it.
+pub(crate) fn ifindex_i32(ifindex: u32) -> Result<i32> {
+    to_i32(ifindex)
 }
 
 /// Attach the XDP program `prog` to `ifindex` with a BPF link.

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod example;
 pub mod forwarder;
 pub mod hook;
+pub mod lock_stress;
 pub mod params;
 pub mod probe;
 mod skel;
@@ -84,6 +85,18 @@ pub(crate) fn test_run_once(
     ingress_ifindex: u32,
     what: &'static str,
 ) -> Result<u32> {
+    test_run_repeat(prog, hook, frame, ingress_ifindex, 1, what)
+}
+
+/// [`test_run_once`], the program run `repeat` times in the kernel.
+pub(crate) fn test_run_repeat(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    hook: Hook,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+    what: &'static str,
+) -> Result<u32> {
     // Only the leading fields the kernel accepts are passed; it zeroes the
     // rest. Offsets are those of the uAPI structs.
     let mut ctx = match hook {
@@ -108,7 +121,7 @@ pub(crate) fn test_run_once(
     let input = libbpf_rs::ProgramInput {
         context_in: Some(&mut ctx),
         data_in: Some(frame),
-        repeat: 1,
+        repeat: repeat.max(1),
         ..Default::default()
     };
     Ok(prog.test_run(input).ctx(what)?.return_value)

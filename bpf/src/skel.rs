@@ -33,3 +33,7 @@ skeleton!(
 skeleton!(
     /// The public header's XDP example (`examples/xdp_router.bpf.c`).
     xdp_router, "xdp_router.skel.rs");
+skeleton!(
+    /// REFRESH under a qdisc's root lock and from every CPU
+    /// (`lock_stress.bpf.c`).
+    lock_stress, "lock_stress.skel.rs");

@@ -7,6 +7,7 @@ pub mod churn;
 pub mod error;
 pub mod fuzz;
 pub mod lab;
+pub mod lock_stress;
 pub mod nud;
 pub mod present;
 pub mod report;

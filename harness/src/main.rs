@@ -45,6 +45,10 @@ enum Command {
     /// and overfill the nexthop's table while a flow is forwarded; then
     /// the flow must recover and the counters add up.
     Churn(cli::churn::ChurnArgs),
+    /// REFRESH under the kernel's locks (for the debug kernel): a cls_bpf
+    /// filter under an htb qdisc and test runs on every CPU look up one
+    /// entry that is kept forced STALE
+    LockStress(cli::lock_stress::LockStressArgs),
     /// Write the public header's example objects (tc and XDP, built from
     /// bpf/include/fib_neigh.h) for loading with tc or ip link.
     Examples(cli::examples::ExamplesArgs),
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::Fuzz(args) => cli::fuzz::run(args),
         Command::Churn(args) => cli::churn::run(args),
+        Command::LockStress(args) => cli::lock_stress::run(args),
         Command::Examples(args) => cli::examples::run(args),
         Command::IcountGuest(args) => cli::icount::guest(args),
     };

@@ -152,3 +152,44 @@ fn sigint_mid_run_leaves_no_namespace_behind() {
 fn sigterm_mid_run_leaves_no_namespace_behind() {
     interrupt_mid_run(nix::sys::signal::Signal::SIGTERM);
 }
+
+/// `lock-stress` (which CI runs in the debug VM) on the host: a zero
+/// length is refused; an unpatched kernel is refused, naming the flags it
+/// needs, a patched one runs; either way nothing is left behind.
+#[test]
+#[ignore = "needs root"]
+fn lock_stress_refuses_bad_input_and_kernels_without_the_series() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
+            .arg("lock-stress")
+            .args(args)
+            .output()
+            .expect("run fibneigh");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status.code(), text)
+    };
+    // An error of the run itself exits 125 (see cli/mod.rs).
+    let (code, text) = run(&["--seconds", "0"]);
+    assert_eq!(code, Some(125), "{text}");
+    assert!(text.contains("--seconds must be at least 1"), "{text}");
+
+    let support = Support::probe().expect("probe the kernel");
+    let (code, text) = run(&["--seconds", "2"]);
+    if support.neigh_refresh {
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("lock-stress: ok"), "{text}");
+    } else {
+        assert_eq!(code, Some(125), "{text}");
+        assert!(
+            text.contains("does not support NEIGH_STATE, NEIGH_REFRESH"),
+            "{text}"
+        );
+    }
+    let left: Vec<_> = netns::list()
+        .expect("list namespaces")
+        .into_iter()
+        .filter(|n| n.starts_with(plan::PREFIX_START))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -7,6 +7,7 @@ pub mod examples;
 pub mod fuzz;
 pub mod icount;
 pub mod junit;
+pub mod lock_stress;
 pub mod probe;
 pub mod progress;
 pub mod scenarios;

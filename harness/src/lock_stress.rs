@@ -1,0 +1,328 @@
+//! REFRESH under the kernel's locks, for the debug kernel (lockdep, KASAN):
+//! the series' `NEIGH_STATE | NEIGH_REFRESH` lookup of one target entry,
+//! which this thread keeps forcing STALE (new MACs, REACHABLE, deleted and
+//! made again), made at the same time
+//! - by a cls_bpf filter under an htb qdisc on the DUT's egress device,
+//!   while a flow is forwarded through it: the filter runs inside the
+//!   qdisc's enqueue with its root lock held, so a STALE entry's
+//!   `neigh->lock` is taken inside it (root_lock -> neigh->lock);
+//! - by test runs of the tc and the XDP program pinned to every CPU.
+//!
+//! The run fails when a site's counts do not add up (every test run is
+//! counted once), a lookup returns anything but SUCCESS or NO_NEIGH, or
+//! the filter never found the entry STALE (the lock order was never
+//! exercised); a kernel report fails the VM run through the console scan.
+
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fibneigh_bpf::lock_stress::{LockStress, Site, SiteCounts};
+use fibneigh_bpf::{nud, ret, EnteredNetns, FibParams, Hook};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::lab::{addr, Lab, Names, NeighSpec, Topology};
+use crate::stop;
+use crate::traffic::{self, Flow, FlowSpec};
+
+/// The target entry: on the DUT's host-side device, in its subnet, and
+/// nobody's address (nothing answers for it, so only the churn moves it).
+pub const TARGET: IpAddr = IpAddr::V4(addr::NOBODY4);
+/// Lookups per test run.
+const REPEAT: u32 = 200;
+const RATE_PPS: u32 = 1000;
+/// The qdisc the filter sits under: `htb`, handle `1:`.
+const QDISC_MAJOR: u16 = 1;
+
+/// What one site did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteReport {
+    pub lookups: u64,
+    pub success: u64,
+    pub no_neigh: u64,
+    /// Lookups that found the entry STALE (each kicked it towards DELAY).
+    pub stale: u64,
+    /// Any other result (another return code, a negative errno).
+    pub other: u64,
+}
+
+impl SiteReport {
+    fn from_counts(c: &SiteCounts) -> Self {
+        let at = |rc: i64| c.by_ret.get(rc as usize).copied().unwrap_or(0);
+        let success = at(ret::SUCCESS);
+        let no_neigh = at(ret::NO_NEIGH);
+        SiteReport {
+            lookups: c.total(),
+            success,
+            no_neigh,
+            stale: c.stale,
+            other: c.total() - success - no_neigh,
+        }
+    }
+}
+
+/// One run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockStressReport {
+    pub seconds: u64,
+    pub seed: u64,
+    /// CPUs a test-run thread was pinned to.
+    pub cpus: usize,
+    /// Churn actions done, by kind.
+    pub actions: std::collections::BTreeMap<String, u64>,
+    /// Flow frames sent through the DUT (and its qdisc).
+    pub sent: u64,
+    pub qdisc: SiteReport,
+    pub tc_run: SiteReport,
+    pub xdp_run: SiteReport,
+    /// Test runs made (each `REPEAT` lookups), over all threads.
+    pub test_runs: u64,
+    /// What is wrong; empty when all is well.
+    pub problems: Vec<String>,
+}
+
+/// Run for `seconds`.
+pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
+    let n = Names::for_this_process();
+    stop::check()?;
+    let lab = Lab::create(&Topology::standard(&n))?;
+    let ns = lab.open_ns(&n.dut).map_err(Error::from)?;
+    let in_index = lab.ifindex(&n.dut, &n.dut_client_if)?;
+    let out_index = lab.ifindex(&n.dut, &n.dut_host_if)?;
+    let dut_in_mac = lab.mac(&n.dut, &n.dut_client_if)?;
+    let client_mac = lab.mac(&n.client, &n.client_if)?;
+    let target = FibParams::forward(in_index, IpAddr::V4(addr::CLIENT4), TARGET, 0);
+    let stale = NeighSpec::new(TARGET, Some([0x02, 0x10, 0, 0, 0, 1]), nud::STALE);
+    lab.neigh_replace(&n.dut, &n.dut_host_if, &stale)?;
+
+    // The classful qdisc, and the filter under it.
+    let stress = LockStress::load(target)?;
+    let _filter = {
+        let _inside = EnteredNetns::enter(ns.as_fd())?;
+        tc(&[
+            "qdisc",
+            "add",
+            "dev",
+            &n.dut_host_if,
+            "root",
+            "handle",
+            "1:",
+            "htb",
+            "default",
+            "10",
+        ])?;
+        tc(&[
+            "class",
+            "add",
+            "dev",
+            &n.dut_host_if,
+            "parent",
+            "1:",
+            "classid",
+            "1:10",
+            "htb",
+            "rate",
+            "1gbit",
+        ])?;
+        stress.attach_under_qdisc(out_index, QDISC_MAJOR)?
+    };
+
+    let _sink = traffic::udp_sink(&n.host_a)?;
+    let clock = Instant::now();
+    let flow = Flow::start(
+        &n.client,
+        &n.client_if,
+        FlowSpec {
+            src_mac: client_mac,
+            dst_mac: dut_in_mac,
+            src_ip: IpAddr::V4(addr::CLIENT4),
+            dst_ip: IpAddr::V4(addr::HOST_A4),
+            rate_pps: RATE_PPS,
+        },
+        clock,
+    )?;
+
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let (actions, runs) = std::thread::scope(|s| -> Result<_> {
+        let workers: Vec<_> = (0..cpus)
+            .map(|cpu| {
+                let ns = ns.as_fd();
+                s.spawn(move || test_runs(ns, cpu, target, in_index, end))
+            })
+            .collect();
+        let actions = churn(&lab, &n.dut, &n.dut_host_if, end, seed);
+        let mut runs = Vec::new();
+        for w in workers {
+            runs.push(
+                w.join()
+                    .map_err(|_| Error::Setup("a test-run thread panicked".into()))??,
+            );
+        }
+        Ok((actions?, runs))
+    })?;
+    let sent = flow.finish()??.len() as u64;
+
+    let qdisc = SiteReport::from_counts(&stress.counts(Site::Qdisc)?);
+    let mut tc_run = SiteCounts::default();
+    let mut xdp_run = SiteCounts::default();
+    let mut test_runs = 0;
+    let mut problems = Vec::new();
+    for r in &runs {
+        test_runs += r.runs;
+        let want = r.runs / 2 * u64::from(REPEAT);
+        for (hook, got) in [(Hook::Tc, &r.tc), (Hook::Xdp, &r.xdp)] {
+            if got.total() != want {
+                problems.push(format!(
+                    "CPU {}: {} test runs counted {} lookups, not {want}",
+                    r.cpu,
+                    hook,
+                    got.total()
+                ));
+            }
+        }
+        add(&mut tc_run, &r.tc);
+        add(&mut xdp_run, &r.xdp);
+    }
+    let tc_run = SiteReport::from_counts(&tc_run);
+    let xdp_run = SiteReport::from_counts(&xdp_run);
+    for (name, site) in [
+        ("qdisc", &qdisc),
+        ("tc test run", &tc_run),
+        ("XDP test run", &xdp_run),
+    ] {
+        if site.other > 0 {
+            problems.push(format!(
+                "{name}: {} lookup(s) returned neither SUCCESS nor NO_NEIGH",
+                site.other
+            ));
+        }
+        if site.stale == 0 {
+            problems.push(format!(
+                "{name}: never found the entry STALE, so REFRESH never took its lock"
+            ));
+        }
+    }
+    Ok(LockStressReport {
+        seconds,
+        seed,
+        cpus,
+        actions,
+        sent,
+        qdisc,
+        tc_run,
+        xdp_run,
+        test_runs,
+        problems,
+    })
+}
+
+fn add(total: &mut SiteCounts, c: &SiteCounts) {
+    if total.by_ret.len() < c.by_ret.len() {
+        total.by_ret.resize(c.by_ret.len(), 0);
+    }
+    for (t, v) in total.by_ret.iter_mut().zip(&c.by_ret) {
+        *t += v;
+    }
+    total.errno += c.errno;
+    total.stale += c.stale;
+}
+
+/// `tc ARGS` in the calling thread's network namespace.
+fn tc(args: &[&str]) -> Result<()> {
+    let out = Command::new("tc")
+        .args(args)
+        .output()
+        .map_err(|e| Error::Setup(format!("failed to run tc {}: {e}", args.join(" "))))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let hint = if stderr.contains("qdisc kind is unknown") {
+            " (this kernel has no htb, CONFIG_NET_SCH_HTB: the debug profile's config-debug has it)"
+        } else {
+            ""
+        };
+        return Err(Error::Setup(format!(
+            "tc {} failed: {}{hint}",
+            args.join(" "),
+            stderr.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// What one pinned thread ran.
+struct Runs {
+    cpu: usize,
+    /// Test runs made, tc and XDP alternating.
+    runs: u64,
+    tc: SiteCounts,
+    xdp: SiteCounts,
+}
+
+/// Test runs, tc and XDP in turn, on `cpu` in the DUT's namespace until
+/// `end`, with an object of the thread's own (a skeleton stays in its
+/// thread).
+fn test_runs(
+    ns: std::os::fd::BorrowedFd<'_>,
+    cpu: usize,
+    target: FibParams,
+    in_index: u32,
+    end: Instant,
+) -> Result<Runs> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)
+        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set))
+        .map_err(|e| Error::Setup(format!("failed to pin a test-run thread to CPU {cpu}: {e}")))?;
+    let _inside = EnteredNetns::enter(ns)?;
+    let stress = LockStress::load(target)?;
+    let mut runs = 0;
+    while Instant::now() < end {
+        stop::check()?;
+        stress.test_run(Hook::Tc, in_index, REPEAT)?;
+        stress.test_run(Hook::Xdp, in_index, REPEAT)?;
+        runs += 2;
+    }
+    Ok(Runs {
+        cpu,
+        runs,
+        tc: stress.counts(Site::TcRun)?,
+        xdp: stress.counts(Site::XdpRun)?,
+    })
+}
+
+/// Keep moving the target entry until `end`, mostly back to STALE.
+fn churn(
+    lab: &Lab,
+    ns: &str,
+    dev: &str,
+    end: Instant,
+    seed: u64,
+) -> Result<std::collections::BTreeMap<String, u64>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut actions = std::collections::BTreeMap::<String, u64>::new();
+    while Instant::now() < end {
+        stop::check()?;
+        let mac: [u8; 6] = [0x02, 0x10, rng.gen(), rng.gen(), rng.gen(), rng.gen()];
+        let name = match rng.gen_range(0..10) {
+            0..=5 => {
+                lab.neigh_replace(ns, dev, &NeighSpec::new(TARGET, Some(mac), nud::STALE))?;
+                "forced STALE, new MAC"
+            }
+            6 | 7 => {
+                lab.neigh_replace(ns, dev, &NeighSpec::new(TARGET, Some(mac), nud::REACHABLE))?;
+                "REACHABLE, new MAC"
+            }
+            _ => {
+                lab.neigh_delete(ns, dev, TARGET)?;
+                "deleted"
+            }
+        };
+        *actions.entry(name.into()).or_default() += 1;
+        stop::sleep(Duration::from_millis(rng.gen_range(1..10)))?;
+    }
+    Ok(actions)
+}
