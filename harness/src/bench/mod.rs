@@ -132,12 +132,22 @@ impl Figure {
     /// Not measured: the kernel rejects `flags` (names, e.g. "NEIGH_STATE").
     pub fn unsupported<S: AsRef<str>>(column: &str, flags: &[S]) -> Self {
         let names: Vec<&str> = flags.iter().map(|f| f.as_ref()).collect();
-        Figure::missing(
-            column,
-            format!("unsupported by this kernel ({})", names.join(", ")),
-        )
+        Figure::missing(column, format!("{UNSUPPORTED} ({})", names.join(", ")))
+    }
+
+    /// Whether this cell went unmeasured because the kernel rejects its
+    /// flags.
+    pub fn is_unsupported(&self) -> bool {
+        self.value.is_none()
+            && self
+                .note
+                .as_deref()
+                .is_some_and(|n| n.starts_with(UNSUPPORTED))
     }
 }
+
+/// How an unsupported cell's note starts.
+const UNSUPPORTED: &str = "unsupported by this kernel";
 
 /// A row of the table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,6 +189,24 @@ pub struct BenchReport {
     pub goals: Vec<Goal>,
     /// How each part was measured (generator, repeat counts, ...).
     pub method: Vec<String>,
+}
+
+impl BenchReport {
+    /// The cells the kernel could not measure, as "row/column".
+    pub fn unsupported_cells(&self) -> Vec<String> {
+        unsupported_cells(&self.rows)
+    }
+}
+
+fn unsupported_cells(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .flat_map(|r| {
+            r.figures
+                .iter()
+                .filter(|f| f.is_unsupported())
+                .map(move |f| format!("{}/{}", r.label, f.column))
+        })
+        .collect()
 }
 
 /// Which parts to measure, and how much.
@@ -387,6 +415,31 @@ mod tests {
         assert_eq!(s.median, 2.5);
         assert!((s.spread_pct() - 60.0).abs() < 1e-9);
         assert!(Stats::of(&[]).is_none());
+    }
+
+    #[test]
+    fn unsupported_cells_are_named_and_other_missing_ones_are_not() {
+        let row = |label: &str, figures: Vec<Figure>| Row {
+            section: "lookup".into(),
+            label: label.into(),
+            unit: Unit::NsPerLookup,
+            reference: "0".into(),
+            figures,
+        };
+        let rows = vec![
+            row(
+                "v4 REACHABLE tc",
+                vec![
+                    figure("0", &[10.0], &[10.0]),
+                    Figure::unsupported("NEIGH_STATE", &["NEIGH_STATE"]),
+                ],
+            ),
+            row(
+                "v6 STALE xdp",
+                vec![Figure::missing("NEIGH_REFRESH", "no sample")],
+            ),
+        ];
+        assert_eq!(unsupported_cells(&rows), ["v4 REACHABLE tc/NEIGH_STATE"]);
     }
 
     #[test]

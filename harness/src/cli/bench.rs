@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// Exit non-zero if a goal that could be measured was not met.
     #[arg(long)]
     pub check: bool,
+    /// Exit non-zero if the kernel rejected a cell's flags (on a patched
+    /// kernel every cell runs).
+    #[arg(long)]
+    pub require_supported: bool,
     /// Measure nothing: read a report `--json` wrote earlier and print its
     /// table (and write --svg) again.
     #[arg(long, value_name = "JSON")]
@@ -193,6 +197,17 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if args.check && !unmet.is_empty() {
         eprintln!("fibneigh bench --check: not met: {}", unmet.join("; "));
         return Ok(ExitCode::FAILURE);
+    }
+    let unsupported = report.unsupported_cells();
+    if args.require_supported {
+        if !unsupported.is_empty() {
+            eprintln!(
+                "fibneigh bench --require-supported: the kernel left cells unsupported: {}",
+                unsupported.join(", ")
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("{} rows, no unsupported cell", report.rows.len());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -84,6 +84,15 @@ pub struct MatrixArgs {
     /// Only these scenarios (repeatable).
     #[arg(long = "scenario")]
     pub scenarios: Vec<Scenario>,
+    /// Fail unless every cell of the header's example took this path:
+    /// `fallback` (a kernel without the series) or `state`.
+    #[arg(long, value_parser = ["fallback", "state"])]
+    pub expect_header_path: Option<String>,
+    /// Fail unless the header's example objects are, byte for byte, those
+    /// this earlier `matrix --json` report recorded (the same objects on
+    /// both kernels).
+    #[arg(long, value_name = "JSON", requires = "expect_header_path")]
+    pub same_header_objects_as: Option<PathBuf>,
     #[command(flatten)]
     pub timing: TimingArgs,
 }
@@ -235,6 +244,31 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
     if args.check && failures > 0 {
         eprintln!("fibneigh matrix --check: {failures} cell(s) do not match the expectations");
         return Ok(ExitCode::FAILURE);
+    }
+    if let Some(want) = &args.expect_header_path {
+        let objects = match scenario::header_objects(&results, want) {
+            Ok(o) => o,
+            Err(why) => {
+                eprintln!("fibneigh matrix --expect-header-path {want}: {why}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        if let Some(p) = &args.same_header_objects_as {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("failed to read {}", p.display()))?;
+            let earlier = scenario::header_objects_in_report(&text)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", p.display()))?;
+            if earlier != objects {
+                eprintln!(
+                    "fibneigh matrix: the header's objects differ from {}: {earlier:?} there, {objects:?} here",
+                    p.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        for (name, digest) in &objects {
+            println!("{name} sha256 {digest}: the {want} path in every cell");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,10 @@ pub mod support;
 
 pub use cell::{pick, service, Cell, Family, PolicyChoice, Scenario};
 pub use options::{NeighTimers, Options};
-pub use result::{CellResult, Expect, MatrixReport, Outcome, StateRow, Verdict};
+pub use result::{
+    header_objects, header_objects_in_report, CellResult, Expect, MatrixReport, Outcome, StateRow,
+    Verdict,
+};
 pub use run::object_digest;
 pub use spec::{cells, Kind, Spec};
 pub use support::Support;

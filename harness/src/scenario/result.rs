@@ -118,7 +118,7 @@ pub struct Timeline {
 }
 
 /// What a cell of the header's example program saw of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct HeaderRun {
     /// The object file loaded, unchanged on every kernel.
     pub object: String,
@@ -216,4 +216,123 @@ pub struct MatrixReport<'a> {
     pub quick: bool,
     pub cells: &'a [CellResult],
     pub failures: usize,
+}
+
+/// The header's example cells of a matrix: every one took the `want` path
+/// ("state" on a patched kernel, "fallback" on one without the series)
+/// and none failed. Returns each object file's SHA-256, or what is wrong.
+pub fn header_objects(
+    cells: &[CellResult],
+    want: &str,
+) -> std::result::Result<std::collections::BTreeMap<String, String>, String> {
+    let mut objects = std::collections::BTreeMap::new();
+    for c in cells
+        .iter()
+        .filter(|c| c.cell.policy == PolicyChoice::Header)
+    {
+        let h = c
+            .header
+            .as_ref()
+            .ok_or_else(|| format!("{}: no record of the header's object", c.cell.id()))?;
+        if let Verdict::Fail(why) = &c.verdict {
+            return Err(format!("{}: failed: {why}", c.cell.id()));
+        }
+        if h.path != want {
+            return Err(format!(
+                "{}: took the {} path, not the {want} path",
+                c.cell.id(),
+                h.path
+            ));
+        }
+        objects.insert(h.object.clone(), h.object_sha256.clone());
+    }
+    if objects.is_empty() {
+        return Err("no cell of the header's example".into());
+    }
+    Ok(objects)
+}
+
+/// The header objects a matrix report (`matrix --json`) recorded.
+pub fn header_objects_in_report(
+    json: &str,
+) -> std::result::Result<std::collections::BTreeMap<String, String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        cells: Vec<SavedCell>,
+    }
+    #[derive(serde::Deserialize)]
+    struct SavedCell {
+        #[serde(default)]
+        header: Option<HeaderRun>,
+    }
+    let saved: Saved =
+        serde_json::from_str(json).map_err(|e| format!("not a matrix report: {e}"))?;
+    let objects: std::collections::BTreeMap<_, _> = saved
+        .cells
+        .into_iter()
+        .filter_map(|c| c.header)
+        .map(|h| (h.object, h.object_sha256))
+        .collect();
+    if objects.is_empty() {
+        return Err("the report has no cell of the header's example".into());
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+    use crate::scenario::expect::fixtures::{result, PATCHED, UNPATCHED};
+    use crate::scenario::Scenario;
+
+    fn header_cells(support: &Support) -> Vec<CellResult> {
+        vec![
+            result(
+                Scenario::IpReassign,
+                PolicyChoice::Header,
+                Outcome::Recovered,
+                support,
+            ),
+            result(
+                Scenario::IpReassign,
+                PolicyChoice::KernelStack,
+                Outcome::Recovered,
+                support,
+            ),
+        ]
+    }
+
+    #[test]
+    fn header_cells_must_take_the_expected_path_with_the_same_objects() {
+        let host = header_cells(&UNPATCHED);
+        let vm = header_cells(&PATCHED);
+        let on_host = header_objects(&host, "fallback").unwrap();
+        assert_eq!(header_objects(&vm, "state").unwrap(), on_host);
+        let err = header_objects(&vm, "fallback").unwrap_err();
+        assert!(
+            err.contains("took the state path, not the fallback path"),
+            "{err}"
+        );
+        assert!(
+            header_objects(&host[1..], "fallback").is_err(),
+            "no header cell"
+        );
+
+        let mut failed = header_cells(&PATCHED);
+        failed[0].verdict = Verdict::Fail("no frame reached the new MAC".into());
+        assert!(header_objects(&failed, "state")
+            .unwrap_err()
+            .contains("failed"));
+
+        let saved = serde_json::json!({ "cells": [
+            { "policy": "header", "header": {
+                "object": "tc_router.bpf.o", "object_sha256": "0".repeat(64), "path": "fallback" } },
+            { "policy": "kernel-stack" },
+        ]});
+        assert_eq!(
+            header_objects_in_report(&saved.to_string()).unwrap(),
+            on_host
+        );
+        assert!(header_objects_in_report("{}").is_err());
+    }
 }
