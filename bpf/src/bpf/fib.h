@@ -102,6 +102,23 @@ enum fibneigh_counter {
 #include "fib_neigh.h"
 
 /*
+ * The public header spells the same uAPI numbers as macros for programs
+ * that do not include this file: the two must never differ.
+ */
+_Static_assert(FIB_NEIGH_F_DIRECT == FIBNEIGH_LOOKUP_DIRECT, "DIRECT");
+_Static_assert(FIB_NEIGH_F_NEIGH_STATE == FIBNEIGH_LOOKUP_NEIGH_STATE,
+	       "NEIGH_STATE");
+_Static_assert(FIB_NEIGH_F_NEIGH_REFRESH == FIBNEIGH_LOOKUP_NEIGH_REFRESH,
+	       "NEIGH_REFRESH");
+_Static_assert(FIB_NEIGH_NUD_REACHABLE == FIBNEIGH_NUD_REACHABLE, "REACHABLE");
+_Static_assert(FIB_NEIGH_NUD_STALE == FIBNEIGH_NUD_STALE, "STALE");
+_Static_assert(FIB_NEIGH_NUD_NOARP == FIBNEIGH_NUD_NOARP, "NOARP");
+_Static_assert(FIB_NEIGH_NUD_PERMANENT == FIBNEIGH_NUD_PERMANENT, "PERMANENT");
+_Static_assert(FIB_NEIGH_NUD_CONNECTED == FIBNEIGH_NUD_CONNECTED, "CONNECTED");
+_Static_assert(FIB_NEIGH_RET_SUCCESS == FIBNEIGH_RET_SUCCESS, "RET_SUCCESS");
+_Static_assert(FIB_NEIGH_RET_NO_NEIGH == FIBNEIGH_RET_NO_NEIGH, "RET_NO_NEIGH");
+
+/*
  * One of each enum above, so that a program that defines a variable of it
  * carries them all in its BTF (hence in its skeleton). Never read.
  */
