@@ -19,8 +19,9 @@ use serde::Serialize;
 
 use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, Topology};
 use crate::scenario::{pick, Family};
+use crate::standard;
 use crate::stop;
-use crate::traffic::{self, Capture, Flow, FlowSpec};
+use crate::traffic::{self, Capture};
 
 use crate::error::Result;
 
@@ -111,8 +112,6 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
     // Short timers, so whatever state the churn leaves resolves in the
     // window.
     lab.set_neigh_timers(&n.dut, &n.dut_host_if, v6, &neigh::QUICK)?;
-    let dut_in_mac = lab.mac(&n.dut, &n.dut_client_if)?;
-    let client_mac = lab.mac(&n.client, &n.client_if)?;
     let real_mac = lab.mac(&n.host_a, &n.host_a_if)?;
     let dut_mac = lab.mac(&n.dut, &n.dut_host_if)?;
     let dev_index = lab.ifindex(&n.dut, &n.dut_host_if)?;
@@ -134,18 +133,7 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
         clock,
     )?;
     // Stops on every way out of here, errors included.
-    let flow = Flow::start(
-        &n.client,
-        &n.client_if,
-        FlowSpec {
-            src_mac: client_mac,
-            dst_mac: dut_in_mac,
-            src_ip: src,
-            dst_ip: nexthop,
-            rate_pps: RATE_PPS,
-        },
-        clock,
-    )?;
+    let flow = standard::flow_through_dut(&lab, &n, src, nexthop, RATE_PPS, clock)?;
 
     // The churn, on this thread.
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

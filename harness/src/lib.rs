@@ -12,5 +12,6 @@ pub mod nud;
 pub mod present;
 pub mod report;
 pub mod scenario;
+pub mod standard;
 pub mod stop;
 pub mod traffic;

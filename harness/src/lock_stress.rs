@@ -26,8 +26,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::lab::{addr, Lab, Names, NeighSpec, Topology};
+use crate::standard;
 use crate::stop;
-use crate::traffic::{self, Flow, FlowSpec};
+use crate::traffic;
 
 /// The target entry: on the DUT's host-side device, in its subnet, and
 /// nobody's address (nothing answers for it, so only the churn moves it).
@@ -93,8 +94,6 @@ pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
     let ns = lab.open_ns(&n.dut).map_err(Error::from)?;
     let in_index = lab.ifindex(&n.dut, &n.dut_client_if)?;
     let out_index = lab.ifindex(&n.dut, &n.dut_host_if)?;
-    let dut_in_mac = lab.mac(&n.dut, &n.dut_client_if)?;
-    let client_mac = lab.mac(&n.client, &n.client_if)?;
     let target = FibParams::forward(in_index, IpAddr::V4(addr::CLIENT4), TARGET, 0);
     let stale = NeighSpec::new(TARGET, Some([0x02, 0x10, 0, 0, 0, 1]), nud::STALE);
     lab.neigh_replace(&n.dut, &n.dut_host_if, &stale)?;
@@ -133,16 +132,12 @@ pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
 
     let _sink = traffic::udp_sink(&n.host_a)?;
     let clock = Instant::now();
-    let flow = Flow::start(
-        &n.client,
-        &n.client_if,
-        FlowSpec {
-            src_mac: client_mac,
-            dst_mac: dut_in_mac,
-            src_ip: IpAddr::V4(addr::CLIENT4),
-            dst_ip: IpAddr::V4(addr::HOST_A4),
-            rate_pps: RATE_PPS,
-        },
+    let flow = standard::flow_through_dut(
+        &lab,
+        &n,
+        IpAddr::V4(addr::CLIENT4),
+        IpAddr::V4(addr::HOST_A4),
+        RATE_PPS,
         clock,
     )?;
 

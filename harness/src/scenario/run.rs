@@ -20,7 +20,7 @@ use crate::lab::addr::{GW4, GW6, REMOTE4, REMOTE6, SERVICE4, SERVICE6};
 use crate::lab::plan::Route;
 use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
 use crate::stop;
-use crate::traffic::{self, Capture, Captured, Flow, FlowSpec, FrameKind, Worker};
+use crate::traffic::{self, Capture, Captured, FrameKind, Worker};
 
 /// Neighbour timers on the DUT's host-side device: short, so a cell takes
 /// seconds (reported with every result).
@@ -107,9 +107,7 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     stop::check()?;
     let mut lab = Lab::create(&Topology::standard(&n))?;
     stop::check()?;
-    let dut_in_mac = lab.mac(&n.dut, &n.dut_client_if)?;
     let dut_mac = lab.mac(&n.dut, &n.dut_host_if)?;
-    let client_mac = lab.mac(&n.client, &n.client_if)?;
     let mac1 = lab.mac(&n.host_a, &n.host_a_if)?;
     let mac2 = lab.mac(&n.host_b, &n.host_b_if)?;
     let (nexthop, dst) = nexthop_and_dst(cell);
@@ -202,18 +200,7 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     let at_b = Capture::start(&n.host_b, &n.host_b_if, vec![dut_mac], Some(mac2), clock)?;
     let sampler = start_sampler(n.dut.clone(), n.dut_host_if.clone(), nexthop, clock);
     let src_ip = pick(cell.family, addr::CLIENT4, addr::CLIENT6);
-    let flow = Flow::start(
-        &n.client,
-        &n.client_if,
-        FlowSpec {
-            src_mac: client_mac,
-            dst_mac: dut_in_mac,
-            src_ip,
-            dst_ip: dst,
-            rate_pps: opts.rate_pps,
-        },
-        clock,
-    )?;
+    let flow = crate::standard::flow_through_dut(&lab, &n, src_ip, dst, opts.rate_pps, clock)?;
 
     // Warm-up: the flow reaches host A through the program.
     let warm_deadline = Instant::now() + WARMUP_LIMIT;
