@@ -8,6 +8,7 @@
 
 pub mod accel;
 pub mod apt;
+pub mod base;
 pub mod boot;
 pub mod cache;
 mod cmd;

@@ -26,24 +26,6 @@ pub enum SourceSpec {
     Tree(PathBuf),
 }
 
-impl SourceSpec {
-    /// The default base: Linux 7.3 from trixie-backports.
-    pub fn default_base() -> Self {
-        Self::Debian {
-            package: "linux-source-7.3".into(),
-            suite: "trixie-backports".into(),
-        }
-    }
-
-    /// The LTS base for the backport: Linux 6.12 from bookworm-security.
-    pub fn lts_base() -> Self {
-        Self::Debian {
-            package: "linux-source-6.12".into(),
-            suite: "bookworm-security".into(),
-        }
-    }
-}
-
 /// The base a tree was made from; recorded next to every tree and kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaseInfo {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh_vm::base::KernelBase;
 use fibneigh_vm::timing::{self, TimingRequest};
 use fibneigh_vm::{
     self as vm, Accel, Arch, BuildRequest, Guest, KernelImage, Profile, RunRequest, SourceSpec,
@@ -40,8 +41,8 @@ pub struct BuildArgs {
     /// Which base: 7.3 (Debian's linux-source-7.3 from trixie-backports,
     /// series in kernel-patches/) or 6.12 (linux-source-6.12 from
     /// bookworm-security, the LTS backport in kernel-patches/6.12/).
-    #[arg(long, value_enum, default_value_t = Base::V7_3)]
-    pub base: Base,
+    #[arg(long, default_value = "7.3")]
+    pub base: KernelBase,
     /// Base source: a .tar.xz or an unpacked kernel tree, instead of the
     /// Debian package (a tree is copied: the files its .gitignore does not
     /// ignore, keyed by their content).
@@ -98,14 +99,6 @@ pub enum ProfileArg {
     /// The tiny config at -O2 (CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE), as
     /// distributions build; tiny is -Os.
     O2,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Base {
-    #[value(name = "7.3")]
-    V7_3,
-    #[value(name = "6.12")]
-    V6_12,
 }
 
 #[derive(Args)]
@@ -243,10 +236,7 @@ pub fn empty_series(cache: &Path) -> Result<PathBuf> {
 
 pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
     let root = repo_root();
-    let (package, patches) = match args.base {
-        Base::V7_3 => (SourceSpec::default_base(), root.join("kernel-patches")),
-        Base::V6_12 => (SourceSpec::lts_base(), root.join("kernel-patches/6.12")),
-    };
+    let (package, patches) = (args.base.source(), args.base.patches(&root));
     let arch = match args.arch {
         ArchArg::X86_64 => Arch::X86_64,
         ArchArg::Um => Arch::Um,
