@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod churn;
 pub mod error;
+pub mod features;
 pub mod fuzz;
 pub mod lab;
 pub mod lock_stress;

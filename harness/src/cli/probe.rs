@@ -6,10 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use fibneigh_bpf::probe::Probe;
-use fibneigh_bpf::Hook;
-use fibneigh_bpf::{flags, ret, FibParams};
-use serde::Serialize;
+use fibneigh::features::Features;
 
 #[derive(Args)]
 pub struct ProbeArgs {
@@ -24,50 +21,8 @@ pub struct ProbeArgs {
     pub expect_patched: bool,
 }
 
-#[derive(Serialize)]
-pub struct Features {
-    pub release: String,
-    /// A tc and an XDP program calling bpf_fib_lookup loaded and ran.
-    pub fib_lookup_tc: String,
-    pub fib_lookup_xdp: String,
-    pub neigh_state: bool,
-    pub neigh_refresh: bool,
-    /// The kernel knows tcx links (from its BTF); None without BTF.
-    pub tcx: Option<bool>,
-}
-
-fn release() -> Result<String> {
-    Ok(nix::sys::utsname::uname()
-        .context("failed to read uname")?
-        .release()
-        .to_string_lossy()
-        .into_owned())
-}
-
-pub fn features() -> Result<Features> {
-    let mut probe =
-        Probe::load().context("failed to load the probe BPF programs (are you root?)")?;
-    let lo = FibParams::forward(1, [127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 64);
-    let mut run = |hook| -> Result<String> {
-        let r = probe
-            .lookup(hook, &lo, 0)
-            .context("failed to test-run bpf_fib_lookup")?;
-        Ok(ret::name(r.rc))
-    };
-    let fib_lookup_tc = run(Hook::Tc)?;
-    let fib_lookup_xdp = run(Hook::Xdp)?;
-    Ok(Features {
-        release: release()?,
-        fib_lookup_tc,
-        fib_lookup_xdp,
-        neigh_state: probe.accepts_flag(flags::NEIGH_STATE)?,
-        neigh_refresh: probe.accepts_flag(flags::NEIGH_REFRESH)?,
-        tcx: fibneigh_bpf::probe::kernel_knows_tcx(),
-    })
-}
-
 pub fn run(args: ProbeArgs) -> Result<ExitCode> {
-    let f = features()?;
+    let f = Features::probe().context("failed to probe the kernel (are you root?)")?;
     if let Some(p) = &args.json {
         super::write_json(p, &f)?;
     }
@@ -111,7 +66,7 @@ pub fn run(args: ProbeArgs) -> Result<ExitCode> {
             );
         }
     }
-    if args.expect_patched && !(f.neigh_state && f.neigh_refresh) {
+    if args.expect_patched && !f.patched() {
         bail!("this kernel does not support NEIGH_STATE and NEIGH_REFRESH");
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,53 @@
+//! What the running kernel offers the project (`fibneigh probe`): its
+//! release, whether a tc and an XDP program calling `bpf_fib_lookup()` load
+//! and run, the series' flags (through [`Support::probe`], the one probe of
+//! them) and tcx.
+
+use fibneigh_bpf::probe::Probe;
+use fibneigh_bpf::{ret, FibParams, Hook};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::scenario::Support;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Features {
+    pub release: String,
+    /// A tc and an XDP program calling bpf_fib_lookup loaded and ran: the
+    /// return of a loopback lookup from each.
+    pub fib_lookup_tc: String,
+    pub fib_lookup_xdp: String,
+    pub neigh_state: bool,
+    pub neigh_refresh: bool,
+    /// The kernel knows tcx links (from its BTF); None without BTF.
+    pub tcx: Option<bool>,
+}
+
+impl Features {
+    /// Probe the running kernel (needs root).
+    pub fn probe() -> Result<Features> {
+        let release = nix::sys::utsname::uname()
+            .map_err(|e| Error::Setup(format!("failed to read uname: {e}")))?
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        let mut probe = Probe::load()?;
+        let lo = FibParams::forward(1, [127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 64);
+        let fib_lookup_tc = ret::name(probe.lookup(Hook::Tc, &lo, 0)?.rc);
+        let fib_lookup_xdp = ret::name(probe.lookup(Hook::Xdp, &lo, 0)?.rc);
+        let support = Support::probe()?;
+        Ok(Features {
+            release,
+            fib_lookup_tc,
+            fib_lookup_xdp,
+            neigh_state: support.neigh_state,
+            neigh_refresh: support.neigh_refresh,
+            tcx: fibneigh_bpf::probe::kernel_knows_tcx(),
+        })
+    }
+
+    /// Both of the series' flags.
+    pub fn patched(&self) -> bool {
+        self.neigh_state && self.neigh_refresh
+    }
+}
