@@ -1,0 +1,95 @@
+//! Capture points: a receiver thread that records the frames crossing an
+//! interface (from a given set of source MACs) with a timestamp.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use super::{
+    classify, io_err, open_channel, spawn_in_ns, wait_ready, Classified, FrameKind, Result, Worker,
+};
+
+/// A frame seen at a capture point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// Since the run's clock started.
+    pub t: Duration,
+    pub frame: Classified,
+}
+
+/// A running receiver thread; [`finish`](Self::finish) stops it and
+/// returns what it saw.
+pub struct Capture {
+    worker: Worker<Result<Vec<Captured>>>,
+    /// Flow frames addressed to `watch_dst` seen so far.
+    pub watched: Arc<AtomicU64>,
+}
+
+impl Capture {
+    /// Capture on `ifname` in namespace `ns` every frame whose source MAC
+    /// is in `sources`; count flow frames addressed to `watch_dst` live in
+    /// [`watched`](Self::watched). Returns once the channel is open.
+    pub fn start(
+        ns: &str,
+        ifname: &str,
+        sources: Vec<[u8; 6]>,
+        watch_dst: Option<[u8; 6]>,
+        clock: Instant,
+    ) -> Result<Capture> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let watched = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let ifname = ifname.to_string();
+        let (stop2, watched2) = (stop.clone(), watched.clone());
+        let handle = spawn_in_ns(ns, move || {
+            let opened = open_channel(&ifname, Some(Duration::from_millis(20)));
+            let (_tx, mut rx) = match opened {
+                Ok(c) => {
+                    let _ = ready_tx.send(true);
+                    c
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(false);
+                    return Err(e);
+                }
+            };
+            let mut seen = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                let frame = match rx.next() {
+                    Ok(f) => f,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue
+                    }
+                    Err(e) => return Err(io_err(format!("capture on {ifname}"))(e)),
+                };
+                let t = clock.elapsed();
+                let Some(c) = classify(frame) else { continue };
+                if !sources.contains(&c.src) {
+                    continue;
+                }
+                if matches!(c.kind, FrameKind::Data { .. }) && Some(c.dst) == watch_dst {
+                    watched2.fetch_add(1, Ordering::Relaxed);
+                }
+                seen.push(Captured { t, frame: c });
+            }
+            Ok(seen)
+        })?;
+        let handle = wait_ready(ready_rx, handle)?;
+        Ok(Capture {
+            worker: Worker::new(stop, handle),
+            watched,
+        })
+    }
+
+    /// Stop the thread and return what it captured.
+    pub fn finish(self) -> Result<Vec<Captured>> {
+        self.worker.finish()?
+    }
+}
