@@ -308,12 +308,37 @@ pub fn run(seed: u64, lookups: u64, forwarder_runs: u64) -> Result<FuzzReport> {
     let n = Names::for_this_process();
     stop::check()?;
     let lab = Lab::create(&Topology::standard(&n))?;
+    let in_index = lab.ifindex(&n.dut, &n.dut_client_if)?;
+    let dut_mac = lab.mac(&n.dut, &n.dut_client_if)?;
+    let pools = prepare(&lab, &n, in_index)?;
+    Lab::in_ns(&n.dut, move || -> Result<FuzzReport> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut report = FuzzReport {
+            seed,
+            ..Default::default()
+        };
+        let mut probe = Probe::load()?;
+        report.known_flags = known_flags(&mut probe)?;
+        fuzz_lookups(&mut probe, &mut rng, &pools, lookups, &mut report)?;
+        fuzz_forwarder(
+            &mut rng,
+            &pools,
+            dut_mac,
+            in_index,
+            forwarder_runs,
+            &mut report,
+        )?;
+        Ok(report)
+    })?
+}
+
+/// The DUT's entries in every settable NUD state (one IPv4 and one IPv6
+/// address each, timers frozen), and the pools the cases draw from.
+fn prepare(lab: &Lab, n: &Names, in_index: u32) -> Result<Pools> {
     for v6 in [false, true] {
         lab.set_neigh_timers(&n.dut, &n.dut_host_if, v6, &neigh::FROZEN)?;
     }
-    let in_index = lab.ifindex(&n.dut, &n.dut_client_if)?;
     let dev_index = lab.ifindex(&n.dut, &n.dut_host_if)?;
-    let dut_mac = lab.mac(&n.dut, &n.dut_client_if)?;
     for (i, state) in Nud::SETTABLE.into_iter().enumerate() {
         let (a4, a6) = entry_addrs(i as u8);
         for a in [IpAddr::V4(a4), IpAddr::V6(a6)] {
@@ -355,137 +380,155 @@ pub fn run(seed: u64, lookups: u64, forwarder_runs: u64) -> Result<FuzzReport> {
         v4.push(a4);
         v6.push(a6);
     }
-    let pools = Pools {
+    Ok(Pools {
         v4,
         v6,
         ifindexes: vec![0, 1, in_index, dev_index, 9999],
-    };
+    })
+}
 
-    Lab::in_ns(&n.dut, move || -> Result<FuzzReport> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut report = FuzzReport {
-            seed,
-            ..Default::default()
-        };
-        let mut probe = Probe::load()?;
-        // Which bits this kernel knows: one XDP lookup per bit (XDP takes
-        // every flag; a VLAN tag is set so VLAN_INPUT alone is valid).
-        let mut known = 0;
-        for bit in 0..10 {
-            let mut p = FibParams::forward(1, [127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 64);
-            p.vlan_tbid = [0x81, 0x00, 0x00, 0x01];
-            if probe.lookup(Hook::Xdp, &p, 1 << bit)?.rc != EINVAL {
-                known |= 1 << bit;
-            }
+/// Which flag bits this kernel knows: one XDP lookup per bit (XDP takes
+/// every flag; a VLAN tag is set so VLAN_INPUT alone is valid).
+fn known_flags(probe: &mut Probe) -> Result<u32> {
+    let mut known = 0;
+    for bit in 0..10 {
+        let mut p = FibParams::forward(1, [127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 64);
+        p.vlan_tbid = [0x81, 0x00, 0x00, 0x01];
+        if probe.lookup(Hook::Xdp, &p, 1 << bit)?.rc != EINVAL {
+            known |= 1 << bit;
         }
-        report.known_flags = known;
-        let mut combos = vec![false; 1 << 10];
-        for i in 0..lookups {
-            if i % 1024 == 0 {
+    }
+    Ok(known)
+}
+
+/// `lookups` fuzzed lookups, each result checked against the contract.
+fn fuzz_lookups(
+    probe: &mut Probe,
+    rng: &mut ChaCha8Rng,
+    pools: &Pools,
+    lookups: u64,
+    report: &mut FuzzReport,
+) -> Result<()> {
+    let known = report.known_flags;
+    let mut combos = vec![false; 1 << 10];
+    for i in 0..lookups {
+        if i % 1024 == 0 {
+            stop::check()?;
+        }
+        let (case, frame) = gen_case(i, rng, pools);
+        combos[(case.flags & DEFINED_FLAGS) as usize] |= case.flags & !DEFINED_FLAGS == 0;
+        report.lookups += 1;
+        let key = match probe.lookup_frame(case.hook, &case.params, case.flags, &frame) {
+            Ok(res) => {
+                if let Some(why) = check(&case, known, res.rc, &res.params) {
+                    if report.violations.len() < 50 {
+                        report
+                            .violations
+                            .push(format!("lookup {i}: {why}: {case:?}"));
+                    }
+                }
+                format!("{} {}", case.hook.name(), ret::name(res.rc))
+            }
+            Err(e) if case.frame_len < ETH_HLEN => {
+                let _ = e;
+                format!(
+                    "{} test-run rejected (frame < {ETH_HLEN} B)",
+                    case.hook.name()
+                )
+            }
+            Err(e) if case.hook == Hook::Tc && tc_test_run_refuses(&frame) => {
+                let _ = e;
+                format!(
+                    "{} test-run rejected (truncated IP header)",
+                    case.hook.name()
+                )
+            }
+            Err(e) => {
+                report
+                    .violations
+                    .push(format!("lookup {i}: test run failed: {e}: {case:?}"));
+                format!("{} test-run failed", case.hook.name())
+            }
+        };
+        *report.outcomes.entry(key).or_default() += 1;
+    }
+    report.flag_combinations = combos.iter().filter(|c| **c).count() as u32;
+    Ok(())
+}
+
+/// `runs` fuzzed frames through the forwarder, spread over its policies:
+/// a frame too short for its IP header must never be redirected.
+fn fuzz_forwarder(
+    rng: &mut ChaCha8Rng,
+    pools: &Pools,
+    dut_mac: [u8; 6],
+    in_index: u32,
+    runs: u64,
+    report: &mut FuzzReport,
+) -> Result<()> {
+    for policy in Policy::ALL {
+        let fwd = Forwarder::load(policy)?;
+        for i in 0..runs / Policy::ALL.len() as u64 {
+            if i % 256 == 0 {
                 stop::check()?;
             }
-            let (case, frame) = gen_case(i, &mut rng, &pools);
-            combos[(case.flags & DEFINED_FLAGS) as usize] |= case.flags & !DEFINED_FLAGS == 0;
-            report.lookups += 1;
-            let key = match probe.lookup_frame(case.hook, &case.params, case.flags, &frame) {
-                Ok(res) => {
-                    if let Some(why) = check(&case, known, res.rc, &res.params) {
-                        if report.violations.len() < 50 {
-                            report
-                                .violations
-                                .push(format!("lookup {i}: {why}: {case:?}"));
-                        }
-                    }
-                    format!("{} {}", case.hook.name(), ret::name(res.rc))
-                }
-                Err(e) if case.frame_len < ETH_HLEN => {
-                    let _ = e;
-                    format!(
-                        "{} test-run rejected (frame < {ETH_HLEN} B)",
-                        case.hook.name()
-                    )
-                }
-                Err(e) if case.hook == Hook::Tc && tc_test_run_refuses(&frame) => {
-                    let _ = e;
-                    format!(
-                        "{} test-run rejected (truncated IP header)",
-                        case.hook.name()
-                    )
-                }
-                Err(e) => {
-                    report
-                        .violations
-                        .push(format!("lookup {i}: test run failed: {e}: {case:?}"));
-                    format!("{} test-run failed", case.hook.name())
-                }
+            let hook = if rng.gen_bool(0.5) {
+                Hook::Tc
+            } else {
+                Hook::Xdp
             };
-            *report.outcomes.entry(key).or_default() += 1;
-        }
-        report.flag_combinations = combos.iter().filter(|c| **c).count() as u32;
-        for policy in Policy::ALL {
-            let fwd = Forwarder::load(policy)?;
-            for i in 0..forwarder_runs / Policy::ALL.len() as u64 {
-                if i % 256 == 0 {
-                    stop::check()?;
-                }
-                let hook = if rng.gen_bool(0.5) {
-                    Hook::Tc
-                } else {
-                    Hook::Xdp
-                };
-                let frame = gen_frame(&mut rng, dut_mac, &pools);
-                report.forwarder_runs += 1;
-                let key = match fwd.test_run(hook, &frame, in_index) {
-                    Ok(verdict) => {
-                        let redirect = match hook {
-                            Hook::Tc => verdict == TC_ACT_REDIRECT,
-                            Hook::Xdp => verdict == XDP_REDIRECT,
-                        };
-                        if redirect && frame.len() < min_forwardable(&frame) {
-                            report.violations.push(format!(
-                                "forwarder {} {}: redirected a {}-byte frame",
-                                policy.name(),
-                                hook.name(),
-                                frame.len()
-                            ));
-                        }
-                        format!("{} {} verdict {verdict}", hook.name(), policy.name())
-                    }
-                    Err(_) if frame.len() < ETH_HLEN => {
-                        format!(
-                            "{} {} test-run rejected (frame < {ETH_HLEN} B)",
-                            hook.name(),
-                            policy.name()
-                        )
-                    }
-                    // A tc test run pulls the IP header its ethertype
-                    // names: shorter frames never reach the program.
-                    Err(_) if hook == Hook::Tc && tc_test_run_refuses(&frame) => {
-                        format!(
-                            "{} {} test-run rejected (truncated IP header)",
-                            hook.name(),
-                            policy.name()
-                        )
-                    }
-                    Err(e) if report.violations.len() >= 50 => {
-                        let _ = e;
-                        format!("{} {} test-run failed", hook.name(), policy.name())
-                    }
-                    Err(e) => {
+            let frame = gen_frame(rng, dut_mac, pools);
+            report.forwarder_runs += 1;
+            let key = match fwd.test_run(hook, &frame, in_index) {
+                Ok(verdict) => {
+                    let redirect = match hook {
+                        Hook::Tc => verdict == TC_ACT_REDIRECT,
+                        Hook::Xdp => verdict == XDP_REDIRECT,
+                    };
+                    if redirect && frame.len() < min_forwardable(&frame) {
                         report.violations.push(format!(
-                            "forwarder {} {}: test run failed on {} bytes: {e}",
+                            "forwarder {} {}: redirected a {}-byte frame",
                             policy.name(),
                             hook.name(),
                             frame.len()
                         ));
-                        format!("{} {} test-run failed", hook.name(), policy.name())
                     }
-                };
-                *report.forwarder_verdicts.entry(key).or_default() += 1;
-            }
+                    format!("{} {} verdict {verdict}", hook.name(), policy.name())
+                }
+                Err(_) if frame.len() < ETH_HLEN => {
+                    format!(
+                        "{} {} test-run rejected (frame < {ETH_HLEN} B)",
+                        hook.name(),
+                        policy.name()
+                    )
+                }
+                // A tc test run pulls the IP header its ethertype
+                // names: shorter frames never reach the program.
+                Err(_) if hook == Hook::Tc && tc_test_run_refuses(&frame) => {
+                    format!(
+                        "{} {} test-run rejected (truncated IP header)",
+                        hook.name(),
+                        policy.name()
+                    )
+                }
+                Err(e) if report.violations.len() >= 50 => {
+                    let _ = e;
+                    format!("{} {} test-run failed", hook.name(), policy.name())
+                }
+                Err(e) => {
+                    report.violations.push(format!(
+                        "forwarder {} {}: test run failed on {} bytes: {e}",
+                        policy.name(),
+                        hook.name(),
+                        frame.len()
+                    ));
+                    format!("{} {} test-run failed", hook.name(), policy.name())
+                }
+            };
+            *report.forwarder_verdicts.entry(key).or_default() += 1;
         }
-        Ok(report)
-    })?
+    }
+    Ok(())
 }
 
 #[cfg(test)]
