@@ -1,9 +1,9 @@
 //! The traffic cells: a UDP flow from the client to a service on host A,
 //! the service moving to host B, and what reaches which MAC.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,67 +112,13 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     let mac2 = lab.mac(&n.host_b, &n.host_b_if)?;
     let (nexthop, dst) = nexthop_and_dst(cell);
 
-    // Timers, reported with the result.
-    // Natural ageing: an entry leaves REACHABLE for DELAY instead of STALE
-    // while it was used within delay_first_probe_time (the stack's own use
-    // while resolving it), so that is 0 here: an entry the program never
-    // marks as used goes STALE at its first expiry.
-    let (reachable, delay_first_probe) = if spec.aged {
-        (SHORT_REACHABLE_MS, 0)
-    } else {
-        (DEFAULT_REACHABLE_MS, DELAY_FIRST_PROBE_S)
-    };
-    let timers = match opts.timers {
-        NeighTimers::Short => [
-            (NeighSysctl::BaseReachableTimeMs, reachable),
-            (NeighSysctl::DelayFirstProbeTime, delay_first_probe),
-            (NeighSysctl::RetransTimeMs, RETRANS_MS),
-            (NeighSysctl::UcastSolicit, UCAST_SOLICIT),
-            (NeighSysctl::McastSolicit, MCAST_SOLICIT),
-        ],
-        NeighTimers::KernelDefaults => NeighTimers::KERNEL_DEFAULTS,
-    };
-    let mut sysctls = lab.set_neigh_timers(&n.dut, &n.dut_host_if, v6, &timers)?;
-    // A GARP must not be ignored for arriving within `locktime` of the
-    // entry's last update.
-    let fam = if v6 { "ipv6" } else { "ipv4" };
-    let key = format!("net/{fam}/neigh/{}/locktime", n.dut_host_if);
-    Lab::in_ns(&n.dut, || rtnl::write_sysctl(&key, "0"))??;
-    sysctls.insert("locktime".into(), "0".into());
-    if spec.entry == Entry::Managed {
-        // Managed entries are re-probed on a global timer (not per netns).
-        let v = rtnl::read_sysctl(&format!("net/{fam}/neigh/default/interval_probe_time_ms"))
-            .unwrap_or_else(|_| "?".into());
-        sysctls.insert("default/interval_probe_time_ms".into(), v);
-    }
+    let sysctls = set_timers(&lab, &n, spec, opts, v6)?;
 
     // The service on host A; sinks on both hosts so no ICMP comes back.
     let moving = moving_addresses(cell);
-    lab.add_addresses(&n.host_a, &n.host_a_if, &moving)?;
-    if spec.via_gateway {
-        let route = Route {
-            ns: n.dut.clone(),
-            dst: Some((dst, if v6 { 128 } else { 32 })),
-            gateway: nexthop,
-        };
-        lab.netlink(&n.dut, |h| async move { rtnl::add_route(&h, &route).await })?;
-    }
     let _sink_a = traffic::udp_sink(&n.host_a)?;
     let _sink_b = traffic::udp_sink(&n.host_b)?;
-
-    match spec.entry {
-        Entry::Managed => {
-            let mut entry = NeighSpec::new(nexthop, None, nud::NONE);
-            entry.managed = true;
-            entry.extern_learn = true;
-            lab.neigh_replace(&n.dut, &n.dut_host_if, &entry)?;
-        }
-        Entry::Pinned => {
-            let entry = NeighSpec::new(nexthop, Some(mac1), nud::PERMANENT);
-            lab.neigh_replace(&n.dut, &n.dut_host_if, &entry)?;
-        }
-        Entry::Learnt => {}
-    }
+    place_service(&lab, &n, spec, &moving, nexthop, dst, mac1, v6)?;
 
     // The forwarder on the DUT's client-facing device.
     let fwd = Program::load(cell)?;
@@ -202,59 +148,28 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     let src_ip = pick(cell.family, addr::CLIENT4, addr::CLIENT6);
     let flow = crate::standard::flow_through_dut(&lab, &n, src_ip, dst, opts.rate_pps, clock)?;
 
-    // Warm-up: the flow reaches host A through the program.
-    let warm_deadline = Instant::now() + WARMUP_LIMIT;
-    let pre_move = if spec.aged { PRE_MOVE_AGED } else { PRE_MOVE };
-    while at_a.watched.load(Ordering::Relaxed) < 10 || clock.elapsed() < pre_move {
-        stop::sleep(Duration::from_millis(10))?;
-        if Instant::now() > warm_deadline {
-            return Err(Error::Setup(
-                "the flow did not reach host A before the move".into(),
-            ));
-        }
-    }
+    warm_up(&at_a.watched, clock, spec)?;
 
-    let mut move_at = None;
-    let before;
-    if !spec.moves {
-        before = counters(&fwd)?;
+    let (move_at, before) = if !spec.moves {
+        let before = counters(&fwd)?;
         stop::sleep(opts.fastpath_window)?;
+        (None, before)
     } else {
-        // The move.
         lab.suppress_announcements(!spec.announce)?;
-        move_at = Some(clock.elapsed());
-        before = counters(&fwd)?;
-        lab.del_addresses(&n.host_a, &n.host_a_if, &moving)?;
-        lab.add_addresses(&n.host_b, &n.host_b_if, &moving)?;
-        if spec.force_stale {
-            // The field reproducer.
-            let spec = NeighSpec::new(nexthop, Some(mac1), nud::STALE);
-            lab.neigh_replace(&n.dut, &n.dut_host_if, &spec)?;
-        }
-        if spec.announce {
-            stop::sleep(Duration::from_millis(20))?;
-            let frame = match nexthop {
-                IpAddr::V4(a) => traffic::garp_frame(mac2, a),
-                IpAddr::V6(a) => traffic::unsolicited_na_frame(mac2, a),
-            };
-            traffic::send_frame(&n.host_b, &n.host_b_if, frame)?;
-        }
-        let window = match spec.window {
-            Window::Managed => opts.managed_window,
-            Window::Recovery | Window::Fastpath => opts.window,
-        };
-        let until = Instant::now() + window;
-        let mut recovered_at: Option<Instant> = None;
-        while Instant::now() < until {
-            stop::sleep(Duration::from_millis(10))?;
-            if recovered_at.is_none() && at_b.watched.load(Ordering::Relaxed) > 0 {
-                recovered_at = Some(Instant::now());
-            }
-            if recovered_at.is_some_and(|t| t.elapsed() >= opts.after_recovery) {
-                break;
-            }
-        }
-    }
+        let at = clock.elapsed();
+        let before = counters(&fwd)?;
+        move_service(
+            &lab,
+            &n,
+            spec,
+            opts,
+            &moving,
+            nexthop,
+            (mac1, mac2),
+            &at_b.watched,
+        )?;
+        (Some(at), before)
+    };
 
     // Wind down: stop the flow, let the last packets land.
     let sent = flow.finish()??;
@@ -306,6 +221,155 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     );
     r.final_new_mac = final_entry.and_then(|e| e.lladdr).map(|m| m == mac2);
     Ok(r)
+}
+
+/// The DUT's neighbour timers for the scenario (reported with the result),
+/// and locktime 0 so that an announcement is never ignored for arriving
+/// within it of the entry's last update.
+fn set_timers(
+    lab: &Lab,
+    n: &Names,
+    spec: &Spec,
+    opts: &Options,
+    v6: bool,
+) -> Result<BTreeMap<String, String>> {
+    // Natural ageing: an entry leaves REACHABLE for DELAY instead of STALE
+    // while it was used within delay_first_probe_time (the stack's own use
+    // while resolving it), so that is 0 here: an entry the program never
+    // marks as used goes STALE at its first expiry.
+    let (reachable, delay_first_probe) = if spec.aged {
+        (SHORT_REACHABLE_MS, 0)
+    } else {
+        (DEFAULT_REACHABLE_MS, DELAY_FIRST_PROBE_S)
+    };
+    let timers = match opts.timers {
+        NeighTimers::Short => [
+            (NeighSysctl::BaseReachableTimeMs, reachable),
+            (NeighSysctl::DelayFirstProbeTime, delay_first_probe),
+            (NeighSysctl::RetransTimeMs, RETRANS_MS),
+            (NeighSysctl::UcastSolicit, UCAST_SOLICIT),
+            (NeighSysctl::McastSolicit, MCAST_SOLICIT),
+        ],
+        NeighTimers::KernelDefaults => NeighTimers::KERNEL_DEFAULTS,
+    };
+    let mut sysctls = lab.set_neigh_timers(&n.dut, &n.dut_host_if, v6, &timers)?;
+    // A GARP must not be ignored for arriving within `locktime` of the
+    // entry's last update.
+    let fam = if v6 { "ipv6" } else { "ipv4" };
+    let key = format!("net/{fam}/neigh/{}/locktime", n.dut_host_if);
+    Lab::in_ns(&n.dut, || rtnl::write_sysctl(&key, "0"))??;
+    sysctls.insert("locktime".into(), "0".into());
+    if spec.entry == Entry::Managed {
+        // Managed entries are re-probed on a global timer (not per netns).
+        let v = rtnl::read_sysctl(&format!("net/{fam}/neigh/default/interval_probe_time_ms"))
+            .unwrap_or_else(|_| "?".into());
+        sysctls.insert("default/interval_probe_time_ms".into(), v);
+    }
+    Ok(sysctls)
+}
+
+/// The service's addresses on host A, the route through the gateway when
+/// the scenario has one, and the DUT's entry when the scenario makes it
+/// (managed, pinned).
+#[allow(clippy::too_many_arguments)]
+fn place_service(
+    lab: &Lab,
+    n: &Names,
+    spec: &Spec,
+    moving: &[(IpAddr, u8)],
+    nexthop: IpAddr,
+    dst: IpAddr,
+    mac1: [u8; 6],
+    v6: bool,
+) -> Result<()> {
+    lab.add_addresses(&n.host_a, &n.host_a_if, moving)?;
+    if spec.via_gateway {
+        let route = Route {
+            ns: n.dut.clone(),
+            dst: Some((dst, if v6 { 128 } else { 32 })),
+            gateway: nexthop,
+        };
+        lab.netlink(&n.dut, |h| async move { rtnl::add_route(&h, &route).await })?;
+    }
+    match spec.entry {
+        Entry::Managed => {
+            let mut entry = NeighSpec::new(nexthop, None, nud::NONE);
+            entry.managed = true;
+            entry.extern_learn = true;
+            lab.neigh_replace(&n.dut, &n.dut_host_if, &entry)?;
+        }
+        Entry::Pinned => {
+            let entry = NeighSpec::new(nexthop, Some(mac1), nud::PERMANENT);
+            lab.neigh_replace(&n.dut, &n.dut_host_if, &entry)?;
+        }
+        Entry::Learnt => {}
+    }
+    Ok(())
+}
+
+/// Warm-up: the flow reaches host A through the program (`at_a` counts
+/// its frames there), for at least the scenario's time before the move.
+fn warm_up(at_a: &AtomicU64, clock: Instant, spec: &Spec) -> Result<()> {
+    let warm_deadline = Instant::now() + WARMUP_LIMIT;
+    let pre_move = if spec.aged { PRE_MOVE_AGED } else { PRE_MOVE };
+    while at_a.load(Ordering::Relaxed) < 10 || clock.elapsed() < pre_move {
+        stop::sleep(Duration::from_millis(10))?;
+        if Instant::now() > warm_deadline {
+            return Err(Error::Setup(
+                "the flow did not reach host A before the move".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The move: the service leaves host A (`macs.0`) for host B (`macs.1`),
+/// the entry forced STALE and the announcement sent as the scenario says;
+/// then watch until the flow has reached host B (`at_b` counts its frames
+/// there) for `after_recovery`, or the window closes.
+#[allow(clippy::too_many_arguments)]
+fn move_service(
+    lab: &Lab,
+    n: &Names,
+    spec: &Spec,
+    opts: &Options,
+    moving: &[(IpAddr, u8)],
+    nexthop: IpAddr,
+    macs: ([u8; 6], [u8; 6]),
+    at_b: &AtomicU64,
+) -> Result<()> {
+    let (mac1, mac2) = macs;
+    lab.del_addresses(&n.host_a, &n.host_a_if, moving)?;
+    lab.add_addresses(&n.host_b, &n.host_b_if, moving)?;
+    if spec.force_stale {
+        // The field reproducer.
+        let spec = NeighSpec::new(nexthop, Some(mac1), nud::STALE);
+        lab.neigh_replace(&n.dut, &n.dut_host_if, &spec)?;
+    }
+    if spec.announce {
+        stop::sleep(Duration::from_millis(20))?;
+        let frame = match nexthop {
+            IpAddr::V4(a) => traffic::garp_frame(mac2, a),
+            IpAddr::V6(a) => traffic::unsolicited_na_frame(mac2, a),
+        };
+        traffic::send_frame(&n.host_b, &n.host_b_if, frame)?;
+    }
+    let window = match spec.window {
+        Window::Managed => opts.managed_window,
+        Window::Recovery | Window::Fastpath => opts.window,
+    };
+    let until = Instant::now() + window;
+    let mut recovered_at: Option<Instant> = None;
+    while Instant::now() < until {
+        stop::sleep(Duration::from_millis(10))?;
+        if recovered_at.is_none() && at_b.load(Ordering::Relaxed) > 0 {
+            recovered_at = Some(Instant::now());
+        }
+        if recovered_at.is_some_and(|t| t.elapsed() >= opts.after_recovery) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn is_flow_to(c: &Captured, mac: [u8; 6]) -> bool {
