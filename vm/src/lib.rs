@@ -64,6 +64,21 @@ pub struct BuildRequest {
 }
 
 impl BuildRequest {
+    /// The same request for the pristine base: the same source, config
+    /// and profile, a series of no patches (written into the cache).
+    pub fn pristine(mut self) -> Result<Self> {
+        let empty = self.cache_dir.join("empty-series");
+        fs::create_dir_all(&empty).at(&empty)?;
+        let series = empty.join("series");
+        fs::write(
+            &series,
+            "# no patches: the pristine base (--no-series, selftests --diff, icount --pristine)\n",
+        )
+        .at(&series)?;
+        self.patches = empty;
+        Ok(self)
+    }
+
     /// How this request's `make` uses ccache.
     pub fn ccache(&self) -> kbuild::Ccache {
         if self.ccache {

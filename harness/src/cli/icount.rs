@@ -116,8 +116,7 @@ fn kernel(args: &IcountArgs, pristine: bool) -> Result<KernelImage> {
     if !pristine {
         return cli_vm::build(&args.build);
     }
-    let mut req = cli_vm::build_request(&args.build)?;
-    req.patches = cli_vm::empty_series(&args.build.cache_dir)?;
+    let req = cli_vm::build_request(&args.build)?.pristine()?;
     vm::build(&req, super::progress::reporter().as_mut())
         .context("failed to build the pristine kernel")
 }

@@ -183,8 +183,7 @@ fn run_json(
 fn run_diff(args: &SelftestsArgs) -> Result<ExitCode> {
     let cache = args.build.cache_dir.clone();
     // The pristine base: the same source, config and profile, no patches.
-    let mut pristine_req = cli_vm::build_request(&args.build)?;
-    pristine_req.patches = cli_vm::empty_series(&cache)?;
+    let pristine_req = cli_vm::build_request(&args.build)?.pristine()?;
     let pristine = fibneigh_vm::build(&pristine_req, super::progress::reporter().as_mut())
         .context("failed to build the pristine kernel")?;
     let patched = cli_vm::build(&args.build)?;

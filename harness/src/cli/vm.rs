@@ -221,19 +221,6 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
-/// A series of no patches, in the cache: what the pristine base builds with.
-pub fn empty_series(cache: &Path) -> Result<PathBuf> {
-    let empty = cache.join("empty-series");
-    std::fs::create_dir_all(&empty)
-        .with_context(|| format!("failed to create {}", empty.display()))?;
-    std::fs::write(
-        empty.join("series"),
-        "# no patches: the pristine base (--no-series, selftests --diff)\n",
-    )
-    .context("failed to write the empty series")?;
-    Ok(empty)
-}
-
 pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
     let root = repo_root();
     let (package, patches) = (args.base.source(), args.base.patches(&root));
@@ -246,18 +233,14 @@ pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
         (None, Some(path)) => SourceSpec::Path(path.clone()),
         (None, None) => package,
     };
-    Ok(BuildRequest {
+    let req = BuildRequest {
         cache_dir: args.cache_dir.clone(),
         source,
         config: args
             .config
             .clone()
             .unwrap_or_else(|| patches.join(arch.fragment())),
-        patches: if args.no_series {
-            empty_series(&args.cache_dir)?
-        } else {
-            args.patches.clone().unwrap_or(patches)
-        },
+        patches: args.patches.clone().unwrap_or(patches),
         profile: match args.profile {
             ProfileArg::Tiny => Profile::Tiny,
             ProfileArg::Debug => Profile::Debug,
@@ -270,7 +253,11 @@ pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
         refresh_source: args.refresh_source,
         ccache: true,
         arch,
-    })
+    };
+    if args.no_series {
+        return Ok(req.pristine()?);
+    }
+    Ok(req)
 }
 
 pub fn build(args: &BuildArgs) -> Result<KernelImage> {
