@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Build patched kernels and boot them under virtme-ng.
     #[command(subcommand)]
-    Vm(cli::vm::VmCommand),
+    Vm(cli::VmCommand),
     /// Report the running kernel's version and bpf_fib_lookup features.
     Probe(cli::probe::ProbeArgs),
     /// Build the kernel's test_progs and run `-t fib_lookup` in the VM.
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_INFRA);
     }
     let result = match cli.command {
-        Command::Vm(cmd) => cli::vm::run(cmd),
+        Command::Vm(cmd) => cli::vm_command(cmd),
         Command::Probe(args) => cli::probe::run(args),
         Command::Selftests(args) => cli::selftests::run(args),
         Command::Cell(args) => cli::scenarios::cell(args),

@@ -19,9 +19,11 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
+use clap::Subcommand;
 
 /// Exit code for a failure of the tool itself (as opposed to a guest
 /// command's own exit status, which `vm run` passes through).
@@ -105,6 +107,37 @@ pub fn reserve_stdout_for_json(args: &[OsString]) -> Result<()> {
         .context("failed to point standard output at standard error")?;
     let _ = JSON_STDOUT.set(File::from(saved));
     Ok(())
+}
+
+/// `fibneigh vm`'s subcommands: the kernel pipeline (`cli/vm.rs`) and the
+/// instruction counts (`cli/icount.rs`), dispatched here so that neither
+/// file imports the other for it.
+#[derive(Subcommand)]
+pub enum VmCommand {
+    /// Fetch the base source, apply kernel-patches/series, configure and
+    /// build bzImage (cached by content). Prints the kernel's path.
+    Build(vm::BuildCmd),
+    /// Boot a kernel under virtme-ng and run CMD inside; exits with CMD's
+    /// status.
+    Run(vm::RunArgs),
+    /// Measure clean build, one-file rebuild and boot-to-command times.
+    Timing(vm::TimingArgs),
+    /// Make the kernel tree hold the series (applied and configured, not
+    /// built) and print its path.
+    Tree(vm::BuildArgs),
+    /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
+    /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
+    Icount(icount::IcountArgs),
+}
+
+pub fn vm_command(cmd: VmCommand) -> Result<ExitCode> {
+    match cmd {
+        VmCommand::Build(args) => vm::build_cmd(args),
+        VmCommand::Run(args) => vm::run_in_guest(args),
+        VmCommand::Timing(args) => vm::timing(args),
+        VmCommand::Tree(args) => vm::tree(args),
+        VmCommand::Icount(args) => icount::run(args),
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_vm::base::KernelBase;
 use fibneigh_vm::timing::{self, TimingRequest};
@@ -14,24 +14,6 @@ use fibneigh_vm::{
 };
 
 use super::progress;
-
-#[derive(Subcommand)]
-pub enum VmCommand {
-    /// Fetch the base source, apply kernel-patches/series, configure and
-    /// build bzImage (cached by content). Prints the kernel's path.
-    Build(BuildCmd),
-    /// Boot a kernel under virtme-ng and run CMD inside; exits with CMD's
-    /// status.
-    Run(RunArgs),
-    /// Measure clean build, one-file rebuild and boot-to-command times.
-    Timing(TimingArgs),
-    /// Make the kernel tree hold the series (applied and configured, not
-    /// built) and print its path.
-    Tree(BuildArgs),
-    /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
-    /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
-    Icount(super::icount::IcountArgs),
-}
 
 #[derive(Args, Clone)]
 pub struct BuildArgs {
@@ -176,36 +158,32 @@ pub struct TimingArgs {
     pub build: BuildArgs,
 }
 
-pub fn run(cmd: VmCommand) -> Result<ExitCode> {
-    match cmd {
-        VmCommand::Build(args) if args.clean => {
-            clean(&args.build)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        VmCommand::Build(args) => {
-            let mut req = build_request(&args.build)?;
-            req.ccache = !args.no_ccache;
-            let mut reporter = progress::reporter();
-            let image = vm::build(&req, reporter.as_mut()).context("failed to build the kernel")?;
-            describe(&image);
-            if let Some(p) = &args.json {
-                super::write_json(p, &image)?;
-            }
-            println!("{}", image.bzimage.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        VmCommand::Run(args) => run_in_guest(args),
-        VmCommand::Timing(args) => timing(args),
-        VmCommand::Icount(args) => super::icount::run(args),
-        VmCommand::Tree(args) => {
-            let req = build_request(&args)?;
-            let mut reporter = progress::reporter();
-            let tree = vm::prepare_tree(&req, reporter.as_mut())
-                .context("failed to prepare the kernel tree")?;
-            println!("{}", tree.path.display());
-            Ok(ExitCode::SUCCESS)
-        }
+/// `vm build`: build (or with --tree --clean, remove the worktree).
+pub fn build_cmd(args: BuildCmd) -> Result<ExitCode> {
+    if args.clean {
+        clean(&args.build)?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let mut req = build_request(&args.build)?;
+    req.ccache = !args.no_ccache;
+    let mut reporter = progress::reporter();
+    let image = vm::build(&req, reporter.as_mut()).context("failed to build the kernel")?;
+    describe(&image);
+    if let Some(p) = &args.json {
+        super::write_json(p, &image)?;
+    }
+    println!("{}", image.bzimage.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vm tree`: the tree with the series applied and configured.
+pub fn tree(args: BuildArgs) -> Result<ExitCode> {
+    let req = build_request(&args)?;
+    let mut reporter = progress::reporter();
+    let tree =
+        vm::prepare_tree(&req, reporter.as_mut()).context("failed to prepare the kernel tree")?;
+    println!("{}", tree.path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The repository: the nearest directory above the working directory that
@@ -358,7 +336,7 @@ pub fn run_guest(
     Ok(done.status)
 }
 
-fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
+pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     let kernel = match &args.kernel {
         Some(k) => k.clone(),
         None => build(&args.build)?.bzimage,
@@ -460,7 +438,7 @@ fn minutes(d: Duration) -> String {
 
 /// Clean build (fresh tree, ccache off), rebuild after touching
 /// net/core/filter.c, and boot-to-command for `true`.
-fn timing(args: TimingArgs) -> Result<ExitCode> {
+pub fn timing(args: TimingArgs) -> Result<ExitCode> {
     if args.build.tree.is_some() {
         bail!("vm timing measures the pipeline's own base (its clean build uses a private cache); --tree is not supported");
     }
