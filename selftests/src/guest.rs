@@ -1,0 +1,106 @@
+//! Running `test_progs` in a guest: the shell line, and the files it
+//! leaves for the host to read.
+
+use std::path::{Path, PathBuf};
+
+use crate::results::{parse_json_summary, results, JsonResult};
+use crate::{io, Error, Result};
+
+/// One run of `test_progs` inside a guest: the shell line the guest runs
+/// and the files it leaves in a directory shared with the host.
+#[derive(Debug, Clone)]
+pub struct GuestRun {
+    /// For `sh -c` in the guest.
+    pub script: String,
+    /// test_progs' own output.
+    pub output: PathBuf,
+    /// `--json-summary` (failures only) and `--list` (every test that
+    /// runs), for [`GuestRun::json_results`].
+    pub summary: Option<PathBuf>,
+    pub list: Option<PathBuf>,
+}
+
+fn quoted(p: &Path) -> String {
+    shell_quote(&p.to_string_lossy())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl GuestRun {
+    /// `test_progs -t SELECTOR`, its output into `out_dir/test_progs.out`
+    /// (and printed), exiting with test_progs' status.
+    pub fn plain(test_progs: &Path, selector: &str, out_dir: &Path) -> Result<GuestRun> {
+        let dir = test_progs.parent().unwrap_or(Path::new("."));
+        let output = out_dir.join("test_progs.out");
+        remove_stale(&output)?;
+        Ok(GuestRun {
+            script: format!(
+                "cd {} && ./test_progs -t {} > {out} 2>&1; rc=$?; cat {out}; exit $rc",
+                quoted(dir),
+                shell_quote(selector),
+                out = quoted(&output),
+            ),
+            output,
+            summary: None,
+            list: None,
+        })
+    }
+
+    /// `test_progs -t SELECTOR --list`, then `--json-summary`, into
+    /// `out_dir/LABEL.{list,json,out}`; the guest command always succeeds
+    /// (the results are in the files).
+    pub fn json(
+        test_progs: &Path,
+        selector: &str,
+        out_dir: &Path,
+        label: &str,
+    ) -> Result<GuestRun> {
+        let dir = test_progs.parent().unwrap_or(Path::new("."));
+        let summary = out_dir.join(format!("{label}.json"));
+        let list = out_dir.join(format!("{label}.list"));
+        let output = out_dir.join(format!("{label}.out"));
+        for f in [&summary, &list, &output] {
+            remove_stale(f)?;
+        }
+        let sel = shell_quote(selector);
+        Ok(GuestRun {
+            script: format!(
+                "cd {} && ./test_progs -t {sel} --list > {} 2>/dev/null; \
+                 ./test_progs -t {sel} --json-summary={} > {} 2>&1; true",
+                quoted(dir),
+                quoted(&list),
+                quoted(&summary),
+                quoted(&output),
+            ),
+            output,
+            summary: Some(summary),
+            list: Some(list),
+        })
+    }
+
+    /// The outcome of every listed test after a [`GuestRun::json`] run;
+    /// None when test_progs died before writing its summary.
+    pub fn json_results(&self) -> Result<Option<Vec<JsonResult>>> {
+        let (Some(summary), Some(list)) = (&self.summary, &self.list) else {
+            return Ok(None);
+        };
+        let Ok(text) = std::fs::read_to_string(summary) else {
+            return Ok(None);
+        };
+        let failures = parse_json_summary(&text).map_err(|source| Error::Json {
+            path: summary.clone(),
+            source,
+        })?;
+        let listed = io(std::fs::read_to_string(list), list)?;
+        Ok(Some(results(&listed, failures)))
+    }
+}
+
+fn remove_stale(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => io(Err(e), path),
+        _ => Ok(()),
+    }
+}
