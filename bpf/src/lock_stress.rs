@@ -89,7 +89,8 @@ impl LockStress {
             .replace(true)
             .handle(1)
             .priority(1)
-            .parent(u32::from(major), 0)
+            // libbpf takes the handle's major number in place (TC_H_MAJ).
+            .parent(u32::from(major) << 16, 0)
             .hook(TC_CUSTOM);
         attach::tc_hook(hook)
     }
