@@ -3,12 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use fibneigh::churn;
-use fibneigh::lab::Lab;
-use fibneigh::scenario::Support;
-use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh_bpf::Hook;
 use fibneigh_bpf::Policy;
 
@@ -44,33 +42,16 @@ pub fn run(args: ChurnArgs) -> Result<ExitCode> {
         bail!("--seconds must be at least 1");
     }
     let hooks = args.hook.clone();
-    stop::install().context("failed to install the signal handlers")?;
-    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
-    let support = Support::probe().context("failed to probe the kernel (are you root?)")?;
-    let missing = support.missing(args.policy.iter().fold(0, |f, p| f | p.required_flags()));
-    if !missing.is_empty() {
-        bail!(
-            "this kernel does not support {} (the series is not applied): run it in the patched VM",
-            missing.join(", ")
-        );
-    }
+    super::prepare_patched_run(args.policy.iter().fold(0, |f, p| f | p.required_flags()))?;
     let mut reports = Vec::new();
     let mut failed = 0;
     for policy in &args.policy {
         for hook in &hooks {
-            let r = match churn::run(*policy, *hook, args.family == 6, args.seconds, args.seed) {
-                Ok(r) => r,
-                Err(fibneigh::error::Error::Interrupted(_)) => {
-                    eprintln!("fibneigh: interrupted; the lab was removed");
-                    return Ok(ExitCode::from(EXIT_INTERRUPTED));
-                }
-                Err(e) => return Err(e).context("churn run failed"),
+            let run = churn::run(*policy, *hook, args.family == 6, args.seconds, args.seed);
+            let Some(r) = super::unless_interrupted(run, "churn run")? else {
+                return Ok(ExitCode::from(EXIT_INTERRUPTED));
             };
-            let leftovers = Lab::cleanup_leftovers().context("failed to look for leftovers")?;
-            let mut problems = r.problems.clone();
-            if !leftovers.is_empty() {
-                problems.push(format!("left behind: {}", leftovers.join(", ")));
-            }
+            let problems = super::with_leftovers(r.problems.clone())?;
             println!(
                 "churn {} {} v{}: {}s, {} actions ({} fills hit the table limit); sent {}, forwarder saw {} \
                  (redirect {}, redirect_neigh {}, pass {}, drop {}); recovered {}: {}",

@@ -4,12 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
-use fibneigh::lab::Lab;
 use fibneigh::lock_stress;
-use fibneigh::scenario::Support;
-use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh_bpf::flags;
 
 use super::write_json;
@@ -31,29 +29,13 @@ pub fn run(args: LockStressArgs) -> Result<ExitCode> {
     if args.seconds == 0 {
         bail!("--seconds must be at least 1");
     }
-    stop::install().context("failed to install the signal handlers")?;
-    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
-    let support = Support::probe().context("failed to probe the kernel (are you root?)")?;
-    let missing = support.missing(flags::NEIGH_STATE | flags::NEIGH_REFRESH);
-    if !missing.is_empty() {
-        bail!(
-            "this kernel does not support {} (the series is not applied): run it in the patched VM",
-            missing.join(", ")
-        );
-    }
-    let r = match lock_stress::run(args.seconds, args.seed) {
-        Ok(r) => r,
-        Err(fibneigh::error::Error::Interrupted(_)) => {
-            eprintln!("fibneigh: interrupted; the lab was removed");
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
-        }
-        Err(e) => return Err(e).context("lock-stress run failed"),
+    super::prepare_patched_run(flags::NEIGH_STATE | flags::NEIGH_REFRESH)?;
+    let Some(r) =
+        super::unless_interrupted(lock_stress::run(args.seconds, args.seed), "lock-stress run")?
+    else {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
     };
-    let leftovers = Lab::cleanup_leftovers().context("failed to look for leftovers")?;
-    let mut problems = r.problems.clone();
-    if !leftovers.is_empty() {
-        problems.push(format!("left behind: {}", leftovers.join(", ")));
-    }
+    let problems = super::with_leftovers(r.problems.clone())?;
     println!(
         "lock-stress: {}s, {} churn actions, {} frames through the htb qdisc, {} test runs on {} CPU(s)",
         r.seconds,

@@ -109,6 +109,47 @@ pub fn reserve_stdout_for_json(args: &[OsString]) -> Result<()> {
     Ok(())
 }
 
+/// Ready a lab run that needs the series' `flags` on the running kernel:
+/// the signal handlers installed, an earlier run's leftovers removed, and
+/// an error naming the flags the kernel lacks.
+pub fn prepare_patched_run(flags: u32) -> Result<()> {
+    fibneigh::stop::install().context("failed to install the signal handlers")?;
+    fibneigh::lab::Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
+    let support = fibneigh::scenario::Support::probe()
+        .context("failed to probe the kernel (are you root?)")?;
+    let missing = support.missing(flags);
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "this kernel does not support {} (the series is not applied): run it in the patched VM",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A lab run's result: `Ok(None)` when it was interrupted (its lab
+/// removed), after saying so; its other errors with `what` as context.
+pub fn unless_interrupted<T>(r: fibneigh::error::Result<T>, what: &str) -> Result<Option<T>> {
+    match r {
+        Ok(r) => Ok(Some(r)),
+        Err(fibneigh::error::Error::Interrupted(_)) => {
+            eprintln!("fibneigh: interrupted; the lab was removed");
+            Ok(None)
+        }
+        Err(e) => Err(e).context(format!("{what} failed")),
+    }
+}
+
+/// `problems` plus a line naming the lab namespaces a run left behind.
+pub fn with_leftovers(mut problems: Vec<String>) -> Result<Vec<String>> {
+    let leftovers =
+        fibneigh::lab::Lab::cleanup_leftovers().context("failed to look for leftovers")?;
+    if !leftovers.is_empty() {
+        problems.push(format!("left behind: {}", leftovers.join(", ")));
+    }
+    Ok(problems)
+}
+
 /// `fibneigh vm`'s subcommands: the kernel pipeline (`cli/vm.rs`) and the
 /// instruction counts (`cli/icount.rs`), dispatched here so that neither
 /// file imports the other for it.
