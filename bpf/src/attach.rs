@@ -75,11 +75,6 @@ pub(crate) fn tc_hook(mut hook: TcHook) -> Result<Attachment> {
     })
 }
 
-/// An interface index as libbpf's tc calls take it.
-pub(crate) fn ifindex_i32(ifindex: u32) -> Result<i32> {
-    to_i32(ifindex)
-}
-
 /// Attach the XDP program `prog` to `ifindex` with a BPF link.
 pub(crate) fn xdp(prog: &ProgramMut<'_>, ifindex: u32) -> Result<Attachment> {
     let link = prog
@@ -90,7 +85,8 @@ pub(crate) fn xdp(prog: &ProgramMut<'_>, ifindex: u32) -> Result<Attachment> {
     })
 }
 
-fn to_i32(ifindex: u32) -> Result<i32> {
+/// An interface index as libbpf's calls take it.
+pub(crate) fn to_i32(ifindex: u32) -> Result<i32> {
     i32::try_from(ifindex)
         .map_err(|_| libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::ENODEV)))
         .ctx("use the interface index")

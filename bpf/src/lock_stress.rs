@@ -85,7 +85,7 @@ impl LockStress {
     /// thread's network namespace; detached when the guard drops.
     pub fn attach_under_qdisc(&self, ifindex: u32, major: u16) -> Result<Attachment> {
         let hook = TcHookBuilder::new(self.skel.progs.lock_stress_qdisc.as_fd())
-            .ifindex(attach::ifindex_i32(ifindex)?)
+            .ifindex(attach::to_i32(ifindex)?)
             .replace(true)
             .handle(1)
             .priority(1)

@@ -1,7 +1,7 @@
 //! What the running kernel offers the project (`fibneigh probe`): its
 //! release, whether a tc and an XDP program calling `bpf_fib_lookup()` load
-//! and run, the series' flags (through [`Support::probe`], the one probe of
-//! them) and tcx.
+//! and run, the series' flags (through [`Support::from_probe`], the one
+//! probe of them, on the same loaded probe) and tcx.
 
 use fibneigh_bpf::probe::Probe;
 use fibneigh_bpf::{ret, FibParams, Hook};
@@ -35,7 +35,7 @@ impl Features {
         let lo = FibParams::forward(1, [127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 64);
         let fib_lookup_tc = ret::name(probe.lookup(Hook::Tc, &lo, 0)?.rc);
         let fib_lookup_xdp = ret::name(probe.lookup(Hook::Xdp, &lo, 0)?.rc);
-        let support = Support::probe()?;
+        let support = Support::from_probe(&mut probe)?;
         Ok(Features {
             release,
             fib_lookup_tc,

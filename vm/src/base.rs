@@ -1,6 +1,6 @@
 //! The kernel bases the project builds on, each named once with what it
-//! needs: the Debian source package and suite, where its series lives in
-//! the repository, and how a posted series is prefixed.
+//! needs: the Debian source package and suite, and where its series lives
+//! in the repository.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -47,14 +47,6 @@ impl KernelBase {
         match self {
             KernelBase::V7_3 => repo.join("kernel-patches"),
             KernelBase::V6_12 => repo.join("kernel-patches/6.12"),
-        }
-    }
-
-    /// The subject prefix of its posted series.
-    pub fn subject_prefix(self) -> &'static str {
-        match self {
-            KernelBase::V7_3 => "PATCH bpf-next",
-            KernelBase::V6_12 => "PATCH 6.12-downstream",
         }
     }
 }

@@ -36,13 +36,9 @@ pub fn run(args: FuzzArgs) -> Result<ExitCode> {
     stop::install().context("failed to install the signal handlers")?;
     Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
     let started = Instant::now();
-    let report = match fuzz::run(args.seed, args.lookups, args.forwarder_runs) {
-        Ok(r) => r,
-        Err(fibneigh::error::Error::Interrupted(_)) => {
-            eprintln!("fibneigh: interrupted; the lab was removed");
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
-        }
-        Err(e) => return Err(e).context("fuzz run failed"),
+    let run = fuzz::run(args.seed, args.lookups, args.forwarder_runs);
+    let Some(report) = super::unless_interrupted(run, "fuzz run")? else {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
     };
     println!(
         "fuzz: seed {}, {} lookups, {} forwarder runs in {:.1}s",

@@ -15,7 +15,11 @@ pub struct Support {
 impl Support {
     /// Probe the running kernel (needs root).
     pub fn probe() -> Result<Support, fibneigh_bpf::Error> {
-        let mut p = Probe::load()?;
+        Support::from_probe(&mut Probe::load()?)
+    }
+
+    /// What the kernel accepts, asked through a probe already loaded.
+    pub fn from_probe(p: &mut Probe) -> Result<Support, fibneigh_bpf::Error> {
         Ok(Support {
             neigh_state: p.accepts_flag(flags::NEIGH_STATE)?,
             neigh_refresh: p.accepts_flag(flags::NEIGH_REFRESH)?,
