@@ -207,7 +207,7 @@ tail -n 2 target/ci-logs/*.log
 # against the pristine base (the regression guard gated, the cost goals
 # reported), and the -Os series' counts twice identical. The kernels were
 # built above; this step boots them.
-step "instruction counts (QEMU TCG plugin): vm icount --with-pristine --check at -O2 (flags 0 and SKIP_NEIGH at most +10 over the pristine base, gated; the cost goals reported), -Os counts repeat"
+step "instruction counts (QEMU TCG plugin): vm icount --with-pristine --check at -O2 (flags 0 and SKIP_NEIGH at most +2 over the pristine base in every row, gated; the neighbour flags' goals reported), -Os counts repeat"
 cargo build -q -p fibneigh-icount-plugin
 cargo test -p fibneigh --test vm_icount -- --ignored --test-threads=1
 
