@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
 # Object growth of the series, the kernel way: scripts/bloat-o-meter on
 # net/core/filter.o built from the pristine and from the patched sources of
-# the pipeline's tree, with the same configuration (the tiny profile the
-# benchmarks use), plus the text size of both objects.
+# the pipeline's tree, with the same configuration, plus the text size of
+# both objects.
 #
-#   scripts/bloat.sh [7.3|6.12]        (default 7.3)
+#   scripts/bloat.sh [7.3|6.12] [o2|tiny]     (default 7.3 o2)
 #
-# Both objects are left in target/bloat/<base>/. The tree's files and their
-# modification times are restored, so the next kernel build recompiles
-# nothing because of this.
+# o2 is the tiny config plus kernel-patches/config-o2 (-O2, as distributions
+# build), tiny the fragment alone (-Os): the profiles of `fibneigh vm
+# icount`. Both objects are left in target/bloat/<base>-<profile>/. The
+# tree's files, its .config and their modification times are restored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:-7.3}
+profile=${2:-o2}
+case $profile in
+o2 | tiny) ;;
+*) echo "bloat.sh: profile must be o2 or tiny, not '$profile'" >&2; exit 2 ;;
+esac
 cargo build -q --bin fibneigh
 # The binary knows the bases (and refuses an unknown one, naming them).
 tree=$(target/debug/fibneigh vm tree --base "$base")
-out=$PWD/target/bloat/$base
+out=$PWD/target/bloat/$base-$profile
+patches=$PWD/kernel-patches
+[ "$base" = 7.3 ] || patches=$patches/$base
+fragments=("$patches/config")
+[ "$profile" = o2 ] && fragments+=("$patches/config-o2")
 mkdir -p "$out"
-files=(net/core/filter.c include/uapi/linux/bpf.h)
+files=(net/core/filter.c include/uapi/linux/bpf.h .config)
 cd "$tree"
 if git diff --quiet fibneigh-base -- net/core/filter.c; then
 	echo "bloat.sh: $tree's filter.c is the pristine one: is the series applied?" >&2
@@ -28,19 +38,31 @@ restore() {
 	for f in "${files[@]}"; do
 		[ -f "$f.bloat" ] && mv "$f.bloat" "$f"
 	done
+	# the generated headers follow the restored .config again
+	make -s olddefconfig >/dev/null 2>&1 || true
 	return 0
 }
 trap restore EXIT
 for f in "${files[@]}"; do
 	cp -p "$f" "$f.bloat"
+done
+make -s tinyconfig >/dev/null
+scripts/kconfig/merge_config.sh -m .config "${fragments[@]}" >/dev/null
+make -s olddefconfig
+want=CONFIG_CC_OPTIMIZE_FOR_SIZE
+[ "$profile" = o2 ] && want=CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE
+grep -qx "$want=y" .config || { echo "bloat.sh: the $profile config did not get $want" >&2; exit 1; }
+for f in net/core/filter.c include/uapi/linux/bpf.h; do
 	git show "fibneigh-base:$f" >"$f"
 done
 make -s net/core/filter.o
 cp net/core/filter.o "$out/filter-pristine.o"
-restore
+for f in net/core/filter.c include/uapi/linux/bpf.h; do
+	mv "$f.bloat" "$f"
+done
 touch net/core/filter.c
 make -s net/core/filter.o
 cp net/core/filter.o "$out/filter-patched.o"
-echo "bloat.sh: $base, net/core/filter.o, $(grep -E '^CONFIG_(CC_VERSION_TEXT)=' .config | cut -d= -f2-)"
+echo "bloat.sh: $base, $profile ($want), net/core/filter.o, $(grep -E '^CONFIG_(CC_VERSION_TEXT)=' .config | cut -d= -f2-)"
 ./scripts/bloat-o-meter "$out/filter-pristine.o" "$out/filter-patched.o"
 size "$out/filter-pristine.o" "$out/filter-patched.o"
