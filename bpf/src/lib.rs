@@ -9,6 +9,7 @@ pub mod example;
 pub mod forwarder;
 pub mod hook;
 pub mod lock_stress;
+pub mod object;
 pub mod params;
 pub mod probe;
 mod skel;
@@ -18,6 +19,7 @@ pub use announce::AnnounceFilter;
 pub use attach::{AttachIn, Attachment, EnteredNetns};
 pub use forwarder::{Counters, Forwarder, Policy};
 pub use hook::Hook;
+pub use object::ObjectProgram;
 pub use params::{flags, nud, ret, FibParams};
 pub use xdp_pass::XdpPass;
 
@@ -32,6 +34,12 @@ pub enum Error {
     },
     #[error("the program's global data is not memory-mapped (kernel lacks BPF_F_MMAPABLE?)")]
     NoGlobalData,
+    /// A BPF object given to the harness that it cannot use.
+    #[error("BPF object {}: {reason}", .path.display())]
+    Object {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("the {program} example program cannot attach at {asked}")]
     WrongHook {
         program: &'static str,

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod churn;
 pub mod error;
+pub mod external;
 pub mod features;
 pub mod fuzz;
 pub mod lab;
@@ -16,3 +17,4 @@ pub mod scenario;
 pub mod standard;
 pub mod stop;
 pub mod traffic;
+pub mod trial;

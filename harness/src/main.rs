@@ -34,6 +34,10 @@ enum Command {
     Cell(cli::scenarios::CellArgs),
     /// Run every scenario cell: table, JSON, SVG timelines, --check.
     Matrix(cli::scenarios::MatrixArgs),
+    /// Your forwarder on trial: the stale-neighbour scenarios against a
+    /// BPF object or a command-loaded forwarder (e.g. --xdp-forward),
+    /// judged from the wire.
+    Trial(cli::trial::TrialArgs),
     /// Benchmarks: ns per lookup by flag, packets per second by policy,
     /// recovery time by policy; one table, JSON, an SVG plot.
     Bench(cli::bench::BenchArgs),
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Selftests(args) => cli::selftests::run(args),
         Command::Cell(args) => cli::scenarios::cell(args),
         Command::Matrix(args) => cli::scenarios::matrix(args),
+        Command::Trial(args) => cli::trial::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Fuzz(args) => cli::fuzz::run(args),
         Command::Churn(args) => cli::churn::run(args),

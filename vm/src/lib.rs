@@ -25,6 +25,7 @@ pub mod tree;
 pub mod uml;
 pub mod vng;
 mod watch;
+pub mod xdp_tools;
 
 use std::fs;
 use std::path::PathBuf;

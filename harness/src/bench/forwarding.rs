@@ -433,8 +433,9 @@ fn measure(opts: &Options, support: Support) -> Result<Measurement> {
     let forwarders: Vec<Option<Forwarder>> = measurable
         .iter()
         .map(|p| match p {
-            // columns() does not offer the header's example.
-            PolicyChoice::KernelStack | PolicyChoice::Header => Ok(None),
+            // columns() offers neither the header's example nor an
+            // external forwarder.
+            PolicyChoice::KernelStack | PolicyChoice::Header | PolicyChoice::External => Ok(None),
             PolicyChoice::Prog(p) => Forwarder::load_with(*p, false).map(Some),
         })
         .collect::<Result<_, _>>()?;

@@ -12,6 +12,7 @@ pub mod probe;
 pub mod progress;
 pub mod scenarios;
 pub mod selftests;
+pub mod trial;
 pub mod vm;
 
 use std::ffi::OsString;
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 /// Exit code for a failure of the tool itself (as opposed to a guest
 /// command's own exit status, which `vm run` passes through).
@@ -178,6 +179,30 @@ pub fn vm_command(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::Timing(args) => vm::timing(args),
         VmCommand::Tree(args) => vm::tree(args),
         VmCommand::Icount(args) => icount::run(args),
+    }
+}
+
+/// The flow rate and recovery window of the traffic scenarios (`cell`,
+/// `matrix`, `trial`).
+#[derive(Args)]
+pub struct TimingArgs {
+    /// Flow rate in packets per second.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// How long to wait for recovery after the move, in ms [default:
+    /// 2000; with matrix --quick, meant for emulated machines, 4000].
+    #[arg(long)]
+    pub window_ms: Option<u64>,
+}
+
+impl TimingArgs {
+    pub fn options(&self, quick: bool) -> fibneigh::scenario::Options {
+        let default = if quick { 4000 } else { 2000 };
+        fibneigh::scenario::Options {
+            rate_pps: self.rate.max(1),
+            window: std::time::Duration::from_millis(self.window_ms.unwrap_or(default)),
+            ..fibneigh::scenario::Options::default()
+        }
     }
 }
 

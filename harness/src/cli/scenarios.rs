@@ -10,35 +10,13 @@ use clap::Args;
 use fibneigh::lab::Lab;
 use fibneigh::report;
 use fibneigh::scenario::{
-    self, Cell, CellResult, Family, Kind, MatrixReport, Options, Outcome, PolicyChoice, Scenario,
-    Spec, Support, Verdict,
+    self, Cell, CellResult, Family, Kind, MatrixReport, Outcome, PolicyChoice, Scenario, Spec,
+    Support, Verdict,
 };
 use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_bpf::Hook;
 
-use super::{write_file, write_json};
-
-#[derive(Args)]
-pub struct TimingArgs {
-    /// Flow rate in packets per second.
-    #[arg(long, default_value_t = 200)]
-    pub rate: u32,
-    /// How long to wait for recovery after the move, in ms [default:
-    /// 2000; with matrix --quick, meant for emulated machines, 4000].
-    #[arg(long)]
-    pub window_ms: Option<u64>,
-}
-
-impl TimingArgs {
-    fn options(&self, quick: bool) -> Options {
-        let default = if quick { 4000 } else { 2000 };
-        Options {
-            rate_pps: self.rate.max(1),
-            window: std::time::Duration::from_millis(self.window_ms.unwrap_or(default)),
-            ..Options::default()
-        }
-    }
-}
+use super::{write_file, write_json, TimingArgs};
 
 #[derive(Args)]
 pub struct CellArgs {

@@ -92,6 +92,9 @@ pub enum PolicyChoice {
     /// state-aware where the kernel has the series, else its fallback
     /// (tc: `bpf_redirect_neigh()`, XDP: the stack).
     Header,
+    /// A forwarder this project did not write (`fibneigh trial`), judged
+    /// from the wire only.
+    External,
 }
 
 impl PolicyChoice {
@@ -106,6 +109,7 @@ impl PolicyChoice {
             PolicyChoice::Prog(p) => p.name(),
             PolicyChoice::KernelStack => "kernel-stack",
             PolicyChoice::Header => "header",
+            PolicyChoice::External => "external",
         }
     }
 
@@ -114,7 +118,7 @@ impl PolicyChoice {
         match self {
             PolicyChoice::Prog(p) => p.required_flags(),
             // It works on every kernel: CO-RE picks its path at load time.
-            PolicyChoice::KernelStack | PolicyChoice::Header => 0,
+            PolicyChoice::KernelStack | PolicyChoice::Header | PolicyChoice::External => 0,
         }
     }
 

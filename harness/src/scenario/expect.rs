@@ -97,7 +97,9 @@ pub fn verdict(r: &CellResult) -> Verdict {
                     row.reported.map_or("-".into(), |n| n.name())
                 )),
             },
-            PolicyChoice::KernelStack | PolicyChoice::Header => Verdict::Unchecked,
+            PolicyChoice::KernelStack | PolicyChoice::Header | PolicyChoice::External => {
+                Verdict::Unchecked
+            }
         },
     }
 }
@@ -139,7 +141,7 @@ fn recovered_as_designed(r: &CellResult) -> Verdict {
             "always-neigh used bpf_redirect() for {} packet(s)",
             r.redirect
         )),
-        PolicyChoice::Prog(_) | PolicyChoice::Header => Verdict::Pass,
+        PolicyChoice::Prog(_) | PolicyChoice::Header | PolicyChoice::External => Verdict::Pass,
     }
 }
 
@@ -284,7 +286,7 @@ pub(crate) mod fixtures {
                 r.redirect_neigh = 10;
             }
             PolicyChoice::Prog(_) => r.redirect = 20,
-            PolicyChoice::KernelStack | PolicyChoice::Header => {}
+            PolicyChoice::KernelStack | PolicyChoice::Header | PolicyChoice::External => {}
         }
         r.finish(support);
         r

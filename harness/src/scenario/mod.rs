@@ -26,6 +26,7 @@ pub use run::object_digest;
 pub use spec::{cells, Kind, Spec};
 pub use support::Support;
 
+use crate::external::External;
 use crate::stop::Interrupted;
 
 /// Errors inside a cell end up in the cell's result, except
@@ -35,6 +36,17 @@ use crate::error::{Error, Result};
 /// Run one cell in a fresh lab. Failures of the cell end up in its
 /// result; only an interruption (SIGINT/SIGTERM) is an error here.
 pub fn run_case(cell: &Cell, support: &Support, opts: &Options) -> Result<CellResult, Interrupted> {
+    run_case_with(cell, support, opts, None)
+}
+
+/// [`run_case`] with `external` on the DUT instead of the cell's policy
+/// (`fibneigh trial`; the cell's policy is [`PolicyChoice::External`]).
+pub fn run_case_with(
+    cell: &Cell,
+    support: &Support,
+    opts: &Options,
+    external: Option<&External>,
+) -> Result<CellResult, Interrupted> {
     let started = std::time::Instant::now();
     let missing = support.missing(cell.policy.required_flags());
     let spec = Spec::of(cell.scenario);
@@ -47,7 +59,7 @@ pub fn run_case(cell: &Cell, support: &Support, opts: &Options) -> Result<CellRe
     }
     let outcome = match spec.kind {
         Kind::Lookups => state_matrix::run(cell),
-        Kind::Traffic => run::run(cell, spec, opts),
+        Kind::Traffic => run::run(cell, spec, opts, external),
     };
     let mut r = match outcome {
         Ok(r) => r,

@@ -140,6 +140,9 @@ pub struct CellResult {
     pub sent: u64,
     pub delivered_old: u64,
     pub delivered_new: u64,
+    /// Packets that reached the old MAC after the move (the dead MAC when
+    /// the move was not announced).
+    pub to_old_after_move: u64,
     /// Sent but delivered to nobody (old MAC after the move counts lost).
     pub lost: u64,
     /// ARP requests / NS for the nexthop from the DUT after the move.
@@ -161,6 +164,9 @@ pub struct CellResult {
     /// The header's example program only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<HeaderRun>,
+    /// `fibneigh trial` only: what the wire shows of the forwarder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
     /// The policy the cell is judged as on this kernel (the header's
     /// example: state-aware with the series, always-neigh without).
     pub judged_as: PolicyChoice,
@@ -179,6 +185,7 @@ impl CellResult {
             sent: 0,
             delivered_old: 0,
             delivered_new: 0,
+            to_old_after_move: 0,
             lost: 0,
             probes_unicast: 0,
             probes_multicast: 0,
@@ -194,6 +201,7 @@ impl CellResult {
             timeline: None,
             state_rows: Vec::new(),
             header: None,
+            diagnosis: None,
             judged_as: cell.policy,
             expect: None,
             verdict: Verdict::Unchecked,

@@ -16,6 +16,7 @@ use super::options::{NeighTimers, Options};
 use super::result::{CellResult, HeaderRun, Outcome, StateSample, Timeline};
 use super::spec::{Entry, Spec, Window};
 use crate::error::{Error, Result};
+use crate::external::External;
 use crate::lab::addr::{GW4, GW6, REMOTE4, REMOTE6, SERVICE4, SERVICE6};
 use crate::lab::plan::Route;
 use crate::lab::{addr, neigh, rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
@@ -101,7 +102,12 @@ fn start_sampler(
     )
 }
 
-pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult> {
+pub(super) fn run(
+    cell: &Cell,
+    spec: &Spec,
+    opts: &Options,
+    external: Option<&External>,
+) -> Result<CellResult> {
     let v6 = cell.v6();
     let n = Names::for_this_process();
     stop::check()?;
@@ -120,8 +126,15 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     let _sink_b = traffic::udp_sink(&n.host_b)?;
     place_service(&lab, &n, spec, &moving, nexthop, dst, mac1, v6)?;
 
-    // The forwarder on the DUT's client-facing device.
-    let fwd = Program::load(cell)?;
+    // The forwarder on the DUT's client-facing device, or somebody else's.
+    let fwd = match external {
+        Some(_) => Program::None,
+        None => Program::load(cell)?,
+    };
+    let external_attached = match (external, cell.hook) {
+        (Some(e), Some(_)) => Some(e.attach(&lab, &n)?),
+        _ => None,
+    };
     let _attached = match (&fwd, cell.hook) {
         (Program::None, _) | (_, None) => None,
         (Program::Forwarder(f), Some(hook)) => {
@@ -181,6 +194,9 @@ pub(super) fn run(cell: &Cell, spec: &Spec, opts: &Options) -> Result<CellResult
     let at_a = at_a.finish()?;
     let at_b = at_b.finish()?;
     let final_entry = lab.neigh_get(&n.dut, &n.dut_host_if, nexthop)?;
+    if let Some(a) = external_attached {
+        a.finish()?;
+    }
 
     let outcome = if move_at.is_none() {
         Outcome::Measured
@@ -413,6 +429,7 @@ pub(crate) fn fill(r: &mut CellResult, o: &Observed<'_>) {
         delivered.extend(seq(c));
     }
     r.sent = o.sent.len() as u64;
+    r.to_old_after_move = old.iter().filter(|c| c.t >= moved).count() as u64;
     r.delivered_old = old.len() as u64;
     r.delivered_new = new.len() as u64;
     r.lost = r.sent.saturating_sub(delivered.len() as u64);

@@ -1,0 +1,208 @@
+//! `fibneigh trial`: the stale-neighbour scenarios against a forwarder this
+//! project did not write, judged from the wire (see `fibneigh::trial`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fibneigh::external::ExternalSpec;
+use fibneigh::lab::Lab;
+use fibneigh::report;
+use fibneigh::scenario::{CellResult, Family, Scenario, Support, Verdict};
+use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh::trial::{self, Expectation};
+use fibneigh_bpf::Hook;
+use fibneigh_vm as vm;
+
+use super::{write_file, write_json, TimingArgs};
+
+#[derive(Args)]
+pub struct TrialArgs {
+    /// The forwarder as a BPF object file: the harness loads it as it is
+    /// and attaches its XDP or tc program to the DUT's client-facing device.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["attach", "xdp_forward"])]
+    pub object: Option<PathBuf>,
+    /// With --object: the program (name or section) to attach, when the
+    /// object has more than one XDP/tc program.
+    #[arg(long, requires = "object")]
+    pub program: Option<String>,
+    /// The forwarder as a command that attaches it, run with `sh -c`
+    /// inside the DUT's namespace: `{ifaces}` becomes the DUT's two
+    /// devices, `{ns}` the namespace (e.g. 'xdp-forward load -m native
+    /// {ifaces}').
+    #[arg(long, value_name = "CMD", requires_all = ["detach", "hook"], conflicts_with = "xdp_forward")]
+    pub attach: Option<String>,
+    /// With --attach: the command that detaches it (e.g. 'xdp-forward
+    /// unload {ifaces}'). Afterwards no XDP program and no tc filter may be
+    /// left on the DUT's devices.
+    #[arg(long, value_name = "CMD", requires = "attach")]
+    pub detach: Option<String>,
+    /// With --attach: where the forwarder runs (tc or xdp).
+    #[arg(long)]
+    pub hook: Option<Hook>,
+    /// xdp-forward from Debian trixie's xdp-tools, unmodified (fetched into
+    /// the cache on first use; run with trixie's own loader and libraries),
+    /// attached with 'xdp-forward load -m native {ifaces}'.
+    #[arg(long)]
+    pub xdp_forward: bool,
+    /// The forwarder's name in the tables and reports [default: the
+    /// object's file name, the first word of --attach, or xdp-forward].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Scenarios (repeatable) [default: ip-reassign, ip-reassign-garp,
+    /// reachable-fastpath, gateway].
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<Scenario>,
+    /// Address families (repeatable) [default: 4 and 6].
+    #[arg(long = "family")]
+    pub families: Vec<Family>,
+    /// SCENARIO=DIAGNOSIS (repeatable; black-holes, recovers or forwards):
+    /// fail unless the forwarder does that there.
+    #[arg(long = "expect", value_name = "SCENARIO=DIAGNOSIS")]
+    pub expect: Vec<Expectation>,
+    /// Write every result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the verdicts as JUnit XML here (a case per cell).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Cache directory (xdp-tools is unpacked there).
+    #[arg(long, env = "FIBNEIGH_CACHE", default_value_os_t = vm::default_cache_dir())]
+    pub cache_dir: PathBuf,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+fn spec(args: &TrialArgs) -> Result<ExternalSpec> {
+    if let Some(path) = &args.object {
+        if !path.is_file() {
+            bail!("--object {}: no such file", path.display());
+        }
+        let name = args.name.clone().unwrap_or_else(|| {
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "object".into())
+        });
+        return Ok(ExternalSpec::Object {
+            name,
+            path: path.clone(),
+            program: args.program.clone(),
+        });
+    }
+    if let (Some(attach), Some(detach), Some(hook)) = (&args.attach, &args.detach, args.hook) {
+        let name = args.name.clone().unwrap_or_else(|| {
+            attach
+                .split_whitespace()
+                .next()
+                .unwrap_or("command")
+                .to_string()
+        });
+        return Ok(ExternalSpec::Command {
+            name,
+            attach: attach.clone(),
+            detach: detach.clone(),
+            hook,
+        });
+    }
+    if args.xdp_forward {
+        let tools = vm::xdp_tools::XdpTools::ensure(&args.cache_dir).context(
+            "failed to fetch xdp-tools from Debian trixie (xdp-forward is not in bookworm)",
+        )?;
+        let bin = tools.shell_command("xdp-forward");
+        return Ok(ExternalSpec::Command {
+            name: args
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("xdp-forward {}", tools.version)),
+            attach: format!("{bin} load -m native {{ifaces}}"),
+            detach: format!("{bin} unload {{ifaces}}"),
+            hook: Hook::Xdp,
+        });
+    }
+    bail!("name the forwarder: --object PATH, --attach CMD --detach CMD --hook HOOK, or --xdp-forward")
+}
+
+pub fn run(args: TrialArgs) -> Result<ExitCode> {
+    let spec = spec(&args)?;
+    let scenarios = if args.scenarios.is_empty() {
+        trial::SCENARIOS.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let families = if args.families.is_empty() {
+        vec![Family::V4, Family::V6]
+    } else {
+        args.families.clone()
+    };
+    stop::install().context("failed to install the signal handlers")?;
+    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
+    let support = Support::probe().context("failed to probe the kernel (are you root?)")?;
+    let external = spec
+        .load()
+        .with_context(|| format!("forwarder {}", spec.name()))?;
+    let opts = args.timing.options(false);
+    let cells = trial::cells(&scenarios, &families, &external);
+    eprintln!(
+        "fibneigh trial: {} on {} cells ({}); kernel accepts NEIGH_STATE: {}, NEIGH_REFRESH: {}",
+        external.name(),
+        cells.len(),
+        external.hook().name(),
+        support.neigh_state,
+        support.neigh_refresh
+    );
+    let mut results: Vec<CellResult> = Vec::new();
+    let mut interrupted = false;
+    for (i, cell) in cells.iter().enumerate() {
+        match trial::run(cell, &support, &opts, &external, &args.expect) {
+            Ok(r) => {
+                eprintln!(
+                    "[{}/{}] {}: {}",
+                    i + 1,
+                    cells.len(),
+                    cell.id(),
+                    r.diagnosis.as_deref().unwrap_or("-")
+                );
+                results.push(r);
+            }
+            Err(_) => {
+                interrupted = true;
+                break;
+            }
+        }
+    }
+    println!("forwarder: {}", external.name());
+    print!("{}", report::render_table(&results));
+    for r in &results {
+        println!(
+            "{:<40} {}  [{}]",
+            r.cell.id(),
+            r.diagnosis.as_deref().unwrap_or("-"),
+            match &r.verdict {
+                Verdict::Pass => "as expected".to_string(),
+                Verdict::Fail(why) => format!("FAIL: {why}"),
+                Verdict::Unchecked => "no expectation".to_string(),
+            }
+        );
+    }
+    if let Some(p) = &args.json {
+        write_json(p, &results)?;
+    }
+    if let Some(p) = &args.junit {
+        write_file(p, &super::junit::matrix(&results)?)?;
+    }
+    if interrupted {
+        eprintln!("fibneigh: interrupted; the lab was removed");
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Fail(_)))
+        .count();
+    Ok(if failed > 0 {
+        eprintln!("fibneigh trial: {failed} cell(s) failed");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,286 @@
+//! `fibneigh trial`: the stale-neighbour scenarios against a forwarder this
+//! project did not write ([`External`]), in the same lab as every other
+//! cell. Its counters are unknown, so it is judged from the wire: packets
+//! at the old and the new host after the move, the DUT's probes, the final
+//! neighbour entry, the time to the first packet at the new MAC. The
+//! result of each cell is a [`Diagnosis`]; an expectation the user gives
+//! (`ip-reassign=black-holes`) turns it into a verdict.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::external::External;
+use crate::scenario::{
+    self, Cell, CellResult, Family, Options, Outcome, PolicyChoice, Scenario, Support, Verdict,
+};
+use crate::stop::Interrupted;
+
+/// The scenarios that make sense for a forwarder of unknown design: the
+/// unannounced move (forced STALE), the announced one (everyone should
+/// recover), the fast path, and a move of the route's gateway.
+pub const SCENARIOS: [Scenario; 4] = [
+    Scenario::IpReassign,
+    Scenario::IpReassignGarp,
+    Scenario::ReachableFastpath,
+    Scenario::Gateway,
+];
+
+/// What a cell shows about the forwarder, from the wire.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "diagnosis", rename_all = "kebab-case")]
+pub enum Diagnosis {
+    /// After the move nothing reached the new MAC within the window.
+    BlackHoles {
+        to_dead_mac: u64,
+        sent: u64,
+        final_state: Option<String>,
+    },
+    /// The first packet reached the new MAC `ms` after the move.
+    Recovers {
+        ms: f64,
+        lost: u64,
+        final_state: Option<String>,
+    },
+    /// Nothing moved: the forwarder delivered `delivered` of `sent`.
+    Forwards { delivered: u64, sent: u64 },
+    /// No packet reached any host.
+    NeverForwards { sent: u64 },
+    /// The cell could not run (the message names the step).
+    Error { message: String },
+}
+
+/// The kinds an expectation can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiagnosisKind {
+    BlackHoles,
+    Recovers,
+    Forwards,
+    NeverForwards,
+    Error,
+}
+
+impl DiagnosisKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DiagnosisKind::BlackHoles => "black-holes",
+            DiagnosisKind::Recovers => "recovers",
+            DiagnosisKind::Forwards => "forwards",
+            DiagnosisKind::NeverForwards => "never-forwards",
+            DiagnosisKind::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for DiagnosisKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DiagnosisKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "black-holes" => DiagnosisKind::BlackHoles,
+            "recovers" => DiagnosisKind::Recovers,
+            "forwards" => DiagnosisKind::Forwards,
+            other => {
+                return Err(format!(
+                    "unknown diagnosis {other:?} (expected black-holes, recovers or forwards)"
+                ))
+            }
+        })
+    }
+}
+
+impl Diagnosis {
+    /// Read `r` from the wire only.
+    pub fn of(r: &CellResult) -> Diagnosis {
+        let reached = r.delivered_old + r.delivered_new;
+        match &r.outcome {
+            Outcome::Error(message) => Diagnosis::Error {
+                message: message.clone(),
+            },
+            _ if reached == 0 => Diagnosis::NeverForwards { sent: r.sent },
+            Outcome::NotRecovered => Diagnosis::BlackHoles {
+                to_dead_mac: r.to_old_after_move,
+                sent: r.sent,
+                final_state: r.final_state.clone(),
+            },
+            Outcome::Recovered => Diagnosis::Recovers {
+                ms: r.recovery_ms.unwrap_or(0.0),
+                lost: r.lost,
+                final_state: r.final_state.clone(),
+            },
+            Outcome::Measured | Outcome::Unsupported => Diagnosis::Forwards {
+                delivered: reached,
+                sent: r.sent,
+            },
+        }
+    }
+
+    pub fn kind(&self) -> DiagnosisKind {
+        match self {
+            Diagnosis::BlackHoles { .. } => DiagnosisKind::BlackHoles,
+            Diagnosis::Recovers { .. } => DiagnosisKind::Recovers,
+            Diagnosis::Forwards { .. } => DiagnosisKind::Forwards,
+            Diagnosis::NeverForwards { .. } => DiagnosisKind::NeverForwards,
+            Diagnosis::Error { .. } => DiagnosisKind::Error,
+        }
+    }
+
+    /// One sentence for the table and the reports.
+    pub fn text(&self) -> String {
+        let entry = |s: &Option<String>| s.clone().unwrap_or_else(|| "gone".into());
+        match self {
+            Diagnosis::BlackHoles {
+                to_dead_mac,
+                sent,
+                final_state,
+            } => format!(
+                "black-holes after the move: {to_dead_mac} of {sent} packets to the dead MAC \
+                 after it, none to the new one, entry {} after the window",
+                entry(final_state)
+            ),
+            Diagnosis::Recovers {
+                ms,
+                lost,
+                final_state,
+            } => format!(
+                "recovers in {ms:.0} ms ({lost} packets lost), entry {}",
+                entry(final_state)
+            ),
+            Diagnosis::Forwards { delivered, sent } => {
+                format!("forwards {delivered} of {sent} packets")
+            }
+            Diagnosis::NeverForwards { sent } => {
+                format!("never forwards: none of {sent} packets reached a host")
+            }
+            Diagnosis::Error { message } => format!("error: {message}"),
+        }
+    }
+}
+
+/// An expectation: in `scenario`, the forwarder `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expectation {
+    pub scenario: Scenario,
+    pub kind: DiagnosisKind,
+}
+
+impl FromStr for Expectation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (scenario, kind) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected SCENARIO=DIAGNOSIS, got {s:?}"))?;
+        Ok(Expectation {
+            scenario: scenario.parse()?,
+            kind: kind.parse()?,
+        })
+    }
+}
+
+/// The verdict on `d` against the expectations for its scenario: a
+/// forwarder that never forwards or could not run fails whatever was
+/// expected; otherwise without an expectation the cell is unchecked.
+pub fn verdict(scenario: Scenario, d: &Diagnosis, expect: &[Expectation]) -> Verdict {
+    if let Diagnosis::NeverForwards { .. } | Diagnosis::Error { .. } = d {
+        return Verdict::Fail(d.text());
+    }
+    match expect.iter().find(|e| e.scenario == scenario) {
+        None => Verdict::Unchecked,
+        Some(e) if e.kind == d.kind() => Verdict::Pass,
+        Some(e) => Verdict::Fail(format!("expected it to {}, but it {}", e.kind, d.text())),
+    }
+}
+
+/// The trial's cells: `scenarios` x `families` at the forwarder's hook.
+pub fn cells(scenarios: &[Scenario], families: &[Family], external: &External) -> Vec<Cell> {
+    let mut out = Vec::new();
+    for &s in scenarios {
+        for &f in families {
+            out.push(Cell::new(s, PolicyChoice::External, f, external.hook()));
+        }
+    }
+    out
+}
+
+/// Run one cell with `external` on the DUT, diagnosed and judged.
+pub fn run(
+    cell: &Cell,
+    support: &Support,
+    opts: &Options,
+    external: &External,
+    expect: &[Expectation],
+) -> Result<CellResult, Interrupted> {
+    let mut r = scenario::run_case_with(cell, support, opts, Some(external))?;
+    let d = Diagnosis::of(&r);
+    r.verdict = verdict(cell.scenario, &d, expect);
+    r.diagnosis = Some(d.text());
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fibneigh_bpf::Hook;
+
+    fn result(outcome: Outcome) -> CellResult {
+        let cell = Cell::new(
+            Scenario::IpReassign,
+            PolicyChoice::External,
+            Family::V4,
+            Hook::Xdp,
+        );
+        let mut r = CellResult::new(cell, outcome);
+        r.sent = 400;
+        r.delivered_old = 390;
+        r.to_old_after_move = 200;
+        r.final_state = Some("STALE".into());
+        r
+    }
+
+    #[test]
+    fn the_wire_tells_black_holes_from_recovery() {
+        let d = Diagnosis::of(&result(Outcome::NotRecovered));
+        assert_eq!(d.kind(), DiagnosisKind::BlackHoles);
+        assert!(d.text().contains("200 of 400"), "{}", d.text());
+        assert!(d.text().contains("STALE"), "{}", d.text());
+
+        let mut r = result(Outcome::Recovered);
+        r.recovery_ms = Some(1234.4);
+        r.delivered_new = 10;
+        assert_eq!(Diagnosis::of(&r).kind(), DiagnosisKind::Recovers);
+        assert!(Diagnosis::of(&r).text().starts_with("recovers in 1234 ms"));
+
+        let mut none = result(Outcome::Measured);
+        none.delivered_old = 0;
+        assert_eq!(Diagnosis::of(&none).kind(), DiagnosisKind::NeverForwards);
+    }
+
+    #[test]
+    fn expectations_judge_and_a_silent_forwarder_fails_anyway() {
+        let e: Vec<Expectation> = ["ip-reassign=black-holes", "ip-reassign-garp=recovers"]
+            .iter()
+            .map(|s| s.parse().expect("parses"))
+            .collect();
+        let holes = Diagnosis::of(&result(Outcome::NotRecovered));
+        assert_eq!(verdict(Scenario::IpReassign, &holes, &e), Verdict::Pass);
+        assert!(matches!(
+            verdict(Scenario::IpReassignGarp, &holes, &e),
+            Verdict::Fail(_)
+        ));
+        assert_eq!(verdict(Scenario::Gateway, &holes, &e), Verdict::Unchecked);
+        let silent = Diagnosis::NeverForwards { sent: 5 };
+        assert!(matches!(
+            verdict(Scenario::Gateway, &silent, &e),
+            Verdict::Fail(_)
+        ));
+        assert!("ip-reassign".parse::<Expectation>().is_err());
+        assert!("ip-reassign=fine".parse::<Expectation>().is_err());
+    }
+}
