@@ -119,6 +119,9 @@ cargo test -p fibneigh --test lab_root -- --ignored --test-threads=1
 cargo test -p fibneigh --test scenarios_root -- --ignored --test-threads=1
 cargo test -p fibneigh --test bench_root -- --ignored --test-threads=1
 
+step "forwarder on trial (host): xdp-forward (Debian trixie's xdp-tools, fetched on first use) black-holes after an unannounced move and recovers when announced; the header's XDP example as an object; bad objects, failing commands, leftovers and Ctrl-C"
+cargo test -p fibneigh --test trial_root -- --ignored --test-threads=1
+
 step "host matrix (unpatched host kernel): baseline reproduces the bug, state-aware/refresh unsupported, the header's examples take the fallback"
 cargo run -q --bin fibneigh -- matrix --check --window-ms 4000 --expect-header-path fallback --json target/matrix-host/matrix.json --junit target/junit/matrix-host.xml --svg-dir target/matrix-host/svg
 
@@ -195,6 +198,10 @@ step "neighbour churn under traffic on the debug kernel: 30 s each for state-awa
 # htb).
 step "REFRESH under the kernel's locks on the debug kernel: cls_bpf under htb (root lock -> neigh->lock) and test runs on every vCPU, one entry kept forced STALE for 30 s; counts add up, no kernel bug report"
 "$bin" vm run --profile debug --timeout 1800 -- "$bin" lock-stress --seconds 30 --json target/lock-stress-vm/lock-stress.json
+
+step "forwarder on trial in the patched guest: xdp-forward still black-holes (it sets no new flag) and recovers when announced; the header's XDP example, an object like any other, recovers"
+"$bin" examples --out target/examples
+"$bin" vm run --timeout 1800 -- sh -c "'$bin' trial --xdp-forward --scenario ip-reassign --scenario ip-reassign-garp --window-ms 4000 --expect ip-reassign=black-holes --expect ip-reassign-garp=recovers --json target/trial-vm/xdp-forward.json --junit target/junit/trial-vm-xdp-forward.xml && '$bin' trial --object target/examples/xdp_router.bpf.o --scenario ip-reassign --window-ms 4000 --expect ip-reassign=recovers --json target/trial-vm/header-xdp.json --junit target/junit/trial-vm-header-xdp.xml"
 
 step "VM bench --quick (patched 7.3 kernel, emulated): every part runs with every flag"
 "$bin" vm run --timeout 1800 -- "$bin" bench --quick --require-supported --json target/bench-vm/bench-quick.json --svg target/bench-vm/bench-quick.svg

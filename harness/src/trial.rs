@@ -101,6 +101,9 @@ impl Diagnosis {
     pub fn of(r: &CellResult) -> Diagnosis {
         let reached = r.delivered_old + r.delivered_new;
         match &r.outcome {
+            Outcome::Error(message) if message == scenario::NO_FLOW_BEFORE_MOVE => {
+                Diagnosis::NeverForwards { sent: r.sent }
+            }
             Outcome::Error(message) => Diagnosis::Error {
                 message: message.clone(),
             },
@@ -155,6 +158,9 @@ impl Diagnosis {
             ),
             Diagnosis::Forwards { delivered, sent } => {
                 format!("forwards {delivered} of {sent} packets")
+            }
+            Diagnosis::NeverForwards { sent: 0 } => {
+                "never forwards: the flow never reached host A".into()
             }
             Diagnosis::NeverForwards { sent } => {
                 format!("never forwards: none of {sent} packets reached a host")

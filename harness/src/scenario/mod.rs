@@ -22,7 +22,7 @@ pub use result::{
     header_objects, header_objects_in_report, CellResult, Expect, MatrixReport, Outcome, StateRow,
     Verdict,
 };
-pub use run::object_digest;
+pub use run::{object_digest, NO_FLOW_BEFORE_MOVE};
 pub use spec::{cells, Kind, Spec};
 pub use support::Support;
 

@@ -323,6 +323,10 @@ fn place_service(
     Ok(())
 }
 
+/// The error of a cell whose flow never reached host A: nothing forwarded
+/// it (`fibneigh trial` diagnoses a forwarder that never forwards by it).
+pub const NO_FLOW_BEFORE_MOVE: &str = "the flow did not reach host A before the move";
+
 /// Warm-up: the flow reaches host A through the program (`at_a` counts
 /// its frames there), for at least the scenario's time before the move.
 fn warm_up(at_a: &AtomicU64, clock: Instant, spec: &Spec) -> Result<()> {
@@ -331,9 +335,7 @@ fn warm_up(at_a: &AtomicU64, clock: Instant, spec: &Spec) -> Result<()> {
     while at_a.load(Ordering::Relaxed) < 10 || clock.elapsed() < pre_move {
         stop::sleep(Duration::from_millis(10))?;
         if Instant::now() > warm_deadline {
-            return Err(Error::Setup(
-                "the flow did not reach host A before the move".into(),
-            ));
+            return Err(Error::Setup(NO_FLOW_BEFORE_MOVE.into()));
         }
     }
     Ok(())
