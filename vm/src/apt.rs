@@ -244,6 +244,21 @@ impl PrivateApt {
             .map(str::to_string))
     }
 
+    /// The candidate version of `package` from `suite`'s refreshed lists,
+    /// downloaded unless a copy is cached; an error names a package the
+    /// suite does not have.
+    pub fn fetch_candidate(&self, package: &str, suite: &str) -> Result<DebPackage> {
+        let version = self.candidate(package)?.ok_or_else(|| Error::Package {
+            package: package.to_string(),
+            suite: suite.to_string(),
+            reason: "not found in the suite's package lists".into(),
+        })?;
+        match self.cached(package, Some(&version))? {
+            Some(deb) => Ok(deb),
+            None => self.download(package, &version),
+        }
+    }
+
     /// Download `package` at `version` into the private `debs` directory.
     pub fn download(&self, package: &str, version: &str) -> Result<DebPackage> {
         let dir = self.root.join("debs");

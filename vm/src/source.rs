@@ -80,15 +80,7 @@ pub fn fetch(
                     ));
                     let mirror = apt::system_mirror(Path::new("/etc/apt"), suite)?;
                     apt.update(&mirror, suite)?;
-                    let version = apt.candidate(package)?.ok_or_else(|| Error::Package {
-                        package: package.clone(),
-                        suite: suite.clone(),
-                        reason: "not found in the suite's package lists".into(),
-                    })?;
-                    let deb = match apt.cached(package, Some(&version))? {
-                        Some(deb) => deb,
-                        None => apt.download(package, &version)?,
-                    };
+                    let deb = apt.fetch_candidate(package, suite)?;
                     reporter.event(Event::End(Phase::Fetch));
                     deb
                 }

@@ -66,19 +66,10 @@ impl XdpTools {
         let apt = PrivateApt::new(cache.join("apt").join(SUITE));
         let mirror = apt::system_mirror(Path::new("/etc/apt"), SUITE)?;
         apt.update(&mirror, SUITE)?;
-        let mut debs = Vec::new();
-        for package in PACKAGES {
-            let version = apt.candidate(package)?.ok_or_else(|| Error::Package {
-                package: package.into(),
-                suite: SUITE.into(),
-                reason: "not found in the suite's package lists".into(),
-            })?;
-            let deb = match apt.cached(package, Some(&version))? {
-                Some(deb) => deb,
-                None => apt.download(package, &version)?,
-            };
-            debs.push(deb);
-        }
+        let debs = PACKAGES
+            .iter()
+            .map(|p| apt.fetch_candidate(p, SUITE))
+            .collect::<Result<Vec<_>>>()?;
         let version = debs[0].version.clone();
         let root = cache.join("xdp-tools").join(&version);
         let partial = root.with_extension("partial");
