@@ -15,8 +15,8 @@ use fibneigh_bpf::Hook;
 use fibneigh_icount::Report;
 use fibneigh_vm::{self as vm, Accel, KernelImage};
 
-use super::vm::{self as cli_vm, BuildArgs};
 use super::write_json;
+use super::BuildArgs;
 
 /// The plugin's file name as `cargo build` leaves it next to `fibneigh`.
 pub const PLUGIN_FILE: &str = "libfibneigh_icount_plugin.so";
@@ -113,9 +113,9 @@ fn locate_plugin(given: Option<PathBuf>) -> Result<PathBuf> {
 /// pristine base's.
 fn kernel(args: &IcountArgs, pristine: bool) -> Result<KernelImage> {
     if !pristine {
-        return cli_vm::build(&args.build);
+        return super::build(&args.build);
     }
-    let req = cli_vm::build_request(&args.build)?.pristine()?;
+    let req = super::build_request(&args.build)?.pristine()?;
     vm::build(&req, super::progress::reporter().as_mut())
         .context("failed to build the pristine kernel")
 }
@@ -220,7 +220,7 @@ fn measure(
     let markers = symbols(&image.vmlinux, &MARKERS)?;
     // The guest writes into the repository (shared read-write); removed
     // with everything in it when this returns, failed or not.
-    let target = cli_vm::repo_root().join("target");
+    let target = super::repo_root().join("target");
     std::fs::create_dir_all(&target)
         .with_context(|| format!("failed to create {}", target.display()))?;
     let scratch = tempfile::Builder::new()
@@ -239,7 +239,7 @@ fn measure(
     let guest_out = scratch.path().join("guest.json");
     // A plugin only sees TCG's translation: KVM is never used here, and
     // one vCPU keeps the plugin's single counter exact.
-    let mut guest = cli_vm::guest(
+    let mut guest = super::guest(
         image.bzimage.clone(),
         Accel::Tcg,
         &args.build.cache_dir,
@@ -266,7 +266,7 @@ fn measure(
         plugin.display(),
         args.runs
     );
-    let status = match cli_vm::run_guest(
+    let status = match super::run_guest(
         &guest,
         command,
         Duration::from_secs(args.timeout),

@@ -19,12 +19,16 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
+use fibneigh::stop;
+use fibneigh_vm::base::KernelBase;
+use fibneigh_vm::{Accel, Arch, BuildRequest, Guest, KernelImage, Profile, SourceSpec};
 
 /// Exit code for a failure of the tool itself (as opposed to a guest
 /// command's own exit status, which `vm run` passes through).
@@ -166,7 +170,7 @@ pub enum VmCommand {
     Timing(vm::TimingArgs),
     /// Make the kernel tree hold the series (applied and configured, not
     /// built) and print its path.
-    Tree(vm::BuildArgs),
+    Tree(BuildArgs),
     /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
     /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
     Icount(icount::IcountArgs),
@@ -204,6 +208,199 @@ impl TimingArgs {
             ..fibneigh::scenario::Options::default()
         }
     }
+}
+
+// The kernel and guest arguments and steps `vm`, `icount` and
+// `selftests` share.
+
+#[derive(Args, Clone)]
+pub struct BuildArgs {
+    /// Cache directory for sources, trees and kernels.
+    #[arg(long, env = "FIBNEIGH_CACHE", default_value_os_t = fibneigh_vm::default_cache_dir())]
+    pub cache_dir: PathBuf,
+    /// Which base: 7.3 (Debian's linux-source-7.3 from trixie-backports,
+    /// series in kernel-patches/) or 6.12 (linux-source-6.12 from
+    /// bookworm-security, the LTS backport in kernel-patches/6.12/).
+    #[arg(long, default_value = "7.3")]
+    pub base: KernelBase,
+    /// Base source: a .tar.xz or an unpacked kernel tree, instead of the
+    /// Debian package (a tree is copied: the files its .gitignore does not
+    /// ignore, keyed by their content).
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+    /// A kernel git repository you have (e.g. a bpf-next clone): its HEAD,
+    /// plus the series, is built in a worktree in the cache; your branch,
+    /// index and working tree are left alone and uncommitted changes are
+    /// not built. `vm build --tree PATH --clean` removes the worktree.
+    #[arg(long, value_name = "PATH", conflicts_with = "source")]
+    pub tree: Option<PathBuf>,
+    /// Build the base without the series (e.g. --tree's HEAD as it is).
+    #[arg(long)]
+    pub no_series: bool,
+    /// Directory with the `series` file and patches.
+    #[arg(long)]
+    pub patches: Option<PathBuf>,
+    /// Kernel config fragment merged onto tinyconfig [default: `config`,
+    /// with --arch um `config-um`, in the patches directory].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Parallel make jobs (default: number of CPUs).
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// Ask the mirror for the newest package version even if one is cached.
+    #[arg(long)]
+    pub refresh_source: bool,
+    /// Build profile: tiny (the fragment alone), debug (plus the
+    /// `config-debug` fragment next to it: lockdep, KASAN, UBSAN, ...; for
+    /// correctness runs, never for benchmarks) or selftests (plus
+    /// `config-selftests`: what the BPF selftests of `selftests --diff`
+    /// need).
+    #[arg(long, value_enum, default_value_t = ProfileArg::Tiny)]
+    pub profile: ProfileArg,
+    /// Architecture: x86_64 (a bzImage booted under virtme-ng) or um
+    /// (User-Mode Linux: `kernel-patches/config-um`, the `linux` program,
+    /// run natively on the host CPU with interpreted BPF).
+    #[arg(long, value_enum, default_value_t = ArchArg::X86_64)]
+    pub arch: ArchArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchArg {
+    #[value(name = "x86_64")]
+    X86_64,
+    Um,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    Tiny,
+    Debug,
+    Selftests,
+    /// The tiny config at -O2 (CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE), as
+    /// distributions build; tiny is -Os.
+    O2,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AccelArg {
+    /// KVM if it can really run a guest here, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// The repository: the nearest directory above the working directory that
+/// holds `kernel-patches/series`, else the one this binary was built from.
+pub fn repo_root() -> PathBuf {
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cwd = std::env::current_dir().unwrap_or_else(|_| built_from.clone());
+    cwd.ancestors()
+        .find(|d| d.join("kernel-patches/series").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or(built_from)
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
+pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
+    let root = repo_root();
+    let (package, patches) = (args.base.source(), args.base.patches(&root));
+    let arch = match args.arch {
+        ArchArg::X86_64 => Arch::X86_64,
+        ArchArg::Um => Arch::Um,
+    };
+    let source = match (&args.tree, &args.source) {
+        (Some(tree), _) => SourceSpec::Tree(tree.clone()),
+        (None, Some(path)) => SourceSpec::Path(path.clone()),
+        (None, None) => package,
+    };
+    let req = BuildRequest {
+        cache_dir: args.cache_dir.clone(),
+        source,
+        config: args
+            .config
+            .clone()
+            .unwrap_or_else(|| patches.join(arch.fragment())),
+        patches: args.patches.clone().unwrap_or(patches),
+        profile: match args.profile {
+            ProfileArg::Tiny => Profile::Tiny,
+            ProfileArg::Debug => Profile::Debug,
+            ProfileArg::Selftests => Profile::Selftests,
+            ProfileArg::O2 => Profile::O2,
+        },
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        refresh_source: args.refresh_source,
+        ccache: true,
+        arch,
+    };
+    if args.no_series {
+        return Ok(req.pristine()?);
+    }
+    Ok(req)
+}
+
+pub fn build(args: &BuildArgs) -> Result<KernelImage> {
+    let req = build_request(args)?;
+    let mut reporter = progress::reporter();
+    fibneigh_vm::build(&req, reporter.as_mut()).context("failed to build the kernel")
+}
+
+pub fn accel(choice: AccelArg, cache: &Path) -> Accel {
+    match choice {
+        AccelArg::Kvm => Accel::Kvm,
+        AccelArg::Tcg => Accel::Tcg,
+        AccelArg::Auto => {
+            let probe = fibneigh_vm::detect_accel(&cache.join("tmp"));
+            eprintln!(
+                "accelerator: {} ({})",
+                match probe.accel {
+                    Accel::Kvm => "KVM",
+                    Accel::Tcg => "TCG",
+                },
+                probe.reason
+            );
+            probe.accel
+        }
+    }
+}
+
+/// A guest for `kernel` sharing the repository (and `rwdirs`) read-write,
+/// starting in the current directory; `memory`/`cpus` default as
+/// [`fibneigh_vm::RunRequest::default`] says.
+pub fn guest(kernel: PathBuf, accel: Accel, cache: &Path, rwdirs: &[PathBuf]) -> Guest {
+    let root = repo_root();
+    let mut dirs = vec![root.clone()];
+    dirs.extend(rwdirs.iter().cloned());
+    let mut guest = Guest::new(kernel, accel, cache.to_path_buf(), dirs);
+    guest.cwd = std::env::current_dir().unwrap_or(root);
+    guest
+}
+
+/// Boot `guest` and run `command`; its exit status, or an error naming the
+/// console log. SIGINT/SIGTERM stop the guest.
+pub fn run_guest(
+    guest: &Guest,
+    command: Vec<String>,
+    timeout: Duration,
+    keep_console: bool,
+) -> Result<std::process::ExitStatus> {
+    stop::install().context("failed to install the signal handlers")?;
+    let mut reporter = progress::reporter();
+    let done = guest
+        .run(
+            command,
+            timeout,
+            keep_console,
+            stop::flag(),
+            reporter.as_mut(),
+        )
+        .context("failed to run the guest")?;
+    if done.console_kept {
+        eprintln!("console log: {}", done.console_log.display());
+    }
+    Ok(done.status)
 }
 
 #[cfg(test)]

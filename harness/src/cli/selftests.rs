@@ -11,7 +11,7 @@ use clap::Args;
 use fibneigh::present::Table;
 use fibneigh_selftests as st;
 
-use super::vm::{self as cli_vm, AccelArg, BuildArgs};
+use super::{AccelArg, BuildArgs};
 
 #[derive(Args)]
 pub struct SelftestsArgs {
@@ -51,16 +51,16 @@ pub struct SelftestsArgs {
 }
 
 pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
-    if args.build.arch == cli_vm::ArchArg::Um {
+    if args.build.arch == super::ArchArg::Um {
         anyhow::bail!("selftests run under virtme-ng (x86_64) only; --arch um is not supported");
     }
     if args.diff {
         return run_diff(&args);
     }
-    let image = cli_vm::build(&args.build)?;
+    let image = super::build(&args.build)?;
     // The kernel may come from the cache while the tree holds another
     // series; test_progs must be built from this one.
-    let req = cli_vm::build_request(&args.build)?;
+    let req = super::build_request(&args.build)?;
     fibneigh_vm::prepare_tree(&req, super::progress::reporter().as_mut())
         .context("failed to prepare the kernel tree")?;
     let cache = args.build.cache_dir.clone();
@@ -89,13 +89,8 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
         .with_context(|| format!("failed to create {}", out_dir.display()))?;
     let run = st::GuestRun::plain(&test_progs, &args.tests, &out_dir)?;
     let kernel = args.kernel.clone().unwrap_or(image.bzimage.clone());
-    let guest = cli_vm::guest(
-        kernel,
-        cli_vm::accel(args.accel, &cache),
-        &cache,
-        &[out_dir],
-    );
-    let status = cli_vm::run_guest(
+    let guest = super::guest(kernel, super::accel(args.accel, &cache), &cache, &[out_dir]);
+    let status = super::run_guest(
         &guest,
         vec!["sh".into(), "-c".into(), run.script.clone()],
         Duration::from_secs(args.timeout),
@@ -157,14 +152,14 @@ fn run_json(
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("failed to create {}", out_dir.display()))?;
     let run = st::GuestRun::json(test_progs, selector, &out_dir, label)?;
-    let guest = cli_vm::guest(
+    let guest = super::guest(
         kernel.to_path_buf(),
-        cli_vm::accel(args.accel, &cache),
+        super::accel(args.accel, &cache),
         &cache,
         &[out_dir],
     );
     eprintln!("[selftests] {label}: {}", kernel.display());
-    cli_vm::run_guest(
+    super::run_guest(
         &guest,
         vec!["sh".into(), "-c".into(), run.script.clone()],
         Duration::from_secs(args.timeout),
@@ -183,11 +178,11 @@ fn run_json(
 fn run_diff(args: &SelftestsArgs) -> Result<ExitCode> {
     let cache = args.build.cache_dir.clone();
     // The pristine base: the same source, config and profile, no patches.
-    let pristine_req = cli_vm::build_request(&args.build)?.pristine()?;
+    let pristine_req = super::build_request(&args.build)?.pristine()?;
     let pristine = fibneigh_vm::build(&pristine_req, super::progress::reporter().as_mut())
         .context("failed to build the pristine kernel")?;
-    let patched = cli_vm::build(&args.build)?;
-    let req = cli_vm::build_request(&args.build)?;
+    let patched = super::build(&args.build)?;
+    let req = super::build_request(&args.build)?;
     fibneigh_vm::prepare_tree(&req, super::progress::reporter().as_mut())
         .context("failed to prepare the kernel tree")?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
