@@ -46,6 +46,10 @@ pub struct TrialArgs {
     /// attached with 'xdp-forward load -m native {ifaces}'.
     #[arg(long)]
     pub xdp_forward: bool,
+    /// With --xdp-forward: only fetch xdp-tools into the cache (if it is
+    /// not there) and print where it is; run nothing.
+    #[arg(long, requires = "xdp_forward")]
+    pub fetch_only: bool,
     /// The forwarder's name in the tables and reports [default: the
     /// object's file name, the first word of --attach, or xdp-forward].
     #[arg(long)]
@@ -124,6 +128,17 @@ fn spec(args: &TrialArgs) -> Result<ExternalSpec> {
 }
 
 pub fn run(args: TrialArgs) -> Result<ExitCode> {
+    if args.fetch_only {
+        let tools = vm::xdp_tools::XdpTools::ensure(&args.cache_dir).context(
+            "failed to fetch xdp-tools from Debian trixie (xdp-forward is not in bookworm)",
+        )?;
+        println!(
+            "xdp-tools {}: {}",
+            tools.version,
+            tools.binary("xdp-forward").display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let spec = spec(&args)?;
     let scenarios = if args.scenarios.is_empty() {
         trial::SCENARIOS.to_vec()
