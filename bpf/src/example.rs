@@ -157,6 +157,14 @@ impl Example {
         }
     }
 
+    /// A file descriptor of the program (for run-time statistics).
+    pub fn prog_fd(&self) -> BorrowedFd<'_> {
+        match &self.skel {
+            Skel::Tc(s) => s.progs.tc_router.as_fd(),
+            Skel::Xdp(s) => s.progs.xdp_router.as_fd(),
+        }
+    }
+
     /// Run the program once on `frame` (see `Forwarder::test_run`).
     pub fn test_run(&self, frame: &[u8], ingress_ifindex: u32) -> Result<u32> {
         let what = "test-run the example";

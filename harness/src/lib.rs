@@ -13,6 +13,7 @@ pub mod lock_stress;
 pub mod nud;
 pub mod present;
 pub mod report;
+pub mod scale;
 pub mod scenario;
 pub mod standard;
 pub mod stop;

@@ -49,6 +49,11 @@ enum Command {
     /// and overfill the nexthop's table while a flow is forwarded; then
     /// the flow must recover and the counters add up.
     Churn(cli::churn::ChurnArgs),
+    /// At scale: N nexthops (each its own entry and destination), a flow
+    /// spread over all of them, a fraction moved at once with no
+    /// announcement; recovery, dead-MAC frames, probes, CPU time and the
+    /// neighbour table's counters per policy, against N.
+    Scale(cli::scale::ScaleArgs),
     /// REFRESH under the kernel's locks (for the debug kernel): a cls_bpf
     /// filter under an htb qdisc and test runs on every CPU look up one
     /// entry that is kept forced STALE
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::Fuzz(args) => cli::fuzz::run(args),
         Command::Churn(args) => cli::churn::run(args),
+        Command::Scale(args) => cli::scale::run(args),
         Command::LockStress(args) => cli::lock_stress::run(args),
         Command::Examples(args) => cli::examples::run(args),
         Command::IcountGuest(args) => cli::icount::guest(args),

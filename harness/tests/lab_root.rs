@@ -123,6 +123,7 @@ fn a_failed_build_removes_what_it_made() {
         ns: names.switch.clone(),
         name: inner.clone(),
         ports: vec![],
+        mcast_snooping: true,
     });
     t.bridges.reverse();
     t.bridges[1].ports.push(inner);

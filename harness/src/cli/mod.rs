@@ -10,6 +10,7 @@ pub mod junit;
 pub mod lock_stress;
 pub mod probe;
 pub mod progress;
+pub mod scale;
 pub mod scenarios;
 pub mod selftests;
 pub mod trial;

@@ -99,9 +99,9 @@ impl Lab {
             })?;
         }
         for b in &t.bridges {
-            let (name, ports) = (b.name.clone(), b.ports.clone());
+            let (name, ports, snooping) = (b.name.clone(), b.ports.clone(), b.mcast_snooping);
             rtnl::with_netlink(&b.ns, |h| async move {
-                rtnl::add_bridge(&h, &name, &ports).await
+                rtnl::add_bridge(&h, &name, &ports, snooping).await
             })?;
         }
         for (ns, ifaces) in t.interfaces() {
@@ -232,21 +232,18 @@ impl Lab {
     pub fn add_addresses(&self, ns: &str, dev: &str, addrs: &[(IpAddr, u8)]) -> Result<()> {
         let (dev, addrs) = (dev.to_string(), addrs.to_vec());
         self.netlink(ns, |h| async move {
-            for (a, len) in addrs {
-                rtnl::add_address(&h, &dev, a, len).await?;
-            }
-            Ok(())
+            let index = rtnl::ifindex(&h, &dev).await?;
+            rtnl::add_addresses_at(&h, index, &addrs).await
         })
     }
 
-    /// Remove `addrs` (prefix lengths ignored) from `dev` in `ns`.
+    /// Remove `addrs` (address, prefix length, as added) from `dev` in
+    /// `ns`.
     pub fn del_addresses(&self, ns: &str, dev: &str, addrs: &[(IpAddr, u8)]) -> Result<()> {
         let (dev, addrs) = (dev.to_string(), addrs.to_vec());
         self.netlink(ns, |h| async move {
-            for (a, _) in addrs {
-                rtnl::del_address(&h, &dev, a).await?;
-            }
-            Ok(())
+            let index = rtnl::ifindex(&h, &dev).await?;
+            rtnl::del_addresses_at(&h, index, &addrs).await
         })
     }
 

@@ -218,9 +218,185 @@ pub fn sysctl(dev: &str, v6: bool, param: NeighSysctl) -> Result<String> {
     rtnl::read_sysctl(&param.key(dev, v6))
 }
 
+/// The neighbour table's garbage-collection thresholds for one family
+/// (`net/ipv{4,6}/neigh/default/gc_thresh{1,2,3}`). They belong to the
+/// kernel's one table per family, not to a namespace: whichever namespace
+/// writes them changes them for the whole machine. [`GcThresholds::raise`]
+/// puts the old values back when its guard drops (also on Ctrl-C; not if
+/// the process is killed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GcThresholds {
+    pub thresh1: u32,
+    pub thresh2: u32,
+    pub thresh3: u32,
+}
+
+impl GcThresholds {
+    fn key(v6: bool, i: u8) -> String {
+        let family = if v6 { "ipv6" } else { "ipv4" };
+        format!("net/{family}/neigh/default/gc_thresh{i}")
+    }
+
+    /// The thresholds now in force.
+    pub fn read(v6: bool) -> Result<Self> {
+        let get = |i| -> Result<u32> {
+            let key = Self::key(v6, i);
+            let text = rtnl::read_sysctl(&key)?;
+            text.parse().map_err(|_| super::Error::Io {
+                what: format!("read {key}"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("not a number: {text:?}"),
+                ),
+            })
+        };
+        Ok(GcThresholds {
+            thresh1: get(1)?,
+            thresh2: get(2)?,
+            thresh3: get(3)?,
+        })
+    }
+
+    /// Thresholds under which a table of `entries` (plus a quarter and
+    /// 256 for the rest of the machine's) is neither forced into garbage
+    /// collection (`gc_thresh2`) nor full (`gc_thresh3`, 256 above
+    /// that); never lower than `self`. `gc_thresh1` stays: the periodic
+    /// pass only removes entries unused for `gc_stale_time` (60 s), longer
+    /// than any run here.
+    pub fn for_entries(self, entries: u32) -> Self {
+        let soft = entries.saturating_add(entries / 4).saturating_add(256);
+        let thresh3 = self.thresh3.max(soft.saturating_add(256));
+        GcThresholds {
+            thresh1: self.thresh1,
+            thresh2: self.thresh2.max(soft).min(thresh3),
+            thresh3,
+        }
+    }
+
+    fn write(self, v6: bool) -> Result<()> {
+        // Raise the hard limit first and lower it last, so the three are
+        // never out of order on the way.
+        let order: [(u8, u32); 3] = [(3, self.thresh3), (2, self.thresh2), (1, self.thresh1)];
+        for (i, v) in order {
+            rtnl::write_sysctl(&Self::key(v6, i), &v.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Raise the thresholds of one family to [`for_entries`](Self::for_entries)
+    /// `entries`; the guard restores what was there. `None` if nothing
+    /// needed raising.
+    pub fn raise(v6: bool, entries: u32) -> Result<Option<GcGuard>> {
+        let old = Self::read(v6)?;
+        let new = old.for_entries(entries);
+        if new == old {
+            return Ok(None);
+        }
+        new.write(v6)?;
+        Ok(Some(GcGuard { v6, old, new }))
+    }
+}
+
+/// Raised GC thresholds (see [`GcThresholds::raise`]); restored on drop.
+#[derive(Debug)]
+pub struct GcGuard {
+    v6: bool,
+    pub old: GcThresholds,
+    pub new: GcThresholds,
+}
+
+impl Drop for GcGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.old.write(self.v6) {
+            eprintln!(
+                "warning: could not restore the IPv{} neighbour GC thresholds {:?}: {e}",
+                if self.v6 { 6 } else { 4 },
+                self.old
+            );
+        }
+    }
+}
+
+/// The counters of a neighbour table (`/proc/net/stat/arp_cache` or
+/// `ndisc_cache`, summed over CPUs; `entries` is the table's size), by
+/// the file's column names.
+pub fn table_stats(v6: bool) -> Result<std::collections::BTreeMap<String, u64>> {
+    let path = if v6 {
+        "/proc/net/stat/ndisc_cache"
+    } else {
+        "/proc/net/stat/arp_cache"
+    };
+    let text = std::fs::read_to_string(path).map_err(super::io_err(format!("read {path}")))?;
+    parse_table_stats(&text).ok_or_else(|| super::Error::Io {
+        what: format!("read {path}"),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected layout"),
+    })
+}
+
+/// The parser of [`table_stats`]: a header of names, then a line of hex
+/// numbers per CPU.
+pub fn parse_table_stats(text: &str) -> Option<std::collections::BTreeMap<String, u64>> {
+    let mut lines = text.lines();
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let mut out: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut rows = 0;
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let values: Vec<&str> = line.split_whitespace().collect();
+        if values.len() != names.len() {
+            return None;
+        }
+        for (name, v) in names.iter().zip(values) {
+            let v = u64::from_str_radix(v, 16).ok()?;
+            let slot = out.entry((*name).to_string()).or_default();
+            // The table's size is the same on every line, not per CPU.
+            if *name == "entries" {
+                *slot = v;
+            } else {
+                *slot += v;
+            }
+        }
+        rows += 1;
+    }
+    (rows > 0).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_stats_sum_over_cpus() {
+        let text = "entries  allocs  lookups  hits  forced_gc_runs  table_fulls\n\
+                    00000010  00000003  0000000a  00000002  00000000  00000001\n\
+                    00000010  00000001  00000005  00000001  00000002  00000000\n";
+        let s = parse_table_stats(text).expect("parses");
+        assert_eq!(s["entries"], 16);
+        assert_eq!(s["allocs"], 4);
+        assert_eq!(s["lookups"], 15);
+        assert_eq!(s["forced_gc_runs"], 2);
+        assert_eq!(s["table_fulls"], 1);
+        assert_eq!(parse_table_stats("entries lookups\n1\n"), None);
+        assert_eq!(parse_table_stats("entries\n"), None);
+    }
+
+    #[test]
+    fn gc_thresholds_only_rise() {
+        let cur = GcThresholds {
+            thresh1: 128,
+            thresh2: 512,
+            thresh3: 1024,
+        };
+        let t = cur.for_entries(16384);
+        assert_eq!((t.thresh1, t.thresh2, t.thresh3), (128, 20736, 20992));
+        // 64 entries fit the kernel's defaults.
+        assert_eq!(cur.for_entries(64), cur);
+        let big = GcThresholds {
+            thresh1: 100_000,
+            thresh2: 100_000,
+            thresh3: 100_000,
+        };
+        assert_eq!(big.for_entries(16384), big);
+    }
 
     #[test]
     fn sysctl_keys() {

@@ -77,6 +77,25 @@ pub mod addr {
     /// ... and the service behind it.
     pub const REMOTE4: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
     pub const REMOTE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 1);
+    /// At scale (`fibneigh scale`): a second, larger subnet on the host
+    /// segment for thousands of nexthops, the DUT's address in it ...
+    pub const SCALE_DUT4: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 1);
+    pub const SCALE_DUT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 3, 0, 0, 0, 0, 0, 1);
+    pub const SCALE_PREFIX4: u8 = 16;
+    pub const SCALE_PREFIX6: u8 = 64;
+    /// ... and the most nexthops it holds (see [`scale_nexthop`]).
+    pub const SCALE_MAX_NEXTHOPS: u32 = 65_000;
+
+    /// Nexthop `i` (below [`SCALE_MAX_NEXTHOPS`]) of the scale subnet:
+    /// 10.3.0.16 + i, or fd00:3::1:0 + i.
+    pub fn scale_nexthop(v6: bool, i: u32) -> IpAddr {
+        if v6 {
+            let base = u128::from(Ipv6Addr::new(0xfd00, 3, 0, 0, 0, 0, 1, 0));
+            IpAddr::V6(Ipv6Addr::from(base + u128::from(i)))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 3, 0, 16)) + i))
+        }
+    }
 }
 
 /// Names of the standard topology's namespaces and links for one prefix.
@@ -169,6 +188,10 @@ pub struct Bridge {
     pub ns: String,
     pub name: String,
     pub ports: Vec<String>,
+    /// IGMP/MLD snooping (the kernel's default, on). Off, the bridge floods
+    /// multicast, as a lab with thousands of IPv6 addresses behind it needs
+    /// (thousands of solicited-node groups, past the bridge's table).
+    pub mcast_snooping: bool,
 }
 
 /// An address on an interface.
@@ -260,6 +283,7 @@ impl Topology {
                     n.switch_a_port.clone(),
                     n.switch_b_port.clone(),
                 ],
+                mcast_snooping: true,
             }],
             addresses: vec![
                 v4(&n.client, &n.client_if, CLIENT4),

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use futures::TryStreamExt;
+use netlink_packet_route::link::InfoBridge;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::plan::Route;
@@ -82,9 +83,18 @@ pub async fn move_to_netns(h: &Handle, name: &str, ns_fd: RawFd) -> Result<()> {
 }
 
 /// Create bridge `name` (STP off, the default) and enslave `ports`.
-pub async fn add_bridge(h: &Handle, name: &str, ports: &[String]) -> Result<()> {
+pub async fn add_bridge(
+    h: &Handle,
+    name: &str,
+    ports: &[String],
+    mcast_snooping: bool,
+) -> Result<()> {
+    let mut bridge = LinkBridge::new(name);
+    if !mcast_snooping {
+        bridge = bridge.append_info_data(InfoBridge::MulticastSnooping(false));
+    }
     h.link()
-        .add(LinkBridge::new(name).build())
+        .add(bridge.build())
         .execute()
         .await
         .map_err(nl_err(format!("create bridge {name}")))?;
@@ -102,31 +112,50 @@ pub async fn add_bridge(h: &Handle, name: &str, ports: &[String]) -> Result<()> 
 /// Add `addr/prefix_len` to interface `name`.
 pub async fn add_address(h: &Handle, name: &str, addr: IpAddr, prefix_len: u8) -> Result<()> {
     let index = ifindex(h, name).await?;
-    h.address()
-        .add(index, addr, prefix_len)
-        .execute()
-        .await
-        .map_err(nl_err(format!("add {addr}/{prefix_len} to {name}")))
+    add_addresses_at(h, index, &[(addr, prefix_len)]).await
 }
 
-/// Remove `addr` (whatever its prefix length) from interface `name`.
-pub async fn del_address(h: &Handle, name: &str, addr: IpAddr) -> Result<()> {
-    let index = ifindex(h, name).await?;
-    let msgs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .set_address_filter(addr)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl_err(format!("list addresses of {name}")))?;
-    for m in msgs {
+/// Add every `(address, prefix length)` of `addrs` to interface `index`,
+/// one request each (thousands take a second or two).
+pub async fn add_addresses_at(h: &Handle, index: u32, addrs: &[(IpAddr, u8)]) -> Result<()> {
+    for &(addr, prefix_len) in addrs {
         h.address()
-            .del(m)
+            .add(index, addr, prefix_len)
             .execute()
             .await
-            .map_err(nl_err(format!("remove {addr} from {name}")))?;
+            .map_err(nl_err(format!(
+                "add {addr}/{prefix_len} to interface {index}"
+            )))?;
+    }
+    Ok(())
+}
+
+/// Remove every `(address, prefix length)` of `addrs`, as added, from
+/// interface `index`: one request each, no listing, so thousands go in
+/// seconds.
+pub async fn del_addresses_at(h: &Handle, index: u32, addrs: &[(IpAddr, u8)]) -> Result<()> {
+    use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+    use netlink_packet_route::AddressFamily;
+    for &(addr, prefix_len) in addrs {
+        let mut msg = AddressMessage::default();
+        msg.header.family = if addr.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        msg.header.prefix_len = prefix_len;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Address(addr));
+        if addr.is_ipv4() {
+            msg.attributes.push(AddressAttribute::Local(addr));
+        }
+        h.address()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(nl_err(format!(
+                "remove {addr}/{prefix_len} from interface {index}"
+            )))?;
     }
     Ok(())
 }

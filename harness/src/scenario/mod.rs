@@ -10,6 +10,7 @@
 pub mod cell;
 pub mod expect;
 pub mod options;
+pub(crate) mod program;
 pub mod result;
 mod run;
 pub mod spec;

@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fibneigh_bpf::example::{self, Example};
-use fibneigh_bpf::{nud, Counters, Forwarder};
+use fibneigh_bpf::example;
+use fibneigh_bpf::nud;
 use sha2::{Digest, Sha256};
 
-use super::cell::{pick, Cell, Family, PolicyChoice};
+use super::cell::{pick, Cell, Family};
 use super::options::{NeighTimers, Options};
-use super::result::{CellResult, HeaderRun, Outcome, StateSample, Timeline};
+use super::program::Program;
+use super::result::{CellResult, Outcome, StateSample, Timeline};
 use super::spec::{Entry, Spec, Window};
 use crate::error::{Error, Result};
 use crate::external::External;
@@ -129,21 +130,13 @@ pub(super) fn run(
     // The forwarder on the DUT's client-facing device, or somebody else's.
     let fwd = match external {
         Some(_) => Program::None,
-        None => Program::load(cell)?,
+        None => Program::load(cell.policy, cell.hook)?,
     };
     let external_attached = match (external, cell.hook) {
         (Some(e), Some(_)) => Some(e.attach(&lab, &n)?),
         _ => None,
     };
-    let _attached = match (&fwd, cell.hook) {
-        (Program::None, _) | (_, None) => None,
-        (Program::Forwarder(f), Some(hook)) => {
-            Some(lab.attach_forwarder(f, hook, &n.dut, &n.dut_client_if)?)
-        }
-        (Program::Example(e), Some(hook)) => {
-            Some(lab.attach_forwarder(e, hook, &n.dut, &n.dut_client_if)?)
-        }
-    };
+    let _attached = fwd.attach(&lab, cell.hook, &n.dut, &n.dut_client_if)?;
     let counters = |f: &Program| f.counters();
 
     // Captures, sampler, flow.
@@ -486,56 +479,10 @@ pub fn object_digest(hook: fibneigh_bpf::Hook) -> (&'static str, String) {
     (name, hex::encode(Sha256::digest(bytes)))
 }
 
-/// The program a traffic cell runs on the DUT.
-enum Program {
-    /// The kernel stack alone.
-    None,
-    Forwarder(Forwarder),
-    Example(Example),
-}
-
-impl Program {
-    fn load(cell: &Cell) -> Result<Program> {
-        Ok(match (cell.policy, cell.hook) {
-            (PolicyChoice::Prog(p), Some(_)) => Program::Forwarder(Forwarder::load(p)?),
-            (PolicyChoice::Header, Some(hook)) => Program::Example(Example::load(hook)?),
-            _ => Program::None,
-        })
-    }
-
-    /// The forwarder's counters, or the example's in the same terms.
-    fn counters(&self) -> Result<Counters> {
-        Ok(match self {
-            Program::None => Counters::default(),
-            Program::Forwarder(f) => f.counters()?,
-            Program::Example(e) => e.stats()?.as_counters(e.hook()),
-        })
-    }
-
-    /// For the example: the object it loaded and the path it took.
-    fn header_run(&self) -> Result<Option<HeaderRun>> {
-        let Program::Example(e) = self else {
-            return Ok(None);
-        };
-        let stats = e.stats()?;
-        let path = match stats.path() {
-            Some(p) => p.name().to_string(),
-            None if stats.on(example::Path::State) > 0 => "mixed".into(),
-            None => "none".into(),
-        };
-        let (name, sha256) = object_digest(e.hook());
-        Ok(Some(HeaderRun {
-            object: name.to_string(),
-            object_sha256: sha256,
-            path,
-        }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Scenario;
+    use crate::scenario::{PolicyChoice, Scenario};
     use crate::traffic::Classified;
     use fibneigh_bpf::Hook;
 

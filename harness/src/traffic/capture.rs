@@ -6,7 +6,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::{
-    classify, io_err, open_channel, spawn_in_ns, wait_ready, Classified, FrameKind, Result, Worker,
+    capture_socket, classify, io_err, open_channel_on, packet_drops, spawn_in_ns, wait_ready,
+    Classified, FrameKind, Result, Worker,
 };
 
 /// A frame seen at a capture point.
@@ -20,7 +21,9 @@ pub struct Captured {
 /// A running receiver thread; [`finish`](Self::finish) stops it and
 /// returns what it saw.
 pub struct Capture {
-    worker: Worker<Result<Vec<Captured>>>,
+    /// What it saw, and the frames the kernel dropped before it read them
+    /// (counted for a buffered capture only).
+    worker: Worker<Result<(Vec<Captured>, u64)>>,
     /// Flow frames addressed to `watch_dst` seen so far.
     pub watched: Arc<AtomicU64>,
 }
@@ -36,13 +39,46 @@ impl Capture {
         watch_dst: Option<[u8; 6]>,
         clock: Instant,
     ) -> Result<Capture> {
+        Self::start_with(ns, ifname, sources, watch_dst, clock, None)
+    }
+
+    /// [`start`](Self::start) on a socket with a receive buffer of
+    /// `rcvbuf` bytes, for thousands of frames a second;
+    /// [`finish_counted`](Self::finish_counted) says how many the kernel
+    /// still dropped.
+    pub fn start_buffered(
+        ns: &str,
+        ifname: &str,
+        sources: Vec<[u8; 6]>,
+        watch_dst: Option<[u8; 6]>,
+        clock: Instant,
+        rcvbuf: usize,
+    ) -> Result<Capture> {
+        Self::start_with(ns, ifname, sources, watch_dst, clock, Some(rcvbuf))
+    }
+
+    fn start_with(
+        ns: &str,
+        ifname: &str,
+        sources: Vec<[u8; 6]>,
+        watch_dst: Option<[u8; 6]>,
+        clock: Instant,
+        rcvbuf: Option<usize>,
+    ) -> Result<Capture> {
         let stop = Arc::new(AtomicBool::new(false));
         let watched = Arc::new(AtomicU64::new(0));
         let (ready_tx, ready_rx) = mpsc::channel();
         let ifname = ifname.to_string();
         let (stop2, watched2) = (stop.clone(), watched.clone());
         let handle = spawn_in_ns(ns, move || {
-            let opened = open_channel(&ifname, Some(Duration::from_millis(20)));
+            let fd = match rcvbuf.map(capture_socket).transpose() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = ready_tx.send(false);
+                    return Err(e);
+                }
+            };
+            let opened = open_channel_on(&ifname, Some(Duration::from_millis(20)), fd);
             let (_tx, mut rx) = match opened {
                 Ok(c) => {
                     let _ = ready_tx.send(true);
@@ -79,7 +115,10 @@ impl Capture {
                 }
                 seen.push(Captured { t, frame: c });
             }
-            Ok(seen)
+            // The channel (which owns `fd`) lives until the end of this
+            // closure.
+            let drops = fd.map(packet_drops).transpose()?.unwrap_or(0);
+            Ok((seen, drops))
         })?;
         let handle = wait_ready(ready_rx, handle)?;
         Ok(Capture {
@@ -90,6 +129,12 @@ impl Capture {
 
     /// Stop the thread and return what it captured.
     pub fn finish(self) -> Result<Vec<Captured>> {
+        Ok(self.worker.finish()??.0)
+    }
+
+    /// Stop the thread; what it captured and the frames the kernel
+    /// dropped before it could read them (0 unless buffered).
+    pub fn finish_counted(self) -> Result<(Vec<Captured>, u64)> {
         self.worker.finish()?
     }
 }

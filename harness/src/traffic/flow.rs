@@ -1,6 +1,7 @@
 //! The flow: frames of a `FlowSpec` at a fixed rate from a thread in a
-//! namespace, and single frames.
+//! namespace (to one destination, or spread over many), and single frames.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -21,6 +22,24 @@ impl Flow {
         let thread = start_flow(ns, ifname, spec, clock, stop.clone())?;
         Ok(Worker::new(stop, thread))
     }
+
+    /// A flow of `spec` whose frame `seq` goes to `dsts[seq % dsts.len()]`
+    /// (`spec.dst_ip` is not used): one rate, spread over every
+    /// destination in turn. Errors if `dsts` is empty.
+    pub fn start_spread(
+        ns: &str,
+        ifname: &str,
+        spec: FlowSpec,
+        dsts: Vec<IpAddr>,
+        clock: Instant,
+    ) -> Result<Flow> {
+        if dsts.is_empty() {
+            return Err(Error::NoDestination);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = send_loop(ns, ifname, spec, dsts, clock, stop.clone())?;
+        Ok(Worker::new(stop, thread))
+    }
 }
 
 /// Send frames of `spec`, sequence 0, 1, ..., at `spec.rate_pps` from
@@ -30,6 +49,18 @@ pub fn start_flow(
     ns: &str,
     ifname: &str,
     spec: FlowSpec,
+    clock: Instant,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<Result<Vec<Duration>>>> {
+    send_loop(ns, ifname, spec, vec![spec.dst_ip], clock, stop)
+}
+
+/// The sending thread of [`start_flow`] and [`Flow::start_spread`].
+fn send_loop(
+    ns: &str,
+    ifname: &str,
+    spec: FlowSpec,
+    dsts: Vec<IpAddr>,
     clock: Instant,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<Result<Vec<Duration>>>> {
@@ -57,7 +88,11 @@ pub fn start_flow(
             if due > now {
                 std::thread::sleep(due - now);
             }
-            let frame = flow_frame(&spec, seq);
+            let to = FlowSpec {
+                dst_ip: dsts[seq as usize % dsts.len()],
+                ..spec
+            };
+            let frame = flow_frame(&to, seq);
             if let Some(r) = tx.send_to(&frame, None) {
                 r.map_err(io_err(format!("send on {ifname}")))?;
             }

@@ -47,6 +47,8 @@ pub enum Error {
     NotEthernet(String),
     #[error("a traffic thread ended unexpectedly")]
     ThreadDied,
+    #[error("a flow needs at least one destination")]
+    NoDestination,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -88,13 +90,30 @@ pub fn open_channel(
     ifname: &str,
     read_timeout: Option<Duration>,
 ) -> Result<(Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>)> {
-    let iface = datalink::interfaces()
+    open_channel_on(ifname, read_timeout, None)
+}
+
+/// [`open_channel`] on `socket_fd` (see [`capture_socket`]) when given;
+/// the channel owns and closes it.
+fn open_channel_on(
+    ifname: &str,
+    read_timeout: Option<Duration>,
+    socket_fd: Option<i32>,
+) -> Result<(Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>)> {
+    let Some(iface) = datalink::interfaces()
         .into_iter()
         .find(|i| i.name == ifname)
-        .ok_or_else(|| Error::NoInterface(ifname.to_string()))?;
+    else {
+        if let Some(fd) = socket_fd {
+            // SAFETY: the descriptor is ours and nothing else holds it.
+            unsafe { libc::close(fd) };
+        }
+        return Err(Error::NoInterface(ifname.to_string()));
+    };
     let config = Config {
         read_timeout,
         read_buffer_size: 65536,
+        socket_fd,
         ..Default::default()
     };
     match datalink::channel(&iface, config)
@@ -103,6 +122,67 @@ pub fn open_channel(
         Channel::Ethernet(tx, rx) => Ok((tx, rx)),
         _ => Err(Error::NotEthernet(ifname.to_string())),
     }
+}
+
+/// An `AF_PACKET` socket for every protocol with a receive buffer of
+/// `rcvbuf` bytes (`SO_RCVBUFFORCE`: root), for a capture that must keep up
+/// with thousands of frames a second; [`open_channel_on`] binds it.
+fn capture_socket(rcvbuf: usize) -> Result<i32> {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain syscalls on a descriptor this function owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
+        if fd < 0 {
+            return Err(io_err("open a packet socket")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let size = i32::try_from(rcvbuf).unwrap_or(i32::MAX);
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        );
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(io_err("size a packet socket's receive buffer")(e));
+        }
+        Ok(fd)
+    }
+}
+
+/// Frames the kernel dropped on packet socket `fd` for want of room since
+/// the last call (`PACKET_STATISTICS`, which resets them).
+fn packet_drops(fd: i32) -> Result<u64> {
+    #[repr(C)]
+    struct TpacketStats {
+        packets: u32,
+        drops: u32,
+    }
+    let mut st = TpacketStats {
+        packets: 0,
+        drops: 0,
+    };
+    let mut len = std::mem::size_of::<TpacketStats>() as libc::socklen_t;
+    // SAFETY: `st` is a tpacket_stats of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut TpacketStats).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io_err("read a packet socket's statistics")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(u64::from(st.drops))
 }
 
 /// A thread that runs until its stop flag is set: stopped and joined by
