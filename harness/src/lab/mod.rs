@@ -275,6 +275,24 @@ impl Lab {
         })
     }
 
+    /// Give `ifname` in `ns` the MAC address `mac` (no announcement is
+    /// sent unless the namespace's `arp_notify` / `ndisc_notify` ask for
+    /// one; the lab's are off).
+    pub fn set_mac(&self, ns: &str, ifname: &str, mac: [u8; 6]) -> Result<()> {
+        let name = ifname.to_string();
+        self.netlink(ns, |h| async move {
+            h.link()
+                .set(
+                    rtnetlink::LinkUnspec::new_with_name(&name)
+                        .address(mac.to_vec())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(rtnl::nl_err(format!("set the MAC of {name}")))
+        })
+    }
+
     /// Add or replace a neighbour entry on `ifname` in `ns`.
     pub fn neigh_replace(&self, ns: &str, ifname: &str, spec: &NeighSpec) -> Result<()> {
         let (name, spec) = (ifname.to_string(), spec.clone());

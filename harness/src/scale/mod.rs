@@ -8,8 +8,11 @@
 //! table's own counters.
 //!
 //! The lab is the standard one (`Topology::standard`) plus a /16 (IPv4)
-//! or /64 (IPv6) on the host segment whose N addresses live on host A and
-//! move to host B; the switch floods multicast (thousands of
+//! or /64 (IPv6) on the host segment holding the N nexthops: those that
+//! stay on host A, those that move on host B, whose interface takes a new
+//! MAC at the move (one link change, so every moved nexthop moves at the
+//! same instant, as when a failover or a restarted VM brings the same IPs
+//! back on another NIC). The switch floods multicast (thousands of
 //! solicited-node groups are past a snooping bridge's table).
 
 mod observe;
@@ -193,8 +196,8 @@ pub struct ScaleResult {
     pub final_states: BTreeMap<String, u32>,
     /// Moved nexthops whose entry holds the new MAC at the end.
     pub final_new_mac: u32,
-    /// How long the move took (addresses off host A, onto host B, and for
-    /// `forced` every entry replaced).
+    /// How long the move took: host B's new MAC, and for `forced` the
+    /// moved nexthops' entries replaced to STALE (the others follow).
     pub move_ms: u64,
     /// The setup: addresses placed, entries installed.
     pub setup_ms: u64,

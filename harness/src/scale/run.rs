@@ -58,9 +58,10 @@ pub fn run(case: &ScaleCase, opts: &ScaleOptions) -> Result<ScaleResult> {
     let mac2 = lab.mac(&n.host_b, &n.host_b_if)?;
     let sysctls = set_timers(&lab, &n, case.stale, v6)?;
 
-    // The scale subnet: the DUT's address in it, the N nexthops on host A
-    // (host routes, so removing one never takes others with it), sinks so
-    // no ICMP comes back, and the DUT's entries, REACHABLE at host A.
+    // The scale subnet: the DUT's address in it; the nexthops that stay
+    // on host A, those that will move on host B (host routes, so removing
+    // one never takes others with it); sinks so no ICMP comes back; the
+    // DUT's entries, REACHABLE at each owner's MAC.
     let subnet = pick(case.family, addr::SCALE_DUT4, addr::SCALE_DUT6);
     let plen = if v6 {
         addr::SCALE_PREFIX6
@@ -70,12 +71,20 @@ pub fn run(case: &ScaleCase, opts: &ScaleOptions) -> Result<ScaleResult> {
     lab.add_addresses(&n.dut, &n.dut_host_if, &[(subnet, plen)])?;
     let host_len = if v6 { 128 } else { 32 };
     let nexthops: Vec<IpAddr> = (0..case.nexthops).map(|i| scale_nexthop(v6, i)).collect();
-    let all: Vec<(IpAddr, u8)> = nexthops.iter().map(|&a| (a, host_len)).collect();
-    lab.add_addresses(&n.host_a, &n.host_a_if, &all)?;
+    let moved = moved_indices(case.nexthops, case.moved_pct);
+    let moving: BTreeSet<u32> = moved.iter().copied().collect();
+    let (on_b, on_a): (Vec<u32>, Vec<u32>) = (0..case.nexthops).partition(|i| moving.contains(i));
+    let placed = |idx: &[u32]| -> Vec<(IpAddr, u8)> {
+        idx.iter().map(|&i| (nexthops[i as usize], host_len)).collect()
+    };
+    lab.add_addresses(&n.host_a, &n.host_a_if, &placed(&on_a))?;
+    lab.add_addresses(&n.host_b, &n.host_b_if, &placed(&on_b))?;
     stop::check()?;
     let _sink_a = traffic::udp_sink(&n.host_a)?;
     let _sink_b = traffic::udp_sink(&n.host_b)?;
-    set_entries(&lab, &n, &nexthops, mac1, nud::REACHABLE)?;
+    let addrs = |idx: &[u32]| -> Vec<IpAddr> { idx.iter().map(|&i| nexthops[i as usize]).collect() };
+    set_entries(&lab, &n, &addrs(&on_a), mac1, nud::REACHABLE)?;
+    set_entries(&lab, &n, &addrs(&on_b), mac2, nud::REACHABLE)?;
     stop::check()?;
 
     let fwd = Program::load(case.policy, case.hook)?;
@@ -89,7 +98,7 @@ pub fn run(case: &ScaleCase, opts: &ScaleOptions) -> Result<ScaleResult> {
         &n.switch,
         &n.switch_dut_port,
         vec![dut_mac],
-        Some(mac1),
+        None,
         clock,
         CAPTURE_RCVBUF,
     )?;
@@ -112,22 +121,21 @@ pub fn run(case: &ScaleCase, opts: &ScaleOptions) -> Result<ScaleResult> {
     let softirq_before = softirq_ms()?;
     let runs_before = prog_fd.map(run_stats).transpose()?;
 
-    // The move: a fraction of the nexthops leave host A for host B, no
-    // announcement reaches the DUT; `forced`: every entry STALE at the MAC
-    // it had (the moved ones at the now dead MAC).
+    // The move, at once: host B's interface (the moved nexthops' owner)
+    // takes a new MAC, no announcement reaches the DUT; `forced`: every
+    // entry STALE at the MAC it had, the moved ones (now at a dead MAC)
+    // first.
     lab.suppress_announcements(true)?;
     let move_at = clock.elapsed();
-    let moved = moved_indices(case.nexthops, case.moved_pct);
-    let moving: Vec<(IpAddr, u8)> = moved
-        .iter()
-        .map(|&i| (nexthops[i as usize], host_len))
-        .collect();
-    lab.del_addresses(&n.host_a, &n.host_a_if, &moving)?;
-    lab.add_addresses(&n.host_b, &n.host_b_if, &moving)?;
+    let new_mac = moved_mac(mac2);
+    lab.set_mac(&n.host_b, &n.host_b_if, new_mac)?;
     if case.stale == StaleBy::Forced {
-        set_entries(&lab, &n, &nexthops, mac1, nud::STALE)?;
+        set_entries(&lab, &n, &addrs(&on_b), mac2, nud::STALE)?;
     }
     let move_ms = (clock.elapsed() - move_at).as_millis() as u64;
+    if case.stale == StaleBy::Forced {
+        set_entries(&lab, &n, &addrs(&on_a), mac1, nud::STALE)?;
+    }
     let window = opts.window_for(case.nexthops);
     stop::sleep(window.saturating_sub(clock.elapsed() - move_at))?;
 
@@ -137,13 +145,13 @@ pub fn run(case: &ScaleCase, opts: &ScaleOptions) -> Result<ScaleResult> {
     let softirq = softirq_ms()?.saturating_sub(softirq_before);
     let table_after = Lab::in_ns(&n.dut, || neigh::table_stats(v6))??;
     let (captured, capture_drops) = wire.finish_counted()?;
-    let (final_states, final_new_mac) = final_entries(&lab, &n, &nexthops, &moved, mac2)?;
+    let (final_states, final_new_mac) = final_entries(&lab, &n, &nexthops, &moved, new_mac)?;
     let header_path = fwd.header_run()?.map(|h| h.path);
 
     let o = observe(
         &captured,
         dut_mac,
-        (mac1, mac2),
+        (mac2, new_mac),
         case.nexthops,
         &moved,
         move_at,
@@ -182,6 +190,15 @@ pub fn run(case: &ScaleCase, opts: &ScaleOptions) -> Result<ScaleResult> {
         header_path,
         problems: Vec::new(),
     })
+}
+
+/// The MAC host B's interface moves to: `mac` with its second byte
+/// changed (still unicast, locally administered).
+fn moved_mac(mac: [u8; 6]) -> [u8; 6] {
+    let mut m = mac;
+    m[0] = (m[0] | 0x02) & !0x01;
+    m[1] ^= 0x5a;
+    m
 }
 
 /// The DUT's neighbour timers for the case (returned for the report, with
@@ -323,6 +340,15 @@ fn parse_softirq_ticks(stat: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_new_mac_is_another_unicast_mac() {
+        let m = [0x52, 0x54, 0, 1, 2, 3];
+        let n = moved_mac(m);
+        assert_ne!(m, n);
+        assert_eq!(n[0] & 1, 0);
+        assert_eq!(moved_mac([0x03, 0, 0, 0, 0, 0])[0], 0x02);
+    }
 
     #[test]
     fn softirq_is_the_seventh_number() {

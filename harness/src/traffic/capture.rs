@@ -24,14 +24,15 @@ pub struct Capture {
     /// What it saw, and the frames the kernel dropped before it read them
     /// (counted for a buffered capture only).
     worker: Worker<Result<(Vec<Captured>, u64)>>,
-    /// Flow frames addressed to `watch_dst` seen so far.
+    /// Flow frames addressed to `watch_dst` (any, without one) seen so
+    /// far.
     pub watched: Arc<AtomicU64>,
 }
 
 impl Capture {
     /// Capture on `ifname` in namespace `ns` every frame whose source MAC
-    /// is in `sources`; count flow frames addressed to `watch_dst` live in
-    /// [`watched`](Self::watched). Returns once the channel is open.
+    /// is in `sources`; count flow frames addressed to `watch_dst` (every
+    /// flow frame, without one) live in [`watched`](Self::watched). Returns once the channel is open.
     pub fn start(
         ns: &str,
         ifname: &str,
@@ -110,7 +111,9 @@ impl Capture {
                 if !sources.contains(&c.src) {
                     continue;
                 }
-                if matches!(c.kind, FrameKind::Data { .. }) && Some(c.dst) == watch_dst {
+                if matches!(c.kind, FrameKind::Data { .. })
+                    && watch_dst.is_none_or(|d| d == c.dst)
+                {
                     watched2.fetch_add(1, Ordering::Relaxed);
                 }
                 seen.push(Captured { t, frame: c });
