@@ -156,6 +156,14 @@ fn draw(file: &Path, title: &str, q: &Quantity, rs: &[&ScaleResult]) -> Result<(
     chart
         .configure_mesh()
         .x_desc("nexthops (N)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| {
+            if *y >= 1.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y}")
+            }
+        })
         .y_desc(format!("{} (0 drawn at {FLOOR})", q.label))
         .draw()
         .map_err(|e| e.to_string())?;

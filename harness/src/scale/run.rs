@@ -75,14 +75,17 @@ pub fn run(case: &ScaleCase, opts: &ScaleOptions) -> Result<ScaleResult> {
     let moving: BTreeSet<u32> = moved.iter().copied().collect();
     let (on_b, on_a): (Vec<u32>, Vec<u32>) = (0..case.nexthops).partition(|i| moving.contains(i));
     let placed = |idx: &[u32]| -> Vec<(IpAddr, u8)> {
-        idx.iter().map(|&i| (nexthops[i as usize], host_len)).collect()
+        idx.iter()
+            .map(|&i| (nexthops[i as usize], host_len))
+            .collect()
     };
     lab.add_addresses(&n.host_a, &n.host_a_if, &placed(&on_a))?;
     lab.add_addresses(&n.host_b, &n.host_b_if, &placed(&on_b))?;
     stop::check()?;
     let _sink_a = traffic::udp_sink(&n.host_a)?;
     let _sink_b = traffic::udp_sink(&n.host_b)?;
-    let addrs = |idx: &[u32]| -> Vec<IpAddr> { idx.iter().map(|&i| nexthops[i as usize]).collect() };
+    let addrs =
+        |idx: &[u32]| -> Vec<IpAddr> { idx.iter().map(|&i| nexthops[i as usize]).collect() };
     set_entries(&lab, &n, &addrs(&on_a), mac1, nud::REACHABLE)?;
     set_entries(&lab, &n, &addrs(&on_b), mac2, nud::REACHABLE)?;
     stop::check()?;

@@ -111,8 +111,7 @@ impl Capture {
                 if !sources.contains(&c.src) {
                     continue;
                 }
-                if matches!(c.kind, FrameKind::Data { .. })
-                    && watch_dst.is_none_or(|d| d == c.dst)
+                if matches!(c.kind, FrameKind::Data { .. }) && watch_dst.is_none_or(|d| d == c.dst)
                 {
                     watched2.fetch_add(1, Ordering::Relaxed);
                 }
