@@ -19,9 +19,10 @@ use super::write_json;
 
 #[derive(Args)]
 pub struct ScaleArgs {
-    /// Numbers of nexthops (comma-separated), each its own neighbour entry
-    /// and destination.
-    #[arg(long, value_delimiter = ',', default_value = "1,64,1024")]
+    /// Numbers of nexthops (comma-separated, up to 65000), each its own
+    /// neighbour entry and destination. The stock GC thresholds (512 and
+    /// 1024) hold about 200; more needs --raise-gc-thresh.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,128")]
     pub nexthops: Vec<u32>,
     /// Percent of the nexthops moved at once (comma-separated; at least
     /// one nexthop moves).
@@ -155,6 +156,9 @@ pub fn run(args: ScaleArgs) -> Result<ExitCode> {
     }
     let mut problems = Vec::new();
     if args.check {
+        if results.is_empty() {
+            problems.push("no case ran: this kernel runs none of the policies asked for".into());
+        }
         scale::check(&mut results, patched);
         for r in &results {
             problems.extend(r.problems.iter().map(|p| format!("{}: {p}", r.id)));
@@ -211,6 +215,12 @@ fn validate(args: &ScaleArgs) -> Result<()> {
     }
     if args.rate == 0 {
         bail!("--rate must be at least 1");
+    }
+    if args.check && !args.policy.contains(&PolicyChoice::KernelStack) {
+        bail!(
+            "--check holds each policy's probes to the kernel stack's for the same case: \
+             add kernel-stack to --policy"
+        );
     }
     if args.window_ms == Some(0) {
         bail!("--window-ms must be at least 1");

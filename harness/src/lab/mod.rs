@@ -42,6 +42,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Bpf(#[from] fibneigh_bpf::Error),
+    #[error("interrupted")]
+    Interrupted,
     #[error("this lab has no announcement filter")]
     NoAnnounceFilter,
     #[error("failed to {what}: {source}")]
@@ -233,7 +235,7 @@ impl Lab {
         let (dev, addrs) = (dev.to_string(), addrs.to_vec());
         self.netlink(ns, |h| async move {
             let index = rtnl::ifindex(&h, &dev).await?;
-            rtnl::add_addresses_at(&h, index, &addrs).await
+            rtnl::add_addresses_at(&h, index, &dev, &addrs).await
         })
     }
 
@@ -243,7 +245,7 @@ impl Lab {
         let (dev, addrs) = (dev.to_string(), addrs.to_vec());
         self.netlink(ns, |h| async move {
             let index = rtnl::ifindex(&h, &dev).await?;
-            rtnl::del_addresses_at(&h, index, &addrs).await
+            rtnl::del_addresses_at(&h, index, &dev, &addrs).await
         })
     }
 

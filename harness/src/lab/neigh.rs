@@ -260,9 +260,10 @@ impl GcThresholds {
     /// Thresholds under which a table of `entries` (plus a quarter and
     /// 256 for the rest of the machine's) is neither forced into garbage
     /// collection (`gc_thresh2`) nor full (`gc_thresh3`, 256 above
-    /// that); never lower than `self`. `gc_thresh1` stays: the periodic
-    /// pass only removes entries unused for `gc_stale_time` (60 s), longer
-    /// than any run here.
+    /// that); never lower than `self`. `gc_thresh1` stays: above it the
+    /// periodic pass removes entries unused for the device's
+    /// `gc_stale_time`, which a caller that keeps idle entries raises on
+    /// its own device (a per-namespace setting, unlike these).
     pub fn for_entries(self, entries: u32) -> Self {
         let soft = entries.saturating_add(entries / 4).saturating_add(256);
         let thresh3 = self.thresh3.max(soft.saturating_add(256));
@@ -274,8 +275,7 @@ impl GcThresholds {
     }
 
     fn write(self, v6: bool) -> Result<()> {
-        // Raise the hard limit first and lower it last, so the three are
-        // never out of order on the way.
+        // The kernel does not require them ordered; each is one write.
         let order: [(u8, u32); 3] = [(3, self.thresh3), (2, self.thresh2), (1, self.thresh1)];
         for (i, v) in order {
             rtnl::write_sysctl(&Self::key(v6, i), &v.to_string())?;
@@ -292,12 +292,16 @@ impl GcThresholds {
         if new == old {
             return Ok(None);
         }
+        // The guard exists before the first write, so a write that fails
+        // half-way still puts the old values back.
+        let guard = GcGuard { v6, old, new };
         new.write(v6)?;
-        Ok(Some(GcGuard { v6, old, new }))
+        Ok(Some(guard))
     }
 }
 
-/// Raised GC thresholds (see [`GcThresholds::raise`]); restored on drop.
+/// Raised GC thresholds (see [`GcThresholds::raise`]); restored on drop
+/// unless someone else changed them in the meantime.
 #[derive(Debug)]
 pub struct GcGuard {
     v6: bool,
@@ -306,13 +310,38 @@ pub struct GcGuard {
 }
 
 impl Drop for GcGuard {
+    /// Each threshold still at the value this guard set goes back to the
+    /// old one; one that someone else changed during the run stays theirs
+    /// (and one never written, after a failed write, needs nothing).
     fn drop(&mut self) {
-        if let Err(e) = self.old.write(self.v6) {
-            eprintln!(
-                "warning: could not restore the IPv{} neighbour GC thresholds {:?}: {e}",
-                if self.v6 { 6 } else { 4 },
-                self.old
-            );
+        let family = if self.v6 { 6 } else { 4 };
+        let now = match GcThresholds::read(self.v6) {
+            Ok(now) => now,
+            Err(e) => {
+                eprintln!(
+                    "warning: could not read the IPv{family} neighbour GC thresholds to restore {:?}: {e}",
+                    self.old
+                );
+                return;
+            }
+        };
+        let fields = [
+            (3, now.thresh3, self.new.thresh3, self.old.thresh3),
+            (2, now.thresh2, self.new.thresh2, self.old.thresh2),
+            (1, now.thresh1, self.new.thresh1, self.old.thresh1),
+        ];
+        for (i, now, set, old) in fields {
+            if now == old {
+                continue;
+            }
+            let key = GcThresholds::key(self.v6, i);
+            if now != set {
+                eprintln!("warning: {key} changed during the run (to {now}); left as it is, not restored to {old}");
+                continue;
+            }
+            if let Err(e) = rtnl::write_sysctl(&key, &old.to_string()) {
+                eprintln!("warning: could not restore {key} to {old}: {e}");
+            }
         }
     }
 }

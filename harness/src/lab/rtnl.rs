@@ -112,28 +112,49 @@ pub async fn add_bridge(
 /// Add `addr/prefix_len` to interface `name`.
 pub async fn add_address(h: &Handle, name: &str, addr: IpAddr, prefix_len: u8) -> Result<()> {
     let index = ifindex(h, name).await?;
-    add_addresses_at(h, index, &[(addr, prefix_len)]).await
+    add_addresses_at(h, index, name, &[(addr, prefix_len)]).await
+}
+
+/// Every this many requests of a long batch, a stop request ends it.
+const STOP_CHECK_EVERY: usize = 256;
+
+fn check_stop(i: usize) -> Result<()> {
+    if i % STOP_CHECK_EVERY == STOP_CHECK_EVERY - 1 {
+        crate::stop::check().map_err(|_| super::Error::Interrupted)?;
+    }
+    Ok(())
 }
 
 /// Add every `(address, prefix length)` of `addrs` to interface `index`,
-/// one request each (thousands take a second or two).
-pub async fn add_addresses_at(h: &Handle, index: u32, addrs: &[(IpAddr, u8)]) -> Result<()> {
-    for &(addr, prefix_len) in addrs {
+/// one request each (thousands take a second or two); `name` is for
+/// messages. A stop request ends it early.
+pub async fn add_addresses_at(
+    h: &Handle,
+    index: u32,
+    name: &str,
+    addrs: &[(IpAddr, u8)],
+) -> Result<()> {
+    for (i, &(addr, prefix_len)) in addrs.iter().enumerate() {
+        check_stop(i)?;
         h.address()
             .add(index, addr, prefix_len)
             .execute()
             .await
-            .map_err(nl_err(format!(
-                "add {addr}/{prefix_len} to interface {index}"
-            )))?;
+            .map_err(nl_err(format!("add {addr}/{prefix_len} to {name}")))?;
     }
     Ok(())
 }
 
 /// Remove every `(address, prefix length)` of `addrs`, as added, from
 /// interface `index`: one request each, no listing, so thousands go in
-/// seconds.
-pub async fn del_addresses_at(h: &Handle, index: u32, addrs: &[(IpAddr, u8)]) -> Result<()> {
+/// seconds; `name` is for messages. It also runs in clean-up after a
+/// stop request, so it does not stop early.
+pub async fn del_addresses_at(
+    h: &Handle,
+    index: u32,
+    name: &str,
+    addrs: &[(IpAddr, u8)],
+) -> Result<()> {
     use netlink_packet_route::address::{AddressAttribute, AddressMessage};
     use netlink_packet_route::AddressFamily;
     for &(addr, prefix_len) in addrs {
@@ -153,9 +174,7 @@ pub async fn del_addresses_at(h: &Handle, index: u32, addrs: &[(IpAddr, u8)]) ->
             .del(msg)
             .execute()
             .await
-            .map_err(nl_err(format!(
-                "remove {addr}/{prefix_len} from interface {index}"
-            )))?;
+            .map_err(nl_err(format!("remove {addr}/{prefix_len} from {name}")))?;
     }
     Ok(())
 }

@@ -204,6 +204,9 @@ fn moved_mac(mac: [u8; 6]) -> [u8; 6] {
     m
 }
 
+/// The DUT's `gc_stale_time`: an hour, longer than any run.
+const GC_STALE_TIME_S: &str = "3600";
+
 /// The DUT's neighbour timers for the case (returned for the report, with
 /// the GC thresholds in force).
 fn set_timers(lab: &Lab, n: &Names, stale: StaleBy, v6: bool) -> Result<BTreeMap<String, String>> {
@@ -223,10 +226,16 @@ fn set_timers(lab: &Lab, n: &Names, stale: StaleBy, v6: bool) -> Result<BTreeMap
             (NeighSysctl::McastSolicit, SOLICIT),
         ],
     )?;
+    // No lock time, so a reply with the new MAC is taken at once; and no
+    // periodic GC of entries the flow has not used lately: with more
+    // entries than gc_thresh1 the kernel removes those unused for
+    // gc_stale_time (60 s), which a large N's set-up and warm-up outlast.
     let fam = if v6 { "ipv6" } else { "ipv4" };
-    let key = format!("net/{fam}/neigh/{}/locktime", n.dut_host_if);
-    Lab::in_ns(&n.dut, || rtnl::write_sysctl(&key, "0"))??;
-    sysctls.insert("locktime".into(), "0".into());
+    for (param, value) in [("locktime", "0"), ("gc_stale_time", GC_STALE_TIME_S)] {
+        let key = format!("net/{fam}/neigh/{}/{param}", n.dut_host_if);
+        Lab::in_ns(&n.dut, || rtnl::write_sysctl(&key, value))??;
+        sysctls.insert(param.into(), value.into());
+    }
     let gc = GcThresholds::read(v6)?;
     for (i, v) in [gc.thresh1, gc.thresh2, gc.thresh3].iter().enumerate() {
         sysctls.insert(format!("default/gc_thresh{}", i + 1), v.to_string());
@@ -239,7 +248,10 @@ fn set_entries(lab: &Lab, n: &Names, nexthops: &[IpAddr], mac: [u8; 6], state: u
     let (dev, list) = (n.dut_host_if.clone(), nexthops.to_vec());
     lab.netlink(&n.dut, |h| async move {
         let index = rtnl::ifindex(&h, &dev).await?;
-        for a in list {
+        for (i, a) in list.into_iter().enumerate() {
+            if i % 256 == 255 && crate::stop::requested() {
+                return Err(crate::lab::Error::Interrupted);
+            }
             neigh::replace(&h, index, &NeighSpec::new(a, Some(mac), state)).await?;
         }
         Ok(())

@@ -10,10 +10,14 @@ use super::{
     Classified, FrameKind, Result, Worker,
 };
 
+/// How long a buffered capture goes on reading its queue after the stop.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
 /// A frame seen at a capture point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Captured {
-    /// Since the run's clock started.
+    /// Since the run's clock started, when the capture read it (a
+    /// buffered capture behind its queue reads late).
     pub t: Duration,
     pub frame: Classified,
 }
@@ -91,7 +95,20 @@ impl Capture {
                 }
             };
             let mut seen = Vec::new();
-            while !stop2.load(Ordering::Relaxed) {
+            // After the stop, a buffered capture still reads what its
+            // queue holds (up to DRAIN_LIMIT), so the frames it counts
+            // are the ones that crossed before the stop.
+            let mut drain_until: Option<Instant> = None;
+            loop {
+                if drain_until.is_none() && stop2.load(Ordering::Relaxed) {
+                    if fd.is_none() {
+                        break;
+                    }
+                    drain_until = Some(Instant::now() + DRAIN_LIMIT);
+                }
+                if drain_until.is_some_and(|end| Instant::now() > end) {
+                    break;
+                }
                 let frame = match rx.next() {
                     Ok(f) => f,
                     Err(e)
@@ -102,7 +119,10 @@ impl Capture {
                                 | std::io::ErrorKind::Interrupted
                         ) =>
                     {
-                        continue
+                        if drain_until.is_some() && e.kind() != std::io::ErrorKind::Interrupted {
+                            break;
+                        }
+                        continue;
                     }
                     Err(e) => return Err(io_err(format!("capture on {ifname}"))(e)),
                 };

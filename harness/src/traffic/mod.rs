@@ -128,10 +128,11 @@ fn open_channel_on(
 /// `rcvbuf` bytes (`SO_RCVBUFFORCE`: root), for a capture that must keep up
 /// with thousands of frames a second; [`open_channel_on`] binds it.
 fn capture_socket(rcvbuf: usize) -> Result<i32> {
-    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // Protocol 0: nothing is queued until the bind names the interface
+    // (and ETH_P_ALL), so no frame of another interface gets in first.
     // SAFETY: plain syscalls on a descriptor this function owns.
     unsafe {
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return Err(io_err("open a packet socket")(
                 std::io::Error::last_os_error(),
