@@ -223,6 +223,9 @@ else
 	"$bin" vm run --timeout 1800 -- sh -c "$header_trial"
 fi
 
+step "at scale in the patched guest: 1024 nexthops, 10 % moved at once, every policy, tc and XDP; state-aware, refresh, always-neigh, the header's example and the stack recover every moved nexthop, baseline none, probes within 10x the stack's"
+"$bin" vm run --timeout 1800 -- "$bin" scale --nexthops 1024 --moved-pct 10 --family 4 --rate 1000 --raise-gc-thresh --check --json target/scale-vm/scale.json --svg-dir target/scale-vm/svg
+
 step "VM bench --quick (patched 7.3 kernel, emulated): every part runs with every flag"
 "$bin" vm run --timeout 1800 -- "$bin" bench --quick --require-supported --json target/bench-vm/bench-quick.json --svg target/bench-vm/bench-quick.svg
 
