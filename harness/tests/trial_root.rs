@@ -16,25 +16,8 @@ use fibneigh::scenario::{Family, Options, Outcome, Scenario, Support, Verdict};
 use fibneigh::trial::{self, Diagnosis, DiagnosisKind, Expectation};
 use fibneigh_bpf::Hook;
 
-fn no_namespace_left_by(pid: u32) {
-    let prefix = plan::run_prefix(pid);
-    let left: Vec<String> = netns::list()
-        .expect("list namespaces")
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
-}
-
-fn fibneigh(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
-        .args(args)
-        .output()
-        .expect("run fibneigh");
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.code(), text)
-}
+mod common;
+use common::{fibneigh_with as fibneigh, no_namespace_left_by};
 
 /// The header's example objects, written by `fibneigh examples`.
 fn examples() -> PathBuf {

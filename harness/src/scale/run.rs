@@ -17,21 +17,20 @@ use crate::lab::neigh::{self, GcThresholds};
 use crate::lab::{rtnl, Lab, Names, NeighSpec, NeighSysctl, Topology};
 use crate::scenario::pick;
 use crate::scenario::program::Program;
+use crate::scenario::run::{
+    DELAY_FIRST_PROBE_S, MCAST_SOLICIT, RETRANS_MS, SHORT_REACHABLE_MS, UCAST_SOLICIT,
+};
 use crate::stop;
 use crate::traffic::{self, Capture};
 
 /// The capture's socket buffer: seconds of frames at the rates used here.
 const CAPTURE_RCVBUF: usize = 64 << 20;
-/// Neighbour timers on the DUT's host-side device (as the scenarios'):
-/// DELAY 1 s, probes 100 ms apart, 3 unicast then 3 broadcast/multicast.
-const DELAY_FIRST_PROBE_S: u32 = 1;
-const RETRANS_MS: u32 = 100;
-const SOLICIT: u32 = 3;
-/// `forced`: nothing ages by itself during a case; `aged`: REACHABLE lasts
-/// 50..150 ms unconfirmed, and an entry the program never marks as used
-/// goes STALE at its first expiry (no DELAY).
+/// The DUT's neighbour timers are the scenarios' (DELAY 1 s, probes
+/// 100 ms apart, 3 unicast then 3 broadcast/multicast). `forced`: nothing
+/// ages by itself during a case; `aged`: REACHABLE lasts 50..150 ms
+/// unconfirmed, and an entry the program never marks as used goes STALE
+/// at its first expiry (no DELAY).
 const FORCED_REACHABLE_MS: u32 = 60_000;
-const AGED_REACHABLE_MS: u32 = 100;
 /// `aged`: how long the flow runs after the warm-up so every entry aged.
 const AGEING: Duration = Duration::from_millis(800);
 
@@ -212,7 +211,7 @@ const GC_STALE_TIME_S: &str = "3600";
 fn set_timers(lab: &Lab, n: &Names, stale: StaleBy, v6: bool) -> Result<BTreeMap<String, String>> {
     let (reachable, delay) = match stale {
         StaleBy::Forced => (FORCED_REACHABLE_MS, DELAY_FIRST_PROBE_S),
-        StaleBy::Aged => (AGED_REACHABLE_MS, 0),
+        StaleBy::Aged => (SHORT_REACHABLE_MS, 0),
     };
     let mut sysctls = lab.set_neigh_timers(
         &n.dut,
@@ -222,8 +221,8 @@ fn set_timers(lab: &Lab, n: &Names, stale: StaleBy, v6: bool) -> Result<BTreeMap
             (NeighSysctl::BaseReachableTimeMs, reachable),
             (NeighSysctl::DelayFirstProbeTime, delay),
             (NeighSysctl::RetransTimeMs, RETRANS_MS),
-            (NeighSysctl::UcastSolicit, SOLICIT),
-            (NeighSysctl::McastSolicit, SOLICIT),
+            (NeighSysctl::UcastSolicit, UCAST_SOLICIT),
+            (NeighSysctl::McastSolicit, MCAST_SOLICIT),
         ],
     )?;
     // No lock time, so a reply with the new MAC is taken at once; and no

@@ -12,7 +12,7 @@ pub mod expect;
 pub mod options;
 pub(crate) mod program;
 pub mod result;
-mod run;
+pub(crate) mod run;
 pub mod spec;
 mod state_matrix;
 pub mod support;

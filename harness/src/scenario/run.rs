@@ -26,12 +26,13 @@ use crate::traffic::{self, Capture, Captured, FrameKind, Worker};
 
 /// Neighbour timers on the DUT's host-side device: short, so a cell takes
 /// seconds (reported with every result).
-const DELAY_FIRST_PROBE_S: u32 = 1;
-const RETRANS_MS: u32 = 100;
-const UCAST_SOLICIT: u32 = 3;
-const MCAST_SOLICIT: u32 = 3;
+/// `scale` uses the same.
+pub(crate) const DELAY_FIRST_PROBE_S: u32 = 1;
+pub(crate) const RETRANS_MS: u32 = 100;
+pub(crate) const UCAST_SOLICIT: u32 = 3;
+pub(crate) const MCAST_SOLICIT: u32 = 3;
 /// ip-reassign-aged and managed: REACHABLE lasts 50..150 ms unconfirmed.
-const SHORT_REACHABLE_MS: u32 = 100;
+pub(crate) const SHORT_REACHABLE_MS: u32 = 100;
 const DEFAULT_REACHABLE_MS: u32 = 30_000;
 /// Delivery histogram bin.
 const BIN_MS: u64 = 50;

@@ -26,3 +26,22 @@ pub fn run(cmd: &mut Command) -> Output {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Run the binary with `args`; its exit code and its stderr then stdout.
+pub fn fibneigh_with(args: &[&str]) -> (Option<i32>, String) {
+    let out = fibneigh().args(args).output().expect("run fibneigh");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code(), text)
+}
+
+/// Fails the test if a lab namespace of process `pid` is left.
+pub fn no_namespace_left_by(pid: u32) {
+    let prefix = fibneigh::lab::plan::run_prefix(pid);
+    let left: Vec<String> = fibneigh::lab::netns::list()
+        .expect("list namespaces")
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
