@@ -11,13 +11,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use fibneigh::lab::neigh::GcThresholds;
-use fibneigh::lab::{netns, plan};
 use fibneigh::scale::{self, ScaleCase, ScaleOptions, StaleBy};
 use fibneigh::scenario::{Family, PolicyChoice};
 use fibneigh_bpf::{Hook, Policy};
 
 mod common;
-use common::{fibneigh_with as fibneigh, no_namespace_left_by};
+use common::{fibneigh_with as fibneigh, interrupt, lab_namespace_of, no_namespace_left_by};
 
 /// Baseline keeps all 6 moved nexthops (10 % of 64, rounded) at the dead
 /// MAC; the stack recovers every one, probing each (and re-validating the
@@ -139,29 +138,16 @@ fn gc_thresholds_are_refused_or_raised_and_restored_even_on_ctrl_c() {
         ])
         .spawn()
         .expect("spawn fibneigh");
-    let prefix = plan::run_prefix(child.id());
     let mut raised = false;
     for _ in 0..3000 {
         std::thread::sleep(Duration::from_millis(10));
         raised |= GcThresholds::read(false).expect("thresholds") != before;
-        if raised
-            && netns::list()
-                .unwrap_or_default()
-                .iter()
-                .any(|n| n.starts_with(&prefix))
-        {
+        if raised && lab_namespace_of(child.id()) {
             break;
         }
     }
     assert!(raised, "the run did not raise the thresholds");
     std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("send SIGINT");
-    let status = child.wait().expect("wait for fibneigh");
-    assert_eq!(status.code(), Some(130), "{status:?}");
-    no_namespace_left_by(child.id());
+    interrupt(&mut child);
     assert_eq!(GcThresholds::read(false).expect("thresholds"), before);
 }

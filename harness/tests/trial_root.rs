@@ -11,13 +11,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use fibneigh::external::ExternalSpec;
-use fibneigh::lab::{netns, plan};
 use fibneigh::scenario::{Family, Options, Outcome, Scenario, Support, Verdict};
 use fibneigh::trial::{self, Diagnosis, DiagnosisKind, Expectation};
 use fibneigh_bpf::Hook;
 
 mod common;
-use common::{fibneigh_with as fibneigh, no_namespace_left_by};
+use common::{fibneigh_with as fibneigh, interrupt, lab_namespace_of, no_namespace_left_by};
 
 /// The header's example objects, written by `fibneigh examples`.
 fn examples() -> PathBuf {
@@ -214,24 +213,12 @@ fn sigint_mid_trial_leaves_nothing_behind() {
         ])
         .spawn()
         .expect("spawn fibneigh");
-    let prefix = plan::run_prefix(child.id());
     for _ in 0..3000 {
         std::thread::sleep(Duration::from_millis(10));
-        if netns::list()
-            .unwrap_or_default()
-            .iter()
-            .any(|n| n.starts_with(&prefix))
-        {
+        if lab_namespace_of(child.id()) {
             break;
         }
     }
     std::thread::sleep(Duration::from_millis(1500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("send SIGINT");
-    let status = child.wait().expect("wait for fibneigh");
-    assert_eq!(status.code(), Some(130), "{status:?}");
-    no_namespace_left_by(child.id());
+    interrupt(&mut child);
 }

@@ -45,3 +45,24 @@ pub fn no_namespace_left_by(pid: u32) {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// Whether a lab namespace of process `pid` exists now.
+pub fn lab_namespace_of(pid: u32) -> bool {
+    let prefix = fibneigh::lab::plan::run_prefix(pid);
+    fibneigh::lab::netns::list()
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.starts_with(&prefix))
+}
+
+/// Ctrl-C `child` (SIGINT); it must exit 130 with no lab namespace left.
+pub fn interrupt(child: &mut std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("send SIGINT");
+    let status = child.wait().expect("wait for fibneigh");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    no_namespace_left_by(child.id());
+}
