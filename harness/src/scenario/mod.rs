@@ -19,11 +19,12 @@ pub mod support;
 
 pub use cell::{pick, service, Cell, Family, PolicyChoice, Scenario};
 pub use options::{NeighTimers, Options};
+pub use program::object_digest;
 pub use result::{
     header_objects, header_objects_in_report, CellResult, Expect, MatrixReport, Outcome, StateRow,
     Verdict,
 };
-pub use run::{object_digest, NO_FLOW_BEFORE_MOVE};
+pub use run::NO_FLOW_BEFORE_MOVE;
 pub use spec::{cells, Kind, Spec};
 pub use support::Support;
 

@@ -5,10 +5,10 @@ use std::os::fd::BorrowedFd;
 
 use fibneigh_bpf::example::{self, Example};
 use fibneigh_bpf::{Counters, Forwarder, Hook};
+use sha2::{Digest, Sha256};
 
 use super::cell::PolicyChoice;
 use super::result::HeaderRun;
-use super::run::object_digest;
 use crate::error::Result;
 use crate::lab::{ForwarderAttached, Lab};
 
@@ -82,4 +82,11 @@ impl Program {
             path,
         }))
     }
+}
+
+/// The file name and SHA-256 (hex) of the header's example object for
+/// `hook`: what a `header` cell loads and what `fibneigh examples` writes.
+pub fn object_digest(hook: fibneigh_bpf::Hook) -> (&'static str, String) {
+    let (name, bytes) = example::object(hook);
+    (name, hex::encode(Sha256::digest(bytes)))
 }

@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fibneigh_bpf::example;
 use fibneigh_bpf::nud;
-use sha2::{Digest, Sha256};
 
 use super::cell::{pick, Cell, Family};
 use super::options::{NeighTimers, Options};
@@ -471,13 +469,6 @@ pub(crate) fn fill(r: &mut CellResult, o: &Observed<'_>) {
             })
             .collect(),
     });
-}
-
-/// The file name and SHA-256 (hex) of the header's example object for
-/// `hook`: what a `header` cell loads and what `fibneigh examples` writes.
-pub fn object_digest(hook: fibneigh_bpf::Hook) -> (&'static str, String) {
-    let (name, bytes) = example::object(hook);
-    (name, hex::encode(Sha256::digest(bytes)))
 }
 
 #[cfg(test)]
