@@ -152,6 +152,13 @@ pub fn run(args: ScaleArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INTERRUPTED));
         };
         println!("[{}/{}] {}", i + 1, cases.len(), line(&r));
+        if r.sender_fell_behind() {
+            eprintln!(
+                "warning: {}: the flow reached {:.0} of the {} pps asked for (this machine caps it); \
+                 the {} ms window assumed {} pps, so a destination came back less often than it allows for",
+                r.id, r.sent_pps, r.rate_pps, r.window_ms, r.rate_pps
+            );
+        }
         results.push(r);
     }
     let mut problems = Vec::new();

@@ -179,6 +179,8 @@ pub struct ScaleResult {
     /// it; an upper bound when `capture_drops` is not 0).
     pub lost: u64,
     pub sent: u64,
+    /// The rate the flow reached, over its whole run (warm-up included).
+    pub sent_pps: f64,
     /// Frames the capture's socket dropped (its buffer full).
     pub capture_drops: u64,
     /// The forwarder's run time from the move to the end
@@ -207,6 +209,16 @@ pub struct ScaleResult {
     pub header_path: Option<String>,
     /// What is wrong (filled by [`check`]).
     pub problems: Vec<String>,
+}
+
+impl ScaleResult {
+    /// The flow fell below 90 % of the rate asked for: the machine caps
+    /// it, destinations come back less often than the window (computed
+    /// from the rate asked for) assumes, and "never" may only mean "not
+    /// yet". Said, not judged: a busy machine is not a failure.
+    pub fn sender_fell_behind(&self) -> bool {
+        self.sent_pps < 0.9 * f64::from(self.rate_pps)
+    }
 }
 
 /// How many times the stack's probe count a program may send before
@@ -287,6 +299,7 @@ mod tests {
             },
             lost: 0,
             sent: 0,
+            sent_pps: 1000.0,
             capture_drops: 0,
             prog_run_ms: None,
             prog_runs: None,
@@ -309,6 +322,16 @@ mod tests {
         assert_eq!(c.with_stack().id(), "n1024/10%/forced/kernel-stack/v4/-");
         assert_eq!("aged".parse::<StaleBy>(), Ok(StaleBy::Aged));
         assert!("old".parse::<StaleBy>().is_err());
+    }
+
+    #[test]
+    fn a_sender_below_nine_tenths_of_the_rate_fell_behind() {
+        let mut r = result(case(PolicyChoice::KernelStack, None), 102, 0);
+        assert!(!r.sender_fell_behind());
+        r.sent_pps = 901.0;
+        assert!(!r.sender_fell_behind());
+        r.sent_pps = 899.0;
+        assert!(r.sender_fell_behind());
     }
 
     #[test]

@@ -142,6 +142,7 @@ pub fn run(case: &ScaleCase, opts: &ScaleOptions) -> Result<ScaleResult> {
     stop::sleep(window.saturating_sub(clock.elapsed() - move_at))?;
 
     let sent = flow.finish()??.len() as u64;
+    let sent_pps = sent as f64 / clock.elapsed().as_secs_f64().max(1e-3);
     stop::sleep(Duration::from_millis(100))?;
     let runs_after = prog_fd.map(run_stats).transpose()?;
     let softirq = softirq_ms()?.saturating_sub(softirq_before);
@@ -178,6 +179,7 @@ pub fn run(case: &ScaleCase, opts: &ScaleOptions) -> Result<ScaleResult> {
         recovery_ms: Spread::of(&times),
         lost: sent.saturating_sub(o.left_dut),
         sent,
+        sent_pps,
         observed: o,
         capture_drops,
         prog_run_ms,
