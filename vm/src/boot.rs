@@ -68,13 +68,14 @@ pub fn guest_script(command: &[String]) -> String {
 }
 
 /// The CPU model under TCG: virtme-ng asks for QEMU's `max`, which offers
-/// 5-level paging (LA57). Under KASAN a 7.3 guest then reports, on some
-/// boots, a wild-memory-access in `handle_edge_irq()` 3 ms after start:
-/// the interrupt lands while `identify_cpu()` rebuilds the boot CPU's
-/// feature bits, KASAN reads LA57 as off for that instant and takes a
-/// direct-map address for one outside the kernel. The report is the
-/// kernel's early boot, not the code under test, and hardware without
-/// LA57 (most of it) never sees it, so the guest runs with 4-level paging.
+/// 5-level paging (LA57). Under KASAN a 7.3 guest then reported, on one
+/// boot of several, a wild-memory-access in `handle_edge_irq()` 3 ms
+/// after start, the interrupt landing inside `identify_cpu()`. Our
+/// reading, not confirmed: while it rebuilds the boot CPU's feature bits,
+/// KASAN sees LA57 as off for an instant and takes a 5-level direct-map
+/// address for one outside the kernel. The report is the kernel's early
+/// boot, not the code under test, and hardware without LA57 (most of it)
+/// never runs that path, so the guest runs with 4-level paging.
 pub const TCG_CPU: &[&str] = &["-cpu", "max,la57=off"];
 
 /// virtme-ng's arguments for `req`; a pure function so the command line can

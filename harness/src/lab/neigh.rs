@@ -274,10 +274,14 @@ impl GcThresholds {
         }
     }
 
+    /// `(i, gc_thresh<i>)`, the hard limit first.
+    pub fn by_index(self) -> [(u8, u32); 3] {
+        [(3, self.thresh3), (2, self.thresh2), (1, self.thresh1)]
+    }
+
     fn write(self, v6: bool) -> Result<()> {
         // The kernel does not require them ordered; each is one write.
-        let order: [(u8, u32); 3] = [(3, self.thresh3), (2, self.thresh2), (1, self.thresh1)];
-        for (i, v) in order {
+        for (i, v) in self.by_index() {
             rtnl::write_sysctl(&Self::key(v6, i), &v.to_string())?;
         }
         Ok(())
@@ -325,12 +329,12 @@ impl Drop for GcGuard {
                 return;
             }
         };
-        let fields = [
-            (3, now.thresh3, self.new.thresh3, self.old.thresh3),
-            (2, now.thresh2, self.new.thresh2, self.old.thresh2),
-            (1, now.thresh1, self.new.thresh1, self.old.thresh1),
-        ];
-        for (i, now, set, old) in fields {
+        let fields = now
+            .by_index()
+            .into_iter()
+            .zip(self.new.by_index())
+            .zip(self.old.by_index());
+        for (((i, now), (_, set)), (_, old)) in fields {
             if now == old {
                 continue;
             }

@@ -118,7 +118,9 @@ pub async fn add_address(h: &Handle, name: &str, addr: IpAddr, prefix_len: u8) -
 /// Every this many requests of a long batch, a stop request ends it.
 const STOP_CHECK_EVERY: usize = 256;
 
-fn check_stop(i: usize) -> Result<()> {
+/// For the `i`-th request of a long netlink batch: `Err(Interrupted)`
+/// once a stop was requested, looked at every [`STOP_CHECK_EVERY`].
+pub(crate) fn check_stop(i: usize) -> Result<()> {
     if i % STOP_CHECK_EVERY == STOP_CHECK_EVERY - 1 {
         crate::stop::check().map_err(|_| super::Error::Interrupted)?;
     }

@@ -237,9 +237,8 @@ fn set_timers(lab: &Lab, n: &Names, stale: StaleBy, v6: bool) -> Result<BTreeMap
         Lab::in_ns(&n.dut, || rtnl::write_sysctl(&key, value))??;
         sysctls.insert(param.into(), value.into());
     }
-    let gc = GcThresholds::read(v6)?;
-    for (i, v) in [gc.thresh1, gc.thresh2, gc.thresh3].iter().enumerate() {
-        sysctls.insert(format!("default/gc_thresh{}", i + 1), v.to_string());
+    for (i, v) in GcThresholds::read(v6)?.by_index() {
+        sysctls.insert(format!("default/gc_thresh{i}"), v.to_string());
     }
     Ok(sysctls)
 }
@@ -250,9 +249,7 @@ fn set_entries(lab: &Lab, n: &Names, nexthops: &[IpAddr], mac: [u8; 6], state: u
     lab.netlink(&n.dut, |h| async move {
         let index = rtnl::ifindex(&h, &dev).await?;
         for (i, a) in list.into_iter().enumerate() {
-            if i % 256 == 255 && crate::stop::requested() {
-                return Err(crate::lab::Error::Interrupted);
-            }
+            rtnl::check_stop(i)?;
             neigh::replace(&h, index, &NeighSpec::new(a, Some(mac), state)).await?;
         }
         Ok(())
