@@ -115,6 +115,21 @@ Summary: 3/1 PASSED, 1 SKIPPED, 1 FAILED
     }
 
     #[test]
+    fn failed_tests_repeated_under_all_error_logs_count_once() {
+        let r = parse(
+            "#1 fib_lookup:FAIL\n#2 fib_lookup_vlan_netns:OK\n\nAll error logs:\n\
+             test_fib_lookup:FAIL:fib_lookup_ret\n#1 fib_lookup:FAIL\n\
+             Summary: 1/0 PASSED, 0 SKIPPED, 1 FAILED\n",
+        );
+        assert_eq!(r.results.len(), 2);
+        assert_eq!(r.failed().len(), 1);
+        assert_eq!(
+            r.summary.as_deref(),
+            Some("Summary: 1/0 PASSED, 0 SKIPPED, 1 FAILED")
+        );
+    }
+
+    #[test]
     fn a_run_that_died_or_ran_nothing_did_not_pass() {
         assert!(!parse("#1 fib_lookup:OK\n").passed(), "no summary: crashed");
         assert!(

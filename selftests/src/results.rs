@@ -152,12 +152,21 @@ impl Report {
 
 /// Parse test_progs output: lines like `#101     fib_lookup:OK`,
 /// `#101/3   fib_lookup/neigh:FAIL`, `#12 foo:SKIP`, and `Summary: ...`.
+/// test_progs repeats the logs of failed tests, result lines included,
+/// under "All error logs:" before the summary: those are not results again.
 pub fn parse(output: &str) -> Report {
     let mut report = Report::default();
+    let mut repeated = false;
     for line in output.lines() {
         let line = line.trim();
         if line.starts_with("Summary:") {
             report.summary = Some(line.to_string());
+            continue;
+        }
+        if line == "All error logs:" {
+            repeated = true;
+        }
+        if repeated {
             continue;
         }
         let Some(rest) = line.strip_prefix('#') else {
