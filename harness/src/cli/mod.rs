@@ -6,10 +6,8 @@ pub mod churn;
 pub mod examples;
 pub mod fuzz;
 pub mod icount;
-pub mod junit;
 pub mod lock_stress;
 pub mod probe;
-pub mod progress;
 pub mod scale;
 pub mod scenarios;
 pub mod selftests;
@@ -23,13 +21,12 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use fibneigh::stop;
+use fibneigh::pipeline::{self, AccelChoice};
 use fibneigh_vm::base::KernelBase;
-use fibneigh_vm::{Accel, Arch, BuildRequest, Guest, KernelImage, Profile, SourceSpec};
+use fibneigh_vm::{Arch, BuildRequest, Profile, SourceSpec};
 
 /// Exit code for a failure of the tool itself (as opposed to a guest
 /// command's own exit status, which `vm run` passes through).
@@ -290,21 +287,9 @@ pub enum AccelArg {
     Tcg,
 }
 
-/// The repository: the nearest directory above the working directory that
-/// holds `kernel-patches/series`, else the one this binary was built from.
-pub fn repo_root() -> PathBuf {
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cwd = std::env::current_dir().unwrap_or_else(|_| built_from.clone());
-    cwd.ancestors()
-        .find(|d| d.join("kernel-patches/series").is_file())
-        .map(Path::to_path_buf)
-        .unwrap_or(built_from)
-        .canonicalize()
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-}
-
+/// The kernel build `args` ask for.
 pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
-    let root = repo_root();
+    let root = pipeline::repo_root();
     let (package, patches) = (args.base.source(), args.base.patches(&root));
     let arch = match args.arch {
         ArchArg::X86_64 => Arch::X86_64,
@@ -342,66 +327,14 @@ pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
     Ok(req)
 }
 
-pub fn build(args: &BuildArgs) -> Result<KernelImage> {
-    let req = build_request(args)?;
-    let mut reporter = progress::reporter();
-    fibneigh_vm::build(&req, reporter.as_mut()).context("failed to build the kernel")
-}
-
-pub fn accel(choice: AccelArg, cache: &Path) -> Accel {
-    match choice {
-        AccelArg::Kvm => Accel::Kvm,
-        AccelArg::Tcg => Accel::Tcg,
-        AccelArg::Auto => {
-            let probe = fibneigh_vm::detect_accel(&cache.join("tmp"));
-            eprintln!(
-                "accelerator: {} ({})",
-                match probe.accel {
-                    Accel::Kvm => "KVM",
-                    Accel::Tcg => "TCG",
-                },
-                probe.reason
-            );
-            probe.accel
+impl From<AccelArg> for AccelChoice {
+    fn from(a: AccelArg) -> Self {
+        match a {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Kvm => AccelChoice::Kvm,
+            AccelArg::Tcg => AccelChoice::Tcg,
         }
     }
-}
-
-/// A guest for `kernel` sharing the repository (and `rwdirs`) read-write,
-/// starting in the current directory; `memory`/`cpus` default as
-/// [`fibneigh_vm::RunRequest::default`] says.
-pub fn guest(kernel: PathBuf, accel: Accel, cache: &Path, rwdirs: &[PathBuf]) -> Guest {
-    let root = repo_root();
-    let mut dirs = vec![root.clone()];
-    dirs.extend(rwdirs.iter().cloned());
-    let mut guest = Guest::new(kernel, accel, cache.to_path_buf(), dirs);
-    guest.cwd = std::env::current_dir().unwrap_or(root);
-    guest
-}
-
-/// Boot `guest` and run `command`; its exit status, or an error naming the
-/// console log. SIGINT/SIGTERM stop the guest.
-pub fn run_guest(
-    guest: &Guest,
-    command: Vec<String>,
-    timeout: Duration,
-    keep_console: bool,
-) -> Result<std::process::ExitStatus> {
-    stop::install().context("failed to install the signal handlers")?;
-    let mut reporter = progress::reporter();
-    let done = guest
-        .run(
-            command,
-            timeout,
-            keep_console,
-            stop::flag(),
-            reporter.as_mut(),
-        )
-        .context("failed to run the guest")?;
-    if done.console_kept {
-        eprintln!("console log: {}", done.console_log.display());
-    }
-    Ok(done.status)
 }
 
 #[cfg(test)]

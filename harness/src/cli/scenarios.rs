@@ -198,7 +198,7 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         )?;
     }
     if let Some(p) = &args.junit {
-        write_file(p, &super::junit::matrix(&results)?)?;
+        write_file(p, &fibneigh::report::junit::matrix(&results)?)?;
     }
     if let Some(dir) = &args.svg_dir {
         std::fs::create_dir_all(dir)

@@ -204,7 +204,7 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
         write_json(p, &results)?;
     }
     if let Some(p) = &args.junit {
-        write_file(p, &super::junit::matrix(&results)?)?;
+        write_file(p, &fibneigh::report::junit::matrix(&results)?)?;
     }
     if interrupted {
         eprintln!("fibneigh: interrupted; the lab was removed");

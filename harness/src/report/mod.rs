@@ -1,6 +1,7 @@
 //! How cell results are shown: an aligned table, the details `fibneigh
 //! run` prints, and one SVG timeline per scenario ([`svg`]).
 
+pub mod junit;
 mod svg;
 
 use std::fmt::Write as _;
