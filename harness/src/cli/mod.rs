@@ -112,14 +112,19 @@ pub fn reserve_stdout_for_json(args: &[OsString]) -> Result<()> {
     Ok(())
 }
 
+/// Ready a lab run: the signal handlers installed, an earlier run's
+/// leftovers removed, and what the running kernel supports.
+pub fn prepare_lab() -> Result<fibneigh::scenario::Support> {
+    fibneigh::stop::install().context("failed to install the signal handlers")?;
+    fibneigh::lab::Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
+    fibneigh::scenario::Support::probe().context("failed to probe the kernel (are you root?)")
+}
+
 /// Ready a lab run that needs the series' `flags` on the running kernel:
 /// the signal handlers installed, an earlier run's leftovers removed, and
 /// an error naming the flags the kernel lacks.
 pub fn prepare_patched_run(flags: u32) -> Result<()> {
-    fibneigh::stop::install().context("failed to install the signal handlers")?;
-    fibneigh::lab::Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
-    let support = fibneigh::scenario::Support::probe()
-        .context("failed to probe the kernel (are you root?)")?;
+    let support = prepare_lab()?;
     let missing = support.missing(flags);
     if !missing.is_empty() {
         anyhow::bail!(

@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fibneigh::external::ExternalSpec;
-use fibneigh::lab::Lab;
 use fibneigh::report;
-use fibneigh::scenario::{CellResult, Family, Scenario, Support, Verdict};
-use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh::scenario::{self, Family, Scenario, Verdict};
+use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh::trial::{self, Expectation};
 use fibneigh_bpf::Hook;
 use fibneigh_vm as vm;
@@ -150,9 +149,7 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
     } else {
         args.families.clone()
     };
-    stop::install().context("failed to install the signal handlers")?;
-    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
-    let support = Support::probe().context("failed to probe the kernel (are you root?)")?;
+    let support = super::prepare_lab()?;
     let external = spec
         .load()
         .with_context(|| format!("forwarder {}", spec.name()))?;
@@ -166,26 +163,19 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
         support.neigh_state,
         support.neigh_refresh
     );
-    let mut results: Vec<CellResult> = Vec::new();
-    let mut interrupted = false;
-    for (i, cell) in cells.iter().enumerate() {
-        match trial::run(cell, &support, &opts, &external, &args.expect) {
-            Ok(r) => {
-                eprintln!(
-                    "[{}/{}] {}: {}",
-                    i + 1,
-                    cells.len(),
-                    cell.id(),
-                    r.diagnosis.as_deref().unwrap_or("-")
-                );
-                results.push(r);
-            }
-            Err(_) => {
-                interrupted = true;
-                break;
-            }
-        }
-    }
+    let (results, interrupted) = scenario::run_cells(
+        &cells,
+        |cell| trial::run(cell, &support, &opts, &external, &args.expect),
+        |i, cell, r, _| {
+            eprintln!(
+                "[{}/{}] {}: {}",
+                i + 1,
+                cells.len(),
+                cell.id(),
+                r.diagnosis.as_deref().unwrap_or("-")
+            )
+        },
+    );
     println!("forwarder: {}", external.name());
     print!("{}", report::render_table(&results));
     for r in &results {
@@ -210,10 +200,7 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
         eprintln!("fibneigh: interrupted; the lab was removed");
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
-    let failed = results
-        .iter()
-        .filter(|r| matches!(r.verdict, Verdict::Fail(_)))
-        .count();
+    let failed = scenario::failures(&results);
     Ok(if failed > 0 {
         eprintln!("fibneigh trial: {failed} cell(s) failed");
         ExitCode::FAILURE
