@@ -60,6 +60,44 @@ pub struct ChurnReport {
     pub problems: Vec<String>,
 }
 
+impl ChurnReport {
+    /// The run's line, its note and its actions by kind; `problems` are
+    /// what is wrong with it (its own and what the run left behind).
+    pub fn render(&self, problems: &[String]) -> String {
+        let r = self;
+        let mut out = format!(
+            "churn {} {} v{}: {}s, {} actions ({} fills hit the table limit); sent {}, forwarder saw {} \
+             (redirect {}, redirect_neigh {}, pass {}, drop {}); recovered {}: {}\n",
+            r.policy,
+            r.hook,
+            r.family,
+            r.seconds,
+            r.actions.values().sum::<u64>(),
+            r.fills_limited,
+            r.sent,
+            r.seen,
+            r.redirect,
+            r.redirect_neigh,
+            r.pass,
+            r.drop,
+            r.recovery_ms
+                .map_or("never".into(), |ms| format!("in {ms} ms")),
+            if problems.is_empty() {
+                "ok".to_string()
+            } else {
+                problems.join("; ")
+            }
+        );
+        if let Some(note) = &r.note {
+            out.push_str(&format!("    note: {note}\n"));
+        }
+        for (k, v) in &r.actions {
+            out.push_str(&format!("    {v:>6}  {k}\n"));
+        }
+        out
+    }
+}
+
 /// The checks on the counters: every lookup ended in exactly one action,
 /// and the forwarder looked up no more frames than the flow sent (the
 /// lab's own multicast, ND and ARP frames are skipped, not looked up).

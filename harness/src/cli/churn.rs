@@ -52,35 +52,7 @@ pub fn run(args: ChurnArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_INTERRUPTED));
             };
             let problems = super::with_leftovers(r.problems.clone())?;
-            println!(
-                "churn {} {} v{}: {}s, {} actions ({} fills hit the table limit); sent {}, forwarder saw {} \
-                 (redirect {}, redirect_neigh {}, pass {}, drop {}); recovered {}: {}",
-                r.policy,
-                r.hook,
-                r.family,
-                r.seconds,
-                r.actions.values().sum::<u64>(),
-                r.fills_limited,
-                r.sent,
-                r.seen,
-                r.redirect,
-                r.redirect_neigh,
-                r.pass,
-                r.drop,
-                r.recovery_ms
-                    .map_or("never".into(), |ms| format!("in {ms} ms")),
-                if problems.is_empty() {
-                    "ok".to_string()
-                } else {
-                    problems.join("; ")
-                }
-            );
-            if let Some(note) = &r.note {
-                println!("    note: {note}");
-            }
-            for (k, v) in &r.actions {
-                println!("    {v:>6}  {k}");
-            }
+            print!("{}", r.render(&problems));
             if !problems.is_empty() {
                 failed += 1;
             }

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use fibneigh::external::ExternalSpec;
+use fibneigh::external::{fetch_xdp_tools, ForwarderChoice};
 use fibneigh::report;
 use fibneigh::scenario::{self, Family, Scenario, Verdict};
 use fibneigh::stop::EXIT_INTERRUPTED;
@@ -77,60 +77,24 @@ pub struct TrialArgs {
     pub timing: TimingArgs,
 }
 
-fn spec(args: &TrialArgs) -> Result<ExternalSpec> {
-    if let Some(path) = &args.object {
-        if !path.is_file() {
-            bail!("--object {}: no such file", path.display());
+impl TrialArgs {
+    fn forwarder(&self) -> ForwarderChoice {
+        ForwarderChoice {
+            object: self.object.clone(),
+            program: self.program.clone(),
+            attach: self.attach.clone(),
+            detach: self.detach.clone(),
+            hook: self.hook,
+            xdp_forward: self.xdp_forward,
+            name: self.name.clone(),
+            cache_dir: self.cache_dir.clone(),
         }
-        let name = args.name.clone().unwrap_or_else(|| {
-            path.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "object".into())
-        });
-        return Ok(ExternalSpec::Object {
-            name,
-            path: path.clone(),
-            program: args.program.clone(),
-        });
     }
-    if let (Some(attach), Some(detach), Some(hook)) = (&args.attach, &args.detach, args.hook) {
-        let name = args.name.clone().unwrap_or_else(|| {
-            attach
-                .split_whitespace()
-                .next()
-                .unwrap_or("command")
-                .to_string()
-        });
-        return Ok(ExternalSpec::Command {
-            name,
-            attach: attach.clone(),
-            detach: detach.clone(),
-            hook,
-        });
-    }
-    if args.xdp_forward {
-        let tools = vm::xdp_tools::XdpTools::ensure(&args.cache_dir).context(
-            "failed to fetch xdp-tools from Debian trixie (xdp-forward is not in bookworm)",
-        )?;
-        let bin = tools.shell_command("xdp-forward");
-        return Ok(ExternalSpec::Command {
-            name: args
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("xdp-forward {}", tools.version)),
-            attach: format!("{bin} load -m native {{ifaces}}"),
-            detach: format!("{bin} unload {{ifaces}}"),
-            hook: Hook::Xdp,
-        });
-    }
-    bail!("name the forwarder: --object PATH, --attach CMD --detach CMD --hook HOOK, or --xdp-forward")
 }
 
 pub fn run(args: TrialArgs) -> Result<ExitCode> {
     if args.fetch_only {
-        let tools = vm::xdp_tools::XdpTools::ensure(&args.cache_dir).context(
-            "failed to fetch xdp-tools from Debian trixie (xdp-forward is not in bookworm)",
-        )?;
+        let tools = fetch_xdp_tools(&args.cache_dir)?;
         println!(
             "xdp-tools {}: {}",
             tools.version,
@@ -138,7 +102,7 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let spec = spec(&args)?;
+    let spec = args.forwarder().spec()?;
     let scenarios = if args.scenarios.is_empty() {
         trial::SCENARIOS.to_vec()
     } else {

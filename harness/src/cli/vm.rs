@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fibneigh::pipeline::run::RunSpec;
-use fibneigh::pipeline::{self, progress, AccelChoice};
+use fibneigh::pipeline::{self, progress, render, AccelChoice};
 use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_vm::timing::{self, TimingRequest};
-use fibneigh_vm::{Accel, KernelImage, RunRequest};
+use fibneigh_vm::RunRequest;
 
 use super::{build_request, AccelArg, ArchArg, BuildArgs};
 
@@ -90,7 +90,7 @@ pub fn build_cmd(args: BuildCmd) -> Result<ExitCode> {
     let mut req = build_request(&args.build)?;
     req.ccache = !args.no_ccache;
     let image = pipeline::build(&req)?;
-    describe(&image);
+    eprintln!("{}", render::describe(&image));
     if let Some(p) = &args.json {
         super::write_json(p, &image)?;
     }
@@ -124,18 +124,6 @@ fn clean(args: &BuildArgs) -> Result<()> {
         ),
     }
     Ok(())
-}
-
-fn describe(image: &KernelImage) {
-    eprintln!(
-        "kernel {} (upstream {}, {}; series {}, config {}, profile {})",
-        image.release,
-        image.upstream,
-        image.origin,
-        image.key.series,
-        image.key.config,
-        image.key.profile
-    );
 }
 
 pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
@@ -182,10 +170,6 @@ pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     ))
 }
 
-fn minutes(d: Duration) -> String {
-    format!("{:.1} min", d.as_secs_f64() / 60.0)
-}
-
 /// Clean build (fresh tree, ccache off), rebuild after touching
 /// net/core/filter.c, and boot-to-command for `true`.
 pub fn timing(args: TimingArgs) -> Result<ExitCode> {
@@ -207,43 +191,6 @@ pub fn timing(args: TimingArgs) -> Result<ExitCode> {
     let mut reporter = progress::reporter();
     let t = timing::measure(&req, stop::flag(), reporter.as_mut())
         .context("failed to measure the VM pipeline")?;
-    let secs = |d: Duration| d.as_secs_f64();
-    let mut rows: Vec<(String, String)> = Vec::new();
-    if let Some(d) = t.clean_build {
-        rows.push((
-            "clean build (unpack, commit, patch, configure, make; no ccache)".into(),
-            minutes(d),
-        ));
-    }
-    rows.push((
-        "rebuild after touching net/core/filter.c".into(),
-        minutes(t.rebuild),
-    ));
-    let label = match t.accel {
-        Accel::Kvm => "KVM",
-        Accel::Tcg => "TCG",
-    };
-    rows.push((
-        format!(
-            "boot-to-command for `true` ({label}, median of {})",
-            t.boots.len()
-        ),
-        format!(
-            "{:.1} s (min {:.1}, max {:.1})",
-            secs(t.median_boot()),
-            secs(t.boots[0]),
-            secs(t.boots[t.boots.len() - 1])
-        ),
-    ));
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "vm timing: kernel {} ({}), {cpus} CPUs, make -j{}",
-        t.image.release, t.image.origin, t.jobs
-    );
-    let mut table = fibneigh::present::Table::new().indent(2);
-    for (k, v) in rows {
-        table.row([k, v]);
-    }
-    print!("{}", table.render());
+    print!("{}", render::timings(&t));
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 //! repository, and one guest run that SIGINT/SIGTERM stop.
 
 pub mod progress;
+pub mod render;
 pub mod run;
 pub mod selftests;
 
