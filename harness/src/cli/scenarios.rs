@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fibneigh::report;
 use fibneigh::scenario::{
-    self, Cell, Family, Kind, MatrixReport, Outcome, PolicyChoice, Scenario, Spec, Verdict,
+    self, Cell, Family, Kind, MatrixReport, Outcome, PolicyChoice, Scenario, Spec,
 };
 use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh_bpf::Hook;
@@ -130,19 +130,9 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
     );
     print!("{}", report::render_table(&results));
     let failures = scenario::failures(&results);
-    println!(
-        "{} cells in {:.1}s; {} matching the expectations, {} not, {} unchecked",
-        results.len(),
-        started.elapsed().as_secs_f64(),
-        results
-            .iter()
-            .filter(|r| r.verdict == Verdict::Pass)
-            .count(),
-        failures,
-        results
-            .iter()
-            .filter(|r| r.verdict == Verdict::Unchecked)
-            .count(),
+    print!(
+        "{}",
+        report::render_summary(&results, started.elapsed().as_secs_f64())
     );
     if let Some(p) = &args.json {
         let release = nix::sys::utsname::uname()

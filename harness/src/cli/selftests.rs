@@ -9,9 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use fibneigh::pipeline::selftests::{self as pipeline, Settings};
-use fibneigh::present::Table;
 use fibneigh::report::junit;
-use fibneigh_selftests as st;
 
 use super::{write_file, write_json, AccelArg, BuildArgs};
 
@@ -77,65 +75,21 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     if let Some(p) = &args.json {
         write_json(p, report)?;
     }
-    eprintln!("\nselftests: {} result line(s)", report.results.len());
-    let mut results = Table::new().indent(2);
-    for r in &report.results {
-        results.row([format!("{:?}", r.outcome).to_uppercase(), r.name.clone()]);
-    }
-    eprint!("{}", results.render());
-    eprintln!(
-        "  {}",
-        report
-            .summary
-            .as_deref()
-            .unwrap_or("no Summary line: test_progs did not finish")
-    );
+    eprint!("{}", pipeline::render_results(report));
     ran.check(&args.tests)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_diff(args: &SelftestsArgs, settings: &Settings) -> Result<ExitCode> {
-    let pipeline::Diff { rows, skipped } = pipeline::run_diff(settings)?;
+    let diff = pipeline::run_diff(settings)?;
     if let Some(p) = &args.junit {
-        write_file(p, &junit::selftests_diff(&rows)?)?;
+        write_file(p, &junit::selftests_diff(&diff.rows)?)?;
     }
-    let mark = |r: Option<bool>| match r {
-        Some(true) => "pass",
-        Some(false) => "FAIL",
-        None => "-",
-    };
-    let mut table = Table::new().header(["test", "pristine", "patched"]);
-    for r in &rows {
-        table.row([
-            r.name.as_str(),
-            mark(r.pristine),
-            mark(r.patched),
-            if r.regressed() { "REGRESSION" } else { "" },
-        ]);
-    }
-    for t in &skipped {
-        table.row([
-            t.as_str(),
-            "",
-            "",
-            "(left out: does not compile with this clang/config)",
-        ]);
-    }
-    let mut out = std::io::stdout().lock();
-    write!(out, "{}", table.render())?;
-    let regressions = rows.iter().filter(|r| r.regressed()).count();
-    let count = |f: &dyn Fn(&st::DiffRow) -> bool| rows.iter().filter(|r| f(r)).count();
-    writeln!(
-        out,
-        "{} tests and subtests; pristine-pass/patched-fail: {regressions}; fixed or new (pristine fail/absent, patched pass): {}; failing on both: {}",
-        rows.len(),
-        count(&|r| r.pristine != Some(true) && r.patched == Some(true)),
-        count(&|r| r.pristine == Some(false) && r.patched == Some(false)),
-    )?;
+    write!(std::io::stdout().lock(), "{}", diff.render())?;
     if let Some(p) = &args.json {
-        write_json(p, &rows)?;
+        write_json(p, &diff.rows)?;
     }
-    Ok(if regressions == 0 {
+    Ok(if diff.regressions() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

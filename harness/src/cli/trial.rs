@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fibneigh::external::{fetch_xdp_tools, ForwarderChoice};
 use fibneigh::report;
-use fibneigh::scenario::{self, Family, Scenario, Verdict};
+use fibneigh::scenario::{self, Family, Scenario};
 use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh::trial::{self, Expectation};
 use fibneigh_bpf::Hook;
@@ -142,18 +142,7 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
     );
     println!("forwarder: {}", external.name());
     print!("{}", report::render_table(&results));
-    for r in &results {
-        println!(
-            "{:<40} {}  [{}]",
-            r.cell.id(),
-            r.diagnosis.as_deref().unwrap_or("-"),
-            match &r.verdict {
-                Verdict::Pass => "as expected".to_string(),
-                Verdict::Fail(why) => format!("FAIL: {why}"),
-                Verdict::Unchecked => "no expectation".to_string(),
-            }
-        );
-    }
+    print!("{}", report::render_verdicts(&results));
     if let Some(p) = &args.json {
         write_json(p, &results)?;
     }

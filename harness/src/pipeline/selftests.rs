@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use fibneigh_selftests as st;
 use fibneigh_vm::{BuildRequest, KernelImage};
 
+use crate::present::Table;
+
 use super::{build, build_pristine, guest, prepare_tree, run_guest, AccelChoice};
 
 /// What the selftests' pipeline can fail with.
@@ -134,6 +136,24 @@ impl Ran {
     }
 }
 
+/// A plain run's results: a line per test and the summary.
+pub fn render_results(report: &st::Report) -> String {
+    let mut out = format!("\nselftests: {} result line(s)\n", report.results.len());
+    let mut results = Table::new().indent(2);
+    for r in &report.results {
+        results.row([format!("{:?}", r.outcome).to_uppercase(), r.name.clone()]);
+    }
+    out.push_str(&results.render());
+    out.push_str(&format!(
+        "  {}\n",
+        report
+            .summary
+            .as_deref()
+            .unwrap_or("no Summary line: test_progs did not finish")
+    ));
+    out
+}
+
 /// Run `test_progs -t <tests>` in `kernel`.
 pub fn run_plain(s: &Settings, kernel: PathBuf, test_progs: &Path, tests: &str) -> Result<Ran> {
     let cache = &s.build.cache_dir;
@@ -250,4 +270,47 @@ pub fn run_diff(s: &Settings) -> Result<Diff> {
         rows: st::diff(&before, &after),
         skipped: built.skipped,
     })
+}
+
+impl Diff {
+    /// Tests that pass on the pristine base and fail on the series.
+    pub fn regressions(&self) -> usize {
+        self.rows.iter().filter(|r| r.regressed()).count()
+    }
+
+    /// A row per test (and per test left out), and the counts.
+    pub fn render(&self) -> String {
+        let rows = &self.rows;
+        let mark = |r: Option<bool>| match r {
+            Some(true) => "pass",
+            Some(false) => "FAIL",
+            None => "-",
+        };
+        let mut table = Table::new().header(["test", "pristine", "patched"]);
+        for r in rows {
+            table.row([
+                r.name.as_str(),
+                mark(r.pristine),
+                mark(r.patched),
+                if r.regressed() { "REGRESSION" } else { "" },
+            ]);
+        }
+        for t in &self.skipped {
+            table.row([
+                t.as_str(),
+                "",
+                "",
+                "(left out: does not compile with this clang/config)",
+            ]);
+        }
+        let count = |f: &dyn Fn(&st::DiffRow) -> bool| rows.iter().filter(|r| f(r)).count();
+        format!(
+            "{}{} tests and subtests; pristine-pass/patched-fail: {}; fixed or new (pristine fail/absent, patched pass): {}; failing on both: {}\n",
+            table.render(),
+            rows.len(),
+            self.regressions(),
+            count(&|r| r.pristine != Some(true) && r.patched == Some(true)),
+            count(&|r| r.pristine == Some(false) && r.patched == Some(false)),
+        )
+    }
 }
