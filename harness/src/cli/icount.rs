@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fibneigh::bench::icount::measure::{self, JsonReport, Request};
-use fibneigh::bench::icount::{self, render, IcountReport, DEFAULT_RUNS};
+use fibneigh::bench::icount::measure::{self, Request};
+use fibneigh::bench::icount::{self, render, DEFAULT_RUNS};
 use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_bpf::Hook;
-use fibneigh_vm::KernelImage;
 
 use super::write_json;
 use super::BuildArgs;
@@ -80,20 +79,6 @@ pub fn guest(args: GuestArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A measurement's figures; `None` when the guest was stopped (said so).
-fn measured(
-    r: measure::Result<(KernelImage, IcountReport)>,
-) -> Result<Option<(KernelImage, IcountReport)>> {
-    match r {
-        Ok(m) => Ok(Some(m)),
-        Err(measure::Error::Stopped(e)) => {
-            eprintln!("fibneigh: {:#}", anyhow::Error::from(e));
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// `fibneigh vm icount`.
 pub fn run(args: IcountArgs) -> Result<ExitCode> {
     stop::install().context("failed to install the signal handlers")?;
@@ -105,23 +90,16 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
         timeout: Duration::from_secs(args.timeout),
         keep_console: args.keep_console,
     };
-    let before = if args.with_pristine {
-        match measured(measure::measure(&req, true))? {
-            Some(m) => Some(m),
-            None => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
+    let m = match measure::measure_all(&req, args.pristine, args.with_pristine) {
+        Ok(m) => m,
+        Err(measure::Error::Stopped(e)) => {
+            eprintln!("fibneigh: {:#}", anyhow::Error::from(e));
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
         }
-    } else {
-        None
+        Err(e) => return Err(e.into()),
     };
-    let Some((image, report)) = measured(measure::measure(&req, args.pristine))? else {
-        return Ok(ExitCode::from(EXIT_INTERRUPTED));
-    };
-    print!("{}", render::render(&report, &image));
-    let series = before
-        .as_ref()
-        .map(|(_, pristine)| icount::series_cost(pristine, &report));
-    let series_goals = series.as_deref().map(icount::series_goals);
-    if let (Some(rows), Some(goals)) = (&series, &series_goals) {
+    print!("{}", render::render(&m.report, &m.image));
+    if let (Some(rows), Some(goals)) = (&m.series_cost, &m.series_goals) {
         print!("{}", render::render_series(rows));
         print!(
             "goals (before and after the series):\n{}",
@@ -129,21 +107,9 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
         );
     }
     if let Some(path) = &args.json {
-        write_json(
-            path,
-            &JsonReport {
-                kernel: &image,
-                pristine: args.pristine,
-                report: &report,
-                pristine_kernel: before.as_ref().map(|(k, _)| k),
-                pristine_report: before.as_ref().map(|(_, r)| r),
-                series_cost: series.as_ref(),
-                series_goals: series_goals.as_ref(),
-            },
-        )?;
+        write_json(path, &m.json(args.pristine))?;
     }
-    let missed = measure::gated_goal_missed(&report, series_goals.as_ref());
-    Ok(if args.check && missed {
+    Ok(if args.check && m.gated_goal_missed() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -24,10 +24,10 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use fibneigh::pipeline::{self, AccelChoice};
+use fibneigh::pipeline::{AccelChoice, KernelChoice};
 use fibneigh::present::json::stamped;
 use fibneigh_vm::base::KernelBase;
-use fibneigh_vm::{Arch, BuildRequest, Profile, SourceSpec};
+use fibneigh_vm::{Arch, BuildRequest, Profile};
 
 /// Exit code for a failure of the tool itself (as opposed to a guest
 /// command's own exit status, which `vm run` passes through).
@@ -269,42 +269,28 @@ pub enum AccelArg {
 
 /// The kernel build `args` ask for.
 pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
-    let root = pipeline::repo_root();
-    let (package, patches) = (args.base.source(), args.base.patches(&root));
-    let arch = match args.arch {
-        ArchArg::X86_64 => Arch::X86_64,
-        ArchArg::Um => Arch::Um,
-    };
-    let source = match (&args.tree, &args.source) {
-        (Some(tree), _) => SourceSpec::Tree(tree.clone()),
-        (None, Some(path)) => SourceSpec::Path(path.clone()),
-        (None, None) => package,
-    };
-    let req = BuildRequest {
+    let choice = KernelChoice {
         cache_dir: args.cache_dir.clone(),
-        source,
-        config: args
-            .config
-            .clone()
-            .unwrap_or_else(|| patches.join(arch.fragment())),
-        patches: args.patches.clone().unwrap_or(patches),
+        base: args.base,
+        source: args.source.clone(),
+        tree: args.tree.clone(),
+        no_series: args.no_series,
+        patches: args.patches.clone(),
+        config: args.config.clone(),
+        jobs: args.jobs,
+        refresh_source: args.refresh_source,
         profile: match args.profile {
             ProfileArg::Tiny => Profile::Tiny,
             ProfileArg::Debug => Profile::Debug,
             ProfileArg::Selftests => Profile::Selftests,
             ProfileArg::O2 => Profile::O2,
         },
-        jobs: args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-        refresh_source: args.refresh_source,
-        ccache: true,
-        arch,
+        arch: match args.arch {
+            ArchArg::X86_64 => Arch::X86_64,
+            ArchArg::Um => Arch::Um,
+        },
     };
-    if args.no_series {
-        return Ok(req.pristine()?);
-    }
-    Ok(req)
+    Ok(choice.request()?)
 }
 
 impl From<AccelArg> for AccelChoice {

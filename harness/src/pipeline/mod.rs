@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use fibneigh_vm::{self as vm, Accel, BuildRequest, Guest, KernelImage};
+use fibneigh_vm::base::KernelBase;
+use fibneigh_vm::{self as vm, Accel, Arch, BuildRequest, Guest, KernelImage, Profile, SourceSpec};
 
 use crate::stop;
 
@@ -55,6 +56,64 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or(built_from)
         .canonicalize()
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
+/// The kernel a command line asks for; [`KernelChoice::request`] fills in
+/// the defaults from the repository.
+#[derive(Debug, Clone)]
+pub struct KernelChoice {
+    pub cache_dir: PathBuf,
+    pub base: KernelBase,
+    /// A .tar.xz or an unpacked tree instead of the base's Debian package.
+    pub source: Option<PathBuf>,
+    /// A kernel git repository whose HEAD is built (before `source`).
+    pub tree: Option<PathBuf>,
+    /// The base without the series.
+    pub no_series: bool,
+    /// The series' directory [default: the base's in the repository].
+    pub patches: Option<PathBuf>,
+    /// The config fragment [default: the architecture's in the base's
+    /// series directory].
+    pub config: Option<PathBuf>,
+    /// `make -j` [default: the number of CPUs].
+    pub jobs: Option<usize>,
+    pub refresh_source: bool,
+    pub profile: Profile,
+    pub arch: Arch,
+}
+
+impl KernelChoice {
+    /// The build request: the base's source and series in the repository
+    /// unless given, ccache on; with `no_series`, its pristine base.
+    pub fn request(&self) -> Result<BuildRequest> {
+        let root = repo_root();
+        let (package, patches) = (self.base.source(), self.base.patches(&root));
+        let source = match (&self.tree, &self.source) {
+            (Some(tree), _) => SourceSpec::Tree(tree.clone()),
+            (None, Some(path)) => SourceSpec::Path(path.clone()),
+            (None, None) => package,
+        };
+        let req = BuildRequest {
+            cache_dir: self.cache_dir.clone(),
+            source,
+            config: self
+                .config
+                .clone()
+                .unwrap_or_else(|| patches.join(self.arch.fragment())),
+            patches: self.patches.clone().unwrap_or(patches),
+            profile: self.profile,
+            jobs: self
+                .jobs
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            refresh_source: self.refresh_source,
+            ccache: true,
+            arch: self.arch,
+        };
+        if self.no_series {
+            return Ok(req.pristine()?);
+        }
+        Ok(req)
+    }
 }
 
 /// Build (or find in the cache) the kernel `req` describes, its progress

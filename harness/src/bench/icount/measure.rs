@@ -231,6 +231,66 @@ pub fn measure(req: &Request, pristine: bool) -> Result<(KernelImage, IcountRepo
     }
 }
 
+/// What one `vm icount` measured: the kernel and its figures, and with
+/// the pristine base measured first, its kernel and figures and the
+/// series' cost and goals.
+#[derive(Debug)]
+pub struct Measured {
+    pub image: KernelImage,
+    pub report: IcountReport,
+    pub pristine: Option<(KernelImage, IcountReport)>,
+    pub series_cost: Option<Vec<super::SeriesCost>>,
+    pub series_goals: Option<Vec<super::Goal>>,
+}
+
+/// Measure the series' kernel (or with `pristine` the base's); with
+/// `with_pristine` the pristine base first, then the series, compared.
+pub fn measure_all(req: &Request, pristine: bool, with_pristine: bool) -> Result<Measured> {
+    let before = if with_pristine {
+        Some(measure(req, true)?)
+    } else {
+        None
+    };
+    let (image, report) = measure(req, pristine)?;
+    let series_cost = before
+        .as_ref()
+        .map(|(_, pristine)| super::series_cost(pristine, &report));
+    let series_goals = series_cost.as_deref().map(super::series_goals);
+    Ok(Measured {
+        image,
+        report,
+        pristine: before,
+        series_cost,
+        series_goals,
+    })
+}
+
+impl Measured {
+    /// What `vm icount --json` writes (`pristine`: the figures are the
+    /// pristine base's).
+    pub fn json(&self, pristine: bool) -> JsonReport<'_> {
+        JsonReport {
+            kernel: &self.image,
+            pristine,
+            report: &self.report,
+            pristine_kernel: self.pristine.as_ref().map(|(k, _)| k),
+            pristine_report: self.pristine.as_ref().map(|(_, r)| r),
+            series_cost: self.series_cost.as_ref(),
+            series_goals: self.series_goals.as_ref(),
+        }
+    }
+
+    /// Whether a gated goal that could be measured was missed, in the
+    /// figures' goals or the series' (before and after).
+    pub fn gated_goal_missed(&self) -> bool {
+        self.report
+            .goals
+            .iter()
+            .chain(self.series_goals.iter().flatten())
+            .any(|g| g.gated && g.met == Some(false))
+    }
+}
+
 /// What `vm icount --json` writes.
 #[derive(serde::Serialize)]
 pub struct JsonReport<'a> {
@@ -246,14 +306,4 @@ pub struct JsonReport<'a> {
     pub series_cost: Option<&'a Vec<super::SeriesCost>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub series_goals: Option<&'a Vec<super::Goal>>,
-}
-
-/// Whether a gated goal that could be measured was missed, in `report`'s
-/// goals or the series' (before and after).
-pub fn gated_goal_missed(report: &IcountReport, series_goals: Option<&Vec<super::Goal>>) -> bool {
-    report
-        .goals
-        .iter()
-        .chain(series_goals.into_iter().flatten())
-        .any(|g| g.gated && g.met == Some(false))
 }
