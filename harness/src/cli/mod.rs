@@ -124,13 +124,8 @@ pub fn unless_interrupted<T>(r: fibneigh::error::Result<T>, what: &str) -> Resul
 }
 
 /// `problems` plus a line naming the lab namespaces a run left behind.
-pub fn with_leftovers(mut problems: Vec<String>) -> Result<Vec<String>> {
-    let leftovers =
-        fibneigh::lab::Lab::cleanup_leftovers().context("failed to look for leftovers")?;
-    if !leftovers.is_empty() {
-        problems.push(format!("left behind: {}", leftovers.join(", ")));
-    }
-    Ok(problems)
+pub fn with_leftovers(problems: Vec<String>) -> Result<Vec<String>> {
+    fibneigh::lab::Lab::with_leftovers(problems).context("failed to look for leftovers")
 }
 
 /// `fibneigh vm`'s subcommands: the kernel pipeline (`cli/vm.rs`) and the
