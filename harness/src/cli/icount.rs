@@ -1,6 +1,7 @@
 //! `fibneigh vm icount`: instructions per `bpf_fib_lookup()` call, counted
 //! by the `fibneigh-icount` QEMU plugin in a TCG guest; and
-//! `fibneigh icount-guest`, the workload it runs inside.
+//! `fibneigh icount-guest`, the workload it runs inside: arguments and
+//! printing; the measurement is `fibneigh::bench::icount::measure`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! The command line: argument parsing, printing and files; the work is done
-//! by the library (`fibneigh::*`) and the VM pipeline (`fibneigh_vm`).
+//! by the library (`fibneigh::*`; `fibneigh::pipeline` drives the VM
+//! pipeline, `fibneigh_vm`). No file here imports another but this one.
 
 pub mod bench;
 pub mod churn;

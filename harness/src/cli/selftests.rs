@@ -1,5 +1,6 @@
 //! `fibneigh selftests`: build the kernel's `test_progs -t fib_lookup` from
-//! the patched tree and run it inside the patched kernel.
+//! the patched tree and run it inside the patched kernel: arguments and
+//! printing; the pipeline is `fibneigh::pipeline::selftests`.
 
 use std::io::Write;
 use std::path::PathBuf;
