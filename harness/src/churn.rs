@@ -60,6 +60,87 @@ pub struct ChurnReport {
     pub problems: Vec<String>,
 }
 
+impl ChurnReport {
+    /// The run's line, its note and its actions by kind; `problems` are
+    /// what is wrong with it (its own and what the run left behind).
+    pub fn render(&self, problems: &[String]) -> String {
+        let r = self;
+        let mut out = format!(
+            "churn {} {} v{}: {}s, {} actions ({} fills hit the table limit); sent {}, forwarder saw {} \
+             (redirect {}, redirect_neigh {}, pass {}, drop {}); recovered {}: {}\n",
+            r.policy,
+            r.hook,
+            r.family,
+            r.seconds,
+            r.actions.values().sum::<u64>(),
+            r.fills_limited,
+            r.sent,
+            r.seen,
+            r.redirect,
+            r.redirect_neigh,
+            r.pass,
+            r.drop,
+            r.recovery_ms
+                .map_or("never".into(), |ms| format!("in {ms} ms")),
+            if problems.is_empty() {
+                "ok".to_string()
+            } else {
+                problems.join("; ")
+            }
+        );
+        if let Some(note) = &r.note {
+            out.push_str(&format!("    note: {note}\n"));
+        }
+        for (k, v) in &r.actions {
+            out.push_str(&format!("    {v:>6}  {k}\n"));
+        }
+        out
+    }
+}
+
+/// What stops a series of churn runs.
+#[derive(Debug, thiserror::Error)]
+pub enum RunsError {
+    #[error("churn run failed")]
+    Run(#[source] crate::error::Error),
+    #[error("failed to look for leftovers")]
+    Leftovers(#[source] crate::lab::Error),
+    /// Stopped by SIGINT/SIGTERM; the lab was removed.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// A run per policy and hook, in order; `done` hears of each with its
+/// problems (its own and the namespaces it left behind). The reports, and
+/// how many runs had a problem.
+pub fn run_each(
+    policies: &[Policy],
+    hooks: &[Hook],
+    v6: bool,
+    seconds: u64,
+    seed: u64,
+    mut done: impl FnMut(&ChurnReport, &[String]),
+) -> std::result::Result<(Vec<ChurnReport>, usize), RunsError> {
+    let mut reports = Vec::new();
+    let mut failed = 0;
+    for policy in policies {
+        for hook in hooks {
+            let r = match run(*policy, *hook, v6, seconds, seed) {
+                Ok(r) => r,
+                Err(crate::error::Error::Interrupted(_)) => return Err(RunsError::Interrupted),
+                Err(e) => return Err(RunsError::Run(e)),
+            };
+            let problems = Lab::with_leftovers(r.problems.clone()).map_err(RunsError::Leftovers)?;
+            done(&r, &problems);
+            if !problems.is_empty() {
+                failed += 1;
+            }
+            reports.push(r);
+        }
+    }
+    Ok((reports, failed))
+}
+
 /// The checks on the counters: every lookup ended in exactly one action,
 /// and the forwarder looked up no more frames than the flow sent (the
 /// lab's own multicast, ND and ARP frames are skipped, not looked up).

@@ -7,10 +7,11 @@
 //! the run ends (also when it failed), and then checks that no XDP program
 //! and no tc filter is left on the DUT's devices, naming what it finds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fibneigh_bpf::{Attachment, Hook, ObjectProgram};
+use fibneigh_vm::xdp_tools::XdpTools;
 
 use crate::error::{Error, Result};
 use crate::lab::{Lab, Names, XdpPeers};
@@ -263,6 +264,88 @@ impl ExternalSpec {
         match self {
             ExternalSpec::Object { name, .. } | ExternalSpec::Command { name, .. } => name,
         }
+    }
+}
+
+/// The forwarder as the command line names it: an object (and maybe its
+/// program), a pair of commands with their hook, or xdp-forward (fetched
+/// into `cache_dir`); `name` overrides the name taken from it.
+#[derive(Debug, Clone)]
+pub struct ForwarderChoice {
+    pub object: Option<PathBuf>,
+    pub program: Option<String>,
+    pub attach: Option<String>,
+    pub detach: Option<String>,
+    pub hook: Option<Hook>,
+    pub xdp_forward: bool,
+    pub name: Option<String>,
+    pub cache_dir: PathBuf,
+}
+
+/// A forwarder the command line did not name, or could not get.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("--object {}: no such file", .0.display())]
+    NoObject(PathBuf),
+    #[error("failed to fetch xdp-tools from Debian trixie (xdp-forward is not in bookworm)")]
+    XdpTools(#[source] fibneigh_vm::Error),
+    #[error("name the forwarder: --object PATH, --attach CMD --detach CMD --hook HOOK, or --xdp-forward")]
+    Unnamed,
+}
+
+/// Debian trixie's xdp-tools in `cache` (fetched on first use).
+pub fn fetch_xdp_tools(cache: &Path) -> std::result::Result<XdpTools, SpecError> {
+    XdpTools::ensure(cache).map_err(SpecError::XdpTools)
+}
+
+impl ForwarderChoice {
+    /// The forwarder named: the object, else the commands, else
+    /// xdp-forward, attached with 'xdp-forward load -m native {ifaces}'.
+    pub fn spec(&self) -> std::result::Result<ExternalSpec, SpecError> {
+        if let Some(path) = &self.object {
+            if !path.is_file() {
+                return Err(SpecError::NoObject(path.clone()));
+            }
+            let name = self.name.clone().unwrap_or_else(|| {
+                path.file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "object".into())
+            });
+            return Ok(ExternalSpec::Object {
+                name,
+                path: path.clone(),
+                program: self.program.clone(),
+            });
+        }
+        if let (Some(attach), Some(detach), Some(hook)) = (&self.attach, &self.detach, self.hook) {
+            let name = self.name.clone().unwrap_or_else(|| {
+                attach
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("command")
+                    .to_string()
+            });
+            return Ok(ExternalSpec::Command {
+                name,
+                attach: attach.clone(),
+                detach: detach.clone(),
+                hook,
+            });
+        }
+        if self.xdp_forward {
+            let tools = fetch_xdp_tools(&self.cache_dir)?;
+            let bin = tools.shell_command("xdp-forward");
+            return Ok(ExternalSpec::Command {
+                name: self
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("xdp-forward {}", tools.version)),
+                attach: format!("{bin} load -m native {{ifaces}}"),
+                detach: format!("{bin} unload {{ifaces}}"),
+                hook: Hook::Xdp,
+            });
+        }
+        Err(SpecError::Unnamed)
     }
 }
 

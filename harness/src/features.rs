@@ -50,4 +50,61 @@ impl Features {
     pub fn patched(&self) -> bool {
         self.neigh_state && self.neigh_refresh
     }
+
+    /// What `fibneigh probe` prints: a line per feature.
+    pub fn render(&self) -> String {
+        let yes = |b| {
+            if b {
+                "supported"
+            } else {
+                "not supported (-EINVAL)"
+            }
+        };
+        let tcx = match self.tcx {
+            Some(true) => {
+                "known to the kernel (BPF_TCX_INGRESS in its BTF); the harness attaches with clsact"
+            }
+            Some(false) => "not known to the kernel; tc programs attach with clsact",
+            None => "unknown (no kernel BTF)",
+        };
+        format!(
+            "kernel release        {}\n\
+             bpf_fib_lookup (tc)   loads and runs; loopback lookup -> {}\n\
+             bpf_fib_lookup (xdp)  loads and runs; loopback lookup -> {}\n\
+             NEIGH_STATE           {}\n\
+             NEIGH_REFRESH         {}\n\
+             tcx                   {tcx}\n",
+            self.release,
+            self.fib_lookup_tc,
+            self.fib_lookup_xdp,
+            yes(self.neigh_state),
+            yes(self.neigh_refresh),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_prints_a_line_per_feature() {
+        let f = Features {
+            release: "7.3.0".into(),
+            fib_lookup_tc: "SUCCESS".into(),
+            fib_lookup_xdp: "SUCCESS".into(),
+            neigh_state: true,
+            neigh_refresh: false,
+            tcx: None,
+        };
+        assert_eq!(
+            f.render(),
+            "kernel release        7.3.0\n\
+             bpf_fib_lookup (tc)   loads and runs; loopback lookup -> SUCCESS\n\
+             bpf_fib_lookup (xdp)  loads and runs; loopback lookup -> SUCCESS\n\
+             NEIGH_STATE           supported\n\
+             NEIGH_REFRESH         not supported (-EINVAL)\n\
+             tcx                   unknown (no kernel BTF)\n"
+        );
+    }
 }

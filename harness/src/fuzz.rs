@@ -55,6 +55,43 @@ pub struct FuzzReport {
     pub violations: Vec<String>,
 }
 
+impl FuzzReport {
+    /// What ran (in `secs` seconds), the lookups' outcomes and the
+    /// forwarder's verdicts.
+    pub fn render(&self, secs: f64) -> String {
+        let r = self;
+        let mut out = format!(
+            "fuzz: seed {}, {} lookups, {} forwarder runs in {secs:.1}s\n",
+            r.seed, r.lookups, r.forwarder_runs
+        );
+        out.push_str(&format!(
+            "flag words: {} of the 1024 combinations of the defined bits, and words with undefined bits; this kernel knows bits {:#05x}\n",
+            r.flag_combinations, r.known_flags
+        ));
+        out.push_str("lookup outcomes:\n");
+        for (k, v) in &r.outcomes {
+            out.push_str(&format!("  {v:>8}  {k}\n"));
+        }
+        out.push_str("forwarder verdicts:\n");
+        for (k, v) in &r.forwarder_verdicts {
+            out.push_str(&format!("  {v:>8}  {k}\n"));
+        }
+        out
+    }
+
+    /// The contract's verdict: none broken, or each violation.
+    pub fn render_violations(&self) -> String {
+        if self.violations.is_empty() {
+            return "no result outside the documented contract\n".into();
+        }
+        let mut out = format!("{} violation(s):\n", self.violations.len());
+        for v in &self.violations {
+            out.push_str(&format!("  {v}\n"));
+        }
+        out
+    }
+}
+
 /// The lookup as generated, for reproducing a violation.
 #[derive(Debug, Clone, Copy)]
 pub struct Case {

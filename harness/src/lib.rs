@@ -11,6 +11,7 @@ pub mod fuzz;
 pub mod lab;
 pub mod lock_stress;
 pub mod nud;
+pub mod pipeline;
 pub mod present;
 pub mod report;
 pub mod scale;

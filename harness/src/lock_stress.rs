@@ -90,6 +90,35 @@ pub struct LockStressReport {
     pub problems: Vec<String>,
 }
 
+impl LockStressReport {
+    /// The run's line, each site's lookups and the churn's actions.
+    pub fn render(&self) -> String {
+        let r = self;
+        let mut out = format!(
+            "lock-stress: {}s, {} churn actions, {} frames through the htb qdisc, {} test runs on {} CPU(s)\n",
+            r.seconds,
+            r.actions.values().sum::<u64>(),
+            r.sent,
+            r.test_runs,
+            r.cpus
+        );
+        for (name, s) in [
+            ("qdisc (cls_bpf under htb)", &r.qdisc),
+            ("tc test runs", &r.tc_run),
+            ("XDP test runs", &r.xdp_run),
+        ] {
+            out.push_str(&format!(
+                "    {name:<26} {:>9} lookups: SUCCESS {}, NO_NEIGH {}, other {}; found STALE (kicked) {}\n",
+                s.lookups, s.success, s.no_neigh, s.other, s.stale
+            ));
+        }
+        for (k, v) in &r.actions {
+            out.push_str(&format!("    {v:>6}  {k}\n"));
+        }
+        out
+    }
+}
+
 /// Run for `seconds`.
 pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
     let n = Names::for_this_process();

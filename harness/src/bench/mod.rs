@@ -21,6 +21,7 @@ pub mod lookup;
 pub mod platform;
 pub mod recovery;
 pub mod render;
+pub mod request;
 
 use serde::{Deserialize, Serialize};
 

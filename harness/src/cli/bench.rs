@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use fibneigh::bench::{self, forwarding, lookup, recovery, render, BenchOptions};
+use fibneigh::bench::request::{self, BenchRequest};
+use fibneigh::bench::{self, render};
 use fibneigh::lab::Lab;
 use fibneigh::scenario::{Family, NeighTimers};
 use fibneigh::stop::{self, EXIT_INTERRUPTED};
@@ -85,70 +86,40 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    fn options(&self) -> BenchOptions {
-        let q = self.quick;
-        let want = |p: Part| self.parts.is_empty() || self.parts.contains(&p);
-        let rounds = self.rounds.unwrap_or(if q { 2 } else { 7 });
-        let hooks: Vec<_> = if self.hooks.is_empty() {
-            Hook::ALL.to_vec()
-        } else {
-            self.hooks.clone()
-        };
-        let ms = Duration::from_millis;
-        BenchOptions {
-            lookup: want(Part::Lookup).then(|| lookup::Options {
-                rounds,
-                sample: ms(self.lookup_sample_ms.unwrap_or(if q { 5 } else { 20 })),
-                hooks: hooks.clone(),
-            }),
-            forwarding: want(Part::Forwarding).then(|| forwarding::Options {
-                rounds,
-                sample: ms(self
-                    .forwarding_sample_ms
-                    .unwrap_or(if q { 50 } else { 300 })),
-                hooks: hooks.clone(),
-                flows: vec![forwarding::Flows::ONE, forwarding::Flows::MANY],
-            }),
-            recovery: want(Part::Recovery).then(|| recovery::Options {
-                reps: self.reps.unwrap_or(if q { 1 } else { 3 }),
-                timers: if self.timers.is_empty() {
-                    if q {
-                        vec![NeighTimers::Short]
-                    } else {
-                        vec![NeighTimers::Short, NeighTimers::KernelDefaults]
-                    }
-                } else {
-                    self.timers
-                        .iter()
-                        .map(|t| match t {
-                            Timers::Short => NeighTimers::Short,
-                            Timers::KernelDefaults => NeighTimers::KernelDefaults,
-                        })
-                        .collect()
-                },
-                hooks: if self.recovery_hooks.is_empty() {
-                    vec![Hook::Tc]
-                } else {
-                    self.recovery_hooks.clone()
-                },
-                family: self.family,
-                window_short: ms(if q { 4000 } else { 3000 }),
-                window_default: ms(15_000),
-            }),
+    fn request(&self) -> BenchRequest {
+        BenchRequest {
+            parts: self
+                .parts
+                .iter()
+                .map(|p| match p {
+                    Part::Lookup => request::Part::Lookup,
+                    Part::Forwarding => request::Part::Forwarding,
+                    Part::Recovery => request::Part::Recovery,
+                })
+                .collect(),
+            quick: self.quick,
+            rounds: self.rounds,
+            lookup_sample_ms: self.lookup_sample_ms,
+            forwarding_sample_ms: self.forwarding_sample_ms,
+            hooks: self.hooks.clone(),
+            reps: self.reps,
+            timers: self
+                .timers
+                .iter()
+                .map(|t| match t {
+                    Timers::Short => NeighTimers::Short,
+                    Timers::KernelDefaults => NeighTimers::KernelDefaults,
+                })
+                .collect(),
+            recovery_hooks: self.recovery_hooks.clone(),
+            family: self.family,
         }
     }
 }
 
-fn load_report(path: &PathBuf) -> Result<bench::BenchReport> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a fibneigh bench report", path.display()))
-}
-
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if let Some(p) = &args.from_json {
-        let report = load_report(p)?;
+        let report = request::load_report(p)?;
         print!("{}", render::render_table(&report));
         if let Some(svg) = &args.svg {
             write_file(svg, &render::render_svg(&report))?;
@@ -165,7 +136,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         .collect::<Vec<_>>()
         .join(" ");
     let started = Instant::now();
-    let result = bench::run(&args.options(), &command, |part| {
+    let result = bench::run(&args.request().options(), &command, |part| {
         eprintln!(
             "fibneigh bench: {part} ({:.0} s in)",
             started.elapsed().as_secs_f64()

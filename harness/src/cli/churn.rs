@@ -41,52 +41,23 @@ pub fn run(args: ChurnArgs) -> Result<ExitCode> {
     if args.seconds == 0 {
         bail!("--seconds must be at least 1");
     }
-    let hooks = args.hook.clone();
     super::prepare_patched_run(args.policy.iter().fold(0, |f, p| f | p.required_flags()))?;
-    let mut reports = Vec::new();
-    let mut failed = 0;
-    for policy in &args.policy {
-        for hook in &hooks {
-            let run = churn::run(*policy, *hook, args.family == 6, args.seconds, args.seed);
-            let Some(r) = super::unless_interrupted(run, "churn run")? else {
-                return Ok(ExitCode::from(EXIT_INTERRUPTED));
-            };
-            let problems = super::with_leftovers(r.problems.clone())?;
-            println!(
-                "churn {} {} v{}: {}s, {} actions ({} fills hit the table limit); sent {}, forwarder saw {} \
-                 (redirect {}, redirect_neigh {}, pass {}, drop {}); recovered {}: {}",
-                r.policy,
-                r.hook,
-                r.family,
-                r.seconds,
-                r.actions.values().sum::<u64>(),
-                r.fills_limited,
-                r.sent,
-                r.seen,
-                r.redirect,
-                r.redirect_neigh,
-                r.pass,
-                r.drop,
-                r.recovery_ms
-                    .map_or("never".into(), |ms| format!("in {ms} ms")),
-                if problems.is_empty() {
-                    "ok".to_string()
-                } else {
-                    problems.join("; ")
-                }
-            );
-            if let Some(note) = &r.note {
-                println!("    note: {note}");
-            }
-            for (k, v) in &r.actions {
-                println!("    {v:>6}  {k}");
-            }
-            if !problems.is_empty() {
-                failed += 1;
-            }
-            reports.push(r);
+    let runs = churn::run_each(
+        &args.policy,
+        &args.hook,
+        args.family == 6,
+        args.seconds,
+        args.seed,
+        |r, problems| print!("{}", r.render(problems)),
+    );
+    let (reports, failed) = match runs {
+        Ok(r) => r,
+        Err(churn::RunsError::Interrupted) => {
+            eprintln!("fibneigh: interrupted; the lab was removed");
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
         }
-    }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(p) = &args.json {
         write_json(p, &reports)?;
     }

@@ -40,36 +40,14 @@ pub fn run(args: FuzzArgs) -> Result<ExitCode> {
     let Some(report) = super::unless_interrupted(run, "fuzz run")? else {
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     };
-    println!(
-        "fuzz: seed {}, {} lookups, {} forwarder runs in {:.1}s",
-        report.seed,
-        report.lookups,
-        report.forwarder_runs,
-        started.elapsed().as_secs_f64()
-    );
-    println!(
-        "flag words: {} of the 1024 combinations of the defined bits, and words with undefined bits; this kernel knows bits {:#05x}",
-        report.flag_combinations, report.known_flags
-    );
-    println!("lookup outcomes:");
-    for (k, v) in &report.outcomes {
-        println!("  {v:>8}  {k}");
-    }
-    println!("forwarder verdicts:");
-    for (k, v) in &report.forwarder_verdicts {
-        println!("  {v:>8}  {k}");
-    }
+    print!("{}", report.render(started.elapsed().as_secs_f64()));
     if let Some(p) = &args.json {
         write_json(p, &report)?;
     }
-    if report.violations.is_empty() {
-        println!("no result outside the documented contract");
-        Ok(ExitCode::SUCCESS)
+    print!("{}", report.render_violations());
+    Ok(if report.violations.is_empty() {
+        ExitCode::SUCCESS
     } else {
-        println!("{} violation(s):", report.violations.len());
-        for v in &report.violations {
-            println!("  {v}");
-        }
-        Ok(ExitCode::FAILURE)
-    }
+        ExitCode::FAILURE
+    })
 }

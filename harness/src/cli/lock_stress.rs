@@ -36,27 +36,7 @@ pub fn run(args: LockStressArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     };
     let problems = super::with_leftovers(r.problems.clone())?;
-    println!(
-        "lock-stress: {}s, {} churn actions, {} frames through the htb qdisc, {} test runs on {} CPU(s)",
-        r.seconds,
-        r.actions.values().sum::<u64>(),
-        r.sent,
-        r.test_runs,
-        r.cpus
-    );
-    for (name, s) in [
-        ("qdisc (cls_bpf under htb)", &r.qdisc),
-        ("tc test runs", &r.tc_run),
-        ("XDP test runs", &r.xdp_run),
-    ] {
-        println!(
-            "    {name:<26} {:>9} lookups: SUCCESS {}, NO_NEIGH {}, other {}; found STALE (kicked) {}",
-            s.lookups, s.success, s.no_neigh, s.other, s.stale
-        );
-    }
-    for (k, v) in &r.actions {
-        println!("    {v:>6}  {k}");
-    }
+    print!("{}", r.render());
     if let Some(p) = &args.json {
         write_json(p, &r)?;
     }

@@ -1,15 +1,14 @@
 //! The command line: argument parsing, printing and files; the work is done
-//! by the library (`fibneigh::*`) and the VM pipeline (`fibneigh_vm`).
+//! by the library (`fibneigh::*`; `fibneigh::pipeline` drives the VM
+//! pipeline, `fibneigh_vm`). No file here imports another but this one.
 
 pub mod bench;
 pub mod churn;
 pub mod examples;
 pub mod fuzz;
 pub mod icount;
-pub mod junit;
 pub mod lock_stress;
 pub mod probe;
-pub mod progress;
 pub mod scale;
 pub mod scenarios;
 pub mod selftests;
@@ -23,13 +22,13 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use fibneigh::stop;
+use fibneigh::pipeline::{AccelChoice, KernelChoice};
+use fibneigh::present::json::stamped;
 use fibneigh_vm::base::KernelBase;
-use fibneigh_vm::{Accel, Arch, BuildRequest, Guest, KernelImage, Profile, SourceSpec};
+use fibneigh_vm::{Arch, BuildRequest, Profile};
 
 /// Exit code for a failure of the tool itself (as opposed to a guest
 /// command's own exit status, which `vm run` passes through).
@@ -44,34 +43,8 @@ pub fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
 }
 
-/// The version of the JSON reports' layout; bumped when a field changes
-/// meaning or goes away (new fields do not bump it).
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// The commit the binary was built from (`git describe --always --dirty`
-/// at build time, see harness/build.rs), or "unknown".
-pub fn commit() -> String {
-    env!("FIBNEIGH_COMMIT").to_string()
-}
-
-/// `value` as a JSON object that says which layout and which commit made
-/// it: an object gains `schema_version` and `commit`; anything else is
-/// wrapped as `{schema_version, commit, data}`.
-pub fn stamped<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
-    let mut out = serde_json::Map::new();
-    out.insert("schema_version".into(), SCHEMA_VERSION.into());
-    out.insert("commit".into(), commit().into());
-    match serde_json::to_value(value)? {
-        serde_json::Value::Object(body) => out.extend(body),
-        other => {
-            out.insert("data".into(), other);
-        }
-    }
-    Ok(serde_json::Value::Object(out))
-}
-
 /// `--json PATH` means one thing in every command: write the report to
-/// PATH as pretty JSON (see [`stamped`]), creating its directory; `-` is
+/// PATH as pretty JSON (see [`fibneigh::present::json::stamped`]), creating its directory; `-` is
 /// standard output, which then carries the report alone (see
 /// [`reserve_stdout_for_json`]).
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -115,14 +88,19 @@ pub fn reserve_stdout_for_json(args: &[OsString]) -> Result<()> {
     Ok(())
 }
 
+/// Ready a lab run: the signal handlers installed, an earlier run's
+/// leftovers removed, and what the running kernel supports.
+pub fn prepare_lab() -> Result<fibneigh::scenario::Support> {
+    fibneigh::stop::install().context("failed to install the signal handlers")?;
+    fibneigh::lab::Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
+    fibneigh::scenario::Support::probe().context("failed to probe the kernel (are you root?)")
+}
+
 /// Ready a lab run that needs the series' `flags` on the running kernel:
 /// the signal handlers installed, an earlier run's leftovers removed, and
 /// an error naming the flags the kernel lacks.
 pub fn prepare_patched_run(flags: u32) -> Result<()> {
-    fibneigh::stop::install().context("failed to install the signal handlers")?;
-    fibneigh::lab::Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
-    let support = fibneigh::scenario::Support::probe()
-        .context("failed to probe the kernel (are you root?)")?;
+    let support = prepare_lab()?;
     let missing = support.missing(flags);
     if !missing.is_empty() {
         anyhow::bail!(
@@ -147,13 +125,8 @@ pub fn unless_interrupted<T>(r: fibneigh::error::Result<T>, what: &str) -> Resul
 }
 
 /// `problems` plus a line naming the lab namespaces a run left behind.
-pub fn with_leftovers(mut problems: Vec<String>) -> Result<Vec<String>> {
-    let leftovers =
-        fibneigh::lab::Lab::cleanup_leftovers().context("failed to look for leftovers")?;
-    if !leftovers.is_empty() {
-        problems.push(format!("left behind: {}", leftovers.join(", ")));
-    }
-    Ok(problems)
+pub fn with_leftovers(problems: Vec<String>) -> Result<Vec<String>> {
+    fibneigh::lab::Lab::with_leftovers(problems).context("failed to look for leftovers")
 }
 
 /// `fibneigh vm`'s subcommands: the kernel pipeline (`cli/vm.rs`) and the
@@ -290,137 +263,45 @@ pub enum AccelArg {
     Tcg,
 }
 
-/// The repository: the nearest directory above the working directory that
-/// holds `kernel-patches/series`, else the one this binary was built from.
-pub fn repo_root() -> PathBuf {
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cwd = std::env::current_dir().unwrap_or_else(|_| built_from.clone());
-    cwd.ancestors()
-        .find(|d| d.join("kernel-patches/series").is_file())
-        .map(Path::to_path_buf)
-        .unwrap_or(built_from)
-        .canonicalize()
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-}
-
+/// The kernel build `args` ask for.
 pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
-    let root = repo_root();
-    let (package, patches) = (args.base.source(), args.base.patches(&root));
-    let arch = match args.arch {
-        ArchArg::X86_64 => Arch::X86_64,
-        ArchArg::Um => Arch::Um,
-    };
-    let source = match (&args.tree, &args.source) {
-        (Some(tree), _) => SourceSpec::Tree(tree.clone()),
-        (None, Some(path)) => SourceSpec::Path(path.clone()),
-        (None, None) => package,
-    };
-    let req = BuildRequest {
+    let choice = KernelChoice {
         cache_dir: args.cache_dir.clone(),
-        source,
-        config: args
-            .config
-            .clone()
-            .unwrap_or_else(|| patches.join(arch.fragment())),
-        patches: args.patches.clone().unwrap_or(patches),
+        base: args.base,
+        source: args.source.clone(),
+        tree: args.tree.clone(),
+        no_series: args.no_series,
+        patches: args.patches.clone(),
+        config: args.config.clone(),
+        jobs: args.jobs,
+        refresh_source: args.refresh_source,
         profile: match args.profile {
             ProfileArg::Tiny => Profile::Tiny,
             ProfileArg::Debug => Profile::Debug,
             ProfileArg::Selftests => Profile::Selftests,
             ProfileArg::O2 => Profile::O2,
         },
-        jobs: args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-        refresh_source: args.refresh_source,
-        ccache: true,
-        arch,
+        arch: match args.arch {
+            ArchArg::X86_64 => Arch::X86_64,
+            ArchArg::Um => Arch::Um,
+        },
     };
-    if args.no_series {
-        return Ok(req.pristine()?);
-    }
-    Ok(req)
+    Ok(choice.request()?)
 }
 
-pub fn build(args: &BuildArgs) -> Result<KernelImage> {
-    let req = build_request(args)?;
-    let mut reporter = progress::reporter();
-    fibneigh_vm::build(&req, reporter.as_mut()).context("failed to build the kernel")
-}
-
-pub fn accel(choice: AccelArg, cache: &Path) -> Accel {
-    match choice {
-        AccelArg::Kvm => Accel::Kvm,
-        AccelArg::Tcg => Accel::Tcg,
-        AccelArg::Auto => {
-            let probe = fibneigh_vm::detect_accel(&cache.join("tmp"));
-            eprintln!(
-                "accelerator: {} ({})",
-                match probe.accel {
-                    Accel::Kvm => "KVM",
-                    Accel::Tcg => "TCG",
-                },
-                probe.reason
-            );
-            probe.accel
+impl From<AccelArg> for AccelChoice {
+    fn from(a: AccelArg) -> Self {
+        match a {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Kvm => AccelChoice::Kvm,
+            AccelArg::Tcg => AccelChoice::Tcg,
         }
     }
-}
-
-/// A guest for `kernel` sharing the repository (and `rwdirs`) read-write,
-/// starting in the current directory; `memory`/`cpus` default as
-/// [`fibneigh_vm::RunRequest::default`] says.
-pub fn guest(kernel: PathBuf, accel: Accel, cache: &Path, rwdirs: &[PathBuf]) -> Guest {
-    let root = repo_root();
-    let mut dirs = vec![root.clone()];
-    dirs.extend(rwdirs.iter().cloned());
-    let mut guest = Guest::new(kernel, accel, cache.to_path_buf(), dirs);
-    guest.cwd = std::env::current_dir().unwrap_or(root);
-    guest
-}
-
-/// Boot `guest` and run `command`; its exit status, or an error naming the
-/// console log. SIGINT/SIGTERM stop the guest.
-pub fn run_guest(
-    guest: &Guest,
-    command: Vec<String>,
-    timeout: Duration,
-    keep_console: bool,
-) -> Result<std::process::ExitStatus> {
-    stop::install().context("failed to install the signal handlers")?;
-    let mut reporter = progress::reporter();
-    let done = guest
-        .run(
-            command,
-            timeout,
-            keep_console,
-            stop::flag(),
-            reporter.as_mut(),
-        )
-        .context("failed to run the guest")?;
-    if done.console_kept {
-        eprintln!("console log: {}", done.console_log.display());
-    }
-    Ok(done.status)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reports_say_their_layout_and_commit() {
-        #[derive(serde::Serialize)]
-        struct R {
-            cells: u32,
-        }
-        let v = stamped(&R { cells: 3 }).expect("json");
-        assert_eq!(v["schema_version"], SCHEMA_VERSION);
-        assert!(v["commit"].as_str().is_some_and(|c| !c.is_empty()));
-        assert_eq!(v["cells"], 3);
-        let w = stamped(&vec![1, 2]).expect("json");
-        assert_eq!(w["data"][1], 2);
-    }
 
     #[test]
     fn a_guest_commands_json_flag_is_not_ours() {

@@ -26,38 +26,7 @@ pub fn run(args: ProbeArgs) -> Result<ExitCode> {
     if let Some(p) = &args.json {
         super::write_json(p, &f)?;
     }
-    {
-        let mut out = std::io::stdout().lock();
-        let yes = |b| {
-            if b {
-                "supported"
-            } else {
-                "not supported (-EINVAL)"
-            }
-        };
-        writeln!(out, "kernel release        {}", f.release)?;
-        writeln!(
-            out,
-            "bpf_fib_lookup (tc)   loads and runs; loopback lookup -> {}",
-            f.fib_lookup_tc
-        )?;
-        writeln!(
-            out,
-            "bpf_fib_lookup (xdp)  loads and runs; loopback lookup -> {}",
-            f.fib_lookup_xdp
-        )?;
-        writeln!(out, "NEIGH_STATE           {}", yes(f.neigh_state))?;
-        writeln!(out, "NEIGH_REFRESH         {}", yes(f.neigh_refresh))?;
-        writeln!(
-            out,
-            "tcx                   {}",
-            match f.tcx {
-                Some(true) => "known to the kernel (BPF_TCX_INGRESS in its BTF); the harness attaches with clsact",
-                Some(false) => "not known to the kernel; tc programs attach with clsact",
-                None => "unknown (no kernel BTF)",
-            }
-        )?;
-    }
+    write!(std::io::stdout().lock(), "{}", f.render())?;
     if let Some(want) = &args.expect_release {
         if !f.release.starts_with(want.as_str()) {
             bail!(

@@ -5,15 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use fibneigh::lab::Lab;
 use fibneigh::report;
 use fibneigh::scenario::{
-    self, Cell, CellResult, Family, Kind, MatrixReport, Outcome, PolicyChoice, Scenario, Spec,
-    Support, Verdict,
+    self, Cell, Family, Kind, MatrixReport, Outcome, PolicyChoice, Scenario, Spec,
 };
-use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh_bpf::Hook;
 
 use super::{write_file, write_json, TimingArgs};
@@ -75,34 +73,10 @@ pub struct MatrixArgs {
     pub timing: TimingArgs,
 }
 
-fn prepare() -> Result<Support> {
-    stop::install().context("failed to install the signal handlers")?;
-    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
-    Support::probe().context("failed to probe the kernel (are you root?)")
-}
-
-fn check_policy(cell: &Cell) -> Result<()> {
-    if Spec::of(cell.scenario).kind == Kind::Lookups && cell.policy == PolicyChoice::KernelStack {
-        bail!(
-            "{} runs the probe program; pick a program policy, not kernel-stack",
-            cell.scenario
-        );
-    }
-    let policies = Spec::of(cell.scenario).policies();
-    if !policies.contains(&cell.policy) {
-        bail!("{} runs only with: {}", cell.scenario, names(&policies));
-    }
-    Ok(())
-}
-
-fn names(p: &[PolicyChoice]) -> String {
-    p.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
-}
-
 pub fn cell(args: CellArgs) -> Result<ExitCode> {
     let cell = Cell::new(args.scenario, args.policy, args.family, args.hook);
-    check_policy(&cell)?;
-    let support = prepare()?;
+    scenario::check_policy(&cell).map_err(anyhow::Error::msg)?;
+    let support = super::prepare_lab()?;
     let opts = args.timing.options(false);
     let r = match scenario::run_case(&cell, &support, &opts) {
         Ok(r) => r,
@@ -130,7 +104,7 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
     } else {
         Scenario::ALL.to_vec()
     };
-    let support = prepare()?;
+    let support = super::prepare_lab()?;
     let opts = args.timing.options(args.quick);
     let cells = scenario::cells(&scenarios);
     let started = Instant::now();
@@ -140,46 +114,25 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         support.neigh_state,
         support.neigh_refresh
     );
-    let mut results: Vec<CellResult> = Vec::new();
-    let mut interrupted = false;
-    for (i, cell) in cells.iter().enumerate() {
-        let t = Instant::now();
-        match scenario::run_case(cell, &support, &opts) {
-            Ok(r) => {
-                eprintln!(
-                    "[{}/{}] {}: {} ({:.1}s)",
-                    i + 1,
-                    cells.len(),
-                    cell.id(),
-                    r.outcome.label(),
-                    t.elapsed().as_secs_f64()
-                );
-                results.push(r);
-            }
-            Err(_) => {
-                interrupted = true;
-                break;
-            }
-        }
-    }
+    let (results, interrupted) = scenario::run_cells(
+        &cells,
+        |cell| scenario::run_case(cell, &support, &opts),
+        |i, cell, r, took| {
+            eprintln!(
+                "[{}/{}] {}: {} ({:.1}s)",
+                i + 1,
+                cells.len(),
+                cell.id(),
+                r.outcome.label(),
+                took.as_secs_f64()
+            )
+        },
+    );
     print!("{}", report::render_table(&results));
-    let failures = results
-        .iter()
-        .filter(|r| matches!(r.verdict, Verdict::Fail(_)))
-        .count();
-    println!(
-        "{} cells in {:.1}s; {} matching the expectations, {} not, {} unchecked",
-        results.len(),
-        started.elapsed().as_secs_f64(),
-        results
-            .iter()
-            .filter(|r| r.verdict == Verdict::Pass)
-            .count(),
-        failures,
-        results
-            .iter()
-            .filter(|r| r.verdict == Verdict::Unchecked)
-            .count(),
+    let failures = scenario::failures(&results);
+    print!(
+        "{}",
+        report::render_summary(&results, started.elapsed().as_secs_f64())
     );
     if let Some(p) = &args.json {
         let release = nix::sys::utsname::uname()
@@ -198,7 +151,7 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         )?;
     }
     if let Some(p) = &args.junit {
-        write_file(p, &super::junit::matrix(&results)?)?;
+        write_file(p, &fibneigh::report::junit::matrix(&results)?)?;
     }
     if let Some(dir) = &args.svg_dir {
         std::fs::create_dir_all(dir)

@@ -4,13 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use fibneigh::external::ExternalSpec;
-use fibneigh::lab::Lab;
+use fibneigh::external::{fetch_xdp_tools, ForwarderChoice};
 use fibneigh::report;
-use fibneigh::scenario::{CellResult, Family, Scenario, Support, Verdict};
-use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh::scenario::{self, Family, Scenario};
+use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh::trial::{self, Expectation};
 use fibneigh_bpf::Hook;
 use fibneigh_vm as vm;
@@ -78,60 +77,24 @@ pub struct TrialArgs {
     pub timing: TimingArgs,
 }
 
-fn spec(args: &TrialArgs) -> Result<ExternalSpec> {
-    if let Some(path) = &args.object {
-        if !path.is_file() {
-            bail!("--object {}: no such file", path.display());
+impl TrialArgs {
+    fn forwarder(&self) -> ForwarderChoice {
+        ForwarderChoice {
+            object: self.object.clone(),
+            program: self.program.clone(),
+            attach: self.attach.clone(),
+            detach: self.detach.clone(),
+            hook: self.hook,
+            xdp_forward: self.xdp_forward,
+            name: self.name.clone(),
+            cache_dir: self.cache_dir.clone(),
         }
-        let name = args.name.clone().unwrap_or_else(|| {
-            path.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "object".into())
-        });
-        return Ok(ExternalSpec::Object {
-            name,
-            path: path.clone(),
-            program: args.program.clone(),
-        });
     }
-    if let (Some(attach), Some(detach), Some(hook)) = (&args.attach, &args.detach, args.hook) {
-        let name = args.name.clone().unwrap_or_else(|| {
-            attach
-                .split_whitespace()
-                .next()
-                .unwrap_or("command")
-                .to_string()
-        });
-        return Ok(ExternalSpec::Command {
-            name,
-            attach: attach.clone(),
-            detach: detach.clone(),
-            hook,
-        });
-    }
-    if args.xdp_forward {
-        let tools = vm::xdp_tools::XdpTools::ensure(&args.cache_dir).context(
-            "failed to fetch xdp-tools from Debian trixie (xdp-forward is not in bookworm)",
-        )?;
-        let bin = tools.shell_command("xdp-forward");
-        return Ok(ExternalSpec::Command {
-            name: args
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("xdp-forward {}", tools.version)),
-            attach: format!("{bin} load -m native {{ifaces}}"),
-            detach: format!("{bin} unload {{ifaces}}"),
-            hook: Hook::Xdp,
-        });
-    }
-    bail!("name the forwarder: --object PATH, --attach CMD --detach CMD --hook HOOK, or --xdp-forward")
 }
 
 pub fn run(args: TrialArgs) -> Result<ExitCode> {
     if args.fetch_only {
-        let tools = vm::xdp_tools::XdpTools::ensure(&args.cache_dir).context(
-            "failed to fetch xdp-tools from Debian trixie (xdp-forward is not in bookworm)",
-        )?;
+        let tools = fetch_xdp_tools(&args.cache_dir)?;
         println!(
             "xdp-tools {}: {}",
             tools.version,
@@ -139,7 +102,7 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let spec = spec(&args)?;
+    let spec = args.forwarder().spec()?;
     let scenarios = if args.scenarios.is_empty() {
         trial::SCENARIOS.to_vec()
     } else {
@@ -150,9 +113,7 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
     } else {
         args.families.clone()
     };
-    stop::install().context("failed to install the signal handlers")?;
-    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
-    let support = Support::probe().context("failed to probe the kernel (are you root?)")?;
+    let support = super::prepare_lab()?;
     let external = spec
         .load()
         .with_context(|| format!("forwarder {}", spec.name()))?;
@@ -166,54 +127,33 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
         support.neigh_state,
         support.neigh_refresh
     );
-    let mut results: Vec<CellResult> = Vec::new();
-    let mut interrupted = false;
-    for (i, cell) in cells.iter().enumerate() {
-        match trial::run(cell, &support, &opts, &external, &args.expect) {
-            Ok(r) => {
-                eprintln!(
-                    "[{}/{}] {}: {}",
-                    i + 1,
-                    cells.len(),
-                    cell.id(),
-                    r.diagnosis.as_deref().unwrap_or("-")
-                );
-                results.push(r);
-            }
-            Err(_) => {
-                interrupted = true;
-                break;
-            }
-        }
-    }
+    let (results, interrupted) = scenario::run_cells(
+        &cells,
+        |cell| trial::run(cell, &support, &opts, &external, &args.expect),
+        |i, cell, r, _| {
+            eprintln!(
+                "[{}/{}] {}: {}",
+                i + 1,
+                cells.len(),
+                cell.id(),
+                r.diagnosis.as_deref().unwrap_or("-")
+            )
+        },
+    );
     println!("forwarder: {}", external.name());
     print!("{}", report::render_table(&results));
-    for r in &results {
-        println!(
-            "{:<40} {}  [{}]",
-            r.cell.id(),
-            r.diagnosis.as_deref().unwrap_or("-"),
-            match &r.verdict {
-                Verdict::Pass => "as expected".to_string(),
-                Verdict::Fail(why) => format!("FAIL: {why}"),
-                Verdict::Unchecked => "no expectation".to_string(),
-            }
-        );
-    }
+    print!("{}", report::render_verdicts(&results));
     if let Some(p) = &args.json {
         write_json(p, &results)?;
     }
     if let Some(p) = &args.junit {
-        write_file(p, &super::junit::matrix(&results)?)?;
+        write_file(p, &fibneigh::report::junit::matrix(&results)?)?;
     }
     if interrupted {
         eprintln!("fibneigh: interrupted; the lab was removed");
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
-    let failed = results
-        .iter()
-        .filter(|r| matches!(r.verdict, Verdict::Fail(_)))
-        .count();
+    let failed = scenario::failures(&results);
     Ok(if failed > 0 {
         eprintln!("fibneigh trial: {failed} cell(s) failed");
         ExitCode::FAILURE

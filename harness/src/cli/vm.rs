@@ -1,19 +1,18 @@
 //! `fibneigh vm ...`: the VM pipeline's command line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use fibneigh::pipeline::run::RunSpec;
+use fibneigh::pipeline::{self, progress, render, AccelChoice};
 use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_vm::timing::{self, TimingRequest};
-use fibneigh_vm::{self as vm, Accel, Arch, KernelImage, RunRequest};
+use fibneigh_vm::RunRequest;
 
-use super::{
-    accel, build, build_request, guest, progress, repo_root, run_guest, AccelArg, ArchArg,
-    BuildArgs,
-};
+use super::{build_request, AccelArg, ArchArg, BuildArgs};
 
 #[derive(Args)]
 pub struct BuildCmd {
@@ -90,9 +89,8 @@ pub fn build_cmd(args: BuildCmd) -> Result<ExitCode> {
     }
     let mut req = build_request(&args.build)?;
     req.ccache = !args.no_ccache;
-    let mut reporter = progress::reporter();
-    let image = vm::build(&req, reporter.as_mut()).context("failed to build the kernel")?;
-    describe(&image);
+    let image = pipeline::build(&req)?;
+    eprintln!("{}", render::describe(&image));
     if let Some(p) = &args.json {
         super::write_json(p, &image)?;
     }
@@ -102,10 +100,7 @@ pub fn build_cmd(args: BuildCmd) -> Result<ExitCode> {
 
 /// `vm tree`: the tree with the series applied and configured.
 pub fn tree(args: BuildArgs) -> Result<ExitCode> {
-    let req = build_request(&args)?;
-    let mut reporter = progress::reporter();
-    let tree =
-        vm::prepare_tree(&req, reporter.as_mut()).context("failed to prepare the kernel tree")?;
+    let tree = pipeline::prepare_tree(&build_request(&args)?)?;
     println!("{}", tree.path.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -115,17 +110,14 @@ fn clean(args: &BuildArgs) -> Result<()> {
     let Some(path) = &args.tree else {
         bail!("--clean needs --tree PATH");
     };
-    let repo = vm::tree::Repo::open(path).context("--tree")?;
-    match vm::tree::remove_worktree(&repo, &args.cache_dir)
-        .context("failed to remove the worktree")?
-    {
-        Some(dir) => eprintln!(
+    match pipeline::remove_worktree(path, &args.cache_dir)? {
+        (repo, Some(dir)) => eprintln!(
             "removed the worktree {} and its entry in {}/worktrees; built kernels stay in {}",
             dir.display(),
             repo.common_dir.display(),
             args.cache_dir.join("kernels").display()
         ),
-        None => eprintln!(
+        (repo, None) => eprintln!(
             "{} has no worktree in {}: nothing to remove",
             repo.top.display(),
             args.cache_dir.display()
@@ -134,88 +126,36 @@ fn clean(args: &BuildArgs) -> Result<()> {
     Ok(())
 }
 
-fn describe(image: &KernelImage) {
-    eprintln!(
-        "kernel {} (upstream {}, {}; series {}, config {}, profile {})",
-        image.release,
-        image.upstream,
-        image.origin,
-        image.key.series,
-        image.key.config,
-        image.key.profile
-    );
-}
-
 pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     let kernel = match &args.kernel {
         Some(k) => k.clone(),
-        None => build(&args.build)?.bzimage,
+        None => pipeline::build(&build_request(&args.build)?)?.bzimage,
     };
-    if !kernel.is_file() {
-        bail!("kernel image {} does not exist", kernel.display());
-    }
-    let um = args.build.arch == ArchArg::Um;
-    // UML runs natively: no accelerator to probe, and one CPU.
-    let accel = if um {
-        Accel::Tcg
-    } else {
-        accel(args.accel, &args.build.cache_dir)
+    let spec = RunSpec {
+        kernel,
+        um: args.build.arch == ArchArg::Um,
+        accel: args.accel.into(),
+        cache: args.build.cache_dir.clone(),
+        rwdirs: args.rwdir.clone(),
+        memory: args.memory.clone(),
+        cpus: args.cpus,
+        command: args.command.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        keep_console: args.keep_console,
     };
-    // The runner is checked before the boot so that a missing one is named
-    // up front, and the manifest says which one ran.
-    let virtme_ng = if um {
-        None
-    } else {
-        let v = fibneigh_vm::VirtmeNg::locate().context("failed to find the guest runner")?;
-        eprintln!("runner: {}", v.describe());
-        Some(v)
-    };
-    let mut guest = guest(kernel, accel, &args.build.cache_dir, &args.rwdir);
-    guest.memory = args.memory;
-    if um {
-        guest.arch = Arch::Um;
-        if args.cpus != RunRequest::default().cpus && args.cpus != 1 {
-            eprintln!(
-                "fibneigh: --cpus {} ignored: User-Mode Linux runs one CPU",
-                args.cpus
-            );
-        }
-        guest.cpus = 1;
-    } else {
-        guest.cpus = args.cpus;
-    }
-    let status = match run_guest(
-        &guest,
-        args.command.clone(),
-        Duration::from_secs(args.timeout),
-        args.keep_console,
-    ) {
-        Ok(s) => s,
+    let ran = match pipeline::run::run(&spec) {
+        Ok(r) => r,
         // Ctrl-C / SIGTERM: the guest was stopped; exit as interrupted
         // programs do, not as a failure of the tool.
-        Err(e) if stop::requested() => {
-            eprintln!("fibneigh: {e:#}");
+        Err(pipeline::Error::Stopped(e)) => {
+            eprintln!("fibneigh: {:#}", anyhow::Error::from(*e));
             return Ok(ExitCode::from(EXIT_INTERRUPTED));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
-    let code = status.code().unwrap_or(super::EXIT_INFRA as i32);
+    let code = ran.status.code().unwrap_or(super::EXIT_INFRA as i32);
     if let Some(path) = &args.json {
-        super::write_json(
-            path,
-            &RunManifest {
-                kernel: &guest.kernel,
-                arch: if um { "um" } else { "x86_64" },
-                accel: match accel {
-                    Accel::Kvm if !um => "kvm",
-                    _ if um => "native (User-Mode Linux)",
-                    _ => "tcg",
-                },
-                runner: virtme_ng.as_ref(),
-                command: &args.command,
-                exit_code: code,
-            },
-        )?;
+        super::write_json(path, &ran.manifest(&args.command, code))?;
     }
     match code {
         0 => {}
@@ -230,22 +170,6 @@ pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     ))
 }
 
-/// What `vm run --json` writes.
-#[derive(serde::Serialize)]
-struct RunManifest<'a> {
-    kernel: &'a Path,
-    arch: &'static str,
-    accel: &'static str,
-    /// The virtme-ng that booted the guest (none for User-Mode Linux).
-    runner: Option<&'a fibneigh_vm::VirtmeNg>,
-    command: &'a [String],
-    exit_code: i32,
-}
-
-fn minutes(d: Duration) -> String {
-    format!("{:.1} min", d.as_secs_f64() / 60.0)
-}
-
 /// Clean build (fresh tree, ccache off), rebuild after touching
 /// net/core/filter.c, and boot-to-command for `true`.
 pub fn timing(args: TimingArgs) -> Result<ExitCode> {
@@ -258,52 +182,15 @@ pub fn timing(args: TimingArgs) -> Result<ExitCode> {
     stop::install().context("failed to install the signal handlers")?;
     let build = build_request(&args.build)?;
     let req = TimingRequest {
-        accel: accel(args.accel, &build.cache_dir),
+        accel: AccelChoice::from(args.accel).resolve(&build.cache_dir),
         build,
         clean_build: !args.skip_clean_build,
         boots: args.boots,
-        rwdirs: vec![repo_root()],
+        rwdirs: vec![pipeline::repo_root()],
     };
     let mut reporter = progress::reporter();
     let t = timing::measure(&req, stop::flag(), reporter.as_mut())
         .context("failed to measure the VM pipeline")?;
-    let secs = |d: Duration| d.as_secs_f64();
-    let mut rows: Vec<(String, String)> = Vec::new();
-    if let Some(d) = t.clean_build {
-        rows.push((
-            "clean build (unpack, commit, patch, configure, make; no ccache)".into(),
-            minutes(d),
-        ));
-    }
-    rows.push((
-        "rebuild after touching net/core/filter.c".into(),
-        minutes(t.rebuild),
-    ));
-    let label = match t.accel {
-        Accel::Kvm => "KVM",
-        Accel::Tcg => "TCG",
-    };
-    rows.push((
-        format!(
-            "boot-to-command for `true` ({label}, median of {})",
-            t.boots.len()
-        ),
-        format!(
-            "{:.1} s (min {:.1}, max {:.1})",
-            secs(t.median_boot()),
-            secs(t.boots[0]),
-            secs(t.boots[t.boots.len() - 1])
-        ),
-    ));
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "vm timing: kernel {} ({}), {cpus} CPUs, make -j{}",
-        t.image.release, t.image.origin, t.jobs
-    );
-    let mut table = fibneigh::present::Table::new().indent(2);
-    for (k, v) in rows {
-        table.row([k, v]);
-    }
-    print!("{}", table.render());
+    print!("{}", render::timings(&t));
     Ok(ExitCode::SUCCESS)
 }

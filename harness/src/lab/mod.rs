@@ -354,6 +354,16 @@ impl Lab {
         Ok(set)
     }
 
+    /// `problems` plus a line naming the lab namespaces a run left behind
+    /// (removed by [`Lab::cleanup_leftovers`]).
+    pub fn with_leftovers(mut problems: Vec<String>) -> Result<Vec<String>> {
+        let leftovers = Self::cleanup_leftovers()?;
+        if !leftovers.is_empty() {
+            problems.push(format!("left behind: {}", leftovers.join(", ")));
+        }
+        Ok(problems)
+    }
+
     /// Delete namespaces left by lab runs whose process is gone; returns
     /// (and prints) what was removed. Namespaces of live processes, this
     /// one included, are left alone.

@@ -1,5 +1,6 @@
 //! How things are shown, written once: the text tables ([`table`]), the
-//! SVG drawing layer ([`svg`]) and the colours every picture shares.
+//! SVG drawing layer ([`svg`]), the JSON reports' envelope ([`json`]) and
+//! the colours every picture shares.
 //!
 //! A policy (`baseline`, `always-neigh`, ...) and a lookup-flag column
 //! (`floor`, `0`, `SKIP_NEIGH`, ...) have one colour each, the same in
@@ -7,6 +8,7 @@
 //! (`0` and `baseline`, `SKIP_NEIGH` and `always-neigh`, `NEIGH_STATE` and
 //! `state-aware`, `NEIGH_REFRESH` and `refresh`).
 
+pub mod json;
 pub mod svg;
 pub mod table;
 

@@ -1,6 +1,7 @@
 //! How cell results are shown: an aligned table, the details `fibneigh
 //! run` prints, and one SVG timeline per scenario ([`svg`]).
 
+pub mod junit;
 mod svg;
 
 use std::fmt::Write as _;
@@ -91,6 +92,38 @@ pub fn render_table(results: &[CellResult]) -> String {
         ]);
     }
     table.render()
+}
+
+/// `fibneigh matrix`'s last line: the cells run (in `secs` seconds) and
+/// how many match the expectations, do not, or have none.
+pub fn render_summary(results: &[CellResult], secs: f64) -> String {
+    let count = |v: fn(&Verdict) -> bool| results.iter().filter(|r| v(&r.verdict)).count();
+    format!(
+        "{} cells in {secs:.1}s; {} matching the expectations, {} not, {} unchecked\n",
+        results.len(),
+        count(|v| *v == Verdict::Pass),
+        count(|v| matches!(v, Verdict::Fail(_))),
+        count(|v| *v == Verdict::Unchecked),
+    )
+}
+
+/// `fibneigh trial`'s verdicts: a line per cell with its diagnosis.
+pub fn render_verdicts(results: &[CellResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        let _ = writeln!(
+            out,
+            "{:<40} {}  [{}]",
+            r.cell.id(),
+            r.diagnosis.as_deref().unwrap_or("-"),
+            match &r.verdict {
+                Verdict::Pass => "as expected".to_string(),
+                Verdict::Fail(why) => format!("FAIL: {why}"),
+                Verdict::Unchecked => "no expectation".to_string(),
+            }
+        );
+    }
+    out
 }
 
 /// The details `fibneigh cell` prints under the table.
@@ -269,5 +302,27 @@ mod tests {
         }
         assert!(stack.is_empty(), "unclosed {stack:?}");
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn summary_and_verdicts_count_and_name_each_cell() {
+        let mut results = sample_results();
+        results.truncate(1);
+        let mut failed = results[0].clone();
+        failed.verdict = Verdict::Fail("kept the dead MAC".into());
+        failed.diagnosis = Some("black-holes".into());
+        results[0].verdict = Verdict::Unchecked;
+        results.push(failed);
+        assert_eq!(
+            render_summary(&results, 1.25),
+            "2 cells in 1.2s; 0 matching the expectations, 1 not, 1 unchecked\n"
+        );
+        let lines = render_verdicts(&results);
+        assert_eq!(lines.lines().count(), 2);
+        assert!(
+            lines.ends_with("black-holes  [FAIL: kept the dead MAC]\n"),
+            "{lines}"
+        );
+        assert!(lines.contains("-  [no expectation]\n"), "{lines}");
     }
 }

@@ -15,6 +15,7 @@
 //! back on another NIC). The switch floods multicast (thousands of
 //! solicited-node groups are past a snooping bridge's table).
 
+pub mod campaign;
 mod observe;
 pub mod plot;
 mod run;

@@ -77,6 +77,57 @@ pub fn run_case_with(
     Ok(r)
 }
 
+/// Run `cells` in order with `one`, `done` told of each as it finishes
+/// (its index from 0, the cell, its result and how long it took); the results, and whether a
+/// stop request (SIGINT/SIGTERM) cut the run short.
+pub fn run_cells(
+    cells: &[Cell],
+    mut one: impl FnMut(&Cell) -> Result<CellResult, Interrupted>,
+    mut done: impl FnMut(usize, &Cell, &CellResult, std::time::Duration),
+) -> (Vec<CellResult>, bool) {
+    let mut results = Vec::new();
+    for (i, cell) in cells.iter().enumerate() {
+        let t = std::time::Instant::now();
+        match one(cell) {
+            Ok(r) => {
+                done(i, cell, &r, t.elapsed());
+                results.push(r);
+            }
+            Err(_) => return (results, true),
+        }
+    }
+    (results, false)
+}
+
+/// The results whose verdict is a failure.
+pub fn failures(results: &[CellResult]) -> usize {
+    results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Fail(_)))
+        .count()
+}
+
+/// Whether `cell` can run: a scenario that runs the probe program needs a
+/// program policy, and each scenario runs only with its own policies.
+pub fn check_policy(cell: &Cell) -> std::result::Result<(), String> {
+    if Spec::of(cell.scenario).kind == Kind::Lookups && cell.policy == PolicyChoice::KernelStack {
+        return Err(format!(
+            "{} runs the probe program; pick a program policy, not kernel-stack",
+            cell.scenario
+        ));
+    }
+    let policies = Spec::of(cell.scenario).policies();
+    if !policies.contains(&cell.policy) {
+        let names: Vec<&str> = policies.iter().map(|p| p.name()).collect();
+        return Err(format!(
+            "{} runs only with: {}",
+            cell.scenario,
+            names.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

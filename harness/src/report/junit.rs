@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
-use fibneigh::scenario::{CellResult, Outcome, Verdict};
 use fibneigh_selftests as st;
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Report, SerializeError, TestCase, TestCaseStatus, TestSuite};
+
+use crate::scenario::{CellResult, Outcome, Verdict};
+
+pub type Result<T, E = SerializeError> = std::result::Result<T, E>;
 
 fn failure(message: &str) -> TestCaseStatus {
     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
@@ -24,7 +26,7 @@ fn skipped(message: &str) -> TestCaseStatus {
 fn render(suite: TestSuite) -> Result<String> {
     let mut report = Report::new("fibneigh");
     report.add_test_suite(suite);
-    Ok(report.to_string()?)
+    report.to_string()
 }
 
 /// The matrix: a failed verdict fails the case; an unchecked cell (a
@@ -90,7 +92,7 @@ pub fn selftests_diff(rows: &[st::DiffRow]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fibneigh::scenario::{Cell, Family, PolicyChoice, Scenario};
+    use crate::scenario::{Cell, Family, PolicyChoice, Scenario};
     use fibneigh_bpf::Hook;
 
     #[test]

@@ -1,5 +1,5 @@
 //! Instruction counts per `bpf_fib_lookup()` call: the deterministic
-//! companion of [`super::lookup`]'s timings.
+//! companion of [`crate::bench::lookup`]'s timings.
 //!
 //! Two halves, on two sides of the guest:
 //!
@@ -16,6 +16,12 @@
 //!   `bpf_prog_test_run_skb`; the measured runs are the guest's last ones),
 //!   checks that the segment holds exactly the cell's helper calls from
 //!   the cell's hook, and takes the most frequent per-call count.
+//!
+//! [`measure`] drives the host's side (build, `nm`, boot with the plugin,
+//! analyse) and [`render`] writes the figures as text.
+
+pub mod measure;
+pub mod render;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,8 +30,8 @@ use fibneigh_bpf::nud;
 use fibneigh_bpf::Hook;
 use fibneigh_icount::Report;
 
-use super::lookup::{Case, LookupLab, COLUMNS, REFERENCE};
-use super::{Error, Result};
+use crate::bench::lookup::{Case, LookupLab, COLUMNS, REFERENCE};
+use crate::bench::{Error, Result};
 use crate::scenario::Support;
 use crate::stop;
 

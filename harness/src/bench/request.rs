@@ -1,0 +1,114 @@
+//! What `fibneigh bench` asks for, and the options it comes to (the full
+//! run's defaults, or `quick`'s); and a report read back from its JSON.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fibneigh_bpf::Hook;
+
+use super::{forwarding, lookup, recovery, BenchOptions, BenchReport};
+use crate::scenario::{Family, NeighTimers};
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Lookup,
+    Forwarding,
+    Recovery,
+}
+
+/// The command line's settings; `None` and empty lists take the defaults.
+#[derive(Debug, Clone)]
+pub struct BenchRequest {
+    /// Only these parts (all three when empty).
+    pub parts: Vec<Part>,
+    /// Few rounds, short samples, one recovery repetition, short timers.
+    pub quick: bool,
+    pub rounds: Option<usize>,
+    pub lookup_sample_ms: Option<u64>,
+    pub forwarding_sample_ms: Option<u64>,
+    pub hooks: Vec<Hook>,
+    pub reps: Option<usize>,
+    pub timers: Vec<NeighTimers>,
+    pub recovery_hooks: Vec<Hook>,
+    pub family: Family,
+}
+
+impl BenchRequest {
+    /// The options to measure with.
+    pub fn options(&self) -> BenchOptions {
+        let q = self.quick;
+        let want = |p: Part| self.parts.is_empty() || self.parts.contains(&p);
+        let rounds = self.rounds.unwrap_or(if q { 2 } else { 7 });
+        let hooks: Vec<_> = if self.hooks.is_empty() {
+            Hook::ALL.to_vec()
+        } else {
+            self.hooks.clone()
+        };
+        let ms = Duration::from_millis;
+        BenchOptions {
+            lookup: want(Part::Lookup).then(|| lookup::Options {
+                rounds,
+                sample: ms(self.lookup_sample_ms.unwrap_or(if q { 5 } else { 20 })),
+                hooks: hooks.clone(),
+            }),
+            forwarding: want(Part::Forwarding).then(|| forwarding::Options {
+                rounds,
+                sample: ms(self
+                    .forwarding_sample_ms
+                    .unwrap_or(if q { 50 } else { 300 })),
+                hooks: hooks.clone(),
+                flows: vec![forwarding::Flows::ONE, forwarding::Flows::MANY],
+            }),
+            recovery: want(Part::Recovery).then(|| recovery::Options {
+                reps: self.reps.unwrap_or(if q { 1 } else { 3 }),
+                timers: if self.timers.is_empty() {
+                    if q {
+                        vec![NeighTimers::Short]
+                    } else {
+                        vec![NeighTimers::Short, NeighTimers::KernelDefaults]
+                    }
+                } else {
+                    self.timers.clone()
+                },
+                hooks: if self.recovery_hooks.is_empty() {
+                    vec![Hook::Tc]
+                } else {
+                    self.recovery_hooks.clone()
+                },
+                family: self.family,
+                window_short: ms(if q { 4000 } else { 3000 }),
+                window_default: ms(15_000),
+            }),
+        }
+    }
+}
+
+/// A report that could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("failed to read {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a fibneigh bench report", .path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The report `bench --json` wrote at `path`.
+pub fn load_report(path: &Path) -> Result<BenchReport, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| LoadError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}

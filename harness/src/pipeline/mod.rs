@@ -1,0 +1,215 @@
+//! The VM pipeline as the commands drive it: the repository, kernel builds
+//! with their progress shown, the accelerator choice, guests that share the
+//! repository, and one guest run that SIGINT/SIGTERM stop.
+
+pub mod progress;
+pub mod render;
+pub mod run;
+pub mod selftests;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use fibneigh_vm::base::KernelBase;
+use fibneigh_vm::{self as vm, Accel, Arch, BuildRequest, Guest, KernelImage, Profile, SourceSpec};
+
+use crate::stop;
+
+/// What driving the pipeline can fail with; each says which step failed,
+/// the pipeline's own error underneath.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to install the signal handlers")]
+    Signals(#[source] std::io::Error),
+    #[error("failed to build the kernel")]
+    Build(#[source] vm::Error),
+    #[error("failed to build the pristine kernel")]
+    BuildPristine(#[source] vm::Error),
+    #[error("failed to prepare the kernel tree")]
+    Tree(#[source] vm::Error),
+    #[error("failed to run the guest")]
+    Guest(#[source] vm::Error),
+    /// A guest stopped by SIGINT/SIGTERM: not a failure of the tool.
+    #[error(transparent)]
+    Stopped(Box<Error>),
+    #[error("failed to find the guest runner")]
+    Runner(#[source] vm::Error),
+    #[error("--tree")]
+    Repo(#[source] vm::Error),
+    #[error("failed to remove the worktree")]
+    RemoveWorktree(#[source] vm::Error),
+    #[error(transparent)]
+    Vm(#[from] vm::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The repository: the nearest directory above the working directory that
+/// holds `kernel-patches/series`, else the one this binary was built from.
+pub fn repo_root() -> PathBuf {
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cwd = std::env::current_dir().unwrap_or_else(|_| built_from.clone());
+    cwd.ancestors()
+        .find(|d| d.join("kernel-patches/series").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or(built_from)
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
+/// The kernel a command line asks for; [`KernelChoice::request`] fills in
+/// the defaults from the repository.
+#[derive(Debug, Clone)]
+pub struct KernelChoice {
+    pub cache_dir: PathBuf,
+    pub base: KernelBase,
+    /// A .tar.xz or an unpacked tree instead of the base's Debian package.
+    pub source: Option<PathBuf>,
+    /// A kernel git repository whose HEAD is built (before `source`).
+    pub tree: Option<PathBuf>,
+    /// The base without the series.
+    pub no_series: bool,
+    /// The series' directory [default: the base's in the repository].
+    pub patches: Option<PathBuf>,
+    /// The config fragment [default: the architecture's in the base's
+    /// series directory].
+    pub config: Option<PathBuf>,
+    /// `make -j` [default: the number of CPUs].
+    pub jobs: Option<usize>,
+    pub refresh_source: bool,
+    pub profile: Profile,
+    pub arch: Arch,
+}
+
+impl KernelChoice {
+    /// The build request: the base's source and series in the repository
+    /// unless given, ccache on; with `no_series`, its pristine base.
+    pub fn request(&self) -> Result<BuildRequest> {
+        let root = repo_root();
+        let (package, patches) = (self.base.source(), self.base.patches(&root));
+        let source = match (&self.tree, &self.source) {
+            (Some(tree), _) => SourceSpec::Tree(tree.clone()),
+            (None, Some(path)) => SourceSpec::Path(path.clone()),
+            (None, None) => package,
+        };
+        let req = BuildRequest {
+            cache_dir: self.cache_dir.clone(),
+            source,
+            config: self
+                .config
+                .clone()
+                .unwrap_or_else(|| patches.join(self.arch.fragment())),
+            patches: self.patches.clone().unwrap_or(patches),
+            profile: self.profile,
+            jobs: self
+                .jobs
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            refresh_source: self.refresh_source,
+            ccache: true,
+            arch: self.arch,
+        };
+        if self.no_series {
+            return Ok(req.pristine()?);
+        }
+        Ok(req)
+    }
+}
+
+/// Build (or find in the cache) the kernel `req` describes, its progress
+/// shown.
+pub fn build(req: &BuildRequest) -> Result<KernelImage> {
+    vm::build(req, progress::reporter().as_mut()).map_err(Error::Build)
+}
+
+/// Build (or find) the pristine base of `req`: the same source, config and
+/// profile, no patches.
+pub fn build_pristine(req: &BuildRequest) -> Result<KernelImage> {
+    let req = req.clone().pristine()?;
+    vm::build(&req, progress::reporter().as_mut()).map_err(Error::BuildPristine)
+}
+
+/// The kernel tree of `req`, the series applied and configured (not
+/// built), its progress shown.
+pub fn prepare_tree(req: &BuildRequest) -> Result<vm::SourceTree> {
+    vm::prepare_tree(req, progress::reporter().as_mut()).map_err(Error::Tree)
+}
+
+/// Remove the worktree in `cache` that builds of the repository at `tree`
+/// use (and its entry in the repository's `.git/worktrees`): the
+/// repository, and the worktree's directory if there was one.
+pub fn remove_worktree(tree: &Path, cache: &Path) -> Result<(vm::tree::Repo, Option<PathBuf>)> {
+    let repo = vm::tree::Repo::open(tree).map_err(Error::Repo)?;
+    let dir = vm::tree::remove_worktree(&repo, cache).map_err(Error::RemoveWorktree)?;
+    Ok((repo, dir))
+}
+
+/// Which accelerator a guest gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelChoice {
+    /// KVM if it can really run a guest here, else TCG (the choice and
+    /// its reason are printed).
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl AccelChoice {
+    /// The accelerator, probing this host (with the cache's `tmp/`) for
+    /// [`AccelChoice::Auto`].
+    pub fn resolve(self, cache: &Path) -> Accel {
+        match self {
+            AccelChoice::Kvm => Accel::Kvm,
+            AccelChoice::Tcg => Accel::Tcg,
+            AccelChoice::Auto => {
+                let probe = vm::detect_accel(&cache.join("tmp"));
+                eprintln!(
+                    "accelerator: {} ({})",
+                    match probe.accel {
+                        Accel::Kvm => "KVM",
+                        Accel::Tcg => "TCG",
+                    },
+                    probe.reason
+                );
+                probe.accel
+            }
+        }
+    }
+}
+
+/// A guest for `kernel` sharing the repository (and `rwdirs`) read-write,
+/// starting in the current directory; `memory`/`cpus` default as
+/// [`fibneigh_vm::RunRequest::default`] says.
+pub fn guest(kernel: PathBuf, accel: Accel, cache: &Path, rwdirs: &[PathBuf]) -> Guest {
+    let root = repo_root();
+    let mut dirs = vec![root.clone()];
+    dirs.extend(rwdirs.iter().cloned());
+    let mut guest = Guest::new(kernel, accel, cache.to_path_buf(), dirs);
+    guest.cwd = std::env::current_dir().unwrap_or(root);
+    guest
+}
+
+/// Boot `guest` and run `command`; its exit status, or an error naming the
+/// console log. SIGINT/SIGTERM stop the guest.
+pub fn run_guest(
+    guest: &Guest,
+    command: Vec<String>,
+    timeout: Duration,
+    keep_console: bool,
+) -> Result<ExitStatus> {
+    stop::install().map_err(Error::Signals)?;
+    let mut reporter = progress::reporter();
+    let done = guest
+        .run(
+            command,
+            timeout,
+            keep_console,
+            stop::flag(),
+            reporter.as_mut(),
+        )
+        .map_err(Error::Guest)?;
+    if done.console_kept {
+        eprintln!("console log: {}", done.console_log.display());
+    }
+    Ok(done.status)
+}

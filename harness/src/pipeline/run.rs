@@ -1,0 +1,124 @@
+//! `fibneigh vm run`'s guest: the runner found before the boot, User-Mode
+//! Linux's rules (no accelerator, one CPU), the boot, and what its manifest
+//! says.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use fibneigh_vm::{Accel, Arch, Guest, RunRequest, VirtmeNg};
+
+use super::{guest, run_guest, AccelChoice, Error, Result};
+use crate::stop;
+
+/// The guest to boot and the command to run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub kernel: PathBuf,
+    /// User-Mode Linux rather than x86-64 under virtme-ng.
+    pub um: bool,
+    pub accel: AccelChoice,
+    pub cache: PathBuf,
+    /// Shared read-write besides the repository.
+    pub rwdirs: Vec<PathBuf>,
+    pub memory: String,
+    pub cpus: u32,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    pub keep_console: bool,
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Ran {
+    pub guest: Guest,
+    pub accel: Accel,
+    /// The virtme-ng that booted it (none for User-Mode Linux).
+    pub runner: Option<VirtmeNg>,
+    pub status: ExitStatus,
+}
+
+/// Boot `spec`'s kernel and run its command. A guest stopped by
+/// SIGINT/SIGTERM is [`Error::Stopped`].
+pub fn run(spec: &RunSpec) -> Result<Ran> {
+    if !spec.kernel.is_file() {
+        return Err(Error::Vm(fibneigh_vm::Error::NoKernel(spec.kernel.clone())));
+    }
+    let um = spec.um;
+    // UML runs natively: no accelerator to probe, and one CPU.
+    let accel = if um {
+        Accel::Tcg
+    } else {
+        spec.accel.resolve(&spec.cache)
+    };
+    // The runner is checked before the boot so that a missing one is named
+    // up front, and the manifest says which one ran.
+    let runner = if um {
+        None
+    } else {
+        let v = VirtmeNg::locate().map_err(Error::Runner)?;
+        eprintln!("runner: {}", v.describe());
+        Some(v)
+    };
+    let mut guest = guest(spec.kernel.clone(), accel, &spec.cache, &spec.rwdirs);
+    guest.memory = spec.memory.clone();
+    if um {
+        guest.arch = Arch::Um;
+        if spec.cpus != RunRequest::default().cpus && spec.cpus != 1 {
+            eprintln!(
+                "fibneigh: --cpus {} ignored: User-Mode Linux runs one CPU",
+                spec.cpus
+            );
+        }
+        guest.cpus = 1;
+    } else {
+        guest.cpus = spec.cpus;
+    }
+    let status = match run_guest(
+        &guest,
+        spec.command.clone(),
+        spec.timeout,
+        spec.keep_console,
+    ) {
+        Ok(s) => s,
+        Err(e) if stop::requested() => return Err(Error::Stopped(Box::new(e))),
+        Err(e) => return Err(e),
+    };
+    Ok(Ran {
+        guest,
+        accel,
+        runner,
+        status,
+    })
+}
+
+impl Ran {
+    /// What `vm run --json` writes, with the command and its exit code.
+    pub fn manifest<'a>(&'a self, command: &'a [String], exit_code: i32) -> RunManifest<'a> {
+        let um = self.guest.arch == Arch::Um;
+        RunManifest {
+            kernel: &self.guest.kernel,
+            arch: if um { "um" } else { "x86_64" },
+            accel: match self.accel {
+                Accel::Kvm if !um => "kvm",
+                _ if um => "native (User-Mode Linux)",
+                _ => "tcg",
+            },
+            runner: self.runner.as_ref(),
+            command,
+            exit_code,
+        }
+    }
+}
+
+/// What `vm run --json` writes.
+#[derive(serde::Serialize)]
+pub struct RunManifest<'a> {
+    pub kernel: &'a Path,
+    pub arch: &'static str,
+    pub accel: &'static str,
+    /// The virtme-ng that booted the guest (none for User-Mode Linux).
+    pub runner: Option<&'a VirtmeNg>,
+    pub command: &'a [String],
+    pub exit_code: i32,
+}
