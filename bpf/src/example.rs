@@ -6,7 +6,6 @@
 //! or its fallback. Their `stats` map counts each (path, action), which is
 //! how the scenarios see which branch the loaded object takes.
 
-use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use libbpf_rs::skel::OpenSkel;
@@ -30,29 +29,16 @@ const PASS: usize = CAction::FIB_NEIGH_PASS.0 as usize;
 const REDIRECT: usize = CAction::FIB_NEIGH_REDIRECT.0 as usize;
 const REDIRECT_NEIGH: usize = CAction::FIB_NEIGH_REDIRECT_NEIGH.0 as usize;
 
-/// Which branch of `fib_neigh_decide()` the loaded object runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
-    /// The kernel has the series: `NEIGH_STATE` lookups.
-    State,
-    /// It has not: the caller's fallback.
-    Fallback,
-}
-
-impl Path {
-    pub fn name(self) -> &'static str {
-        match self {
-            Path::State => "state",
-            Path::Fallback => "fallback",
-        }
+fibneigh_names::named_enum!(
+    /// Which branch of `fib_neigh_decide()` the loaded object runs.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Path: "path" {
+        /// The kernel has the series: `NEIGH_STATE` lookups.
+        State => "state",
+        /// It has not: the caller's fallback.
+        Fallback => "fallback",
     }
-}
-
-impl fmt::Display for Path {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+);
 
 /// The `stats` map, summed over CPUs: packets by (path, action).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

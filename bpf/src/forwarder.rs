@@ -2,9 +2,7 @@
 //! path whose neighbour policy is chosen at load time, its per-CPU
 //! counters, and attachments that detach when dropped.
 
-use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::str::FromStr;
 
 use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::{MapCore, MapFlags, TC_INGRESS};
@@ -15,40 +13,25 @@ use crate::{flags, nud, BpfContext, Hook, Result};
 
 use skel::types::fibneigh_policy as CPolicy;
 
-/// How the forwarder treats the neighbour entry behind a route (docs/design.md).
-/// The numbers are the program's `enum fibneigh_policy` (fib.h), taken from
-/// the skeleton.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Policy {
-    /// Lookup, write the cached MACs, `bpf_redirect()`.
-    Baseline = CPolicy::POLICY_BASELINE.0 as isize,
-    /// Lookup with `SKIP_NEIGH`, `bpf_redirect_neigh()` (XDP: the stack).
-    AlwaysNeigh = CPolicy::POLICY_ALWAYS_NEIGH.0 as isize,
-    /// Lookup with `NEIGH_STATE`; `bpf_redirect()` only while the entry is
-    /// connected, else `bpf_redirect_neigh()` (XDP: the stack).
-    StateAware = CPolicy::POLICY_STATE_AWARE.0 as isize,
-    /// Lookup with `NEIGH_REFRESH`, then as baseline.
-    Refresh = CPolicy::POLICY_REFRESH.0 as isize,
-}
+fibneigh_names::named_enum!(
+    /// How the forwarder treats the neighbour entry behind a route (docs/design.md).
+    /// The numbers are the program's `enum fibneigh_policy` (fib.h), taken from
+    /// the skeleton.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Policy: "policy" {
+        /// Lookup, write the cached MACs, `bpf_redirect()`.
+        Baseline = CPolicy::POLICY_BASELINE.0 as isize => "baseline",
+        /// Lookup with `SKIP_NEIGH`, `bpf_redirect_neigh()` (XDP: the stack).
+        AlwaysNeigh = CPolicy::POLICY_ALWAYS_NEIGH.0 as isize => "always-neigh",
+        /// Lookup with `NEIGH_STATE`; `bpf_redirect()` only while the entry is
+        /// connected, else `bpf_redirect_neigh()` (XDP: the stack).
+        StateAware = CPolicy::POLICY_STATE_AWARE.0 as isize => "state-aware",
+        /// Lookup with `NEIGH_REFRESH`, then as baseline.
+        Refresh = CPolicy::POLICY_REFRESH.0 as isize => "refresh",
+    }
+);
 
 impl Policy {
-    pub const ALL: [Policy; 4] = [
-        Policy::Baseline,
-        Policy::AlwaysNeigh,
-        Policy::StateAware,
-        Policy::Refresh,
-    ];
-
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Policy::Baseline => "baseline",
-            Policy::AlwaysNeigh => "always-neigh",
-            Policy::StateAware => "state-aware",
-            Policy::Refresh => "refresh",
-        }
-    }
-
     /// The program's `enum fibneigh_policy` value.
     fn program_value(self) -> CPolicy {
         CPolicy(self as u32)
@@ -70,27 +53,8 @@ impl Policy {
     }
 }
 
-impl fmt::Display for Policy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// A policy name that is not one of [`Policy::ALL`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown policy {0:?} (expected baseline, always-neigh, state-aware or refresh)")]
-pub struct UnknownPolicy(pub String);
-
-impl FromStr for Policy {
-    type Err = UnknownPolicy;
-
-    fn from_str(s: &str) -> Result<Self, UnknownPolicy> {
-        Policy::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| UnknownPolicy(s.to_string()))
-    }
-}
+pub type UnknownPolicy = fibneigh_names::UnknownName;
 
 /// Lookup return-code buckets: `BPF_FIB_LKUP_RET_*` 0..=10, then "other"
 /// (negative errnos and anything newer).
@@ -324,7 +288,7 @@ mod tests {
 
     #[test]
     fn policy_names_round_trip() {
-        for p in Policy::ALL {
+        for &p in Policy::ALL {
             assert_eq!(p.to_string().parse::<Policy>(), Ok(p));
         }
         assert!("stateaware".parse::<Policy>().is_err());

@@ -14,7 +14,7 @@ use common::*;
 #[ignore = "needs root"]
 fn every_policy_loads_and_runs_once() {
     let mut probe = Probe::load().expect("load the probe");
-    for policy in Policy::ALL {
+    for &policy in Policy::ALL {
         let supported = probe
             .accepts_flag(policy.required_flags())
             .expect("probe the flag");

@@ -503,7 +503,7 @@ fn fuzz_forwarder(
     runs: u64,
     report: &mut FuzzReport,
 ) -> Result<()> {
-    for policy in Policy::ALL {
+    for &policy in Policy::ALL {
         let fwd = Forwarder::load(policy)?;
         for i in 0..runs / Policy::ALL.len() as u64 {
             if i % 256 == 0 {

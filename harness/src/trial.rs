@@ -184,7 +184,9 @@ impl FromStr for Expectation {
             .split_once('=')
             .ok_or_else(|| format!("expected SCENARIO=DIAGNOSIS, got {s:?}"))?;
         Ok(Expectation {
-            scenario: scenario.parse()?,
+            scenario: scenario
+                .parse()
+                .map_err(|e: fibneigh_names::UnknownName| e.to_string())?,
             kind: kind.parse()?,
         })
     }

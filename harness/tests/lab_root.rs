@@ -343,7 +343,7 @@ fn forwarders_route_through_the_dut() {
     let mut probe = Probe::load().expect("load the probe");
     let dsts = [IpAddr::from(addr::HOST_A4), addr::HOST_A6.into()];
     for hook in [Hook::Tc, Hook::Xdp] {
-        for policy in Policy::ALL {
+        for &policy in Policy::ALL {
             let supported = probe.accepts_flag(policy.required_flags()).unwrap();
             let fwd = Forwarder::load(policy).expect("load");
             let attached: Vec<_> = ifaces

@@ -21,8 +21,6 @@ pub mod plot;
 mod run;
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use fibneigh_bpf::{Hook, Policy};
@@ -33,50 +31,18 @@ use crate::scenario::{Family, PolicyChoice};
 pub use observe::{moved_indices, observe, Observed, Spread};
 pub use run::run;
 
-/// How the entries became STALE before the move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum StaleBy {
-    /// Every entry replaced to STALE (with the MAC it had) at the move:
-    /// the field reproducer, for all N at once.
-    Forced,
-    /// Entries aged by themselves (`base_reachable_time_ms` 100, no
-    /// confirmation from a program that never marks them used).
-    Aged,
-}
-
-impl StaleBy {
-    pub const ALL: &'static [StaleBy] = &[StaleBy::Forced, StaleBy::Aged];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            StaleBy::Forced => "forced",
-            StaleBy::Aged => "aged",
-        }
+fibneigh_names::named_enum!(
+    /// How the entries became STALE before the move.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum StaleBy: "staleness" {
+        /// Every entry replaced to STALE (with the MAC it had) at the move:
+        /// the field reproducer, for all N at once.
+        Forced => "forced",
+        /// Entries aged by themselves (`base_reachable_time_ms` 100, no
+        /// confirmation from a program that never marks them used).
+        Aged => "aged",
     }
-}
-
-impl fmt::Display for StaleBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for StaleBy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        StaleBy::ALL
-            .iter()
-            .copied()
-            .find(|v| v.name() == s)
-            .ok_or_else(|| format!("unknown staleness {s:?} (expected forced or aged)"))
-    }
-}
-
-impl Serialize for StaleBy {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
+);
 
 /// One measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -10,43 +10,10 @@ use serde::{Serialize, Serializer};
 
 use crate::lab::addr::{SERVICE4, SERVICE6};
 
-macro_rules! named_enum {
-    ($(#[$m:meta])* $name:ident, $what:literal, { $($(#[$vm:meta])* $v:ident => $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name { $($(#[$vm])* $v),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$v),+];
-            pub fn name(self) -> &'static str {
-                match self { $($name::$v => $s),+ }
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                $name::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| {
-                    let names: Vec<&str> = $name::ALL.iter().map(|v| v.name()).collect();
-                    format!("unknown {} {s:?} (expected one of: {})", $what, names.join(", "))
-                })
-            }
-        }
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.name())
-            }
-        }
-    };
-}
-
-named_enum!(
+fibneigh_names::named_enum!(
     /// What is done to the neighbour behind the route (docs/design.md).
-    Scenario, "scenario", {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Scenario: "scenario" {
     /// The field bug: the service IP moves from host A to host B, no
     /// announcement reaches the DUT, its entry forced STALE with the old
     /// MAC (`ip neigh replace ... lladdr MAC1 nud stale`).
@@ -69,9 +36,11 @@ named_enum!(
     ReachableFastpath => "reachable-fastpath",
 });
 
-named_enum!(
+fibneigh_names::named_enum!(
     /// IPv4 or IPv6.
-    Family, "family", { V4 => "4", V6 => "6" });
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Family: "family" { V4 => "4", V6 => "6" }
+);
 
 impl Scenario {
     /// The scenarios `matrix --quick` runs.
