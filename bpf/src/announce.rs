@@ -9,7 +9,7 @@ use libbpf_rs::TC_EGRESS;
 
 use crate::attach::{self, Attachment, EnteredNetns};
 use crate::skel::announce as skel;
-use crate::{Error, Result};
+use crate::Result;
 
 /// What the filter dropped so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,11 +26,8 @@ pub struct AnnounceFilter {
 impl AnnounceFilter {
     /// Load the filter (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        let skel = crate::load_skel(
-            skel::AnnounceSkelBuilder::default(),
-            "load the announcement filter BPF object",
-        )?;
-        Ok(Self { skel })
+        crate::load_skel::<skel::AnnounceSkelBuilder>("load the announcement filter BPF object")
+            .map(|skel| Self { skel })
     }
 
     /// Attach to the egress of `ifindex` in the network namespace `netns`
@@ -46,35 +43,20 @@ impl AnnounceFilter {
 
     /// Start or stop dropping announcements (takes effect at once).
     pub fn set_enabled(&mut self, on: bool) -> Result<()> {
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .ok_or(Error::NoGlobalData)?;
+        let bss = crate::global_mut(&mut self.skel.maps.bss_data)?;
         bss.enabled = u32::from(on);
         Ok(())
     }
 
     /// Whether announcements are being dropped.
     pub fn enabled(&self) -> Result<bool> {
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref()
-            .ok_or(Error::NoGlobalData)?;
+        let bss = crate::global(&self.skel.maps.bss_data)?;
         Ok(bss.enabled != 0)
     }
 
     /// What was dropped since load.
     pub fn dropped(&self) -> Result<Dropped> {
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref()
-            .ok_or(Error::NoGlobalData)?;
+        let bss = crate::global(&self.skel.maps.bss_data)?;
         // SAFETY: the counters are only ever incremented atomically by
         // the program; a torn read is impossible for aligned u64s.
         Ok(Dropped {

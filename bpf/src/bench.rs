@@ -10,7 +10,7 @@ use libbpf_rs::ProgramInput;
 use crate::attach::{self, Attachment, EnteredNetns};
 use crate::probe::FRAME;
 use crate::skel::bench as skel;
-use crate::{BpfContext, Error, FibParams, Hook, Result};
+use crate::{BpfContext, FibParams, Hook, Result};
 
 crate::params::fib_params_conversions!(skel::types::fib_neigh_params);
 
@@ -46,19 +46,12 @@ pub struct Bench {
 impl Bench {
     /// Load the programs (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        let skel = crate::load_skel(
-            skel::BenchSkelBuilder::default(),
-            "load the benchmark BPF object",
-        )?;
-        Ok(Self { skel })
+        crate::load_skel::<skel::BenchSkelBuilder>("load the benchmark BPF object")
+            .map(|skel| Self { skel })
     }
 
     fn bss(&mut self) -> Result<&mut skel::types::bss> {
-        self.skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .ok_or(Error::NoGlobalData)
+        crate::global_mut(&mut self.skel.maps.bss_data)
     }
 
     /// Time `runs` test runs of `LOOKUPS_PER_RUN` lookups each with

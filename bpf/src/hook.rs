@@ -19,15 +19,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_unknown_names_are_named() {
-        for &h in Hook::ALL {
-            assert_eq!(h.name().parse::<Hook>(), Ok(h));
-            assert_eq!(h.to_string(), h.name());
-        }
-        let err = "tcx".parse::<Hook>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown hook \"tcx\" (expected one of: tc, xdp)"
-        );
+    fn the_names_are_the_ones_reports_use() {
+        let names: Vec<_> = Hook::ALL.iter().map(|h| h.name()).collect();
+        assert_eq!(names, ["tc", "xdp"]);
     }
 }

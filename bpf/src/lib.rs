@@ -150,13 +150,23 @@ pub(crate) fn open_skel<B: libbpf_rs::skel::SkelBuilder<'static>>(
 
 /// Open and load a skeleton with nothing to set in between; `what` names
 /// the object in errors ("the probe", ...).
-pub(crate) fn load_skel<B: libbpf_rs::skel::SkelBuilder<'static>>(
-    builder: B,
+pub(crate) fn load_skel<B: libbpf_rs::skel::SkelBuilder<'static> + Default>(
     what: &'static str,
 ) -> Result<<B::Output as libbpf_rs::skel::OpenSkel<'static>>::Output> {
     use libbpf_rs::skel::OpenSkel;
-    let open = open_skel(builder, what)?;
+    let open = open_skel(B::default(), what)?;
     open.load().ctx(what)
+}
+
+/// A skeleton's global data section (`.bss`, `.rodata`, ...), or
+/// [`Error::NoGlobalData`] when the object has none.
+pub(crate) fn global<'a, T>(section: &'a Option<&mut T>) -> Result<&'a T> {
+    section.as_deref().ok_or(Error::NoGlobalData)
+}
+
+/// As [`global`], to write.
+pub(crate) fn global_mut<'a, T>(section: &'a mut Option<&mut T>) -> Result<&'a mut T> {
+    section.as_deref_mut().ok_or(Error::NoGlobalData)
 }
 
 pub(crate) trait BpfContext<T> {

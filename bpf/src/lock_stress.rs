@@ -11,7 +11,7 @@ use libbpf_rs::{TcHookBuilder, TC_CUSTOM};
 use crate::attach::{self, Attachment};
 use crate::probe::FRAME;
 use crate::skel::lock_stress as skel;
-use crate::{BpfContext, Error, FibParams, Hook, Result};
+use crate::{BpfContext, FibParams, Hook, Result};
 
 crate::params::fib_params_conversions!(skel::types::fib_neigh_params);
 
@@ -70,11 +70,7 @@ impl LockStress {
             skel::LockStressSkelBuilder::default(),
             "open the lock-stress BPF object",
         )?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or(Error::NoGlobalData)?;
+        let rodata = crate::global_mut(&mut open.maps.rodata_data)?;
         rodata.target = target.into();
         let skel = open.load().ctx("load the lock-stress BPF programs")?;
         Ok(Self { skel })

