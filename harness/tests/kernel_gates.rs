@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 const CHECKPATCH_IGNORE: &str = "COMMIT_LOG_LONG_LINE,MACRO_ARG_REUSE,ALLOC_SIZEOF_STRUCT,\
 NO_AUTHOR_SIGN_OFF,GIT_COMMIT_ID,CAMELCASE,FILE_PATH_CHANGES,BAD_REPORTED_BY_LINK";
 
@@ -21,16 +23,8 @@ fn repo() -> PathBuf {
 /// The pipeline's tree for `base` with its committed series applied (`vm
 /// tree` re-applies it if another series was applied since).
 fn tree(base: &str) -> PathBuf {
-    let out = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
-        .args(["vm", "tree", "--base", base])
-        .output()
-        .expect("fibneigh runs");
-    assert!(
-        out.status.success(),
-        "vm tree --base {base}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    let out = common::stdout_of(common::fibneigh().args(["vm", "tree", "--base", base]));
+    PathBuf::from(out.trim())
 }
 
 fn series(patches: &str) -> Vec<PathBuf> {

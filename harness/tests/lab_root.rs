@@ -9,6 +9,8 @@ use fibneigh::lab::{addr, netns, plan, Lab, Names, NeighSpec, NeighSysctl, Topol
 use fibneigh::traffic::{garp_frame, send_frame, unsolicited_na_frame};
 use fibneigh_bpf::{nud, AttachIn};
 
+mod common;
+
 const OLD_MAC: [u8; 6] = [0x02, 0xf1, 0xb0, 0, 0, 0x0b];
 
 fn standard_lab() -> (Names, Lab) {
@@ -19,18 +21,13 @@ fn standard_lab() -> (Names, Lab) {
 
 /// `ip -n <ns> args...`, stdout.
 fn ip(ns: &str, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .arg("-n")
-        .arg(ns)
-        .args(args)
-        .output()
-        .expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::stdout_of(Command::new("ip").arg("-n").arg(ns).args(args))
+}
+
+/// `ip neigh show nud all` for `dst` on `dev` in `ns`.
+fn neigh_shown(ns: &str, dev: &str, dst: IpAddr) -> String {
+    let dst = dst.to_string();
+    ip(ns, &["neigh", "show", "nud", "all", "dev", dev, "to", &dst])
 }
 
 /// Whether `ping` from `ns` to `dst` gets an answer.
@@ -249,19 +246,7 @@ fn neighbour_entries_round_trip_in_every_state() {
         lab.neigh_replace(ns, dev, &spec).expect("extern_learn");
         let got = lab.neigh_get(ns, dev, dst).unwrap().unwrap();
         assert!(got.extern_learn && !got.managed, "{got:?}");
-        let shown = ip(
-            ns,
-            &[
-                "neigh",
-                "show",
-                "nud",
-                "all",
-                "dev",
-                dev,
-                "to",
-                &dst.to_string(),
-            ],
-        );
+        let shown = neigh_shown(ns, dev, dst);
         assert!(shown.contains("extern_learn"), "{shown:?}");
         lab.neigh_delete(ns, dev, dst).unwrap();
 
@@ -270,19 +255,7 @@ fn neighbour_entries_round_trip_in_every_state() {
         lab.neigh_replace(ns, dev, &spec).expect("managed");
         let got = lab.neigh_get(ns, dev, dst).unwrap().unwrap();
         assert!(got.managed, "{got:?}");
-        let shown = ip(
-            ns,
-            &[
-                "neigh",
-                "show",
-                "nud",
-                "all",
-                "dev",
-                dev,
-                "to",
-                &dst.to_string(),
-            ],
-        );
+        let shown = neigh_shown(ns, dev, dst);
         assert!(shown.contains("managed"), "{shown:?}");
         lab.neigh_delete(ns, dev, dst).unwrap();
     }

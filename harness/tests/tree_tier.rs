@@ -17,18 +17,7 @@ mod common;
 use common::{fibneigh, run, stderr};
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::stdout_of(Command::new("git").arg("-C").arg(dir).args(args))
 }
 
 /// What a build must leave as it was in the user's repository.

@@ -88,16 +88,7 @@ fn vm_second_build_does_no_work() {
 #[test]
 #[ignore = "VM tier: boots the kernel"]
 fn vm_guest_exit_status_is_passed_through() {
-    let out = run(fibneigh().args([
-        "vm",
-        "run",
-        "--timeout",
-        "600",
-        "--",
-        "sh",
-        "-c",
-        "echo to-stdout; exit 7",
-    ]));
+    let out = vm_run(&["sh", "-c", "echo to-stdout; exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&out.stdout).contains("to-stdout"));
     assert!(
@@ -133,14 +124,7 @@ fn vm_run_interrupted_exits_130_and_stops_the_guest() {
 #[test]
 #[ignore = "VM tier: boots the kernel"]
 fn vm_missing_guest_command_is_reported() {
-    let out = run(fibneigh().args([
-        "vm",
-        "run",
-        "--timeout",
-        "600",
-        "--",
-        "/nonexistent/fibneigh-cmd",
-    ]));
+    let out = vm_run(&["/nonexistent/fibneigh-cmd"]);
     assert_eq!(out.status.code(), Some(127));
     assert!(
         stderr(&out).contains("could not start `/nonexistent/fibneigh-cmd`"),
@@ -224,4 +208,11 @@ fn vm_patch_that_does_not_apply_is_named() {
         err.contains("patch failed") || err.contains("error:"),
         "git's message is shown: {err}"
     );
+}
+
+/// `fibneigh vm run --timeout 600 -- command...`, run and logged.
+fn vm_run(command: &[&str]) -> std::process::Output {
+    run(fibneigh()
+        .args(["vm", "run", "--timeout", "600", "--"])
+        .args(command))
 }

@@ -33,6 +33,23 @@ pub struct RunRequest {
     pub qemu_args: Vec<String>,
 }
 
+impl RunRequest {
+    /// The request the argument builders' unit tests start from:
+    /// `sh -c "echo 'a b'; exit 3"`, 5 s, `repo` shared and the cwd.
+    #[cfg(test)]
+    pub(crate) fn for_tests(kernel: &str, repo: &str) -> RunRequest {
+        RunRequest {
+            kernel: kernel.into(),
+            command: vec!["sh".into(), "-c".into(), "echo 'a b'; exit 3".into()],
+            timeout: Duration::from_secs(5),
+            rwdirs: vec![repo.into()],
+            cwd: repo.into(),
+            console_log: "/tmp/console.log".into(),
+            ..RunRequest::default()
+        }
+    }
+}
+
 impl Default for RunRequest {
     /// No kernel and no command yet; 2 GiB of memory and 2 CPUs (enough
     /// for a netns lab and `test_progs`), a 900 s timeout (a TCG guest
@@ -204,18 +221,7 @@ mod tests {
     use super::*;
 
     fn req() -> RunRequest {
-        RunRequest {
-            kernel: "/k/bzImage".into(),
-            command: vec!["sh".into(), "-c".into(), "echo 'a b'; exit 3".into()],
-            timeout: Duration::from_secs(5),
-            rwdirs: vec!["/repo".into()],
-            cwd: "/repo".into(),
-            memory: "2G".into(),
-            cpus: 2,
-            accel: Accel::Tcg,
-            console_log: "/tmp/console.log".into(),
-            qemu_args: Vec::new(),
-        }
+        RunRequest::for_tests("/k/bzImage", "/repo")
     }
 
     fn has_pair(args: &[String], a: &str, b: &str) -> bool {

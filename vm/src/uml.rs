@@ -350,16 +350,8 @@ mod tests {
 
     fn req() -> RunRequest {
         RunRequest {
-            kernel: "/k/linux".into(),
-            command: vec!["sh".into(), "-c".into(), "echo 'a b'; exit 3".into()],
-            timeout: Duration::from_secs(5),
-            rwdirs: vec!["/repo dir".into()],
-            cwd: "/repo dir".into(),
-            memory: "2G".into(),
             cpus: 1,
-            accel: crate::Accel::Tcg,
-            console_log: "/tmp/console.log".into(),
-            qemu_args: Vec::new(),
+            ..RunRequest::for_tests("/k/linux", "/repo dir")
         }
     }
 

@@ -66,3 +66,15 @@ pub fn interrupt(child: &mut std::process::Child) {
     assert_eq!(status.code(), Some(130), "{status:?}");
     no_namespace_left_by(child.id());
 }
+
+/// Run `cmd`, which must succeed (the failure shows its stderr); its
+/// stdout as text.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
