@@ -50,6 +50,20 @@ impl RunRequest {
     }
 }
 
+impl RunRequest {
+    /// Before a boot: the kernel must exist (else [`Error::NoKernel`]) and
+    /// the console log's directory is made.
+    pub(crate) fn check_kernel_and_console(&self) -> Result<()> {
+        if !self.kernel.is_file() {
+            return Err(Error::NoKernel(self.kernel.clone()));
+        }
+        if let Some(dir) = self.console_log.parent() {
+            fs::create_dir_all(dir).at(dir)?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for RunRequest {
     /// No kernel and no command yet; 2 GiB of memory and 2 CPUs (enough
     /// for a netns lab and `test_progs`), a 900 s timeout (a TCG guest
@@ -148,12 +162,7 @@ pub fn run(
 ) -> Result<ExitStatus> {
     use std::os::unix::process::CommandExt;
 
-    if !req.kernel.is_file() {
-        return Err(Error::NoKernel(req.kernel.clone()));
-    }
-    if let Some(dir) = req.console_log.parent() {
-        fs::create_dir_all(dir).at(dir)?;
-    }
+    req.check_kernel_and_console()?;
     let vng = crate::vng::VirtmeNg::locate()?;
     let args = vng_args(req);
     reporter.event(Event::Start(

@@ -327,6 +327,7 @@ impl Base {
 mod tests {
     use super::*;
     use crate::events::NullReporter;
+    use crate::kbuild::Arch;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn write(dir: &Path, name: &str, text: &str) {
@@ -468,15 +469,12 @@ mod tests {
         let cache = d.path().join("cache");
         let series = Series::parse(&patches).unwrap();
         let base = Base::Repo(Repo::open(&repo).unwrap());
+        let patch = |base: &Base| {
+            base.patched(&cache, Arch::X86_64, &series, &mut NullReporter)
+                .unwrap()
+        };
 
-        let tree = base
-            .patched(
-                &cache,
-                crate::kbuild::Arch::X86_64,
-                &series,
-                &mut NullReporter,
-            )
-            .unwrap();
+        let tree = patch(&base);
         assert!(tree
             .path
             .starts_with(cache.canonicalize().unwrap().join("worktrees")));
@@ -502,14 +500,7 @@ mod tests {
 
         // The worktree deleted behind our back (a cache wipe): made again.
         fs::remove_dir_all(&tree.path).unwrap();
-        let again = base
-            .patched(
-                &cache,
-                crate::kbuild::Arch::X86_64,
-                &series,
-                &mut NullReporter,
-            )
-            .unwrap();
+        let again = patch(&base);
         assert_eq!(again.path, tree.path);
         assert_eq!(worktrees(&repo), 2);
 
@@ -518,14 +509,7 @@ mod tests {
         write(&repo, "kernel/bpf/core.c", "int core = 2;\n");
         sh(&repo, &["commit", "-q", "-am", "next"]);
         let moved = Base::Repo(Repo::open(&repo).unwrap());
-        let tree2 = moved
-            .patched(
-                &cache,
-                crate::kbuild::Arch::X86_64,
-                &series,
-                &mut NullReporter,
-            )
-            .unwrap();
+        let tree2 = patch(&moved);
         assert_eq!(tree2.path, tree.path);
         assert_eq!(
             fs::read_to_string(tree2.path.join("kernel/bpf/core.c")).unwrap(),

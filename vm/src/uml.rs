@@ -174,12 +174,7 @@ pub fn run(
     cancel: &AtomicBool,
     reporter: &mut dyn Reporter,
 ) -> Result<ExitStatus> {
-    if !req.kernel.is_file() {
-        return Err(Error::NoKernel(req.kernel.clone()));
-    }
-    if let Some(dir) = req.console_log.parent() {
-        fs::create_dir_all(dir).at(dir)?;
-    }
+    req.check_kernel_and_console()?;
     fs::create_dir_all(scratch_root).at(scratch_root)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
