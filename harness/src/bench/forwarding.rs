@@ -18,7 +18,7 @@
 //! own run time per packet, from the kernel's BPF run-time statistics, is
 //! a row of its own.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,6 @@ use pnet::packet::ipv4::MutableIpv4Packet;
 use pnet::packet::udp::MutableUdpPacket;
 
 use super::{figure, rotated, Error, Figure, Result, Row, Unit};
-use crate::lab::plan::{Address, Endpoint, Route, Veth};
 use crate::lab::{addr, neigh, Lab, Names, NeighSpec, Topology};
 use crate::scenario::{PolicyChoice, Support};
 use crate::stop;
@@ -122,44 +121,6 @@ impl Sample {
     }
 }
 
-fn topology(n: &Names) -> Topology {
-    use addr::*;
-    let ep = Endpoint::new;
-    let a = |ns: &str, ifname: &str, addr: IpAddr, prefix_len| Address {
-        at: ep(ns, ifname),
-        addr,
-        prefix_len,
-    };
-    Topology {
-        prefix: n.prefix.clone(),
-        namespaces: vec![n.client.clone(), n.dut.clone(), n.host_a.clone()],
-        veths: vec![
-            Veth {
-                a: ep(&n.client, &n.client_if),
-                b: ep(&n.dut, &n.dut_client_if),
-            },
-            Veth {
-                a: ep(&n.dut, &n.dut_host_if),
-                b: ep(&n.host_a, &n.host_a_if),
-            },
-        ],
-        bridges: Vec::new(),
-        addresses: vec![
-            a(&n.client, &n.client_if, CLIENT4.into(), PREFIX4),
-            a(&n.dut, &n.dut_client_if, DUT_CLIENT4.into(), PREFIX4),
-            a(&n.dut, &n.dut_host_if, DUT_HOST4.into(), PREFIX4),
-            a(&n.host_a, &n.host_a_if, HOST_A4.into(), PREFIX4),
-        ],
-        routes: vec![Route {
-            ns: n.client.clone(),
-            dst: None,
-            gateway: DUT_CLIENT4.into(),
-        }],
-        routers: vec![n.dut.clone()],
-        announce_filter: None,
-    }
-}
-
 /// A 60-byte IPv4/UDP frame (64 on the wire), IP checksum left to the
 /// generator, UDP checksum 0 (none).
 pub fn template(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
@@ -193,7 +154,7 @@ impl FwdLab {
         // qdisc already exists.
         fibneigh_bpf::quiet_benign_libbpf_warnings();
         let n = Names::for_this_process();
-        let lab = Lab::create(&topology(&n))?;
+        let lab = Lab::create(&Topology::direct(&n))?;
         // REACHABLE for an hour: no entry ages during the run.
         lab.set_neigh_timers(&n.dut, &n.dut_host_if, false, &neigh::REACHABLE_HOUR)?;
         let gen_if = lab.ifindex(&n.client, &n.client_if)?;

@@ -310,6 +310,27 @@ impl Topology {
         }
     }
 
+    /// The forwarding bench's lab, cut from [`Topology::standard`]: client
+    /// -> DUT -> host A on one veth, IPv4 only, no switch, no host B, no
+    /// announcement filter, a route in the client only.
+    pub fn direct(n: &Names) -> Self {
+        let mut t = Topology::standard(n);
+        t.namespaces
+            .retain(|ns| [&n.client, &n.dut, &n.host_a].contains(&ns));
+        t.veths.truncate(1);
+        t.veths.push(Veth {
+            a: Endpoint::new(&n.dut, &n.dut_host_if),
+            b: Endpoint::new(&n.host_a, &n.host_a_if),
+        });
+        t.bridges.clear();
+        let kept = t.namespaces.clone();
+        t.addresses
+            .retain(|a| a.addr.is_ipv4() && kept.contains(&a.at.ns));
+        t.routes.retain(|r| r.ns == n.client && r.gateway.is_ipv4());
+        t.announce_filter = None;
+        t
+    }
+
     /// Interfaces per namespace (veth ends and bridges).
     pub fn interfaces(&self) -> BTreeMap<&str, Vec<&str>> {
         let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -472,6 +493,40 @@ pub enum TopologyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_direct_lab_is_client_dut_host_a_in_ipv4() {
+        let n = Names::for_this_process();
+        let t = Topology::direct(&n);
+        t.validate().expect("valid");
+        let ifs = t.interfaces();
+        assert_eq!(ifs.len(), 3);
+        assert_eq!(ifs[n.dut.as_str()], [&n.dut_client_if, &n.dut_host_if]);
+        assert_eq!(ifs[n.host_a.as_str()], [&n.host_a_if]);
+        let addrs: Vec<_> = t
+            .addresses
+            .iter()
+            .map(|a| (a.at.ns.as_str(), a.addr))
+            .collect();
+        use addr::*;
+        assert_eq!(
+            addrs,
+            [
+                (n.client.as_str(), IpAddr::from(CLIENT4)),
+                (n.dut.as_str(), DUT_CLIENT4.into()),
+                (n.dut.as_str(), DUT_HOST4.into()),
+                (n.host_a.as_str(), HOST_A4.into()),
+            ]
+        );
+        assert!(t.addresses.iter().all(|a| a.prefix_len == PREFIX4));
+        assert_eq!(t.routes.len(), 1);
+        assert_eq!(
+            (t.routes[0].ns.as_str(), t.routes[0].gateway),
+            (n.client.as_str(), DUT_CLIENT4.into())
+        );
+        assert!(t.bridges.is_empty() && t.announce_filter.is_none());
+        assert_eq!(t.routers, [n.dut.clone()]);
+    }
 
     #[test]
     fn prefixes_round_trip() {
