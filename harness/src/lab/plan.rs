@@ -525,7 +525,7 @@ mod tests {
             (n.client.as_str(), DUT_CLIENT4.into())
         );
         assert!(t.bridges.is_empty() && t.announce_filter.is_none());
-        assert_eq!(t.routers, [n.dut.clone()]);
+        assert_eq!(t.routers, std::slice::from_ref(&n.dut));
     }
 
     #[test]
