@@ -18,18 +18,13 @@ pub struct Dropped {
     pub unsolicited_na: u64,
 }
 
-/// The loaded filter (disabled until [`set_enabled`](Self::set_enabled)).
-pub struct AnnounceFilter {
-    skel: skel::AnnounceSkel<'static>,
-}
+skel_owner!(
+    /// The loaded filter (disabled until [`set_enabled`](Self::set_enabled)).
+    pub struct AnnounceFilter(skel::AnnounceSkel<'static>) from skel::AnnounceSkelBuilder,
+    "load the announcement filter BPF object"
+);
 
 impl AnnounceFilter {
-    /// Load the filter (needs CAP_BPF / root).
-    pub fn load() -> Result<Self> {
-        crate::load_skel::<skel::AnnounceSkelBuilder>("load the announcement filter BPF object")
-            .map(|skel| Self { skel })
-    }
-
     /// Attach to the egress of `ifindex` in the network namespace `netns`
     /// (the calling thread enters it for the attach and returns).
     pub fn attach_in(&self, netns: BorrowedFd<'_>, ifindex: u32) -> Result<Attachment> {

@@ -38,18 +38,13 @@ pub struct LookupTiming {
     pub last: FibParams,
 }
 
-/// The loaded benchmark programs.
-pub struct Bench {
-    skel: skel::BenchSkel<'static>,
-}
+skel_owner!(
+    /// The loaded benchmark programs.
+    pub struct Bench(skel::BenchSkel<'static>) from skel::BenchSkelBuilder,
+    "load the benchmark BPF object"
+);
 
 impl Bench {
-    /// Load the programs (needs CAP_BPF / root).
-    pub fn load() -> Result<Self> {
-        crate::load_skel::<skel::BenchSkelBuilder>("load the benchmark BPF object")
-            .map(|skel| Self { skel })
-    }
-
     fn bss(&mut self) -> Result<&mut skel::types::bss> {
         crate::global_mut(&mut self.skel.maps.bss_data)
     }

@@ -2,6 +2,25 @@
 //! per `BPF_PROG_TEST_RUN`), the forwarder, and the lab's announcement
 //! filter.
 
+/// A type that owns one loaded skeleton (field `skel`), and its `load()`:
+/// `skel_owner!(/// doc; pub struct Name(skel::XSkel<'static>) from
+/// skel::XSkelBuilder, "load the x BPF object");`.
+macro_rules! skel_owner {
+    ($(#[$m:meta])* $vis:vis struct $name:ident($skel:ty) from $builder:ty, $what:literal) => {
+        $(#[$m])*
+        $vis struct $name {
+            skel: $skel,
+        }
+
+        impl $name {
+            /// Load it into the kernel (needs CAP_BPF / root).
+            pub fn load() -> $crate::Result<Self> {
+                $crate::load_skel::<$builder>($what).map(|skel| Self { skel })
+            }
+        }
+    };
+}
+
 pub mod announce;
 pub mod attach;
 pub mod bench;

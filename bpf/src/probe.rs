@@ -17,10 +17,11 @@ pub struct LookupResult {
     pub params: FibParams,
 }
 
-/// The loaded probe programs.
-pub struct Probe {
-    skel: skel::ProbeSkel<'static>,
-}
+skel_owner!(
+    /// The loaded probe programs.
+    pub struct Probe(skel::ProbeSkel<'static>) from skel::ProbeSkelBuilder,
+    "load the probe BPF object"
+);
 
 /// A minimal Ethernet frame for lookup test runs; the helper does not read
 /// it.
@@ -31,12 +32,6 @@ pub(crate) const FRAME: [u8; 64] = {
 };
 
 impl Probe {
-    /// Load the probe into the kernel (needs CAP_BPF / root).
-    pub fn load() -> Result<Self> {
-        crate::load_skel::<skel::ProbeSkelBuilder>("load the probe BPF object")
-            .map(|skel| Self { skel })
-    }
-
     /// Run one lookup with `params` and `flags` from `hook`.
     pub fn lookup(&mut self, hook: Hook, params: &FibParams, flags: u32) -> Result<LookupResult> {
         self.lookup_frame(hook, params, flags, &FRAME)

@@ -8,18 +8,13 @@ use crate::attach::{self, Attachment, EnteredNetns};
 use crate::skel::xdp_pass as skel;
 use crate::Result;
 
-/// The loaded pass-through program; attach it as often as needed.
-pub struct XdpPass {
-    skel: skel::XdpPassSkel<'static>,
-}
+skel_owner!(
+    /// The loaded pass-through program; attach it as often as needed.
+    pub struct XdpPass(skel::XdpPassSkel<'static>) from skel::XdpPassSkelBuilder,
+    "load the xdp_pass BPF object"
+);
 
 impl XdpPass {
-    /// Load the program (needs CAP_BPF / root).
-    pub fn load() -> Result<Self> {
-        crate::load_skel::<skel::XdpPassSkelBuilder>("load the xdp_pass BPF object")
-            .map(|skel| Self { skel })
-    }
-
     /// Attach to `ifindex` in the network namespace `netns` (the calling
     /// thread enters it for the attach and returns).
     pub fn attach_in(&self, netns: BorrowedFd<'_>, ifindex: u32) -> Result<Attachment> {
