@@ -63,8 +63,8 @@ static __always_inline void lookups(void *ctx)
 	lk_last = p;
 }
 
-/* The loop and the copy without the helper call. */
-static __always_inline void copies(void)
+/* The loop and the copy without the helper call (ctx unused). */
+static __always_inline void copies(void *ctx)
 {
 	struct fib_neigh_params p;
 	int i;
@@ -76,33 +76,9 @@ static __always_inline void copies(void)
 	}
 }
 
-SEC("tc")
-int lookup_tc(struct __sk_buff *skb)
-{
-	lookups(skb);
-	return TC_ACT_OK;
-}
+FIB_TC_AND_XDP(lookup, lookups)
 
-SEC("xdp")
-int lookup_xdp(struct xdp_md *xdp)
-{
-	lookups(xdp);
-	return XDP_PASS;
-}
-
-SEC("tc")
-int copy_tc(struct __sk_buff *skb)
-{
-	copies();
-	return TC_ACT_OK;
-}
-
-SEC("xdp")
-int copy_xdp(struct xdp_md *xdp)
-{
-	copies();
-	return XDP_PASS;
-}
+FIB_TC_AND_XDP(copy, copies)
 
 /* ---- traffic generator and sink ------------------------------------- */
 

@@ -133,4 +133,24 @@ struct fibneigh_enums {
 #define FIBNEIGH_EXPORT_ENUMS \
 	const volatile struct fibneigh_enums fibneigh_enums = {}
 
+/*
+ * A tc and an XDP program, NAME_tc and NAME_xdp, each running BODY(ctx)
+ * and letting the frame go on: the two program types take the helper's two
+ * paths, for test runs.
+ */
+#define FIB_TC_AND_XDP(name, body)		\
+SEC("tc")					\
+int name##_tc(struct __sk_buff *skb)		\
+{						\
+	body(skb);				\
+	return TC_ACT_OK;			\
+}						\
+						\
+SEC("xdp")					\
+int name##_xdp(struct xdp_md *xdp)		\
+{						\
+	body(xdp);				\
+	return XDP_PASS;			\
+}
+
 #endif /* FIBNEIGH_FIB_H */

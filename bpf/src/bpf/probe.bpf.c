@@ -37,16 +37,4 @@ static __always_inline void probe(void *ctx)
 	res.runs++;
 }
 
-SEC("tc")
-int probe_tc(struct __sk_buff *skb)
-{
-	probe(skb);
-	return TC_ACT_OK;
-}
-
-SEC("xdp")
-int probe_xdp(struct xdp_md *xdp)
-{
-	probe(xdp);
-	return XDP_PASS;
-}
+FIB_TC_AND_XDP(probe, probe)
