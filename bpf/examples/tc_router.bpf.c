@@ -28,15 +28,19 @@ int tc_router(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct fib_neigh fn = {};
 	void *l3 = eth + 1;
+	__u32 l3_len;
 	int ok = 0;
 
 	/* Only frames addressed to this host, unicast: ours to route. */
 	if ((void *)(eth + 1) > data_end || skb->pkt_type != 0)
 		return TC_ACT_OK;
+	l3_len = skb->len - sizeof(*eth);
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		ok = fib_neigh_fill_v4(&fn, l3, data_end, skb->ingress_ifindex);
+		ok = fib_neigh_fill_v4(&fn, l3, data_end, l3_len,
+				       skb->ingress_ifindex);
 	else if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		ok = fib_neigh_fill_v6(&fn, l3, data_end, skb->ingress_ifindex);
+		ok = fib_neigh_fill_v6(&fn, l3, data_end, l3_len,
+				       skb->ingress_ifindex);
 	if (!ok)
 		return TC_ACT_OK;
 

@@ -27,15 +27,19 @@ int xdp_router(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct fib_neigh fn = {};
 	void *l3 = eth + 1;
+	__u32 l3_len;
 	int ok = 0;
 
 	/* Broadcast and multicast frames are the stack's. */
 	if ((void *)(eth + 1) > data_end || (eth->h_dest[0] & 1))
 		return XDP_PASS;
+	l3_len = data_end - l3;
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		ok = fib_neigh_fill_v4(&fn, l3, data_end, ctx->ingress_ifindex);
+		ok = fib_neigh_fill_v4(&fn, l3, data_end, l3_len,
+				       ctx->ingress_ifindex);
 	else if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		ok = fib_neigh_fill_v6(&fn, l3, data_end, ctx->ingress_ifindex);
+		ok = fib_neigh_fill_v6(&fn, l3, data_end, l3_len,
+				       ctx->ingress_ifindex);
 	if (!ok)
 		return XDP_PASS;
 

@@ -28,7 +28,8 @@
  *
  *   struct fib_neigh fn = {};
  *
- *   if (!fib_neigh_fill_v4(&fn, iph, data_end, skb->ingress_ifindex))
+ *   if (!fib_neigh_fill_v4(&fn, iph, data_end, skb->len - ETH_HLEN,
+ *                          skb->ingress_ifindex))
  *           return TC_ACT_OK;
  *   fib_neigh_decide(skb, &fn, FIB_NEIGH_MODE_STATE_AWARE,
  *                    FIB_NEIGH_FALLBACK_NEIGH, false);
@@ -222,42 +223,59 @@ struct fib_neigh {
 
 /*
  * Fill @fn from the IPv4 header at @iph (in the packet, before @data_end)
- * arriving on @ifindex. Returns 0 for a packet not to be forwarded here:
- * truncated, with options, or whose TTL expires.
+ * arriving on @ifindex; @l3_len is the packet's length from @iph on (tc:
+ * skb->len less the link-layer header, XDP: data_end - iph), which its
+ * tot_len must not exceed. Returns 0 for a packet not to be forwarded here:
+ * truncated, with options, a tot_len that does not fit, or a TTL that
+ * expires.
  */
 static __always_inline int fib_neigh_fill_v4(struct fib_neigh *fn,
 					     struct iphdr *iph, void *data_end,
-					     __u32 ifindex)
+					     __u32 l3_len, __u32 ifindex)
 {
+	__u16 tot_len;
+
 	if ((void *)(iph + 1) > data_end)
 		return 0;
 	if (iph->version != 4 || iph->ihl != 5 || iph->ttl <= 1)
+		return 0;
+	tot_len = bpf_ntohs(iph->tot_len);
+	if (tot_len < sizeof(*iph) || tot_len > l3_len)
 		return 0;
 	fn->v6 = 0;
 	fn->params.family = FIB_NEIGH_AF_INET;
 	fn->params.tos = iph->tos;
 	fn->params.l4_protocol = iph->protocol;
-	fn->params.tot_len = bpf_ntohs(iph->tot_len);
+	fn->params.tot_len = tot_len;
 	fn->params.ipv4_src = iph->saddr;
 	fn->params.ipv4_dst = iph->daddr;
 	fn->params.ifindex = ifindex;
 	return 1;
 }
 
-/* As fib_neigh_fill_v4(), for IPv6 (no hop-by-hop options). */
+/*
+ * As fib_neigh_fill_v4(), for IPv6: also 0 for a jumbogram (payload
+ * length 0) or hop-by-hop options.
+ */
 static __always_inline int fib_neigh_fill_v6(struct fib_neigh *fn,
 					     struct ipv6hdr *ip6h,
-					     void *data_end, __u32 ifindex)
+					     void *data_end, __u32 l3_len,
+					     __u32 ifindex)
 {
+	__u32 payload;
+
 	if ((void *)(ip6h + 1) > data_end)
 		return 0;
 	if (ip6h->version != 6 || ip6h->hop_limit <= 1 || ip6h->nexthdr == 0)
+		return 0;
+	payload = bpf_ntohs(ip6h->payload_len);
+	if (payload == 0 || payload + sizeof(*ip6h) > l3_len)
 		return 0;
 	fn->v6 = 1;
 	fn->params.family = FIB_NEIGH_AF_INET6;
 	fn->params.flowinfo = *(__be32 *)ip6h & bpf_htonl(0x0fffffff);
 	fn->params.l4_protocol = ip6h->nexthdr;
-	fn->params.tot_len = bpf_ntohs(ip6h->payload_len) + sizeof(*ip6h);
+	fn->params.tot_len = payload + sizeof(*ip6h);
 	__builtin_memcpy(fn->params.ipv6_src, &ip6h->saddr, 16);
 	__builtin_memcpy(fn->params.ipv6_dst, &ip6h->daddr, 16);
 	fn->params.ifindex = ifindex;

@@ -3,8 +3,9 @@
  * A router fast path in tc and XDP, with the neighbour policy chosen at load
  * time (docs/design.md). Three layers, as in Cilium's bpf/lib/fib.h:
  *
- *   1. parse:  Ethernet + IPv4/IPv6 header -> struct fib_neigh_params, or "not
- *              ours" (the packet goes to the stack untouched);
+ *   1. parse:  Ethernet + IPv4/IPv6 header -> the public header's struct
+ *              fib_neigh (its fib_neigh_fill_v4/_v6()), or "not ours" (the
+ *              packet goes to the stack untouched);
  *   2. decide: one bpf_fib_lookup() with the policy's flags, then the
  *              policy's small function turns (rc, params) into an action;
  *   3. act:    decrement TTL / hop limit, then bpf_redirect() with the MACs
@@ -25,13 +26,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET		2
-#define AF_INET6	10
 #define PACKET_HOST	0
-#define IP_MF		0x2000
-#define IP_OFFSET	0x1fff
-#define NEXTHDR_HOP	0
-#define IPV6_FLOWINFO_MASK	0x0fffffff
 
 /* Set by the loader before load; the verifier prunes the other policies. */
 const volatile enum fibneigh_policy policy = POLICY_BASELINE;
@@ -68,23 +63,25 @@ static __always_inline void count(__u32 slot)
 
 /* ---- layer 1: parse ------------------------------------------------- */
 
-/* What the parse found; l3 points into the packet. */
+/* What the parse found: the header's lookup record; l3 points into the packet. */
 struct fwd_pkt {
-	struct fib_neigh_params p;
+	struct fib_neigh fn;
 	struct ethhdr *eth;
 	void *l3;
-	bool v6;
 };
 
 /*
  * Fill `pkt` for a packet this program may forward, or return false: not
- * IPv4/IPv6, truncated, malformed, IPv4 options, IPv6 hop-by-hop options,
- * TTL/hop limit that expires here. `len` is the whole packet's length.
+ * unicast IPv4/IPv6, or what the header's fib_neigh_fill_v4/_v6() refuse
+ * (truncated, malformed, a length that does not fit the packet, IPv4
+ * options, IPv6 hop-by-hop options or jumbogram, a TTL/hop limit that
+ * expires here). `len` is the whole packet's length.
  */
 static __always_inline bool parse(void *data, void *data_end, __u32 len,
 				  __u32 ifindex, struct fwd_pkt *pkt)
 {
 	struct ethhdr *eth = data;
+	__u32 l3_len;
 
 	if ((void *)(eth + 1) > data_end)
 		return false;
@@ -93,95 +90,50 @@ static __always_inline bool parse(void *data, void *data_end, __u32 len,
 		return false;
 	pkt->eth = eth;
 	pkt->l3 = eth + 1;
-	pkt->p.ifindex = ifindex;
-
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = pkt->l3;
-		__u16 tot_len;
-
-		if ((void *)(ip + 1) > data_end)
-			return false;
-		/* Options would need the stack (record route, ...). */
-		if (ip->version != 4 || ip->ihl != 5)
-			return false;
-		tot_len = bpf_ntohs(ip->tot_len);
-		if (tot_len < sizeof(*ip) || tot_len > len - sizeof(*eth))
-			return false;
-		if (ip->ttl <= 1)
-			return false;
-		pkt->v6 = false;
-		pkt->p.family = AF_INET;
-		pkt->p.tos = ip->tos;
-		pkt->p.l4_protocol = ip->protocol;
-		pkt->p.tot_len = tot_len;
-		pkt->p.ipv4_src = ip->saddr;
-		pkt->p.ipv4_dst = ip->daddr;
-		return true;
-	}
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = pkt->l3;
-		__u32 payload;
-
-		if ((void *)(ip6 + 1) > data_end)
-			return false;
-		if (ip6->version != 6)
-			return false;
-		payload = bpf_ntohs(ip6->payload_len);
-		/* Jumbograms (payload 0) and hop-by-hop options: the stack. */
-		if (payload == 0 || ip6->nexthdr == NEXTHDR_HOP)
-			return false;
-		if (payload + sizeof(*ip6) > len - sizeof(*eth))
-			return false;
-		if (ip6->hop_limit <= 1)
-			return false;
-		pkt->v6 = true;
-		pkt->p.family = AF_INET6;
-		pkt->p.flowinfo = *(__be32 *)ip6 & bpf_htonl(IPV6_FLOWINFO_MASK);
-		pkt->p.l4_protocol = ip6->nexthdr;
-		pkt->p.tot_len = payload + sizeof(*ip6);
-		__builtin_memcpy(pkt->p.ipv6_src, &ip6->saddr, 16);
-		__builtin_memcpy(pkt->p.ipv6_dst, &ip6->daddr, 16);
-		return true;
-	}
+	l3_len = len - sizeof(*eth);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return fib_neigh_fill_v4(&pkt->fn, pkt->l3, data_end, l3_len,
+					 ifindex);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return fib_neigh_fill_v6(&pkt->fn, pkt->l3, data_end, l3_len,
+					 ifindex);
 	return false;
 }
 
 /* ---- layer 2: lookup and policies ----------------------------------- */
 
-enum action {
-	ACT_PASS,		/* to the stack, untouched */
-	ACT_REDIRECT,		/* MACs from the lookup + bpf_redirect() */
-	ACT_REDIRECT_NEIGH,	/* bpf_redirect_neigh(); tc only */
-	ACT_NEIGH_PASS,		/* XDP's stand-in for ACT_REDIRECT_NEIGH */
-};
+/*
+ * The policies answer with the header's actions; FIB_NEIGH_REDIRECT_NEIGH
+ * means the neighbour path, which act() carries out in XDP by passing the
+ * packet to the stack (counted apart).
+ */
 
 /* Lookup + bpf_redirect() with the cached MACs (docs/design.md). */
-static __always_inline enum action policy_baseline(long rc)
+static __always_inline enum fib_neigh_action policy_baseline(long rc)
 {
-	return rc == FIBNEIGH_RET_SUCCESS ? ACT_REDIRECT : ACT_PASS;
+	return rc == FIBNEIGH_RET_SUCCESS ? FIB_NEIGH_REDIRECT : FIB_NEIGH_PASS;
 }
 
 /* Option 2: route only, the kernel's neighbour output path fills the MACs. */
-static __always_inline enum action policy_always_neigh(long rc, bool xdp)
+static __always_inline enum fib_neigh_action policy_always_neigh(long rc)
 {
-	if (rc != FIBNEIGH_RET_SUCCESS)
-		return ACT_PASS;
-	return xdp ? ACT_NEIGH_PASS : ACT_REDIRECT_NEIGH;
+	return rc == FIBNEIGH_RET_SUCCESS ? FIB_NEIGH_REDIRECT_NEIGH :
+					    FIB_NEIGH_PASS;
 }
 
 /* Option 3: the fast path only while the entry is connected. */
-static __always_inline enum action
-policy_state_aware(long rc, const struct fib_neigh_params *p, bool xdp)
+static __always_inline enum fib_neigh_action
+policy_state_aware(long rc, const struct fib_neigh_params *p)
 {
 	if (rc == FIBNEIGH_RET_SUCCESS && (p->nud_state & FIBNEIGH_NUD_CONNECTED))
-		return ACT_REDIRECT;
+		return FIB_NEIGH_REDIRECT;
 	if (rc == FIBNEIGH_RET_SUCCESS || rc == FIBNEIGH_RET_NO_NEIGH)
-		return xdp ? ACT_NEIGH_PASS : ACT_REDIRECT_NEIGH;
-	return ACT_PASS;
+		return FIB_NEIGH_REDIRECT_NEIGH;
+	return FIB_NEIGH_PASS;
 }
 
 /* Option 3b: the helper re-validates STALE entries; act as baseline. */
-static __always_inline enum action policy_refresh(long rc)
+static __always_inline enum fib_neigh_action policy_refresh(long rc)
 {
 	return policy_baseline(rc);
 }
@@ -209,21 +161,21 @@ static __always_inline void count_lookup(long rc, __u32 flags,
 }
 
 /* Look the packet up and let the load-time policy decide. */
-static __always_inline enum action decide(void *ctx, struct fwd_pkt *pkt,
-					  bool xdp)
+static __always_inline enum fib_neigh_action decide(void *ctx,
+						    struct fwd_pkt *pkt)
 {
+	struct fib_neigh_params *p = &pkt->fn.params;
 	__u32 flags = lookup_flags;
 	long rc;
 
-	rc = bpf_fib_lookup(ctx, (struct bpf_fib_lookup *)&pkt->p,
-			    sizeof(pkt->p), flags);
-	count_lookup(rc, flags, &pkt->p);
+	rc = bpf_fib_lookup(ctx, (struct bpf_fib_lookup *)p, sizeof(*p), flags);
+	count_lookup(rc, flags, p);
 
 	switch (policy) {
 	case POLICY_ALWAYS_NEIGH:
-		return policy_always_neigh(rc, xdp);
+		return policy_always_neigh(rc);
 	case POLICY_STATE_AWARE:
-		return policy_state_aware(rc, &pkt->p, xdp);
+		return policy_state_aware(rc, p);
 	case POLICY_REFRESH:
 		return policy_refresh(rc);
 	default:
@@ -233,10 +185,10 @@ static __always_inline enum action decide(void *ctx, struct fwd_pkt *pkt,
 
 /* ---- layer 3: act --------------------------------------------------- */
 
-/* As a router: one hop less (the header's fib_neigh_dec_ttl_l3()). */
+/* As a router: one hop less (the header's fib_neigh_dec_ttl()). */
 static __always_inline void decrement_ttl(struct fwd_pkt *pkt, void *data_end)
 {
-	fib_neigh_dec_ttl_l3(pkt->v6, pkt->l3, data_end);
+	fib_neigh_dec_ttl(&pkt->fn, pkt->l3, data_end);
 }
 
 /*
@@ -244,42 +196,39 @@ static __always_inline void decrement_ttl(struct fwd_pkt *pkt, void *data_end)
  * constant in each entry point, so the XDP program never calls
  * bpf_redirect_neigh().
  */
-static __always_inline int act(enum action act, struct fwd_pkt *pkt,
+static __always_inline int act(enum fib_neigh_action act, struct fwd_pkt *pkt,
 			       void *data_end, bool xdp)
 {
 	int pass = xdp ? XDP_PASS : TC_ACT_OK;
+	struct bpf_redir_neigh nh = {};
 	long verdict;
 
 	switch (act) {
-	case ACT_REDIRECT:
+	case FIB_NEIGH_REDIRECT:
 		decrement_ttl(pkt, data_end);
-		__builtin_memcpy(pkt->eth->h_dest, pkt->p.dmac, ETH_ALEN);
-		__builtin_memcpy(pkt->eth->h_source, pkt->p.smac, ETH_ALEN);
-		verdict = bpf_redirect(pkt->p.ifindex, 0);
+		fib_neigh_set_macs(&pkt->fn, pkt->eth);
+		verdict = bpf_redirect(pkt->fn.params.ifindex, 0);
 		if (verdict == (xdp ? XDP_REDIRECT : TC_ACT_REDIRECT))
 			count(CNT_REDIRECT);
 		else
 			count(CNT_DROP);
 		return verdict;
-	case ACT_REDIRECT_NEIGH:
-		if (!xdp) {
-			struct bpf_redir_neigh nh = {};
-
-			fib_neigh_nexthop(&pkt->p, &nh);
-			decrement_ttl(pkt, data_end);
-			verdict = bpf_redirect_neigh(pkt->p.ifindex, &nh,
-						     sizeof(nh), 0);
-			if (verdict == TC_ACT_REDIRECT)
-				count(CNT_REDIRECT_NEIGH);
-			else
-				count(CNT_DROP);
-			return verdict;
+	case FIB_NEIGH_REDIRECT_NEIGH:
+		if (xdp) {
+			/* XDP has no bpf_redirect_neigh(): the stack. */
+			count(CNT_NEIGH_PASS);
+			count(CNT_PASS);
+			return pass;
 		}
-		/* fall through: XDP cannot */
-	case ACT_NEIGH_PASS:
-		count(CNT_NEIGH_PASS);
-		count(CNT_PASS);
-		return pass;
+		fib_neigh_nexthop(&pkt->fn.params, &nh);
+		decrement_ttl(pkt, data_end);
+		verdict = bpf_redirect_neigh(pkt->fn.params.ifindex, &nh,
+					     sizeof(nh), 0);
+		if (verdict == TC_ACT_REDIRECT)
+			count(CNT_REDIRECT_NEIGH);
+		else
+			count(CNT_DROP);
+		return verdict;
 	default:
 		count(CNT_PASS);
 		return pass;
@@ -291,14 +240,14 @@ static __always_inline int forward(void *ctx, void *data, void *data_end,
 				   __u32 len, __u32 ifindex, bool xdp)
 {
 	struct fwd_pkt pkt = {};
-	enum action a;
+	enum fib_neigh_action a;
 
 	if (!parse(data, data_end, len, ifindex, &pkt)) {
 		count(CNT_SKIPPED);
 		count(CNT_PASS);
 		return xdp ? XDP_PASS : TC_ACT_OK;
 	}
-	a = decide(ctx, &pkt, xdp);
+	a = decide(ctx, &pkt);
 	return act(a, &pkt, data_end, xdp);
 }
 
