@@ -57,26 +57,13 @@ default_branch=$(series --print branch)
 tree=$("$bin" vm tree --base "$base" --print-path)
 git_t() { git -C "$tree" "$@"; }
 
-# "Name <email>" of the user running this, or a clear error.
+# "Name <email>" of the user running this, or a clear error: the binary
+# checks git's identity (a name; no placeholder email unless ANY is "any").
 identity() {
-	local ident name email
-	ident=$(git -C "$tree" var GIT_AUTHOR_IDENT 2>/dev/null) || {
-		echo "series.sh: no git identity: set user.name and user.email (git config --global ...)" >&2
-		return 1
-	}
-	name=${ident%% <*}
-	email=${ident#*<}
-	email=${email%%>*}
-	[ "${1:-}" = any ] || case "$email" in
-	*@localhost | *@localhost.* | *.invalid | *@example.* | *.example | *.example.* | *noreply* | fibneigh*)
-		echo "series.sh: '$name <$email>' looks like a placeholder, not your identity" >&2
-		return 1 ;;
-	esac
-	[ -n "$name" ] && [ "$name" != "$email" ] || {
-		echo "series.sh: git identity has no name: set user.name" >&2
-		return 1
-	}
-	printf '%s <%s>\n' "$name" "$email"
+	local ident any=()
+	ident=$(git -C "$tree" var GIT_AUTHOR_IDENT 2>/dev/null) || ident=
+	[ "${1:-}" != any ] || any=(--allow-placeholder)
+	series --check-author "$ident" "${any[@]}"
 }
 
 # The patch files of the series, in order, into the array `files`: the

@@ -1,7 +1,8 @@
 //! What the scripts ask the binary instead of working it out themselves:
 //! `vm tree --print-path` (the unpacked tree, read only) and `vm series`
-//! (a base's series, its directory, prefix and branch), and
-//! `scripts/series.sh` finding its tree through them. A private cache in a
+//! (a base's series, its directory, prefix and branch, and whether an
+//! identity may post it), and `scripts/series.sh` finding its tree and
+//! checking its author through them. A private cache in a
 //! temporary directory stands for the real one; no kernel is needed.
 
 mod common;
@@ -161,4 +162,24 @@ fn series_sh_takes_its_tree_and_base_from_the_binary() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("scripts/series.sh import"));
     assert_eq!(listing(cache.path()), before);
+    // `post` as a placeholder or nameless identity: refused by the binary
+    // before anything is made.
+    for (name, email, why) in [
+        ("Nobody", "nobody@localhost", "looks like a placeholder"),
+        (
+            "fibneigh build",
+            "fibneigh-build@localhost",
+            "looks like a placeholder",
+        ),
+        ("ada@poster.test", "ada@poster.test", "has no name"),
+    ] {
+        let out = run(script("7.3")
+            .arg("post")
+            .arg(cache.path().join("out"))
+            .env("GIT_AUTHOR_NAME", name)
+            .env("GIT_AUTHOR_EMAIL", email));
+        assert!(!out.status.success(), "{email}");
+        assert!(stderr(&out).contains(why), "{email}");
+        assert_eq!(listing(cache.path()), before);
+    }
 }

@@ -10,6 +10,7 @@ use fibneigh::pipeline::run::RunSpec;
 use fibneigh::pipeline::{self, progress, render, AccelChoice};
 use fibneigh::stop::{self, EXIT_INTERRUPTED};
 use fibneigh_vm::base::KernelBase;
+use fibneigh_vm::series::Author;
 use fibneigh_vm::timing::{self, TimingRequest};
 use fibneigh_vm::{Arch, RunRequest, Series};
 
@@ -92,6 +93,15 @@ pub struct SeriesArgs {
     /// What to print.
     #[arg(long, value_enum, default_value_t = SeriesItem::Patches)]
     pub print: SeriesItem,
+    /// Instead: check that IDENT, as `git var GIT_AUTHOR_IDENT` prints it,
+    /// is someone to post the series as (a name, an email that is no
+    /// placeholder) and print it as `Name <email>`.
+    #[arg(long, value_name = "IDENT", conflicts_with = "print")]
+    pub check_author: Option<String>,
+    /// With --check-author: a placeholder email will do (the author of a
+    /// local branch, never posted).
+    #[arg(long, requires = "check_author")]
+    pub allow_placeholder: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -160,6 +170,16 @@ pub fn tree(args: TreeCmd) -> Result<ExitCode> {
 
 /// `vm series`: what scripts/series.sh needs to know of a base's series.
 pub fn series(args: SeriesArgs) -> Result<ExitCode> {
+    if let Some(ident) = &args.check_author {
+        let author = Author::parse(ident)?;
+        let author = if args.allow_placeholder {
+            author
+        } else {
+            author.for_posting()?
+        };
+        println!("{author}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = args
         .patches
         .unwrap_or_else(|| args.base.patches(&pipeline::repo_root()));
