@@ -36,10 +36,11 @@
 # prefix 'PATCH 6.12-downstream' (stable takes no new uAPI; the backport
 # is for users who run 6.12 kernels of their own).
 #
-# The binary knows the bases, their series and the cache: FIBNEIGH names
-# it, else target/debug/fibneigh is built. The tree is read where `fibneigh
-# vm build` unpacked it (`vm tree --print-path`: nothing is applied or
-# built there, so a build using it is not disturbed).
+# The binary knows the bases, their series, the cache and who may post:
+# FIBNEIGH names it, else target/debug/fibneigh is built. The tree is the
+# one `fibneigh vm build` unpacked, as it is (`vm tree --print-path`
+# applies, configures and builds nothing, so a build using the tree is
+# not disturbed; this script works in worktrees and branches of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD

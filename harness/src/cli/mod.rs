@@ -146,7 +146,8 @@ pub enum VmCommand {
     /// built) and print its path; with --print-path, only print it.
     Tree(vm::TreeCmd),
     /// Print a base's series: its patch files in order, its directory,
-    /// its posting subject prefix or its branch (for scripts/series.sh).
+    /// its posting subject prefix or its branch; or check an author's
+    /// identity (for scripts/series.sh).
     Series(vm::SeriesArgs),
     /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
     /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
