@@ -19,11 +19,11 @@ o2 | tiny) ;;
 *) echo "bloat.sh: profile must be o2 or tiny, not '$profile'" >&2; exit 2 ;;
 esac
 cargo build -q --bin fibneigh
-# The binary knows the bases (and refuses an unknown one, naming them).
+# The binary knows the bases (and refuses an unknown one, naming them),
+# their series' directories and the tree (which this applies the series to).
+patches=$(target/debug/fibneigh vm series --base "$base" --print dir)
 tree=$(target/debug/fibneigh vm tree --base "$base")
 out=$PWD/target/bloat/$base-$profile
-patches=$PWD/kernel-patches
-[ "$base" = 7.3 ] || patches=$patches/$base
 fragments=("$patches/config")
 [ "$profile" = o2 ] && fragments+=("$patches/config-o2")
 mkdir -p "$out"

@@ -52,6 +52,13 @@ pub enum Error {
         fragment: PathBuf,
         dropped: Vec<String>,
     },
+    #[error("no {what} tree unpacked under {}: `fibneigh vm tree --base {args}` makes it", .trees.display())]
+    NoTree {
+        what: String,
+        /// The `--base` (and `--arch`) arguments that make it.
+        args: String,
+        trees: PathBuf,
+    },
     #[error("kernel build failed; full log: {}\n{tail}", .log.display())]
     Build { log: PathBuf, tail: String },
     #[error("kernel image {} does not exist", .0.display())]

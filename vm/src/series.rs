@@ -91,6 +91,75 @@ pub fn with_author(mail: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A person's git identity, `Name <email>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+}
+
+/// Why an identity is not one to author or post a series as.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorError {
+    #[error("no git identity: set user.name and user.email (git config --global ...)")]
+    Missing,
+    #[error("git identity has no name: set user.name")]
+    NoName,
+    #[error("'{0}' looks like a placeholder, not your identity")]
+    Placeholder(String),
+}
+
+impl Author {
+    /// Read `ident` as `git var GIT_AUTHOR_IDENT` prints it (`Name <email>
+    /// 1700000000 +0000`; the date is optional). It needs a name, other
+    /// than the email.
+    pub fn parse(ident: &str) -> Result<Author, AuthorError> {
+        let ident = ident.trim();
+        let (name, rest) = ident.split_once('<').ok_or(AuthorError::Missing)?;
+        let (email, _date) = rest.split_once('>').ok_or(AuthorError::Missing)?;
+        let (name, email) = (name.trim(), email.trim());
+        if email.is_empty() {
+            return Err(AuthorError::Missing);
+        }
+        if name.is_empty() || name == email {
+            return Err(AuthorError::NoName);
+        }
+        Ok(Author {
+            name: name.to_string(),
+            email: email.to_string(),
+        })
+    }
+
+    /// Does the email stand for nobody: a reserved or local domain
+    /// (`localhost`, `.invalid`, `example.*`), a no-reply address, or the
+    /// pipeline's own ([`BUILD_AUTHOR`], the tree's `fibneigh@localhost`)?
+    pub fn is_placeholder(&self) -> bool {
+        let e = self.email.to_ascii_lowercase();
+        e.ends_with("@localhost")
+            || e.contains("@localhost.")
+            || e.ends_with(".invalid")
+            || e.contains("@example.")
+            || e.ends_with(".example")
+            || e.contains(".example.")
+            || e.contains("noreply")
+            || e.starts_with("fibneigh")
+    }
+
+    /// `self` if a posted series may be authored and signed off by it.
+    pub fn for_posting(self) -> Result<Author, AuthorError> {
+        if self.is_placeholder() {
+            return Err(AuthorError::Placeholder(self.to_string()));
+        }
+        Ok(self)
+    }
+}
+
+impl std::fmt::Display for Author {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} <{}>", self.name, self.email)
+    }
+}
+
 /// In the tree's git directory.
 const APPLIED_FILE: &str = "fibneigh-series";
 const MTIMES_FILE: &str = "fibneigh-mtimes.json";
@@ -304,6 +373,47 @@ mod tests {
         )));
         let signed = b"From 0123 Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\n\nbody\n";
         assert_eq!(with_author(signed), signed.to_vec());
+    }
+
+    #[test]
+    fn an_author_is_read_as_git_prints_it_and_placeholders_are_named() {
+        let ada = Author::parse("Ada Poster <ada@poster.test> 1700000000 +0000").unwrap();
+        assert_eq!(ada.to_string(), "Ada Poster <ada@poster.test>");
+        assert_eq!(ada.clone().for_posting(), Ok(ada));
+        assert_eq!(Author::parse(""), Err(AuthorError::Missing));
+        assert_eq!(Author::parse("Ada <> 1 +0000"), Err(AuthorError::Missing));
+        assert_eq!(
+            Author::parse(" <a@b.test> 1 +0000"),
+            Err(AuthorError::NoName)
+        );
+        assert_eq!(
+            Author::parse("a@b.test <a@b.test> 1 +0000"),
+            Err(AuthorError::NoName)
+        );
+        // The build's own author can never post.
+        let build = Author::parse(BUILD_AUTHOR).unwrap();
+        assert!(build.is_placeholder());
+        let err = build.for_posting().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("'{BUILD_AUTHOR}' looks like a placeholder, not your identity")
+        );
+        for email in [
+            "fibneigh@localhost",
+            "me@localhost.localdomain",
+            "me@host.invalid",
+            "me@example.org",
+            "me@mail.example",
+            "me@a.example.com",
+            "1+me@users.noreply.github.com",
+        ] {
+            let a = Author::parse(&format!("Me <{email}>")).unwrap();
+            assert!(a.is_placeholder(), "{email}");
+            assert!(a.for_posting().is_err(), "{email}");
+        }
+        assert!(!Author::parse("Me <me@kernel.org>")
+            .unwrap()
+            .is_placeholder());
     }
 
     /// A small git tree with a base tag, and a patch series made from it.

@@ -243,7 +243,7 @@ pub fn arch_tree(
     if arch == crate::kbuild::Arch::X86_64 {
         return Ok(tree.clone());
     }
-    let dir = tree.path.with_file_name(format!("linux-{}", arch.name()));
+    let dir = arch_dir(&tree.path, arch);
     if let Some(done) = finished_tree(&dir)? {
         return Ok(done);
     }
@@ -266,23 +266,70 @@ pub fn arch_tree(
     })
 }
 
+/// Where `arch` builds next to the base's tree `linux`: `linux` itself for
+/// x86-64, else the clone `linux-<arch>`.
+fn arch_dir(linux: &Path, arch: crate::kbuild::Arch) -> PathBuf {
+    match arch {
+        crate::kbuild::Arch::X86_64 => linux.to_path_buf(),
+        other => linux.with_file_name(format!("linux-{}", other.name())),
+    }
+}
+
 /// The tree in `dir` if an earlier run finished it (its base marker reads
 /// back). A directory without one is what an interrupted run left half
 /// made, and is removed.
 fn finished_tree(dir: &Path) -> Result<Option<SourceTree>> {
-    let marker = dir.join(BASE_FILE);
-    if let Ok(text) = fs::read_to_string(&marker) {
-        if let Ok(base) = serde_json::from_str::<BaseInfo>(&text) {
-            return Ok(Some(SourceTree {
-                path: dir.to_path_buf(),
-                base,
-            }));
-        }
+    if let Some(base) = read_marker(dir) {
+        return Ok(Some(SourceTree {
+            path: dir.to_path_buf(),
+            base,
+        }));
     }
     if dir.exists() {
         fs::remove_dir_all(dir).at(dir)?;
     }
     Ok(None)
+}
+
+/// The trees the pipeline finished unpacking from `package` under `cache`
+/// (`<cache>/trees/<package>_<version>/linux`, or `linux-<arch>` for
+/// another architecture's clone), in the order of their directory names.
+/// Reads only: a half-made tree is skipped, not removed, and nothing is
+/// fetched, unpacked, patched or configured.
+pub fn unpacked_trees(
+    cache: &Path,
+    package: &str,
+    arch: crate::kbuild::Arch,
+) -> Result<Vec<SourceTree>> {
+    let trees = cache.join("trees");
+    let entries = match fs::read_dir(&trees) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).at(&trees),
+    };
+    let prefix = format!("{package}_");
+    let mut names = Vec::new();
+    for entry in entries {
+        let name = entry.at(&trees)?.file_name();
+        if name.to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names
+        .into_iter()
+        .filter_map(|name| {
+            let dir = arch_dir(&trees.join(name).join("linux"), arch);
+            let base = read_marker(&dir)?;
+            Some(SourceTree { path: dir, base })
+        })
+        .collect())
+}
+
+/// The base recorded in `dir`'s marker, if the tree was finished.
+fn read_marker(dir: &Path) -> Option<BaseInfo> {
+    let text = fs::read_to_string(dir.join(BASE_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Record `base` in `dir`'s marker: the tree is complete.
@@ -484,6 +531,50 @@ mod tests {
         assert_eq!(makefile_version(dir.path()).unwrap(), "7.3");
         fs::write(dir.path().join("Makefile"), "all:\n").unwrap();
         assert!(makefile_version(dir.path()).is_err());
+    }
+
+    /// A finished tree for `id` in `cache`, laid out as [`unpack`] and
+    /// [`arch_tree`] lay it out (marker only, no sources).
+    fn finished(cache: &Path, id: &str, arch: crate::kbuild::Arch) -> PathBuf {
+        let base = BaseInfo {
+            id: id.into(),
+            origin: format!("test {id}"),
+            upstream: Some("7.3.4".into()),
+        };
+        let dir = arch_dir(&tree_dir(cache, &base), arch);
+        fs::create_dir_all(dir.join(".git")).unwrap();
+        mark_finished(&dir, &base).unwrap();
+        dir
+    }
+
+    #[test]
+    fn unpacked_trees_are_found_by_package_and_never_touched() {
+        use crate::kbuild::Arch;
+        let cache = tempfile::tempdir().unwrap();
+        let c = cache.path();
+        assert!(unpacked_trees(c, "linux-source-7.3", Arch::X86_64)
+            .unwrap()
+            .is_empty());
+        let old = finished(c, "linux-source-7.3_7.3.2-1", Arch::X86_64);
+        let new = finished(c, "linux-source-7.3_7.3.4-1~bpo13+1", Arch::X86_64);
+        let um = finished(c, "linux-source-7.3_7.3.4-1~bpo13+1", Arch::Um);
+        let other = finished(c, "linux-source-6.12_6.12.118-1~deb12u1", Arch::X86_64);
+        // Half made (no marker): what an interrupted unpack leaves.
+        let half = c.join("trees/linux-source-7.3_7.3.9-1/linux");
+        fs::create_dir_all(half.join("net/core")).unwrap();
+
+        let found = unpacked_trees(c, "linux-source-7.3", Arch::X86_64).unwrap();
+        let paths: Vec<&Path> = found.iter().map(|t| t.path.as_path()).collect();
+        assert_eq!(paths, [old.as_path(), new.as_path()]);
+        assert_eq!(found[1].base.id, "linux-source-7.3_7.3.4-1~bpo13+1");
+        let found = unpacked_trees(c, "linux-source-7.3", Arch::Um).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, um);
+        let found = unpacked_trees(c, "linux-source-6.12", Arch::X86_64).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, other);
+        // Read only: the half-made tree is still there.
+        assert!(half.join("net/core").is_dir());
     }
 
     #[test]

@@ -143,8 +143,12 @@ pub enum VmCommand {
     /// Measure clean build, one-file rebuild and boot-to-command times.
     Timing(vm::TimingArgs),
     /// Make the kernel tree hold the series (applied and configured, not
-    /// built) and print its path.
-    Tree(BuildArgs),
+    /// built) and print its path; with --print-path, only print it.
+    Tree(vm::TreeCmd),
+    /// Print a base's series: its patch files in order, its directory,
+    /// its posting subject prefix or its branch; or check an author's
+    /// identity (for scripts/series.sh).
+    Series(vm::SeriesArgs),
     /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
     /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
     Icount(icount::IcountArgs),
@@ -156,6 +160,7 @@ pub fn vm_command(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::Run(args) => vm::run_in_guest(args),
         VmCommand::Timing(args) => vm::timing(args),
         VmCommand::Tree(args) => vm::tree(args),
+        VmCommand::Series(args) => vm::series(args),
         VmCommand::Icount(args) => icount::run(args),
     }
 }

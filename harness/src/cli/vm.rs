@@ -5,12 +5,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use fibneigh::pipeline::run::RunSpec;
 use fibneigh::pipeline::{self, progress, render, AccelChoice};
 use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh_vm::base::KernelBase;
+use fibneigh_vm::series::Author;
 use fibneigh_vm::timing::{self, TimingRequest};
-use fibneigh_vm::RunRequest;
+use fibneigh_vm::{Arch, RunRequest, Series};
 
 use super::{build_request, AccelArg, ArchArg, BuildArgs};
 
@@ -68,6 +70,54 @@ pub struct RunArgs {
 }
 
 #[derive(Args)]
+pub struct TreeCmd {
+    /// Print the path of the tree the pipeline already unpacked for
+    /// --base (and --arch), as it is: nothing is fetched, applied,
+    /// configured or built, so a build using the tree is not disturbed.
+    /// Fails, naming the base, if there is none.
+    #[arg(long)]
+    pub print_path: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Args)]
+pub struct SeriesArgs {
+    /// Which base's series: 7.3 (kernel-patches/) or 6.12
+    /// (kernel-patches/6.12/).
+    #[arg(long, default_value = "7.3")]
+    pub base: KernelBase,
+    /// Directory with the `series` file and patches [default: the base's].
+    #[arg(long)]
+    pub patches: Option<PathBuf>,
+    /// What to print.
+    #[arg(long, value_enum, default_value_t = SeriesItem::Patches)]
+    pub print: SeriesItem,
+    /// Instead: check that IDENT, as `git var GIT_AUTHOR_IDENT` prints it,
+    /// is someone to post the series as (a name, an email that is no
+    /// placeholder) and print it as `Name <email>`.
+    #[arg(long, value_name = "IDENT", conflicts_with = "print")]
+    pub check_author: Option<String>,
+    /// With --check-author: a placeholder email will do (the author of a
+    /// local branch, never posted).
+    #[arg(long, requires = "check_author")]
+    pub allow_placeholder: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SeriesItem {
+    /// The patch files `series` names, in order, one path a line (each
+    /// must exist).
+    Patches,
+    /// The series' directory.
+    Dir,
+    /// The subject prefix of the posted series.
+    SubjectPrefix,
+    /// The branch series.sh import and export use by default.
+    Branch,
+}
+
+#[derive(Args)]
 pub struct TimingArgs {
     /// Boots to time for boot-to-command.
     #[arg(long, default_value_t = 3)]
@@ -98,10 +148,51 @@ pub fn build_cmd(args: BuildCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `vm tree`: the tree with the series applied and configured.
-pub fn tree(args: BuildArgs) -> Result<ExitCode> {
-    let tree = pipeline::prepare_tree(&build_request(&args)?)?;
+/// `vm tree`: the tree with the series applied and configured; with
+/// `--print-path`, the unpacked tree as it is.
+pub fn tree(args: TreeCmd) -> Result<ExitCode> {
+    let build = &args.build;
+    let tree = if args.print_path {
+        if build.source.is_some() || build.tree.is_some() {
+            bail!("--print-path prints the pipeline's own tree of --base; it takes no --source or --tree");
+        }
+        let arch = match build.arch {
+            ArchArg::X86_64 => Arch::X86_64,
+            ArchArg::Um => Arch::Um,
+        };
+        build.base.unpacked_tree(&build.cache_dir, arch)?
+    } else {
+        pipeline::prepare_tree(&build_request(build)?)?
+    };
     println!("{}", tree.path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vm series`: what scripts/series.sh needs to know of a base's series.
+pub fn series(args: SeriesArgs) -> Result<ExitCode> {
+    if let Some(ident) = &args.check_author {
+        let author = Author::parse(ident)?;
+        let author = if args.allow_placeholder {
+            author
+        } else {
+            author.for_posting()?
+        };
+        println!("{author}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dir = args
+        .patches
+        .unwrap_or_else(|| args.base.patches(&pipeline::repo_root()));
+    match args.print {
+        SeriesItem::Patches => {
+            for p in Series::parse(&dir)?.patches {
+                println!("{}", p.display());
+            }
+        }
+        SeriesItem::Dir => println!("{}", dir.display()),
+        SeriesItem::SubjectPrefix => println!("{}", args.base.subject_prefix()),
+        SeriesItem::Branch => println!("{}", args.base.branch()),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,185 @@
+//! What the scripts ask the binary instead of working it out themselves:
+//! `vm tree --print-path` (the unpacked tree, read only) and `vm series`
+//! (a base's series, its directory, prefix and branch, and whether an
+//! identity may post it), and `scripts/series.sh` finding its tree and
+//! checking its author through them. A private cache in a
+//! temporary directory stands for the real one; no kernel is needed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fibneigh, run, stderr};
+use fibneigh_vm::base::KernelBase;
+use fibneigh_vm::Series;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("the repository")
+}
+
+/// Make `cache` hold a finished tree for 7.3 as the pipeline leaves it: a
+/// git repository tagged `fibneigh-base` with its base marker.
+fn finished_tree(cache: &Path) -> PathBuf {
+    let id = "linux-source-7.3_7.3.4-1~bpo13+1";
+    let tree = cache.join("trees").join(id).join("linux");
+    std::fs::create_dir_all(tree.join("net/core")).expect("mkdir");
+    std::fs::write(tree.join("net/core/filter.c"), "int filter;\n").expect("write");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(&tree)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.test"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    };
+    git(&["init", "-q", "-b", "fibneigh"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "base: test"]);
+    git(&["tag", "fibneigh-base"]);
+    std::fs::write(
+        tree.join(".git/fibneigh-base.json"),
+        format!(r#"{{"id":"{id}","origin":"test","upstream":"7.3.4"}}"#),
+    )
+    .expect("marker");
+    tree
+}
+
+/// Every path under `dir`, sorted: what a read-only command must leave.
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            out.push(e.path());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn vm_tree_print_path_names_the_unpacked_tree_and_changes_nothing() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let out = run(fibneigh()
+        .args(["vm", "tree", "--base", "7.3", "--print-path"])
+        .env("FIBNEIGH_CACHE", cache.path()));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("no linux-source-7.3 tree"), "{err}");
+    assert!(err.contains("fibneigh vm tree --base 7.3"), "{err}");
+    assert!(listing(cache.path()).is_empty(), "nothing is made");
+
+    let tree = finished_tree(cache.path());
+    let before = listing(cache.path());
+    let out = run(fibneigh()
+        .args(["vm", "tree", "--base", "7.3", "--print-path"])
+        .env("FIBNEIGH_CACHE", cache.path()));
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        tree.display().to_string()
+    );
+    assert_eq!(listing(cache.path()), before, "nothing is made or removed");
+
+    // Another base's tree is not this one's.
+    let out = run(fibneigh()
+        .args(["vm", "tree", "--base", "6.12", "--print-path"])
+        .env("FIBNEIGH_CACHE", cache.path()));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no linux-source-6.12 tree"));
+}
+
+#[test]
+fn vm_series_prints_each_bases_series_as_the_pipeline_reads_it() {
+    for &base in KernelBase::ALL {
+        let dir = base.patches(&repo());
+        let ask = |what: &str| {
+            let out = run(fibneigh().current_dir(repo()).args([
+                "vm",
+                "series",
+                "--base",
+                base.name(),
+                "--print",
+                what,
+            ]));
+            assert!(out.status.success(), "{base} --print {what}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let want: Vec<String> = Series::parse(&dir)
+            .expect("the committed series parses")
+            .patches
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert!(!want.is_empty(), "{base}: an empty series");
+        assert_eq!(ask("patches").lines().collect::<Vec<_>>(), want);
+        assert_eq!(ask("dir").trim(), dir.display().to_string());
+        assert_eq!(ask("subject-prefix").trim(), base.subject_prefix());
+        assert_eq!(ask("branch").trim(), base.branch());
+    }
+    // A series naming a patch that is not there is an error naming it.
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(d.path().join("series"), "# one\n0001-gone.patch\n").expect("write");
+    let out = run(fibneigh().args(["vm", "series", "--patches"]).arg(d.path()));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("0001-gone.patch"));
+}
+
+#[test]
+fn series_sh_takes_its_tree_and_base_from_the_binary() {
+    let series_sh = repo().join("scripts/series.sh");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let script = |base: &str| {
+        let mut c = Command::new(&series_sh);
+        c.env("FIBNEIGH", env!("CARGO_BIN_EXE_fibneigh"))
+            .env("FIBNEIGH_CACHE", cache.path())
+            .env("BASE", base);
+        c
+    };
+    // No tree: the binary's error, naming the base, before anything runs.
+    let out = run(&mut script("7.3"));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("no linux-source-7.3 tree"));
+    // An unknown base: refused by the binary, naming the bases.
+    let out = run(&mut script("6.1"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("expected 7.3 or 6.12"));
+    // With the tree there, no subcommand: the usage, exit 2.
+    finished_tree(cache.path());
+    let before = listing(cache.path());
+    let out = run(&mut script("7.3"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("scripts/series.sh import"));
+    assert_eq!(listing(cache.path()), before);
+    // `post` as a placeholder or nameless identity: refused by the binary
+    // before anything is made.
+    for (name, email, why) in [
+        ("Nobody", "nobody@localhost", "looks like a placeholder"),
+        (
+            "fibneigh build",
+            "fibneigh-build@localhost",
+            "looks like a placeholder",
+        ),
+        ("ada@poster.test", "ada@poster.test", "has no name"),
+    ] {
+        let out = run(script("7.3")
+            .arg("post")
+            .arg(cache.path().join("out"))
+            .env("GIT_AUTHOR_NAME", name)
+            .env("GIT_AUTHOR_EMAIL", email));
+        assert!(!out.status.success(), "{email}");
+        assert!(stderr(&out).contains(why), "{email}");
+        assert_eq!(listing(cache.path()), before);
+    }
+}
