@@ -154,7 +154,7 @@ fn series_sh_takes_its_tree_and_base_from_the_binary() {
     // An unknown base: refused by the binary, naming the bases.
     let out = run(&mut script("6.1"));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("expected 7.3 or 6.12"));
+    assert!(stderr(&out).contains("expected one of: 7.3, 6.12"));
     // With the tree there, no subcommand: the usage, exit 2.
     finished_tree(cache.path());
     let before = listing(cache.path());
