@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cli::EXIT_INFRA;
+use cli::{Stopped, EXIT_INFRA};
+use fibneigh::stop::EXIT_INTERRUPTED;
 
 #[derive(Parser)]
 #[command(
@@ -68,7 +69,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = cli::reserve_stdout_for_json(&std::env::args_os().collect::<Vec<_>>()) {
+    if let Err(err) =
+        fibneigh::present::json::reserve_stdout(&std::env::args_os().collect::<Vec<_>>())
+    {
         eprintln!("fibneigh: error: {err:#}");
         return ExitCode::from(EXIT_INFRA);
     }
@@ -89,9 +92,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("fibneigh: error: {err:#}");
-            ExitCode::from(EXIT_INFRA)
-        }
+        Err(err) => match err.downcast_ref::<Stopped>() {
+            Some(Stopped::Quiet) => ExitCode::from(EXIT_INTERRUPTED),
+            Some(stopped) => {
+                eprintln!("fibneigh: {stopped}");
+                ExitCode::from(EXIT_INTERRUPTED)
+            }
+            None => {
+                eprintln!("fibneigh: error: {err:#}");
+                ExitCode::from(EXIT_INFRA)
+            }
+        },
     }
 }

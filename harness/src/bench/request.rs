@@ -10,7 +10,7 @@ use super::{forwarding, lookup, recovery, BenchOptions, BenchReport};
 use crate::scenario::{Family, NeighTimers};
 
 /// A part of the benchmark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
     Lookup,
     Forwarding,

@@ -9,12 +9,11 @@ use clap::Args;
 use fibneigh::external::{fetch_xdp_tools, ForwarderChoice};
 use fibneigh::report;
 use fibneigh::scenario::{self, Family, Scenario};
-use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh::trial::{self, Expectation};
 use fibneigh_bpf::Hook;
 use fibneigh_vm as vm;
 
-use super::{write_file, write_json, TimingArgs};
+use super::{exit, write_file, write_json, Stopped, TimingArgs};
 
 #[derive(Args)]
 pub struct TrialArgs {
@@ -143,21 +142,16 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
     println!("forwarder: {}", external.name());
     print!("{}", report::render_table(&results));
     print!("{}", report::render_verdicts(&results));
-    if let Some(p) = &args.json {
-        write_json(p, &results)?;
-    }
+    write_json(args.json.as_deref(), &results)?;
     if let Some(p) = &args.junit {
-        write_file(p, &fibneigh::report::junit::matrix(&results)?)?;
+        write_file(p, &report::junit::matrix(&results)?)?;
     }
     if interrupted {
-        eprintln!("fibneigh: interrupted; the lab was removed");
-        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        return Err(Stopped::Lab.into());
     }
     let failed = scenario::failures(&results);
-    Ok(if failed > 0 {
+    if failed > 0 {
         eprintln!("fibneigh trial: {failed} cell(s) failed");
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    }
+    Ok(exit(failed == 0))
 }
