@@ -101,6 +101,13 @@ pub enum LoadError {
     },
 }
 
+/// This process's command line, each word quoted for a shell where it needs
+/// it: what a report's `command` records.
+pub fn command_line() -> String {
+    let words = std::env::args().map(|a| shlex::try_quote(&a).map(|c| c.into_owned()).unwrap_or(a));
+    words.collect::<Vec<_>>().join(" ")
+}
+
 /// The report `bench --json` wrote at `path`.
 pub fn load_report(path: &Path) -> Result<BenchReport, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {

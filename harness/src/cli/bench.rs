@@ -114,17 +114,17 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         anyhow::bail!("--rounds and --reps must be at least 1");
     }
     clean_lab()?;
-    let command = std::env::args()
-        .map(|a| shlex::try_quote(&a).map(|c| c.into_owned()).unwrap_or(a))
-        .collect::<Vec<_>>()
-        .join(" ");
     let started = Instant::now();
-    let result = bench::run(&args.request().options(), &command, |part| {
-        eprintln!(
-            "fibneigh bench: {part} ({:.0} s in)",
-            started.elapsed().as_secs_f64()
-        )
-    });
+    let result = bench::run(
+        &args.request().options(),
+        &request::command_line(),
+        |part| {
+            eprintln!(
+                "fibneigh bench: {part} ({:.0} s in)",
+                started.elapsed().as_secs_f64()
+            )
+        },
+    );
     let report = match result {
         Ok(r) => r,
         // A signal also ends a running test run with EINTR.

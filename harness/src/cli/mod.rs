@@ -20,9 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::Args;
 use fibneigh::pipeline::KernelChoice;
 use fibneigh::present::json::{self, stamped};
+use fibneigh::scenario::CellResult;
 use fibneigh_vm::base::KernelBase;
 use fibneigh_vm::{Arch, BuildRequest, Profile};
 
@@ -116,34 +117,25 @@ pub fn with_leftovers(problems: Vec<String>) -> Result<Vec<String>> {
     fibneigh::lab::Lab::with_leftovers(problems).context("failed to look for leftovers")
 }
 
-/// `fibneigh vm`'s subcommands: the kernel pipeline (`cli/vm.rs`) and the
-/// instruction counts (`cli/icount.rs`), dispatched here so that neither
-/// file imports the other for it.
-#[derive(Subcommand)]
-pub enum VmCommand {
-    /// Fetch the base source, apply kernel-patches/series, configure and
-    /// build bzImage (cached by content). Prints the kernel's path.
-    Build(vm::BuildCmd),
-    /// Boot a kernel under virtme-ng and run CMD inside; exits with CMD's
-    /// status.
-    Run(vm::RunArgs),
-    /// Measure clean build, one-file rebuild and boot-to-command times.
-    Timing(vm::TimingArgs),
-    /// Make the kernel tree hold the series (applied and configured, not
-    /// built) and print its path.
-    Tree(BuildArgs),
-    /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
-    /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
-    Icount(icount::IcountArgs),
+/// Where `matrix` and `trial` write their results.
+#[derive(Args)]
+pub struct ResultFiles {
+    /// Write every result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the verdicts as JUnit XML here (a case per cell).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
 }
 
-pub fn vm_command(cmd: VmCommand) -> Result<ExitCode> {
-    match cmd {
-        VmCommand::Build(args) => vm::build_cmd(args),
-        VmCommand::Run(args) => vm::run_in_guest(args),
-        VmCommand::Timing(args) => vm::timing(args),
-        VmCommand::Tree(args) => vm::tree(args),
-        VmCommand::Icount(args) => icount::run(args),
+impl ResultFiles {
+    /// `report` to --json, the verdicts of `results` to --junit.
+    pub fn write<T: serde::Serialize>(&self, report: &T, results: &[CellResult]) -> Result<()> {
+        write_json(self.json.as_deref(), report)?;
+        match &self.junit {
+            Some(p) => write_file(p, &fibneigh::report::junit::matrix(results)?),
+            None => Ok(()),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use fibneigh::report;
 use fibneigh::scenario::{self, Cell, Family, MatrixReport, Outcome, PolicyChoice, Scenario};
 use fibneigh_bpf::Hook;
 
-use super::{exit, write_file, write_json, Stopped, TimingArgs};
+use super::{exit, write_file, write_json, ResultFiles, Stopped, TimingArgs};
 
 #[derive(Args)]
 pub struct CellArgs {
@@ -37,12 +37,8 @@ pub struct CellArgs {
 
 #[derive(Args)]
 pub struct MatrixArgs {
-    /// Write every result as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write the verdicts as JUnit XML here (a case per cell).
-    #[arg(long)]
-    pub junit: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: ResultFiles,
     /// Write one SVG timeline per scenario into this directory, and
     /// `headline.svg`: ip-reassign, IPv4, XDP, every policy and the stack.
     #[arg(long)]
@@ -131,10 +127,7 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         cells: &results,
         failures,
     };
-    write_json(args.json.as_deref(), &m)?;
-    if let Some(p) = &args.junit {
-        write_file(p, &report::junit::matrix(&results)?)?;
-    }
+    args.out.write(&m, &results)?;
     if let Some(dir) = &args.svg_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;

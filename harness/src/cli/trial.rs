@@ -13,7 +13,7 @@ use fibneigh::trial::{self, Expectation};
 use fibneigh_bpf::Hook;
 use fibneigh_vm as vm;
 
-use super::{exit, write_file, write_json, Stopped, TimingArgs};
+use super::{exit, ResultFiles, Stopped, TimingArgs};
 
 #[derive(Args)]
 pub struct TrialArgs {
@@ -63,12 +63,8 @@ pub struct TrialArgs {
     /// fail unless the forwarder does that there.
     #[arg(long = "expect", value_name = "SCENARIO=DIAGNOSIS")]
     pub expect: Vec<Expectation>,
-    /// Write every result as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write the verdicts as JUnit XML here (a case per cell).
-    #[arg(long)]
-    pub junit: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: ResultFiles,
     /// Cache directory (xdp-tools is unpacked there).
     #[arg(long, env = "FIBNEIGH_CACHE", default_value_os_t = vm::default_cache_dir())]
     pub cache_dir: PathBuf,
@@ -102,22 +98,12 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let spec = args.forwarder().spec()?;
-    let scenarios = if args.scenarios.is_empty() {
-        trial::SCENARIOS.to_vec()
-    } else {
-        args.scenarios.clone()
-    };
-    let families = if args.families.is_empty() {
-        vec![Family::V4, Family::V6]
-    } else {
-        args.families.clone()
-    };
     let support = super::prepare_lab()?;
     let external = spec
         .load()
         .with_context(|| format!("forwarder {}", spec.name()))?;
     let opts = args.timing.options(false);
-    let cells = trial::cells(&scenarios, &families, &external);
+    let cells = trial::cells(&args.scenarios, &args.families, &external);
     eprintln!(
         "fibneigh trial: {} on {} cells ({}); kernel accepts NEIGH_STATE: {}, NEIGH_REFRESH: {}",
         external.name(),
@@ -142,10 +128,7 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
     println!("forwarder: {}", external.name());
     print!("{}", report::render_table(&results));
     print!("{}", report::render_verdicts(&results));
-    write_json(args.json.as_deref(), &results)?;
-    if let Some(p) = &args.junit {
-        write_file(p, &report::junit::matrix(&results)?)?;
-    }
+    args.out.write(&results, &results)?;
     if interrupted {
         return Err(Stopped::Lab.into());
     }

@@ -36,13 +36,19 @@ pub fn stamped<T: serde::Serialize>(value: &T) -> serde_json::Result<serde_json:
 /// The original standard output, kept for the JSON report.
 static STDOUT: OnceLock<File> = OnceLock::new();
 
-/// Why standard output could not be kept for the report.
+/// Standard output could not be kept for the report: `what` failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ReserveError {
-    #[error("failed to duplicate standard output")]
-    Duplicate(#[source] std::io::Error),
-    #[error("failed to point standard output at standard error")]
-    Redirect(#[source] nix::Error),
+#[error("failed to {what}")]
+pub struct ReserveError {
+    what: &'static str,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ReserveError {
+    fn new(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let source = Box::new(source);
+        ReserveError { what, source }
+    }
 }
 
 /// With `--json -` on the command line (`args`), standard output carries
@@ -62,8 +68,9 @@ pub fn reserve_stdout(args: &[OsString]) -> Result<(), ReserveError> {
     let saved = std::io::stdout()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(ReserveError::Duplicate)?;
-    nix::unistd::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO).map_err(ReserveError::Redirect)?;
+        .map_err(|e| ReserveError::new("duplicate standard output", e))?;
+    nix::unistd::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO)
+        .map_err(|e| ReserveError::new("point standard output at standard error", e))?;
     let _ = STDOUT.set(File::from(saved));
     Ok(())
 }
