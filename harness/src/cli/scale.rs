@@ -4,12 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
 use fibneigh::scale::campaign::{self, Report, ScaleRequest};
-use fibneigh::scale::{self, ScaleOptions, StaleBy};
+use fibneigh::scale::{self, StaleBy};
 use fibneigh::scenario::{Family, PolicyChoice};
 use fibneigh_bpf::Hook;
 
@@ -101,10 +100,7 @@ pub fn run(args: ScaleArgs) -> Result<ExitCode> {
             g.old, g.new
         );
     })?;
-    let opts = ScaleOptions {
-        rate_pps: args.rate,
-        window: args.window_ms.map(Duration::from_millis),
-    };
+    let opts = req.options();
     let (cases, skipped) = campaign::cases(&req, &support);
     for s in &skipped {
         println!("skipped: {s}");
