@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cli::EXIT_INFRA;
+use cli::{Stopped, EXIT_INFRA};
+use fibneigh::stop::EXIT_INTERRUPTED;
 
 #[derive(Parser)]
 #[command(
@@ -24,7 +25,7 @@ struct Cli {
 enum Command {
     /// Build patched kernels and boot them under virtme-ng.
     #[command(subcommand)]
-    Vm(cli::VmCommand),
+    Vm(VmCommand),
     /// Report the running kernel's version and bpf_fib_lookup features.
     Probe(cli::probe::ProbeArgs),
     /// Build the kernel's test_progs and run `-t fib_lookup` in the VM.
@@ -66,14 +67,45 @@ enum Command {
     IcountGuest(cli::icount::GuestArgs),
 }
 
+/// `fibneigh vm`'s subcommands: the kernel pipeline (`cli/vm.rs`) and the
+/// instruction counts (`cli/icount.rs`).
+#[derive(Subcommand)]
+enum VmCommand {
+    /// Fetch the base source, apply kernel-patches/series, configure and
+    /// build bzImage (cached by content). Prints the kernel's path.
+    Build(cli::vm::BuildCmd),
+    /// Boot a kernel under virtme-ng and run CMD inside; exits with CMD's
+    /// status.
+    Run(cli::vm::RunArgs),
+    /// Measure clean build, one-file rebuild and boot-to-command times.
+    Timing(cli::vm::TimingArgs),
+    /// Make the kernel tree hold the series (applied and configured, not
+    /// built) and print its path; with --print-path, only print it.
+    Tree(cli::vm::TreeCmd),
+    /// Print a base's series: its patch files in order, its directory,
+    /// its posting subject prefix or its branch; or check an author's
+    /// identity (for scripts/series.sh).
+    Series(cli::vm::SeriesArgs),
+    /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
+    /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
+    Icount(cli::icount::IcountArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = cli::reserve_stdout_for_json(&std::env::args_os().collect::<Vec<_>>()) {
+    if let Err(err) =
+        fibneigh::present::json::reserve_stdout(&std::env::args_os().collect::<Vec<_>>())
+    {
         eprintln!("fibneigh: error: {err:#}");
         return ExitCode::from(EXIT_INFRA);
     }
     let result = match cli.command {
-        Command::Vm(cmd) => cli::vm_command(cmd),
+        Command::Vm(VmCommand::Build(args)) => cli::vm::build_cmd(args),
+        Command::Vm(VmCommand::Run(args)) => cli::vm::run_in_guest(args),
+        Command::Vm(VmCommand::Timing(args)) => cli::vm::timing(args),
+        Command::Vm(VmCommand::Tree(args)) => cli::vm::tree(args),
+        Command::Vm(VmCommand::Series(args)) => cli::vm::series(args),
+        Command::Vm(VmCommand::Icount(args)) => cli::icount::run(args),
         Command::Probe(args) => cli::probe::run(args),
         Command::Selftests(args) => cli::selftests::run(args),
         Command::Cell(args) => cli::scenarios::cell(args),
@@ -89,9 +121,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("fibneigh: error: {err:#}");
-            ExitCode::from(EXIT_INFRA)
-        }
+        Err(err) => match err.downcast_ref::<Stopped>() {
+            Some(Stopped::Quiet) => ExitCode::from(EXIT_INTERRUPTED),
+            Some(stopped) => {
+                eprintln!("fibneigh: {stopped}");
+                ExitCode::from(EXIT_INTERRUPTED)
+            }
+            None => {
+                eprintln!("fibneigh: error: {err:#}");
+                ExitCode::from(EXIT_INFRA)
+            }
+        },
     }
 }

@@ -206,8 +206,19 @@ pub fn verdict(scenario: Scenario, d: &Diagnosis, expect: &[Expectation]) -> Ver
     }
 }
 
-/// The trial's cells: `scenarios` x `families` at the forwarder's hook.
+/// The trial's cells: `scenarios` (none: [`SCENARIOS`]) x `families`
+/// (none: IPv4 and IPv6) at the forwarder's hook.
 pub fn cells(scenarios: &[Scenario], families: &[Family], external: &External) -> Vec<Cell> {
+    let scenarios = if scenarios.is_empty() {
+        &SCENARIOS[..]
+    } else {
+        scenarios
+    };
+    let families = if families.is_empty() {
+        &[Family::V4, Family::V6][..]
+    } else {
+        families
+    };
     let mut out = Vec::new();
     for &s in scenarios {
         for &f in families {

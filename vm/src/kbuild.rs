@@ -10,22 +10,34 @@ use crate::error::{Error, IoContext, Result};
 use crate::events::{Event, Phase, Reporter};
 
 /// A build profile: extra `make` arguments that change the output.
+// The command line's help (`--profile`) says what the profiles are; only
+// `o2` gets a line of its own there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Profile {
     /// tinyconfig + fragment, default warnings.
+    #[cfg_attr(feature = "clap", value(help = None::<&str>))]
     Tiny,
     /// Tiny plus the debug fragment (`config-debug` next to the fragment):
     /// lockdep, KASAN, UBSAN and friends. For correctness runs, never for
     /// benchmarks.
+    #[cfg_attr(feature = "clap", value(help = None::<&str>))]
     Debug,
     /// Tiny plus `config-selftests`: what the BPF selftests of the
     /// regression differential need beyond the harness's own tests
     /// (tracing for `bpf_probe_read_kernel`, cgroup BPF, netkit, tun,
     /// vxlan, matchall/skbmod, NR_CPUS for cpumap).
+    #[cfg_attr(feature = "clap", value(help = None::<&str>))]
     Selftests,
     /// Tiny built at `-O2` (`config-o2`: CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE,
     /// as distributions ship) instead of tinyconfig's `-Os`: what the cost
     /// figures lead with.
+    #[cfg_attr(
+        feature = "clap",
+        value(
+            help = "The tiny config at -O2 (CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE), as distributions build; tiny is -Os"
+        )
+    )]
     O2,
 }
 
@@ -55,13 +67,17 @@ impl Profile {
 }
 
 /// The architecture a kernel is built for.
+// `--arch`'s own help describes both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Arch {
     /// An x86-64 `bzImage`, booted under virtme-ng (QEMU).
     #[default]
+    #[cfg_attr(feature = "clap", value(name = "x86_64", help = None::<&str>))]
     X86_64,
     /// User-Mode Linux (`ARCH=um`): the kernel is the host program `linux`
     /// and runs natively on the host CPU (see [`crate::uml`]).
+    #[cfg_attr(feature = "clap", value(help = None::<&str>))]
     Um,
 }
 

@@ -197,6 +197,12 @@ impl BenchReport {
     pub fn unsupported_cells(&self) -> Vec<String> {
         unsupported_cells(&self.rows)
     }
+
+    /// The goals that could be measured and were not met, by their text.
+    pub fn unmet_goals(&self) -> Vec<&str> {
+        let unmet = self.goals.iter().filter(|g| g.met == Some(false));
+        unmet.map(|g| g.text.as_str()).collect()
+    }
 }
 
 fn unsupported_cells(rows: &[Row]) -> Vec<String> {

@@ -10,7 +10,7 @@ use super::{forwarding, lookup, recovery, BenchOptions, BenchReport};
 use crate::scenario::{Family, NeighTimers};
 
 /// A part of the benchmark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
     Lookup,
     Forwarding,
@@ -99,6 +99,13 @@ pub enum LoadError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// This process's command line, each word quoted for a shell where it needs
+/// it: what a report's `command` records.
+pub fn command_line() -> String {
+    let words = std::env::args().map(|a| shlex::try_quote(&a).map(|c| c.into_owned()).unwrap_or(a));
+    words.collect::<Vec<_>>().join(" ")
 }
 
 /// The report `bench --json` wrote at `path`.

@@ -7,21 +7,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use fibneigh::bench::request::{self, BenchRequest};
+use fibneigh::bench::request::{self, BenchRequest, Part};
 use fibneigh::bench::{self, render};
-use fibneigh::lab::Lab;
 use fibneigh::scenario::{Family, NeighTimers};
-use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh::stop;
 use fibneigh_bpf::Hook;
 
-use super::{write_file, write_json};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Part {
-    Lookup,
-    Forwarding,
-    Recovery,
-}
+use super::{clean_lab, exit, write_file, write_json, Stopped};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Timers {
@@ -88,15 +80,7 @@ pub struct BenchArgs {
 impl BenchArgs {
     fn request(&self) -> BenchRequest {
         BenchRequest {
-            parts: self
-                .parts
-                .iter()
-                .map(|p| match p {
-                    Part::Lookup => request::Part::Lookup,
-                    Part::Forwarding => request::Part::Forwarding,
-                    Part::Recovery => request::Part::Recovery,
-                })
-                .collect(),
+            parts: self.parts.clone(),
             quick: self.quick,
             rounds: self.rounds,
             lookup_sample_ms: self.lookup_sample_ms,
@@ -129,56 +113,41 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if args.rounds == Some(0) || args.reps == Some(0) {
         anyhow::bail!("--rounds and --reps must be at least 1");
     }
-    stop::install().context("failed to install the signal handlers")?;
-    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
-    let command = std::env::args()
-        .map(|a| shlex::try_quote(&a).map(|c| c.into_owned()).unwrap_or(a))
-        .collect::<Vec<_>>()
-        .join(" ");
+    clean_lab()?;
     let started = Instant::now();
-    let result = bench::run(&args.request().options(), &command, |part| {
-        eprintln!(
-            "fibneigh bench: {part} ({:.0} s in)",
-            started.elapsed().as_secs_f64()
-        )
-    });
+    let result = bench::run(
+        &args.request().options(),
+        &request::command_line(),
+        |part| {
+            eprintln!(
+                "fibneigh bench: {part} ({:.0} s in)",
+                started.elapsed().as_secs_f64()
+            )
+        },
+    );
     let report = match result {
         Ok(r) => r,
         // A signal also ends a running test run with EINTR.
-        Err(_) if stop::requested() => {
-            eprintln!("fibneigh: interrupted; the lab was removed");
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
-        }
+        Err(_) if stop::requested() => return Err(Stopped::Lab.into()),
         Err(e) => return Err(e).context("benchmark failed"),
     };
     print!("{}", render::render_table(&report));
     println!("({:.0} s)", started.elapsed().as_secs_f64());
-    if let Some(p) = &args.json {
-        write_json(p, &report)?;
-    }
+    write_json(args.json.as_deref(), &report)?;
     if let Some(p) = &args.svg {
         write_file(p, &render::render_svg(&report))?;
     }
-    let unmet: Vec<&str> = report
-        .goals
-        .iter()
-        .filter(|g| g.met == Some(false))
-        .map(|g| g.text.as_str())
-        .collect();
+    let unmet = report.unmet_goals();
     if args.check && !unmet.is_empty() {
         eprintln!("fibneigh bench --check: not met: {}", unmet.join("; "));
         return Ok(ExitCode::FAILURE);
     }
     let unsupported = report.unsupported_cells();
-    if args.require_supported {
-        if !unsupported.is_empty() {
-            eprintln!(
-                "fibneigh bench --require-supported: the kernel left cells unsupported: {}",
-                unsupported.join(", ")
-            );
-            return Ok(ExitCode::FAILURE);
-        }
+    if args.require_supported && !unsupported.is_empty() {
+        let cells = unsupported.join(", ");
+        eprintln!("fibneigh bench --require-supported: the kernel left cells unsupported: {cells}");
+    } else if args.require_supported {
         println!("{} rows, no unsupported cell", report.rows.len());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit(!args.require_supported || unsupported.is_empty()))
 }

@@ -6,11 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Args;
 use fibneigh::churn;
-use fibneigh::stop::EXIT_INTERRUPTED;
-use fibneigh_bpf::Hook;
-use fibneigh_bpf::Policy;
+use fibneigh_bpf::{Hook, Policy};
 
-use super::write_json;
+use super::{exit, write_json, Stopped};
 
 #[derive(Args)]
 pub struct ChurnArgs {
@@ -51,19 +49,12 @@ pub fn run(args: ChurnArgs) -> Result<ExitCode> {
         |r, problems| print!("{}", r.render(problems)),
     );
     let (reports, failed) = match runs {
-        Ok(r) => r,
-        Err(churn::RunsError::Interrupted) => {
-            eprintln!("fibneigh: interrupted; the lab was removed");
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
-        }
-        Err(e) => return Err(e.into()),
+        Err(churn::RunsError::Interrupted) => return Err(Stopped::Lab.into()),
+        r => r?,
     };
-    if let Some(p) = &args.json {
-        write_json(p, &reports)?;
-    }
+    write_json(args.json.as_deref(), &reports)?;
     if failed > 0 {
         eprintln!("fibneigh churn: {failed} run(s) failed");
-        return Ok(ExitCode::FAILURE);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit(failed == 0))
 }

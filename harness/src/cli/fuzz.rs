@@ -5,13 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use fibneigh::fuzz;
-use fibneigh::lab::Lab;
-use fibneigh::stop::{self, EXIT_INTERRUPTED};
 
-use super::write_json;
+use super::{exit, write_json};
 
 #[derive(Args)]
 pub struct FuzzArgs {
@@ -33,21 +31,12 @@ pub fn run(args: FuzzArgs) -> Result<ExitCode> {
     if args.lookups == 0 && args.forwarder_runs == 0 {
         bail!("nothing to do: --lookups and --forwarder-runs are both 0");
     }
-    stop::install().context("failed to install the signal handlers")?;
-    Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
+    super::clean_lab()?;
     let started = Instant::now();
     let run = fuzz::run(args.seed, args.lookups, args.forwarder_runs);
-    let Some(report) = super::unless_interrupted(run, "fuzz run")? else {
-        return Ok(ExitCode::from(EXIT_INTERRUPTED));
-    };
+    let report = super::lab_run(run, "fuzz run")?;
     print!("{}", report.render(started.elapsed().as_secs_f64()));
-    if let Some(p) = &args.json {
-        write_json(p, &report)?;
-    }
+    write_json(args.json.as_deref(), &report)?;
     print!("{}", report.render_violations());
-    Ok(if report.violations.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit(report.violations.is_empty()))
 }

@@ -11,11 +11,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fibneigh::bench::icount::measure::{self, Request};
 use fibneigh::bench::icount::{self, render, DEFAULT_RUNS};
-use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh::stop;
 use fibneigh_bpf::Hook;
 
-use super::write_json;
-use super::BuildArgs;
+use super::{exit, write_json, BuildArgs, Stopped};
 
 #[derive(Args)]
 pub struct IcountArgs {
@@ -71,7 +70,7 @@ pub struct GuestArgs {
 pub fn guest(args: GuestArgs) -> Result<ExitCode> {
     stop::install().context("failed to install the signal handlers")?;
     let run = match icount::run_workload(args.runs, &measure::hooks(&args.hooks)) {
-        Err(fibneigh::error::Error::Interrupted(_)) => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
+        Err(fibneigh::error::Error::Interrupted(_)) => return Err(Stopped::Quiet.into()),
         other => other.context("the icount workload failed")?,
     };
     let text = serde_json::to_string_pretty(&run)?;
@@ -92,12 +91,8 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
         keep_console: args.keep_console,
     };
     let m = match measure::measure_all(&req, args.pristine, args.with_pristine) {
-        Ok(m) => m,
-        Err(measure::Error::Stopped(e)) => {
-            eprintln!("fibneigh: {:#}", anyhow::Error::from(e));
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
-        }
-        Err(e) => return Err(e.into()),
+        Err(measure::Error::Stopped(e)) => return Err(Stopped::Guest(e.into()).into()),
+        m => m?,
     };
     print!("{}", render::render(&m.report, &m.image));
     if let (Some(rows), Some(goals)) = (&m.series_cost, &m.series_goals) {
@@ -107,12 +102,6 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
             render::goal_lines(goals)
         );
     }
-    if let Some(path) = &args.json {
-        write_json(path, &m.json(args.pristine))?;
-    }
-    Ok(if args.check && m.gated_goal_missed() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    write_json(args.json.as_deref(), &m.json(args.pristine))?;
+    Ok(exit(!(args.check && m.gated_goal_missed())))
 }

@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Args;
 use fibneigh::lock_stress;
-use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh_bpf::flags;
 
-use super::write_json;
+use super::{exit, write_json};
 
 #[derive(Args, Debug)]
 pub struct LockStressArgs {
@@ -30,22 +29,15 @@ pub fn run(args: LockStressArgs) -> Result<ExitCode> {
         bail!("--seconds must be at least 1");
     }
     super::prepare_patched_run(flags::NEIGH_STATE | flags::NEIGH_REFRESH)?;
-    let Some(r) =
-        super::unless_interrupted(lock_stress::run(args.seconds, args.seed), "lock-stress run")?
-    else {
-        return Ok(ExitCode::from(EXIT_INTERRUPTED));
-    };
+    let r = super::lab_run(lock_stress::run(args.seconds, args.seed), "lock-stress run")?;
     let problems = super::with_leftovers(r.problems.clone())?;
     print!("{}", r.render());
-    if let Some(p) = &args.json {
-        write_json(p, &r)?;
+    write_json(args.json.as_deref(), &r)?;
+    for p in &problems {
+        eprintln!("fibneigh lock-stress: {p}");
     }
-    if !problems.is_empty() {
-        for p in &problems {
-            eprintln!("fibneigh lock-stress: {p}");
-        }
-        return Ok(ExitCode::FAILURE);
+    if problems.is_empty() {
+        println!("lock-stress: ok");
     }
-    println!("lock-stress: ok");
-    Ok(ExitCode::SUCCESS)
+    Ok(exit(problems.is_empty()))
 }

@@ -15,24 +15,39 @@ pub mod selftests;
 pub mod trial;
 pub mod vm;
 
-use std::ffi::OsString;
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
-use fibneigh::pipeline::{AccelChoice, KernelChoice};
-use fibneigh::present::json::stamped;
+use clap::Args;
+use fibneigh::pipeline::KernelChoice;
+use fibneigh::present::json::{self, stamped};
+use fibneigh::scenario::CellResult;
 use fibneigh_vm::base::KernelBase;
 use fibneigh_vm::{Arch, BuildRequest, Profile};
 
 /// Exit code for a failure of the tool itself (as opposed to a guest
 /// command's own exit status, which `vm run` passes through).
 pub const EXIT_INFRA: u8 = 125;
+
+/// A run stopped by SIGINT or SIGTERM: `main` says so (unless `Quiet`) and
+/// exits with `fibneigh::stop::EXIT_INTERRUPTED`.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped {
+    #[error("interrupted; the lab was removed")]
+    Lab,
+    /// A guest was stopped: the pipeline's own words.
+    #[error("{0:#}")]
+    Guest(anyhow::Error),
+    #[error("interrupted")]
+    Quiet,
+}
+
+/// Success, or failure (exit 1).
+pub fn exit(ok: bool) -> ExitCode {
+    ExitCode::from(u8::from(!ok))
+}
 
 /// Write `text` to `path`, creating its directory.
 pub fn write_file(path: &Path, text: &str) -> Result<()> {
@@ -44,55 +59,32 @@ pub fn write_file(path: &Path, text: &str) -> Result<()> {
 }
 
 /// `--json PATH` means one thing in every command: write the report to
-/// PATH as pretty JSON (see [`fibneigh::present::json::stamped`]), creating its directory; `-` is
-/// standard output, which then carries the report alone (see
-/// [`reserve_stdout_for_json`]).
-pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+/// PATH (when given) as pretty JSON (see [`fibneigh::present::json::stamped`]),
+/// creating its directory; `-` is standard output, which then carries the
+/// report alone (see [`fibneigh::present::json::reserve_stdout`]).
+pub fn write_json<T: serde::Serialize>(path: Option<&Path>, value: &T) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
     let text = serde_json::to_string_pretty(&stamped(value)?)? + "\n";
     if path != Path::new("-") {
         return write_file(path, &text);
     }
-    let mut out: Box<dyn Write> = match JSON_STDOUT.get() {
-        Some(f) => Box::new(f),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    let mut out = json::stdout();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .context("failed to write the JSON report to standard output")
 }
 
-/// The original standard output, kept for the JSON report.
-static JSON_STDOUT: OnceLock<File> = OnceLock::new();
-
-/// With `--json -` on the command line, standard output carries the JSON
-/// report and nothing else: the original descriptor is kept for the report
-/// and descriptor 1 becomes a copy of standard error, so every table and
-/// message (and whatever child processes print) goes there. Call once,
-/// before anything is printed. Arguments after `--` (a guest's command)
-/// are not ours.
-pub fn reserve_stdout_for_json(args: &[OsString]) -> Result<()> {
-    let ours = args.iter().position(|a| a == "--").unwrap_or(args.len());
-    let args = &args[..ours];
-    let asked = args.windows(2).any(|w| w[0] == "--json" && w[1] == "-")
-        || args.iter().any(|a| a == "--json=-");
-    if !asked {
-        return Ok(());
-    }
-    let saved = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("failed to duplicate standard output")?;
-    nix::unistd::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO)
-        .context("failed to point standard output at standard error")?;
-    let _ = JSON_STDOUT.set(File::from(saved));
+/// Ready a lab run: the signal handlers installed and an earlier run's
+/// leftovers removed.
+pub fn clean_lab() -> Result<()> {
+    fibneigh::stop::install().context("failed to install the signal handlers")?;
+    fibneigh::lab::Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
     Ok(())
 }
 
-/// Ready a lab run: the signal handlers installed, an earlier run's
-/// leftovers removed, and what the running kernel supports.
+/// [`clean_lab`], and what the running kernel supports.
 pub fn prepare_lab() -> Result<fibneigh::scenario::Support> {
-    fibneigh::stop::install().context("failed to install the signal handlers")?;
-    fibneigh::lab::Lab::cleanup_leftovers().context("failed to remove leftover lab namespaces")?;
+    clean_lab()?;
     fibneigh::scenario::Support::probe().context("failed to probe the kernel (are you root?)")
 }
 
@@ -111,17 +103,13 @@ pub fn prepare_patched_run(flags: u32) -> Result<()> {
     Ok(())
 }
 
-/// A lab run's result: `Ok(None)` when it was interrupted (its lab
-/// removed), after saying so; its other errors with `what` as context.
-pub fn unless_interrupted<T>(r: fibneigh::error::Result<T>, what: &str) -> Result<Option<T>> {
-    match r {
-        Ok(r) => Ok(Some(r)),
-        Err(fibneigh::error::Error::Interrupted(_)) => {
-            eprintln!("fibneigh: interrupted; the lab was removed");
-            Ok(None)
-        }
-        Err(e) => Err(e).context(format!("{what} failed")),
-    }
+/// A lab run's result: [`Stopped::Lab`] when it was interrupted (its lab
+/// removed); its other errors with `what` as context.
+pub fn lab_run<T>(r: fibneigh::error::Result<T>, what: &str) -> Result<T> {
+    r.map_err(|e| match e {
+        fibneigh::error::Error::Interrupted(_) => Stopped::Lab.into(),
+        e => anyhow::Error::new(e).context(format!("{what} failed")),
+    })
 }
 
 /// `problems` plus a line naming the lab namespaces a run left behind.
@@ -129,39 +117,25 @@ pub fn with_leftovers(problems: Vec<String>) -> Result<Vec<String>> {
     fibneigh::lab::Lab::with_leftovers(problems).context("failed to look for leftovers")
 }
 
-/// `fibneigh vm`'s subcommands: the kernel pipeline (`cli/vm.rs`) and the
-/// instruction counts (`cli/icount.rs`), dispatched here so that neither
-/// file imports the other for it.
-#[derive(Subcommand)]
-pub enum VmCommand {
-    /// Fetch the base source, apply kernel-patches/series, configure and
-    /// build bzImage (cached by content). Prints the kernel's path.
-    Build(vm::BuildCmd),
-    /// Boot a kernel under virtme-ng and run CMD inside; exits with CMD's
-    /// status.
-    Run(vm::RunArgs),
-    /// Measure clean build, one-file rebuild and boot-to-command times.
-    Timing(vm::TimingArgs),
-    /// Make the kernel tree hold the series (applied and configured, not
-    /// built) and print its path; with --print-path, only print it.
-    Tree(vm::TreeCmd),
-    /// Print a base's series: its patch files in order, its directory,
-    /// its posting subject prefix or its branch; or check an author's
-    /// identity (for scripts/series.sh).
-    Series(vm::SeriesArgs),
-    /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
-    /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
-    Icount(icount::IcountArgs),
+/// Where `matrix` and `trial` write their results.
+#[derive(Args)]
+pub struct ResultFiles {
+    /// Write every result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the verdicts as JUnit XML here (a case per cell).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
 }
 
-pub fn vm_command(cmd: VmCommand) -> Result<ExitCode> {
-    match cmd {
-        VmCommand::Build(args) => vm::build_cmd(args),
-        VmCommand::Run(args) => vm::run_in_guest(args),
-        VmCommand::Timing(args) => vm::timing(args),
-        VmCommand::Tree(args) => vm::tree(args),
-        VmCommand::Series(args) => vm::series(args),
-        VmCommand::Icount(args) => icount::run(args),
+impl ResultFiles {
+    /// `report` to --json, the verdicts of `results` to --junit.
+    pub fn write<T: serde::Serialize>(&self, report: &T, results: &[CellResult]) -> Result<()> {
+        write_json(self.json.as_deref(), report)?;
+        match &self.junit {
+            Some(p) => write_file(p, &fibneigh::report::junit::matrix(results)?),
+            None => Ok(()),
+        }
     }
 }
 
@@ -234,38 +208,13 @@ pub struct BuildArgs {
     /// correctness runs, never for benchmarks) or selftests (plus
     /// `config-selftests`: what the BPF selftests of `selftests --diff`
     /// need).
-    #[arg(long, value_enum, default_value_t = ProfileArg::Tiny)]
-    pub profile: ProfileArg,
+    #[arg(long, value_enum, default_value_t = Profile::Tiny)]
+    pub profile: Profile,
     /// Architecture: x86_64 (a bzImage booted under virtme-ng) or um
     /// (User-Mode Linux: `kernel-patches/config-um`, the `linux` program,
     /// run natively on the host CPU with interpreted BPF).
-    #[arg(long, value_enum, default_value_t = ArchArg::X86_64)]
-    pub arch: ArchArg,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ArchArg {
-    #[value(name = "x86_64")]
-    X86_64,
-    Um,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProfileArg {
-    Tiny,
-    Debug,
-    Selftests,
-    /// The tiny config at -O2 (CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE), as
-    /// distributions build; tiny is -Os.
-    O2,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum AccelArg {
-    /// KVM if it can really run a guest here, else TCG.
-    Auto,
-    Kvm,
-    Tcg,
+    #[arg(long, value_enum, default_value_t = Arch::X86_64)]
+    pub arch: Arch,
 }
 
 /// The kernel build `args` ask for.
@@ -280,44 +229,8 @@ pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
         config: args.config.clone(),
         jobs: args.jobs,
         refresh_source: args.refresh_source,
-        profile: match args.profile {
-            ProfileArg::Tiny => Profile::Tiny,
-            ProfileArg::Debug => Profile::Debug,
-            ProfileArg::Selftests => Profile::Selftests,
-            ProfileArg::O2 => Profile::O2,
-        },
-        arch: match args.arch {
-            ArchArg::X86_64 => Arch::X86_64,
-            ArchArg::Um => Arch::Um,
-        },
+        profile: args.profile,
+        arch: args.arch,
     };
     Ok(choice.request()?)
-}
-
-impl From<AccelArg> for AccelChoice {
-    fn from(a: AccelArg) -> Self {
-        match a {
-            AccelArg::Auto => AccelChoice::Auto,
-            AccelArg::Kvm => AccelChoice::Kvm,
-            AccelArg::Tcg => AccelChoice::Tcg,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_guest_commands_json_flag_is_not_ours() {
-        // `vm run -- fibneigh probe --json -`: the outer stdout stays.
-        let args: Vec<OsString> = [
-            "fibneigh", "vm", "run", "--", "fibneigh", "probe", "--json", "-",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
-        reserve_stdout_for_json(&args).expect("nothing to do");
-        assert!(JSON_STDOUT.get().is_none());
-    }
 }

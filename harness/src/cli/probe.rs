@@ -23,9 +23,7 @@ pub struct ProbeArgs {
 
 pub fn run(args: ProbeArgs) -> Result<ExitCode> {
     let f = Features::probe().context("failed to probe the kernel (are you root?)")?;
-    if let Some(p) = &args.json {
-        super::write_json(p, &f)?;
-    }
+    super::write_json(args.json.as_deref(), &f)?;
     write!(std::io::stdout().lock(), "{}", f.render())?;
     if let Some(want) = &args.expect_release {
         if !f.release.starts_with(want.as_str()) {

@@ -4,17 +4,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
 use fibneigh::scale::campaign::{self, Report, ScaleRequest};
-use fibneigh::scale::{self, ScaleOptions, StaleBy};
+use fibneigh::scale::{self, StaleBy};
 use fibneigh::scenario::{Family, PolicyChoice};
-use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh_bpf::Hook;
 
-use super::write_json;
+use super::{exit, write_json, Stopped};
 
 #[derive(Args)]
 pub struct ScaleArgs {
@@ -102,10 +100,7 @@ pub fn run(args: ScaleArgs) -> Result<ExitCode> {
             g.old, g.new
         );
     })?;
-    let opts = ScaleOptions {
-        rate_pps: args.rate,
-        window: args.window_ms.map(Duration::from_millis),
-    };
+    let opts = req.options();
     let (cases, skipped) = campaign::cases(&req, &support);
     for s in &skipped {
         println!("skipped: {s}");
@@ -121,48 +116,35 @@ pub fn run(args: ScaleArgs) -> Result<ExitCode> {
         }
     });
     let mut results = match ran {
-        Ok(r) => r,
-        Err(campaign::Error::Interrupted) => {
-            eprintln!("fibneigh: interrupted; the lab was removed");
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
-        }
-        Err(e) => return Err(e.into()),
+        Err(campaign::Error::Interrupted) => return Err(Stopped::Lab.into()),
+        r => r?,
     };
     let problems = campaign::judge(&req, &mut results, patched);
     let problems = super::with_leftovers(problems)?;
     print!("{}", campaign::table(&results));
     drop(guards);
 
-    if let Some(p) = &args.json {
-        write_json(
-            p,
-            &Report {
-                kernel: fibneigh::bench::platform::kernel_release(),
-                patched,
-                options: opts,
-                gc_thresholds,
-                skipped: &skipped,
-                results: &results,
-            },
-        )?;
-    }
+    let report = Report {
+        kernel: fibneigh::bench::platform::kernel_release(),
+        patched,
+        options: opts,
+        gc_thresholds,
+        skipped: &skipped,
+        results: &results,
+    };
+    write_json(args.json.as_deref(), &report)?;
     if let Some(dir) = &args.svg_dir {
         let files = scale::plot::write_svgs(&results, dir)?;
         println!("{} figures in {}", files.len(), dir.display());
     }
+    for p in &problems {
+        eprintln!("FAIL {p}");
+    }
     if !problems.is_empty() {
-        for p in &problems {
-            eprintln!("FAIL {p}");
-        }
         eprintln!("fibneigh scale: {} problem(s)", problems.len());
-        return Ok(ExitCode::FAILURE);
+    } else if args.check {
+        let (ran, skipped) = (results.len(), skipped.len());
+        println!("scale check: {ran} case(s) as expected, {skipped} skipped");
     }
-    if args.check {
-        println!(
-            "scale check: {} case(s) as expected, {} skipped",
-            results.len(),
-            skipped.len()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit(problems.is_empty()))
 }

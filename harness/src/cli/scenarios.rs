@@ -8,13 +8,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use fibneigh::report;
-use fibneigh::scenario::{
-    self, Cell, Family, Kind, MatrixReport, Outcome, PolicyChoice, Scenario, Spec,
-};
-use fibneigh::stop::EXIT_INTERRUPTED;
+use fibneigh::scenario::{self, Cell, Family, MatrixReport, Outcome, PolicyChoice, Scenario};
 use fibneigh_bpf::Hook;
 
-use super::{write_file, write_json, TimingArgs};
+use super::{exit, write_file, write_json, ResultFiles, Stopped, TimingArgs};
 
 #[derive(Args)]
 pub struct CellArgs {
@@ -40,12 +37,8 @@ pub struct CellArgs {
 
 #[derive(Args)]
 pub struct MatrixArgs {
-    /// Write every result as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write the verdicts as JUnit XML here (a case per cell).
-    #[arg(long)]
-    pub junit: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: ResultFiles,
     /// Write one SVG timeline per scenario into this directory, and
     /// `headline.svg`: ip-reassign, IPv4, XDP, every policy and the stack.
     #[arg(long)]
@@ -78,22 +71,11 @@ pub fn cell(args: CellArgs) -> Result<ExitCode> {
     scenario::check_policy(&cell).map_err(anyhow::Error::msg)?;
     let support = super::prepare_lab()?;
     let opts = args.timing.options(false);
-    let r = match scenario::run_case(&cell, &support, &opts) {
-        Ok(r) => r,
-        Err(_) => {
-            eprintln!("fibneigh: interrupted; the lab was removed");
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
-        }
-    };
+    let r = scenario::run_case(&cell, &support, &opts).map_err(|_| Stopped::Lab)?;
     print!("{}", report::render_table(std::slice::from_ref(&r)));
     print!("{}", report::render_details(&r));
-    if let Some(p) = &args.json {
-        write_json(p, &r)?;
-    }
-    Ok(match r.outcome {
-        Outcome::Error(_) => ExitCode::FAILURE,
-        _ => ExitCode::SUCCESS,
-    })
+    write_json(args.json.as_deref(), &r)?;
+    Ok(exit(!matches!(r.outcome, Outcome::Error(_))))
 }
 
 pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
@@ -134,43 +116,27 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         "{}",
         report::render_summary(&results, started.elapsed().as_secs_f64())
     );
-    if let Some(p) = &args.json {
-        let release = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        write_json(
-            p,
-            &MatrixReport {
-                kernel_release: release,
-                support,
-                options: opts,
-                quick: args.quick,
-                cells: &results,
-                failures,
-            },
-        )?;
-    }
-    if let Some(p) = &args.junit {
-        write_file(p, &fibneigh::report::junit::matrix(&results)?)?;
-    }
+    let kernel_release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let m = MatrixReport {
+        kernel_release,
+        support,
+        options: opts,
+        quick: args.quick,
+        cells: &results,
+        failures,
+    };
+    args.out.write(&m, &results)?;
     if let Some(dir) = &args.svg_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;
-        for s in &scenarios {
-            if Spec::of(*s).kind != Kind::Traffic {
-                continue;
-            }
-            let path = dir.join(format!("{s}.svg"));
-            std::fs::write(&path, report::render_svg(*s, &results))
-                .with_context(|| format!("failed to write {}", path.display()))?;
-        }
-        if let Some(svg) = report::render_headline(&results) {
-            write_file(&dir.join("headline.svg"), &svg)?;
+        for (name, svg) in report::render_svgs(&scenarios, &results) {
+            write_file(&dir.join(name), &svg)?;
         }
     }
     if interrupted {
-        eprintln!("fibneigh: interrupted; the lab was removed");
-        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        return Err(Stopped::Lab.into());
     }
     if args.check && failures > 0 {
         eprintln!("fibneigh matrix --check: {failures} cell(s) do not match the expectations");

@@ -10,9 +10,11 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use fibneigh::pipeline::selftests::{self as pipeline, Settings};
+use fibneigh::pipeline::AccelChoice;
 use fibneigh::report::junit;
+use fibneigh_vm::Arch;
 
-use super::{write_file, write_json, AccelArg, BuildArgs};
+use super::{exit, write_file, write_json, BuildArgs};
 
 #[derive(Args)]
 pub struct SelftestsArgs {
@@ -26,8 +28,8 @@ pub struct SelftestsArgs {
     pub tests: String,
     #[arg(long, default_value_t = 1200)]
     pub timeout: u64,
-    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
-    pub accel: AccelArg,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
     /// Write the parsed results as JSON here (`-`: standard output, and
     /// the tables go to standard error).
     #[arg(long)]
@@ -52,12 +54,12 @@ pub struct SelftestsArgs {
 }
 
 pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
-    if args.build.arch == super::ArchArg::Um {
+    if args.build.arch == Arch::Um {
         anyhow::bail!("selftests run under virtme-ng (x86_64) only; --arch um is not supported");
     }
     let settings = Settings {
         build: super::build_request(&args.build)?,
-        accel: args.accel.into(),
+        accel: args.accel,
         timeout: Duration::from_secs(args.timeout),
     };
     if args.diff {
@@ -73,9 +75,7 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     if let Some(p) = &args.junit {
         write_file(p, &junit::selftests(report)?)?;
     }
-    if let Some(p) = &args.json {
-        write_json(p, report)?;
-    }
+    write_json(args.json.as_deref(), report)?;
     eprint!("{}", pipeline::render_results(report));
     ran.check(&args.tests)?;
     Ok(ExitCode::SUCCESS)
@@ -87,12 +87,6 @@ fn run_diff(args: &SelftestsArgs, settings: &Settings) -> Result<ExitCode> {
         write_file(p, &junit::selftests_diff(&diff.rows)?)?;
     }
     write!(std::io::stdout().lock(), "{}", diff.render())?;
-    if let Some(p) = &args.json {
-        write_json(p, &diff.rows)?;
-    }
-    Ok(if diff.regressions() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    write_json(args.json.as_deref(), &diff.rows)?;
+    Ok(exit(diff.regressions() == 0))
 }

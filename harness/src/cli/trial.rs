@@ -9,12 +9,11 @@ use clap::Args;
 use fibneigh::external::{fetch_xdp_tools, ForwarderChoice};
 use fibneigh::report;
 use fibneigh::scenario::{self, Family, Scenario};
-use fibneigh::stop::EXIT_INTERRUPTED;
 use fibneigh::trial::{self, Expectation};
 use fibneigh_bpf::Hook;
 use fibneigh_vm as vm;
 
-use super::{write_file, write_json, TimingArgs};
+use super::{exit, ResultFiles, Stopped, TimingArgs};
 
 #[derive(Args)]
 pub struct TrialArgs {
@@ -64,12 +63,8 @@ pub struct TrialArgs {
     /// fail unless the forwarder does that there.
     #[arg(long = "expect", value_name = "SCENARIO=DIAGNOSIS")]
     pub expect: Vec<Expectation>,
-    /// Write every result as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write the verdicts as JUnit XML here (a case per cell).
-    #[arg(long)]
-    pub junit: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: ResultFiles,
     /// Cache directory (xdp-tools is unpacked there).
     #[arg(long, env = "FIBNEIGH_CACHE", default_value_os_t = vm::default_cache_dir())]
     pub cache_dir: PathBuf,
@@ -103,22 +98,12 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let spec = args.forwarder().spec()?;
-    let scenarios = if args.scenarios.is_empty() {
-        trial::SCENARIOS.to_vec()
-    } else {
-        args.scenarios.clone()
-    };
-    let families = if args.families.is_empty() {
-        vec![Family::V4, Family::V6]
-    } else {
-        args.families.clone()
-    };
     let support = super::prepare_lab()?;
     let external = spec
         .load()
         .with_context(|| format!("forwarder {}", spec.name()))?;
     let opts = args.timing.options(false);
-    let cells = trial::cells(&scenarios, &families, &external);
+    let cells = trial::cells(&args.scenarios, &args.families, &external);
     eprintln!(
         "fibneigh trial: {} on {} cells ({}); kernel accepts NEIGH_STATE: {}, NEIGH_REFRESH: {}",
         external.name(),
@@ -143,21 +128,13 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
     println!("forwarder: {}", external.name());
     print!("{}", report::render_table(&results));
     print!("{}", report::render_verdicts(&results));
-    if let Some(p) = &args.json {
-        write_json(p, &results)?;
-    }
-    if let Some(p) = &args.junit {
-        write_file(p, &fibneigh::report::junit::matrix(&results)?)?;
-    }
+    args.out.write(&results, &results)?;
     if interrupted {
-        eprintln!("fibneigh: interrupted; the lab was removed");
-        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        return Err(Stopped::Lab.into());
     }
     let failed = scenario::failures(&results);
-    Ok(if failed > 0 {
+    if failed > 0 {
         eprintln!("fibneigh trial: {failed} cell(s) failed");
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    }
+    Ok(exit(failed == 0))
 }

@@ -8,13 +8,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use fibneigh::pipeline::run::RunSpec;
 use fibneigh::pipeline::{self, progress, render, AccelChoice};
-use fibneigh::stop::{self, EXIT_INTERRUPTED};
+use fibneigh::stop;
 use fibneigh_vm::base::KernelBase;
 use fibneigh_vm::series::Author;
 use fibneigh_vm::timing::{self, TimingRequest};
 use fibneigh_vm::{Arch, RunRequest, Series};
 
-use super::{build_request, AccelArg, ArchArg, BuildArgs};
+use super::{build_request, write_json, BuildArgs, Stopped};
 
 #[derive(Args)]
 pub struct BuildCmd {
@@ -49,8 +49,8 @@ pub struct RunArgs {
     pub memory: String,
     #[arg(long, default_value_t = RunRequest::default().cpus)]
     pub cpus: u32,
-    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
-    pub accel: AccelArg,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
     /// Extra host directories shared read-write (the repository always is).
     #[arg(long)]
     pub rwdir: Vec<PathBuf>,
@@ -125,8 +125,8 @@ pub struct TimingArgs {
     /// Skip the clean build (which takes minutes) and time only the rest.
     #[arg(long)]
     pub skip_clean_build: bool,
-    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
-    pub accel: AccelArg,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -141,9 +141,7 @@ pub fn build_cmd(args: BuildCmd) -> Result<ExitCode> {
     req.ccache = !args.no_ccache;
     let image = pipeline::build(&req)?;
     eprintln!("{}", render::describe(&image));
-    if let Some(p) = &args.json {
-        super::write_json(p, &image)?;
-    }
+    write_json(args.json.as_deref(), &image)?;
     println!("{}", image.bzimage.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -156,11 +154,7 @@ pub fn tree(args: TreeCmd) -> Result<ExitCode> {
         if build.source.is_some() || build.tree.is_some() {
             bail!("--print-path prints the pipeline's own tree of --base; it takes no --source or --tree");
         }
-        let arch = match build.arch {
-            ArchArg::X86_64 => Arch::X86_64,
-            ArchArg::Um => Arch::Um,
-        };
-        build.base.unpacked_tree(&build.cache_dir, arch)?
+        build.base.unpacked_tree(&build.cache_dir, build.arch)?
     } else {
         pipeline::prepare_tree(&build_request(build)?)?
     };
@@ -224,8 +218,8 @@ pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     };
     let spec = RunSpec {
         kernel,
-        um: args.build.arch == ArchArg::Um,
-        accel: args.accel.into(),
+        um: args.build.arch == Arch::Um,
+        accel: args.accel,
         cache: args.build.cache_dir.clone(),
         rwdirs: args.rwdir.clone(),
         memory: args.memory.clone(),
@@ -238,16 +232,11 @@ pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
         Ok(r) => r,
         // Ctrl-C / SIGTERM: the guest was stopped; exit as interrupted
         // programs do, not as a failure of the tool.
-        Err(pipeline::Error::Stopped(e)) => {
-            eprintln!("fibneigh: {:#}", anyhow::Error::from(*e));
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
-        }
+        Err(pipeline::Error::Stopped(e)) => return Err(Stopped::Guest((*e).into()).into()),
         Err(e) => return Err(e.into()),
     };
     let code = ran.status.code().unwrap_or(super::EXIT_INFRA as i32);
-    if let Some(path) = &args.json {
-        super::write_json(path, &ran.manifest(&args.command, code))?;
-    }
+    write_json(args.json.as_deref(), &ran.manifest(&args.command, code))?;
     match code {
         0 => {}
         126 | 127 => eprintln!(
@@ -267,13 +256,13 @@ pub fn timing(args: TimingArgs) -> Result<ExitCode> {
     if args.build.tree.is_some() {
         bail!("vm timing measures the pipeline's own base (its clean build uses a private cache); --tree is not supported");
     }
-    if args.build.arch == ArchArg::Um {
+    if args.build.arch == Arch::Um {
         bail!("`vm timing` times the x86_64/virtme-ng pipeline; for User-Mode Linux use `vm build --arch um --no-ccache` and `vm run --arch um`");
     }
     stop::install().context("failed to install the signal handlers")?;
     let build = build_request(&args.build)?;
     let req = TimingRequest {
-        accel: AccelChoice::from(args.accel).resolve(&build.cache_dir),
+        accel: args.accel.resolve(&build.cache_dir),
         build,
         clean_build: !args.skip_clean_build,
         boots: args.boots,

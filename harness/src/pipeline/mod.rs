@@ -145,10 +145,11 @@ pub fn remove_worktree(tree: &Path, cache: &Path) -> Result<(vm::tree::Repo, Opt
 }
 
 /// Which accelerator a guest gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccelChoice {
     /// KVM if it can really run a guest here, else TCG (the choice and
     /// its reason are printed).
+    #[value(help = "KVM if it can really run a guest here, else TCG")]
     Auto,
     Kvm,
     Tcg,

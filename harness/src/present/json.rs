@@ -1,5 +1,11 @@
 //! The envelope of every JSON report: which layout it has and which commit
-//! made it.
+//! made it; and standard output kept for the report alone (`--json -`).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::sync::OnceLock;
 
 /// The version of the JSON reports' layout; bumped when a field changes
 /// meaning or goes away (new fields do not bump it).
@@ -27,9 +33,73 @@ pub fn stamped<T: serde::Serialize>(value: &T) -> serde_json::Result<serde_json:
     Ok(serde_json::Value::Object(out))
 }
 
+/// The original standard output, kept for the JSON report.
+static STDOUT: OnceLock<File> = OnceLock::new();
+
+/// Standard output could not be kept for the report: `what` failed.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {what}")]
+pub struct ReserveError {
+    what: &'static str,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ReserveError {
+    fn new(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let source = Box::new(source);
+        ReserveError { what, source }
+    }
+}
+
+/// With `--json -` on the command line (`args`), standard output carries
+/// the JSON report and nothing else: the original descriptor is kept for
+/// the report (see [`stdout`]) and descriptor 1 becomes a copy of standard
+/// error, so every table and message (and whatever child processes print)
+/// goes there. Call once, before anything is printed. Arguments after
+/// `--` (a guest's command) are not ours.
+pub fn reserve_stdout(args: &[OsString]) -> Result<(), ReserveError> {
+    let ours = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let args = &args[..ours];
+    let asked = args.windows(2).any(|w| w[0] == "--json" && w[1] == "-")
+        || args.iter().any(|a| a == "--json=-");
+    if !asked {
+        return Ok(());
+    }
+    let saved = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| ReserveError::new("duplicate standard output", e))?;
+    nix::unistd::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO)
+        .map_err(|e| ReserveError::new("point standard output at standard error", e))?;
+    let _ = STDOUT.set(File::from(saved));
+    Ok(())
+}
+
+/// Where a report for `--json -` goes: the standard output
+/// [`reserve_stdout`] kept, else standard output.
+pub fn stdout() -> Box<dyn Write> {
+    match STDOUT.get() {
+        Some(f) => Box::new(f),
+        None => Box::new(std::io::stdout().lock()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_commands_json_flag_is_not_ours() {
+        // `vm run -- fibneigh probe --json -`: the outer stdout stays.
+        let args: Vec<OsString> = [
+            "fibneigh", "vm", "run", "--", "fibneigh", "probe", "--json", "-",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        reserve_stdout(&args).expect("nothing to do");
+        assert!(STDOUT.get().is_none());
+    }
 
     #[test]
     fn reports_say_their_layout_and_commit() {

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use crate::present::Table;
 use crate::scenario::result::{CellResult, Outcome, Verdict};
 use crate::scenario::spec::{Kind, Spec};
+use crate::scenario::Scenario;
 use fibneigh_bpf::Hook;
 
 pub use crate::present::state_colour;
@@ -92,6 +93,20 @@ pub fn render_table(results: &[CellResult]) -> String {
         ]);
     }
     table.render()
+}
+
+/// The files of `matrix --svg-dir`, as (file name, SVG): a timeline per
+/// traffic scenario of `scenarios` and, when `results` hold its cells,
+/// `headline.svg`.
+pub fn render_svgs(scenarios: &[Scenario], results: &[CellResult]) -> Vec<(String, String)> {
+    let traffic = scenarios
+        .iter()
+        .filter(|s| Spec::of(**s).kind == Kind::Traffic);
+    let mut files: Vec<_> = traffic
+        .map(|s| (format!("{s}.svg"), render_svg(*s, results)))
+        .collect();
+    files.extend(render_headline(results).map(|svg| ("headline.svg".to_string(), svg)));
+    files
 }
 
 /// `fibneigh matrix`'s last line: the cells run (in `secs` seconds) and

@@ -70,6 +70,17 @@ pub struct ScaleRequest {
     pub check: bool,
 }
 
+impl ScaleRequest {
+    /// The flow's rate and window the request asks for.
+    pub fn options(&self) -> ScaleOptions {
+        let window = self.window_ms.map(std::time::Duration::from_millis);
+        ScaleOptions {
+            rate_pps: self.rate,
+            window,
+        }
+    }
+}
+
 /// The JSON report.
 #[derive(Serialize)]
 pub struct Report<'a> {
