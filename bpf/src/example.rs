@@ -8,12 +8,11 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::TC_INGRESS;
 
 use crate::attach::{self, Attachment};
 use crate::skel::{tc_router as tc_skel, xdp_router as xdp_skel};
-use crate::{BpfContext, Counters, Hook, Result};
+use crate::{Counters, Hook, Result};
 
 use tc_skel::types::{fib_neigh_action as CAction, fib_neigh_path as CPath};
 
@@ -118,20 +117,12 @@ impl Example {
     /// Load the example for `hook` (needs CAP_BPF / root).
     pub fn load(hook: Hook) -> Result<Self> {
         let skel = match hook {
-            Hook::Tc => {
-                let open = crate::open_skel(
-                    tc_skel::TcRouterSkelBuilder::default(),
-                    "open the tc example object",
-                )?;
-                Skel::Tc(open.load().ctx("load the tc example program")?)
-            }
-            Hook::Xdp => {
-                let open = crate::open_skel(
-                    xdp_skel::XdpRouterSkelBuilder::default(),
-                    "open the XDP example object",
-                )?;
-                Skel::Xdp(open.load().ctx("load the XDP example program")?)
-            }
+            Hook::Tc => Skel::Tc(crate::load_skel::<tc_skel::TcRouterSkelBuilder>(
+                "load the tc example program",
+            )?),
+            Hook::Xdp => Skel::Xdp(crate::load_skel::<xdp_skel::XdpRouterSkelBuilder>(
+                "load the XDP example program",
+            )?),
         };
         Ok(Self { skel })
     }
