@@ -130,6 +130,17 @@ Summary: 3/1 PASSED, 1 SKIPPED, 1 FAILED
     }
 
     #[test]
+    fn a_test_the_watchdog_killed_counts_once_and_failed() {
+        let r = parse(
+            "WATCHDOG: test case fib_lookup executes for 120 seconds...\n\
+             #1 fib_lookup:OK\n#1 fib_lookup:FAIL\n#2 fib_lookup_vlan_netns:OK\n\
+             Summary: 1/0 PASSED, 0 SKIPPED, 1 FAILED\n",
+        );
+        assert_eq!(r.results.len(), 2);
+        assert_eq!(r.failed().len(), 1);
+    }
+
+    #[test]
     fn a_run_that_died_or_ran_nothing_did_not_pass() {
         assert!(!parse("#1 fib_lookup:OK\n").passed(), "no summary: crashed");
         assert!(

@@ -154,6 +154,8 @@ impl Report {
 /// `#101/3   fib_lookup/neigh:FAIL`, `#12 foo:SKIP`, and `Summary: ...`.
 /// test_progs repeats the logs of failed tests, result lines included,
 /// under "All error logs:" before the summary: those are not results again.
+/// Its watchdog, killing a test that runs too long, dumps that test's log
+/// too: a test named twice is one result, failed if either line says so.
 pub fn parse(output: &str) -> Report {
     let mut report = Report::default();
     let mut repeated = false;
@@ -187,10 +189,15 @@ pub fn parse(output: &str) -> Report {
             "SKIP" => Outcome::Skip,
             _ => continue,
         };
-        report.results.push(TestResult {
-            name: name.trim().to_string(),
-            outcome,
-        });
+        let name = name.trim();
+        match report.results.iter_mut().find(|r| r.name == name) {
+            Some(seen) if outcome == Outcome::Fail => seen.outcome = Outcome::Fail,
+            Some(_) => {}
+            None => report.results.push(TestResult {
+                name: name.to_string(),
+                outcome,
+            }),
+        }
     }
     report
 }
