@@ -11,10 +11,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fibneigh::bench::icount::measure::{self, Request};
 use fibneigh::bench::icount::{self, render, DEFAULT_RUNS};
+use fibneigh::pipeline::KernelChoice;
 use fibneigh::stop;
 use fibneigh_bpf::Hook;
 
-use super::{exit, write_json, BuildArgs, Stopped};
+use super::{exit, write_json, Stopped};
 
 #[derive(Args)]
 pub struct IcountArgs {
@@ -52,7 +53,7 @@ pub struct IcountArgs {
     #[arg(long)]
     pub keep_console: bool,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub build: KernelChoice,
 }
 
 #[derive(Args)]
@@ -84,7 +85,7 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
     stop::install().context("failed to install the signal handlers")?;
     let req = Request {
         plugin: measure::locate_plugin(args.plugin.clone())?,
-        build: super::build_request(&args.build)?,
+        build: args.build.request()?,
         runs: args.runs,
         hooks: args.hooks.clone(),
         timeout: Duration::from_secs(args.timeout),

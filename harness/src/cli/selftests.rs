@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use fibneigh::pipeline::selftests::{self as pipeline, Settings};
-use fibneigh::pipeline::AccelChoice;
+use fibneigh::pipeline::{AccelChoice, KernelChoice};
 use fibneigh::report::junit;
 use fibneigh_vm::Arch;
 
-use super::{exit, write_file, write_json, BuildArgs};
+use super::{exit, write_file, write_json};
 
 #[derive(Args)]
 pub struct SelftestsArgs {
@@ -50,7 +50,7 @@ pub struct SelftestsArgs {
     #[arg(long, conflicts_with = "diff")]
     pub build_only: bool,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub build: KernelChoice,
 }
 
 pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
@@ -58,7 +58,7 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
         anyhow::bail!("selftests run under virtme-ng (x86_64) only; --arch um is not supported");
     }
     let settings = Settings {
-        build: super::build_request(&args.build)?,
+        build: args.build.request()?,
         accel: args.accel,
         timeout: Duration::from_secs(args.timeout),
     };

@@ -7,14 +7,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use fibneigh::pipeline::run::RunSpec;
-use fibneigh::pipeline::{self, progress, render, AccelChoice};
+use fibneigh::pipeline::{self, progress, render, AccelChoice, KernelChoice};
 use fibneigh::stop;
 use fibneigh_vm::base::KernelBase;
 use fibneigh_vm::series::Author;
 use fibneigh_vm::timing::{self, TimingRequest};
 use fibneigh_vm::{Arch, RunRequest, Series};
 
-use super::{build_request, write_json, BuildArgs, Stopped};
+use super::{write_json, Stopped};
 
 #[derive(Args)]
 pub struct BuildCmd {
@@ -32,7 +32,7 @@ pub struct BuildCmd {
     #[arg(long)]
     pub no_ccache: bool,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub build: KernelChoice,
 }
 
 #[derive(Args)]
@@ -63,7 +63,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub build: KernelChoice,
     /// Command to run inside the guest.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -78,7 +78,7 @@ pub struct TreeCmd {
     #[arg(long)]
     pub print_path: bool,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub build: KernelChoice,
 }
 
 #[derive(Args)]
@@ -128,7 +128,7 @@ pub struct TimingArgs {
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub build: KernelChoice,
 }
 
 /// `vm build`: build (or with --tree --clean, remove the worktree).
@@ -137,7 +137,7 @@ pub fn build_cmd(args: BuildCmd) -> Result<ExitCode> {
         clean(&args.build)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut req = build_request(&args.build)?;
+    let mut req = args.build.request()?;
     req.ccache = !args.no_ccache;
     let image = pipeline::build(&req)?;
     eprintln!("{}", render::describe(&image));
@@ -156,7 +156,7 @@ pub fn tree(args: TreeCmd) -> Result<ExitCode> {
         }
         build.base.unpacked_tree(&build.cache_dir, build.arch)?
     } else {
-        pipeline::prepare_tree(&build_request(build)?)?
+        pipeline::prepare_tree(&build.request()?)?
     };
     println!("{}", tree.path.display());
     Ok(ExitCode::SUCCESS)
@@ -191,7 +191,7 @@ pub fn series(args: SeriesArgs) -> Result<ExitCode> {
 }
 
 /// `vm build --tree PATH --clean`: remove the repository's worktree.
-fn clean(args: &BuildArgs) -> Result<()> {
+fn clean(args: &KernelChoice) -> Result<()> {
     let Some(path) = &args.tree else {
         bail!("--clean needs --tree PATH");
     };
@@ -214,7 +214,7 @@ fn clean(args: &BuildArgs) -> Result<()> {
 pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
     let kernel = match &args.kernel {
         Some(k) => k.clone(),
-        None => pipeline::build(&build_request(&args.build)?)?.bzimage,
+        None => pipeline::build(&args.build.request()?)?.bzimage,
     };
     let spec = RunSpec {
         kernel,
@@ -260,7 +260,7 @@ pub fn timing(args: TimingArgs) -> Result<ExitCode> {
         bail!("`vm timing` times the x86_64/virtme-ng pipeline; for User-Mode Linux use `vm build --arch um --no-ccache` and `vm run --arch um`");
     }
     stop::install().context("failed to install the signal handlers")?;
-    let build = build_request(&args.build)?;
+    let build = args.build.request()?;
     let req = TimingRequest {
         accel: args.accel.resolve(&build.cache_dir),
         build,
