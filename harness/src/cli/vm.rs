@@ -2,17 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use fibneigh::pipeline::run::RunSpec;
+use fibneigh::pipeline::run::GuestChoice;
 use fibneigh::pipeline::{self, progress, render, AccelChoice, KernelChoice};
 use fibneigh::stop;
 use fibneigh_vm::base::KernelBase;
 use fibneigh_vm::series::Author;
 use fibneigh_vm::timing::{self, TimingRequest};
-use fibneigh_vm::{Arch, RunRequest, Series};
+use fibneigh_vm::{Arch, Series};
 
 use super::{write_json, Stopped};
 
@@ -37,26 +36,8 @@ pub struct BuildCmd {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// bzImage to boot (default: the kernel `vm build` makes, built first
-    /// if it is not cached).
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
-    /// Seconds before the guest is killed.
-    #[arg(long, default_value_t = RunRequest::default().timeout.as_secs())]
-    pub timeout: u64,
-    /// Guest memory (QEMU syntax).
-    #[arg(long, default_value_t = RunRequest::default().memory)]
-    pub memory: String,
-    #[arg(long, default_value_t = RunRequest::default().cpus)]
-    pub cpus: u32,
-    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
-    pub accel: AccelChoice,
-    /// Extra host directories shared read-write (the repository always is).
-    #[arg(long)]
-    pub rwdir: Vec<PathBuf>,
-    /// Keep the console log even when the command succeeds.
-    #[arg(long)]
-    pub keep_console: bool,
+    #[command(flatten)]
+    pub guest: GuestChoice,
     /// Write the run's manifest as JSON here (`-`: standard output): the
     /// kernel, the runner (which virtme-ng, by path and release), the
     /// accelerator, the command and its exit status.
@@ -212,22 +193,7 @@ fn clean(args: &KernelChoice) -> Result<()> {
 }
 
 pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
-    let kernel = match &args.kernel {
-        Some(k) => k.clone(),
-        None => pipeline::build(&args.build.request()?)?.bzimage,
-    };
-    let spec = RunSpec {
-        kernel,
-        um: args.build.arch == Arch::Um,
-        accel: args.accel,
-        cache: args.build.cache_dir.clone(),
-        rwdirs: args.rwdir.clone(),
-        memory: args.memory.clone(),
-        cpus: args.cpus,
-        command: args.command.clone(),
-        timeout: Duration::from_secs(args.timeout),
-        keep_console: args.keep_console,
-    };
+    let spec = args.guest.spec(&args.build, &args.command)?;
     let ran = match pipeline::run::run(&spec) {
         Ok(r) => r,
         // Ctrl-C / SIGTERM: the guest was stopped; exit as interrupted
