@@ -15,13 +15,12 @@ pub mod selftests;
 pub mod trial;
 pub mod vm;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fibneigh::present::json::{self, stamped};
+pub use fibneigh::present::json::{write as write_json, write_file};
 use fibneigh::scenario::CellResult;
 
 /// Exit code for a failure of the tool itself (as opposed to a guest
@@ -44,31 +43,6 @@ pub enum Stopped {
 /// Success, or failure (exit 1).
 pub fn exit(ok: bool) -> ExitCode {
     ExitCode::from(u8::from(!ok))
-}
-
-/// Write `text` to `path`, creating its directory.
-pub fn write_file(path: &Path, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create {}", dir.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
-}
-
-/// `--json PATH` means one thing in every command: write the report to
-/// PATH (when given) as pretty JSON (see [`fibneigh::present::json::stamped`]),
-/// creating its directory; `-` is standard output, which then carries the
-/// report alone (see [`fibneigh::present::json::reserve_stdout`]).
-pub fn write_json<T: serde::Serialize>(path: Option<&Path>, value: &T) -> Result<()> {
-    let Some(path) = path else { return Ok(()) };
-    let text = serde_json::to_string_pretty(&stamped(value)?)? + "\n";
-    if path != Path::new("-") {
-        return write_file(path, &text);
-    }
-    let mut out = json::stdout();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .context("failed to write the JSON report to standard output")
 }
 
 /// Ready a lab run: the signal handlers installed and an earlier run's
@@ -130,7 +104,7 @@ impl ResultFiles {
     pub fn write<T: serde::Serialize>(&self, report: &T, results: &[CellResult]) -> Result<()> {
         write_json(self.json.as_deref(), report)?;
         match &self.junit {
-            Some(p) => write_file(p, &fibneigh::report::junit::matrix(results)?),
+            Some(p) => Ok(write_file(p, &fibneigh::report::junit::matrix(results)?)?),
             None => Ok(()),
         }
     }

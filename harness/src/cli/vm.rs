@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use fibneigh::pipeline::run::GuestChoice;
-use fibneigh::pipeline::{self, progress, render, AccelChoice, KernelChoice};
+use fibneigh::pipeline::{self, progress, render, KernelChoice, TimingChoice};
 use fibneigh::stop;
 use fibneigh_vm::base::KernelBase;
 use fibneigh_vm::series::Author;
-use fibneigh_vm::timing::{self, TimingRequest};
-use fibneigh_vm::{Arch, Series};
+use fibneigh_vm::timing;
+use fibneigh_vm::Series;
 
 use super::{write_json, Stopped};
 
@@ -100,14 +100,8 @@ pub enum SeriesItem {
 
 #[derive(Args)]
 pub struct TimingArgs {
-    /// Boots to time for boot-to-command.
-    #[arg(long, default_value_t = 3)]
-    pub boots: usize,
-    /// Skip the clean build (which takes minutes) and time only the rest.
-    #[arg(long)]
-    pub skip_clean_build: bool,
-    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
-    pub accel: AccelChoice,
+    #[command(flatten)]
+    pub choice: TimingChoice,
     #[command(flatten)]
     pub build: KernelChoice,
 }
@@ -219,21 +213,8 @@ pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
 /// Clean build (fresh tree, ccache off), rebuild after touching
 /// net/core/filter.c, and boot-to-command for `true`.
 pub fn timing(args: TimingArgs) -> Result<ExitCode> {
-    if args.build.tree.is_some() {
-        bail!("vm timing measures the pipeline's own base (its clean build uses a private cache); --tree is not supported");
-    }
-    if args.build.arch == Arch::Um {
-        bail!("`vm timing` times the x86_64/virtme-ng pipeline; for User-Mode Linux use `vm build --arch um --no-ccache` and `vm run --arch um`");
-    }
     stop::install().context("failed to install the signal handlers")?;
-    let build = args.build.request()?;
-    let req = TimingRequest {
-        accel: args.accel.resolve(&build.cache_dir),
-        build,
-        clean_build: !args.skip_clean_build,
-        boots: args.boots,
-        rwdirs: vec![pipeline::repo_root()],
-    };
+    let req = args.choice.request(&args.build)?;
     let mut reporter = progress::reporter();
     let t = timing::measure(&req, stop::flag(), reporter.as_mut())
         .context("failed to measure the VM pipeline")?;

@@ -39,6 +39,10 @@ pub enum Error {
     Repo(#[source] vm::Error),
     #[error("failed to remove the worktree")]
     RemoveWorktree(#[source] vm::Error),
+    #[error("vm timing measures the pipeline's own base (its clean build uses a private cache); --tree is not supported")]
+    TimingTree,
+    #[error("`vm timing` times the x86_64/virtme-ng pipeline; for User-Mode Linux use `vm build --arch um --no-ccache` and `vm run --arch um`")]
+    TimingUm,
     #[error(transparent)]
     Vm(#[from] vm::Error),
 }
@@ -143,6 +147,40 @@ impl KernelChoice {
             return Ok(req.pristine()?);
         }
         Ok(req)
+    }
+}
+
+/// What `vm timing` asks for, besides the kernel.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TimingChoice {
+    /// Boots to time for boot-to-command.
+    #[arg(long, default_value_t = 3)]
+    pub boots: usize,
+    /// Skip the clean build (which takes minutes) and time only the rest.
+    #[arg(long)]
+    pub skip_clean_build: bool,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+}
+
+impl TimingChoice {
+    /// The measurement of the kernel `build` asks for: the pipeline's own
+    /// base (no --tree), x86_64 under virtme-ng, the repository shared.
+    pub fn request(&self, build: &KernelChoice) -> Result<vm::timing::TimingRequest> {
+        if build.tree.is_some() {
+            return Err(Error::TimingTree);
+        }
+        if build.arch == Arch::Um {
+            return Err(Error::TimingUm);
+        }
+        let build = build.request()?;
+        Ok(vm::timing::TimingRequest {
+            accel: self.accel.resolve(&build.cache_dir),
+            build,
+            clean_build: !self.skip_clean_build,
+            boots: self.boots,
+            rwdirs: vec![repo_root()],
+        })
     }
 }
 
