@@ -4,14 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use fibneigh::pipeline::run::GuestChoice;
+use fibneigh::pipeline::series::SeriesQuery;
 use fibneigh::pipeline::{self, progress, render, KernelChoice, TimingChoice};
 use fibneigh::stop;
-use fibneigh_vm::base::KernelBase;
-use fibneigh_vm::series::Author;
 use fibneigh_vm::timing;
-use fibneigh_vm::Series;
 
 use super::{write_json, Stopped};
 
@@ -63,42 +61,6 @@ pub struct TreeCmd {
 }
 
 #[derive(Args)]
-pub struct SeriesArgs {
-    /// Which base's series: 7.3 (kernel-patches/) or 6.12
-    /// (kernel-patches/6.12/).
-    #[arg(long, default_value = "7.3")]
-    pub base: KernelBase,
-    /// Directory with the `series` file and patches [default: the base's].
-    #[arg(long)]
-    pub patches: Option<PathBuf>,
-    /// What to print.
-    #[arg(long, value_enum, default_value_t = SeriesItem::Patches)]
-    pub print: SeriesItem,
-    /// Instead: check that IDENT, as `git var GIT_AUTHOR_IDENT` prints it,
-    /// is someone to post the series as (a name, an email that is no
-    /// placeholder) and print it as `Name <email>`.
-    #[arg(long, value_name = "IDENT", conflicts_with = "print")]
-    pub check_author: Option<String>,
-    /// With --check-author: a placeholder email will do (the author of a
-    /// local branch, never posted).
-    #[arg(long, requires = "check_author")]
-    pub allow_placeholder: bool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum SeriesItem {
-    /// The patch files `series` names, in order, one path a line (each
-    /// must exist).
-    Patches,
-    /// The series' directory.
-    Dir,
-    /// The subject prefix of the posted series.
-    SubjectPrefix,
-    /// The branch series.sh import and export use by default.
-    Branch,
-}
-
-#[derive(Args)]
 pub struct TimingArgs {
     #[command(flatten)]
     pub choice: TimingChoice,
@@ -138,29 +100,9 @@ pub fn tree(args: TreeCmd) -> Result<ExitCode> {
 }
 
 /// `vm series`: what scripts/series.sh needs to know of a base's series.
-pub fn series(args: SeriesArgs) -> Result<ExitCode> {
-    if let Some(ident) = &args.check_author {
-        let author = Author::parse(ident)?;
-        let author = if args.allow_placeholder {
-            author
-        } else {
-            author.for_posting()?
-        };
-        println!("{author}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let dir = args
-        .patches
-        .unwrap_or_else(|| args.base.patches(&pipeline::repo_root()));
-    match args.print {
-        SeriesItem::Patches => {
-            for p in Series::parse(&dir)?.patches {
-                println!("{}", p.display());
-            }
-        }
-        SeriesItem::Dir => println!("{}", dir.display()),
-        SeriesItem::SubjectPrefix => println!("{}", args.base.subject_prefix()),
-        SeriesItem::Branch => println!("{}", args.base.branch()),
+pub fn series(args: SeriesQuery) -> Result<ExitCode> {
+    for line in args.lines()? {
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ pub mod progress;
 pub mod render;
 pub mod run;
 pub mod selftests;
+pub mod series;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -43,6 +44,8 @@ pub enum Error {
     TimingTree,
     #[error("`vm timing` times the x86_64/virtme-ng pipeline; for User-Mode Linux use `vm build --arch um --no-ccache` and `vm run --arch um`")]
     TimingUm,
+    #[error(transparent)]
+    Author(#[from] vm::series::AuthorError),
     #[error(transparent)]
     Vm(#[from] vm::Error),
 }
