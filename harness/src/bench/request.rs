@@ -66,7 +66,20 @@ fn timers_parser() -> impl clap::builder::TypedValueParser<Value = NeighTimers> 
     })
 }
 
+/// A request for no rounds or no repetitions.
+#[derive(Debug, thiserror::Error)]
+#[error("--rounds and --reps must be at least 1")]
+pub struct NoRounds;
+
 impl BenchRequest {
+    /// The request, if it measures something each time.
+    pub fn validate(&self) -> Result<(), NoRounds> {
+        if self.rounds == Some(0) || self.reps == Some(0) {
+            return Err(NoRounds);
+        }
+        Ok(())
+    }
+
     /// The options to measure with.
     pub fn options(&self) -> BenchOptions {
         let q = self.quick;

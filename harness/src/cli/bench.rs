@@ -45,9 +45,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if args.request.rounds == Some(0) || args.request.reps == Some(0) {
-        anyhow::bail!("--rounds and --reps must be at least 1");
-    }
+    args.request.validate()?;
     clean_lab()?;
     let started = Instant::now();
     let result = bench::run(&args.request.options(), &request::command_line(), |part| {
