@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use fibneigh::pipeline::run::GuestChoice;
 use fibneigh::pipeline::series::SeriesQuery;
@@ -88,10 +88,7 @@ pub fn build_cmd(args: BuildCmd) -> Result<ExitCode> {
 pub fn tree(args: TreeCmd) -> Result<ExitCode> {
     let build = &args.build;
     let tree = if args.print_path {
-        if build.source.is_some() || build.tree.is_some() {
-            bail!("--print-path prints the pipeline's own tree of --base; it takes no --source or --tree");
-        }
-        build.base.unpacked_tree(&build.cache_dir, build.arch)?
+        build.unpacked_tree()?
     } else {
         pipeline::prepare_tree(&build.request()?)?
     };
@@ -109,10 +106,7 @@ pub fn series(args: SeriesQuery) -> Result<ExitCode> {
 
 /// `vm build --tree PATH --clean`: remove the repository's worktree.
 fn clean(args: &KernelChoice) -> Result<()> {
-    let Some(path) = &args.tree else {
-        bail!("--clean needs --tree PATH");
-    };
-    match pipeline::remove_worktree(path, &args.cache_dir)? {
+    match args.remove_worktree()? {
         (repo, Some(dir)) => eprintln!(
             "removed the worktree {} and its entry in {}/worktrees; built kernels stay in {}",
             dir.display(),

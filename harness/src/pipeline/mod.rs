@@ -40,6 +40,12 @@ pub enum Error {
     Repo(#[source] vm::Error),
     #[error("failed to remove the worktree")]
     RemoveWorktree(#[source] vm::Error),
+    #[error(
+        "--print-path prints the pipeline's own tree of --base; it takes no --source or --tree"
+    )]
+    PrintPathSource,
+    #[error("--clean needs --tree PATH")]
+    CleanNoTree,
     #[error("vm timing measures the pipeline's own base (its clean build uses a private cache); --tree is not supported")]
     TimingTree,
     #[error("`vm timing` times the x86_64/virtme-ng pipeline; for User-Mode Linux use `vm build --arch um --no-ccache` and `vm run --arch um`")]
@@ -150,6 +156,23 @@ impl KernelChoice {
             return Ok(req.pristine()?);
         }
         Ok(req)
+    }
+
+    /// The tree the pipeline already unpacked for the base (and
+    /// architecture), as it is: nothing fetched, applied or configured.
+    /// Not for a `source` or `tree`.
+    pub fn unpacked_tree(&self) -> Result<vm::SourceTree> {
+        if self.source.is_some() || self.tree.is_some() {
+            return Err(Error::PrintPathSource);
+        }
+        Ok(self.base.unpacked_tree(&self.cache_dir, self.arch)?)
+    }
+
+    /// Remove the worktree the builds of `tree` use: its repository and
+    /// the worktree's directory, if there was one.
+    pub fn remove_worktree(&self) -> Result<(vm::tree::Repo, Option<PathBuf>)> {
+        let path = self.tree.as_deref().ok_or(Error::CleanNoTree)?;
+        remove_worktree(path, &self.cache_dir)
     }
 }
 
