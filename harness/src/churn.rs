@@ -108,24 +108,61 @@ pub enum RunsError {
     /// Stopped by SIGINT/SIGTERM; the lab was removed.
     #[error("interrupted")]
     Interrupted,
+    /// A request that cannot run (the flag and why).
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+/// The runs `fibneigh churn` asks for.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChurnRequest {
+    /// Seconds of churn per run (policy x hook).
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Policies to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "state-aware,refresh")]
+    pub policy: Vec<Policy>,
+    /// Hooks to run (comma-separated): tc, xdp.
+    #[arg(long, value_delimiter = ',', default_value = "tc,xdp")]
+    pub hook: Vec<Hook>,
+    /// Address family of the flow and the churned entry: 4 or 6.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=6))]
+    pub family: u8,
+    /// Seed of the churn's choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl ChurnRequest {
+    /// The request, if it can run.
+    pub fn validate(&self) -> std::result::Result<(), RunsError> {
+        if self.family == 5 {
+            return Err(RunsError::Invalid("--family must be 4 or 6"));
+        }
+        if self.seconds == 0 {
+            return Err(RunsError::Invalid("--seconds must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The `BPF_FIB_LOOKUP_*` flags its policies need from the kernel.
+    pub fn required_flags(&self) -> u32 {
+        self.policy.iter().fold(0, |f, p| f | p.required_flags())
+    }
 }
 
 /// A run per policy and hook, in order; `done` hears of each with its
 /// problems (its own and the namespaces it left behind). The reports, and
 /// how many runs had a problem.
 pub fn run_each(
-    policies: &[Policy],
-    hooks: &[Hook],
-    v6: bool,
-    seconds: u64,
-    seed: u64,
+    req: &ChurnRequest,
     mut done: impl FnMut(&ChurnReport, &[String]),
 ) -> std::result::Result<(Vec<ChurnReport>, usize), RunsError> {
     let mut reports = Vec::new();
     let mut failed = 0;
-    for policy in policies {
-        for hook in hooks {
-            let r = match run(*policy, *hook, v6, seconds, seed) {
+    for policy in &req.policy {
+        for hook in &req.hook {
+            let r = match run(*policy, *hook, req.family == 6, req.seconds, req.seed) {
                 Ok(r) => r,
                 Err(crate::error::Error::Interrupted(_)) => return Err(RunsError::Interrupted),
                 Err(e) => return Err(RunsError::Run(e)),

@@ -268,18 +268,36 @@ impl ExternalSpec {
 }
 
 /// The forwarder as the command line names it: an object (and maybe its
-/// program), a pair of commands with their hook, or xdp-forward (fetched
-/// into `cache_dir`); `name` overrides the name taken from it.
-#[derive(Debug, Clone)]
+/// program), a pair of commands with their hook, or xdp-forward.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ForwarderChoice {
+    /// The forwarder as a BPF object file: the harness loads it as it is
+    /// and attaches its XDP or tc program to the DUT's client-facing device.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["attach", "xdp_forward"])]
     pub object: Option<PathBuf>,
+    /// With --object: the program (name or section) to attach, when the
+    /// object has more than one XDP/tc program.
+    #[arg(long, requires = "object")]
     pub program: Option<String>,
+    /// The forwarder as a command that attaches it, run with `sh -c`
+    /// inside the DUT's namespace: `{ifaces}` becomes the DUT's two
+    /// devices, `{ns}` the namespace (e.g. 'xdp-forward load -m native
+    /// {ifaces}').
+    #[arg(long, value_name = "CMD", requires_all = ["detach", "hook"], conflicts_with = "xdp_forward")]
     pub attach: Option<String>,
+    /// With --attach: the command that detaches it (e.g. 'xdp-forward
+    /// unload {ifaces}'). Afterwards no XDP program and no tc filter may be
+    /// left on the DUT's devices.
+    #[arg(long, value_name = "CMD", requires = "attach")]
     pub detach: Option<String>,
+    /// With --attach: where the forwarder runs (tc or xdp).
+    #[arg(long)]
     pub hook: Option<Hook>,
+    /// xdp-forward from Debian trixie's xdp-tools, unmodified (fetched into
+    /// the cache on first use; run with trixie's own loader and libraries),
+    /// attached with 'xdp-forward load -m native {ifaces}'.
+    #[arg(long)]
     pub xdp_forward: bool,
-    pub name: Option<String>,
-    pub cache_dir: PathBuf,
 }
 
 /// A forwarder the command line did not name, or could not get.
@@ -300,13 +318,19 @@ pub fn fetch_xdp_tools(cache: &Path) -> std::result::Result<XdpTools, SpecError>
 
 impl ForwarderChoice {
     /// The forwarder named: the object, else the commands, else
-    /// xdp-forward, attached with 'xdp-forward load -m native {ifaces}'.
-    pub fn spec(&self) -> std::result::Result<ExternalSpec, SpecError> {
+    /// xdp-forward (fetched into `cache_dir`), attached with 'xdp-forward
+    /// load -m native {ifaces}'; `name` overrides the name taken from it.
+    pub fn spec(
+        &self,
+        name: Option<&str>,
+        cache_dir: &Path,
+    ) -> std::result::Result<ExternalSpec, SpecError> {
+        let name = name.map(str::to_string);
         if let Some(path) = &self.object {
             if !path.is_file() {
                 return Err(SpecError::NoObject(path.clone()));
             }
-            let name = self.name.clone().unwrap_or_else(|| {
+            let name = name.unwrap_or_else(|| {
                 path.file_name()
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "object".into())
@@ -318,7 +342,7 @@ impl ForwarderChoice {
             });
         }
         if let (Some(attach), Some(detach), Some(hook)) = (&self.attach, &self.detach, self.hook) {
-            let name = self.name.clone().unwrap_or_else(|| {
+            let name = name.unwrap_or_else(|| {
                 attach
                     .split_whitespace()
                     .next()
@@ -333,13 +357,10 @@ impl ForwarderChoice {
             });
         }
         if self.xdp_forward {
-            let tools = fetch_xdp_tools(&self.cache_dir)?;
+            let tools = fetch_xdp_tools(cache_dir)?;
             let bin = tools.shell_command("xdp-forward");
             return Ok(ExternalSpec::Command {
-                name: self
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("xdp-forward {}", tools.version)),
+                name: name.unwrap_or_else(|| format!("xdp-forward {}", tools.version)),
                 attach: format!("{bin} load -m native {{ifaces}}"),
                 detach: format!("{bin} unload {{ifaces}}"),
                 hook: Hook::Xdp,

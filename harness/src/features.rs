@@ -23,6 +23,42 @@ pub struct Features {
     pub tcx: Option<bool>,
 }
 
+/// What `fibneigh probe` expects of the kernel.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Expected {
+    /// Fail unless the kernel's release starts with this (e.g. 7.3).
+    #[arg(long)]
+    pub expect_release: Option<String>,
+    /// Fail unless NEIGH_STATE and NEIGH_REFRESH are supported.
+    #[arg(long)]
+    pub expect_patched: bool,
+}
+
+/// A kernel that is not the one expected.
+#[derive(Debug, thiserror::Error)]
+pub enum Unexpected {
+    #[error("kernel release {found} does not match the expected {want}")]
+    Release { found: String, want: String },
+    #[error("this kernel does not support NEIGH_STATE and NEIGH_REFRESH")]
+    Unpatched,
+}
+
+impl Expected {
+    /// Whether `f` is the kernel expected.
+    pub fn check(&self, f: &Features) -> std::result::Result<(), Unexpected> {
+        if let Some(want) = &self.expect_release {
+            if !f.release.starts_with(want.as_str()) {
+                let (found, want) = (f.release.clone(), want.clone());
+                return Err(Unexpected::Release { found, want });
+            }
+        }
+        if self.expect_patched && !f.patched() {
+            return Err(Unexpected::Unpatched);
+        }
+        Ok(())
+    }
+}
+
 impl Features {
     /// Probe the running kernel (needs root).
     pub fn probe() -> Result<Features> {

@@ -339,6 +339,40 @@ fn tc_test_run_refuses(frame: &[u8]) -> bool {
 const TC_ACT_REDIRECT: u32 = 7;
 const XDP_REDIRECT: u32 = 4;
 
+/// What `fibneigh fuzz` asks for.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FuzzRequest {
+    /// Seed of the generator: the same seed makes the same inputs.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// bpf_fib_lookup() calls (tc and XDP, chosen at random).
+    #[arg(long, default_value_t = 100_000)]
+    pub lookups: u64,
+    /// Frames run through the forwarder, spread over its policies.
+    #[arg(long, default_value_t = 20_000)]
+    pub forwarder_runs: u64,
+}
+
+/// A request with nothing to run.
+#[derive(Debug, thiserror::Error)]
+#[error("nothing to do: --lookups and --forwarder-runs are both 0")]
+pub struct NothingToDo;
+
+impl FuzzRequest {
+    /// The request, if it has something to run.
+    pub fn validate(&self) -> std::result::Result<(), NothingToDo> {
+        if self.lookups == 0 && self.forwarder_runs == 0 {
+            return Err(NothingToDo);
+        }
+        Ok(())
+    }
+
+    /// [`run`] as asked.
+    pub fn run(&self) -> Result<FuzzReport> {
+        run(self.seed, self.lookups, self.forwarder_runs)
+    }
+}
+
 /// Run `lookups` fuzzed lookups and `forwarder_runs` fuzzed frames from
 /// `seed`.
 pub fn run(seed: u64, lookups: u64, forwarder_runs: u64) -> Result<FuzzReport> {

@@ -119,6 +119,37 @@ impl LockStressReport {
     }
 }
 
+/// What `fibneigh lock-stress` asks for.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LockStressRequest {
+    /// How long the filter, the test runs and the churn run together.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Seed of the churn's choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// A request for no time at all.
+#[derive(Debug, thiserror::Error)]
+#[error("--seconds must be at least 1")]
+pub struct NoSeconds;
+
+impl LockStressRequest {
+    /// The request, if it runs for some time.
+    pub fn validate(&self) -> std::result::Result<(), NoSeconds> {
+        if self.seconds == 0 {
+            return Err(NoSeconds);
+        }
+        Ok(())
+    }
+
+    /// [`run`] as asked.
+    pub fn run(&self) -> Result<LockStressReport> {
+        run(self.seconds, self.seed)
+    }
+}
+
 /// Run for `seconds`.
 pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
     let n = Names::for_this_process();

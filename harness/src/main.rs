@@ -85,7 +85,7 @@ enum VmCommand {
     /// Print a base's series: its patch files in order, its directory,
     /// its posting subject prefix or its branch; or check an author's
     /// identity (for scripts/series.sh).
-    Series(cli::vm::SeriesArgs),
+    Series(fibneigh::pipeline::series::SeriesQuery),
     /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
     /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
     Icount(cli::icount::IcountArgs),

@@ -18,23 +18,68 @@ pub enum Part {
 }
 
 /// The command line's settings; `None` and empty lists take the defaults.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchRequest {
-    /// Only these parts (all three when empty).
+    /// Only these parts (repeatable) [default: all three].
+    #[arg(long = "only", value_enum)]
     pub parts: Vec<Part>,
-    /// Few rounds, short samples, one recovery repetition, short timers.
+    /// Few rounds, short samples, one recovery repetition with short
+    /// timers: checks that everything runs, not a result to quote.
+    #[arg(long)]
     pub quick: bool,
+    /// Interleaved rounds of the lookup and forwarding measurements
+    /// [default: 7; --quick: 2].
+    #[arg(long)]
     pub rounds: Option<usize>,
+    /// Target length of one lookup sample in ms [default: 20; --quick: 5].
+    #[arg(long)]
     pub lookup_sample_ms: Option<u64>,
+    /// Target length of one forwarding sample in ms [default: 300;
+    /// --quick: 50].
+    #[arg(long)]
     pub forwarding_sample_ms: Option<u64>,
+    /// Hooks for the lookup and forwarding measurements (repeatable)
+    /// [default: tc and xdp].
+    #[arg(long = "hook")]
     pub hooks: Vec<Hook>,
+    /// Repetitions of each recovery cell [default: 3; --quick: 1].
+    #[arg(long)]
     pub reps: Option<usize>,
+    /// Neighbour timers for recovery (repeatable) [default: short and
+    /// kernel-defaults; --quick: short].
+    #[arg(long = "timers", value_parser = timers_parser())]
     pub timers: Vec<NeighTimers>,
+    /// Hooks for recovery (repeatable) [default: tc].
+    #[arg(long = "recovery-hook")]
     pub recovery_hooks: Vec<Hook>,
+    /// Address family for recovery.
+    #[arg(long, default_value = "4")]
     pub family: Family,
 }
 
+/// `--timers`' values: short, kernel-defaults.
+fn timers_parser() -> impl clap::builder::TypedValueParser<Value = NeighTimers> {
+    let names = clap::builder::PossibleValuesParser::new(["short", "kernel-defaults"]);
+    clap::builder::TypedValueParser::map(names, |s| match &*s {
+        "short" => NeighTimers::Short,
+        _ => NeighTimers::KernelDefaults,
+    })
+}
+
+/// A request for no rounds or no repetitions.
+#[derive(Debug, thiserror::Error)]
+#[error("--rounds and --reps must be at least 1")]
+pub struct NoRounds;
+
 impl BenchRequest {
+    /// The request, if it measures something each time.
+    pub fn validate(&self) -> Result<(), NoRounds> {
+        if self.rounds == Some(0) || self.reps == Some(0) {
+            return Err(NoRounds);
+        }
+        Ok(())
+    }
+
     /// The options to measure with.
     pub fn options(&self) -> BenchOptions {
         let q = self.quick;

@@ -5,40 +5,21 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fibneigh::bench::icount::measure::{self, Request};
+use fibneigh::bench::icount::measure::{self, IcountChoice};
 use fibneigh::bench::icount::{self, render, DEFAULT_RUNS};
+use fibneigh::pipeline::KernelChoice;
 use fibneigh::stop;
 use fibneigh_bpf::Hook;
 
-use super::{exit, write_json, BuildArgs, Stopped};
+use super::{exit, write_json, Stopped};
 
 #[derive(Args)]
 pub struct IcountArgs {
-    /// Test runs per cell; each run is 64 lookups.
-    #[arg(long, default_value_t = DEFAULT_RUNS)]
-    pub runs: u32,
-    /// Hooks (repeatable) [default: tc and xdp].
-    #[arg(long = "hook")]
-    pub hooks: Vec<Hook>,
-    /// Measure the pristine base (same source, config and profile, no
-    /// patches) instead of the series: flags 0 before the series.
-    #[arg(long)]
-    pub pristine: bool,
-    /// Measure the pristine base first, then the series, and show flags 0
-    /// (and SKIP_NEIGH) before and after the series.
-    #[arg(long, conflicts_with = "pristine")]
-    pub with_pristine: bool,
-    /// The QEMU plugin [default: libfibneigh_icount_plugin.so next to this
-    /// binary; `cargo build -p fibneigh-icount-plugin` makes it].
-    #[arg(long)]
-    pub plugin: Option<PathBuf>,
-    /// Seconds before the guest is killed.
-    #[arg(long, default_value_t = 3600)]
-    pub timeout: u64,
+    #[command(flatten)]
+    pub choice: IcountChoice,
     /// Write the figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -52,7 +33,7 @@ pub struct IcountArgs {
     #[arg(long)]
     pub keep_console: bool,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub build: KernelChoice,
 }
 
 #[derive(Args)]
@@ -82,15 +63,8 @@ pub fn guest(args: GuestArgs) -> Result<ExitCode> {
 /// `fibneigh vm icount`.
 pub fn run(args: IcountArgs) -> Result<ExitCode> {
     stop::install().context("failed to install the signal handlers")?;
-    let req = Request {
-        plugin: measure::locate_plugin(args.plugin.clone())?,
-        build: super::build_request(&args.build)?,
-        runs: args.runs,
-        hooks: args.hooks.clone(),
-        timeout: Duration::from_secs(args.timeout),
-        keep_console: args.keep_console,
-    };
-    let m = match measure::measure_all(&req, args.pristine, args.with_pristine) {
+    let req = args.choice.request(&args.build, args.keep_console)?;
+    let m = match measure::measure_all(&req, args.choice.pristine, args.choice.with_pristine) {
         Err(measure::Error::Stopped(e)) => return Err(Stopped::Guest(e.into()).into()),
         m => m?,
     };
@@ -102,6 +76,6 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
             render::goal_lines(goals)
         );
     }
-    write_json(args.json.as_deref(), &m.json(args.pristine))?;
+    write_json(args.json.as_deref(), &m.json(args.choice.pristine))?;
     Ok(exit(!(args.check && m.gated_goal_missed())))
 }

@@ -15,17 +15,13 @@ pub mod selftests;
 pub mod trial;
 pub mod vm;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fibneigh::pipeline::KernelChoice;
-use fibneigh::present::json::{self, stamped};
+pub use fibneigh::present::json::{write as write_json, write_file};
 use fibneigh::scenario::CellResult;
-use fibneigh_vm::base::KernelBase;
-use fibneigh_vm::{Arch, BuildRequest, Profile};
 
 /// Exit code for a failure of the tool itself (as opposed to a guest
 /// command's own exit status, which `vm run` passes through).
@@ -47,31 +43,6 @@ pub enum Stopped {
 /// Success, or failure (exit 1).
 pub fn exit(ok: bool) -> ExitCode {
     ExitCode::from(u8::from(!ok))
-}
-
-/// Write `text` to `path`, creating its directory.
-pub fn write_file(path: &Path, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create {}", dir.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
-}
-
-/// `--json PATH` means one thing in every command: write the report to
-/// PATH (when given) as pretty JSON (see [`fibneigh::present::json::stamped`]),
-/// creating its directory; `-` is standard output, which then carries the
-/// report alone (see [`fibneigh::present::json::reserve_stdout`]).
-pub fn write_json<T: serde::Serialize>(path: Option<&Path>, value: &T) -> Result<()> {
-    let Some(path) = path else { return Ok(()) };
-    let text = serde_json::to_string_pretty(&stamped(value)?)? + "\n";
-    if path != Path::new("-") {
-        return write_file(path, &text);
-    }
-    let mut out = json::stdout();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .context("failed to write the JSON report to standard output")
 }
 
 /// Ready a lab run: the signal handlers installed and an earlier run's
@@ -133,7 +104,7 @@ impl ResultFiles {
     pub fn write<T: serde::Serialize>(&self, report: &T, results: &[CellResult]) -> Result<()> {
         write_json(self.json.as_deref(), report)?;
         match &self.junit {
-            Some(p) => write_file(p, &fibneigh::report::junit::matrix(results)?),
+            Some(p) => Ok(write_file(p, &fibneigh::report::junit::matrix(results)?)?),
             None => Ok(()),
         }
     }
@@ -161,76 +132,4 @@ impl TimingArgs {
             ..fibneigh::scenario::Options::default()
         }
     }
-}
-
-// The kernel and guest arguments and steps `vm`, `icount` and
-// `selftests` share.
-
-#[derive(Args, Clone)]
-pub struct BuildArgs {
-    /// Cache directory for sources, trees and kernels.
-    #[arg(long, env = "FIBNEIGH_CACHE", default_value_os_t = fibneigh_vm::default_cache_dir())]
-    pub cache_dir: PathBuf,
-    /// Which base: 7.3 (Debian's linux-source-7.3 from trixie-backports,
-    /// series in kernel-patches/) or 6.12 (linux-source-6.12 from
-    /// bookworm-security, the LTS backport in kernel-patches/6.12/).
-    #[arg(long, default_value = "7.3")]
-    pub base: KernelBase,
-    /// Base source: a .tar.xz or an unpacked kernel tree, instead of the
-    /// Debian package (a tree is copied: the files its .gitignore does not
-    /// ignore, keyed by their content).
-    #[arg(long)]
-    pub source: Option<PathBuf>,
-    /// A kernel git repository you have (e.g. a bpf-next clone): its HEAD,
-    /// plus the series, is built in a worktree in the cache; your branch,
-    /// index and working tree are left alone and uncommitted changes are
-    /// not built. `vm build --tree PATH --clean` removes the worktree.
-    #[arg(long, value_name = "PATH", conflicts_with = "source")]
-    pub tree: Option<PathBuf>,
-    /// Build the base without the series (e.g. --tree's HEAD as it is).
-    #[arg(long)]
-    pub no_series: bool,
-    /// Directory with the `series` file and patches.
-    #[arg(long)]
-    pub patches: Option<PathBuf>,
-    /// Kernel config fragment merged onto tinyconfig [default: `config`,
-    /// with --arch um `config-um`, in the patches directory].
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Parallel make jobs (default: number of CPUs).
-    #[arg(long, short)]
-    pub jobs: Option<usize>,
-    /// Ask the mirror for the newest package version even if one is cached.
-    #[arg(long)]
-    pub refresh_source: bool,
-    /// Build profile: tiny (the fragment alone), debug (plus the
-    /// `config-debug` fragment next to it: lockdep, KASAN, UBSAN, ...; for
-    /// correctness runs, never for benchmarks) or selftests (plus
-    /// `config-selftests`: what the BPF selftests of `selftests --diff`
-    /// need).
-    #[arg(long, value_enum, default_value_t = Profile::Tiny)]
-    pub profile: Profile,
-    /// Architecture: x86_64 (a bzImage booted under virtme-ng) or um
-    /// (User-Mode Linux: `kernel-patches/config-um`, the `linux` program,
-    /// run natively on the host CPU with interpreted BPF).
-    #[arg(long, value_enum, default_value_t = Arch::X86_64)]
-    pub arch: Arch,
-}
-
-/// The kernel build `args` ask for.
-pub fn build_request(args: &BuildArgs) -> Result<BuildRequest> {
-    let choice = KernelChoice {
-        cache_dir: args.cache_dir.clone(),
-        base: args.base,
-        source: args.source.clone(),
-        tree: args.tree.clone(),
-        no_series: args.no_series,
-        patches: args.patches.clone(),
-        config: args.config.clone(),
-        jobs: args.jobs,
-        refresh_source: args.refresh_source,
-        profile: args.profile,
-        arch: args.arch,
-    };
-    Ok(choice.request()?)
 }

@@ -5,31 +5,19 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use fibneigh::pipeline::selftests::{self as pipeline, Settings};
-use fibneigh::pipeline::AccelChoice;
+use fibneigh::pipeline::selftests::{self as pipeline, SelftestsChoice, Settings};
+use fibneigh::pipeline::KernelChoice;
 use fibneigh::report::junit;
-use fibneigh_vm::Arch;
 
-use super::{exit, write_file, write_json, BuildArgs};
+use super::{exit, write_file, write_json};
 
 #[derive(Args)]
 pub struct SelftestsArgs {
-    /// Boot this bzImage instead of the series' kernel (test_progs is still
-    /// built from the series' tree): e.g. the pristine base, to see the new
-    /// tests fail there.
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
-    /// Test selector passed to test_progs -t.
-    #[arg(long, default_value = "fib_lookup")]
-    pub tests: String,
-    #[arg(long, default_value_t = 1200)]
-    pub timeout: u64,
-    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
-    pub accel: AccelChoice,
+    #[command(flatten)]
+    pub choice: SelftestsChoice,
     /// Write the parsed results as JSON here (`-`: standard output, and
     /// the tables go to standard error).
     #[arg(long)]
@@ -50,18 +38,11 @@ pub struct SelftestsArgs {
     #[arg(long, conflicts_with = "diff")]
     pub build_only: bool,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub build: KernelChoice,
 }
 
 pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
-    if args.build.arch == Arch::Um {
-        anyhow::bail!("selftests run under virtme-ng (x86_64) only; --arch um is not supported");
-    }
-    let settings = Settings {
-        build: super::build_request(&args.build)?,
-        accel: args.accel,
-        timeout: Duration::from_secs(args.timeout),
-    };
+    let settings = args.choice.settings(&args.build)?;
     if args.diff {
         return run_diff(&args, &settings);
     }
@@ -69,15 +50,15 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     if args.build_only {
         return Ok(ExitCode::SUCCESS);
     }
-    let kernel = args.kernel.clone().unwrap_or(image.bzimage.clone());
-    let ran = pipeline::run_plain(&settings, kernel, &test_progs, &args.tests)?;
+    let kernel = args.choice.kernel.clone().unwrap_or(image.bzimage.clone());
+    let ran = pipeline::run_plain(&settings, kernel, &test_progs, &args.choice.tests)?;
     let report = &ran.report;
     if let Some(p) = &args.junit {
         write_file(p, &junit::selftests(report)?)?;
     }
     write_json(args.json.as_deref(), report)?;
     eprint!("{}", pipeline::render_results(report));
-    ran.check(&args.tests)?;
+    ran.check(&args.choice.tests)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,40 +10,14 @@ use fibneigh::external::{fetch_xdp_tools, ForwarderChoice};
 use fibneigh::report;
 use fibneigh::scenario::{self, Family, Scenario};
 use fibneigh::trial::{self, Expectation};
-use fibneigh_bpf::Hook;
 use fibneigh_vm as vm;
 
 use super::{exit, ResultFiles, Stopped, TimingArgs};
 
 #[derive(Args)]
 pub struct TrialArgs {
-    /// The forwarder as a BPF object file: the harness loads it as it is
-    /// and attaches its XDP or tc program to the DUT's client-facing device.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["attach", "xdp_forward"])]
-    pub object: Option<PathBuf>,
-    /// With --object: the program (name or section) to attach, when the
-    /// object has more than one XDP/tc program.
-    #[arg(long, requires = "object")]
-    pub program: Option<String>,
-    /// The forwarder as a command that attaches it, run with `sh -c`
-    /// inside the DUT's namespace: `{ifaces}` becomes the DUT's two
-    /// devices, `{ns}` the namespace (e.g. 'xdp-forward load -m native
-    /// {ifaces}').
-    #[arg(long, value_name = "CMD", requires_all = ["detach", "hook"], conflicts_with = "xdp_forward")]
-    pub attach: Option<String>,
-    /// With --attach: the command that detaches it (e.g. 'xdp-forward
-    /// unload {ifaces}'). Afterwards no XDP program and no tc filter may be
-    /// left on the DUT's devices.
-    #[arg(long, value_name = "CMD", requires = "attach")]
-    pub detach: Option<String>,
-    /// With --attach: where the forwarder runs (tc or xdp).
-    #[arg(long)]
-    pub hook: Option<Hook>,
-    /// xdp-forward from Debian trixie's xdp-tools, unmodified (fetched into
-    /// the cache on first use; run with trixie's own loader and libraries),
-    /// attached with 'xdp-forward load -m native {ifaces}'.
-    #[arg(long)]
-    pub xdp_forward: bool,
+    #[command(flatten)]
+    pub forwarder: ForwarderChoice,
     /// With --xdp-forward: only fetch xdp-tools into the cache (if it is
     /// not there) and print where it is; run nothing.
     #[arg(long, requires = "xdp_forward")]
@@ -72,21 +46,6 @@ pub struct TrialArgs {
     pub timing: TimingArgs,
 }
 
-impl TrialArgs {
-    fn forwarder(&self) -> ForwarderChoice {
-        ForwarderChoice {
-            object: self.object.clone(),
-            program: self.program.clone(),
-            attach: self.attach.clone(),
-            detach: self.detach.clone(),
-            hook: self.hook,
-            xdp_forward: self.xdp_forward,
-            name: self.name.clone(),
-            cache_dir: self.cache_dir.clone(),
-        }
-    }
-}
-
 pub fn run(args: TrialArgs) -> Result<ExitCode> {
     if args.fetch_only {
         let tools = fetch_xdp_tools(&args.cache_dir)?;
@@ -97,7 +56,7 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let spec = args.forwarder().spec()?;
+    let spec = args.forwarder.spec(args.name.as_deref(), &args.cache_dir)?;
     let support = super::prepare_lab()?;
     let external = spec
         .load()

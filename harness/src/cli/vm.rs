@@ -2,19 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
-use fibneigh::pipeline::run::RunSpec;
-use fibneigh::pipeline::{self, progress, render, AccelChoice};
+use anyhow::{Context, Result};
+use clap::Args;
+use fibneigh::pipeline::run::GuestChoice;
+use fibneigh::pipeline::series::SeriesQuery;
+use fibneigh::pipeline::{self, progress, render, KernelChoice, TimingChoice};
 use fibneigh::stop;
-use fibneigh_vm::base::KernelBase;
-use fibneigh_vm::series::Author;
-use fibneigh_vm::timing::{self, TimingRequest};
-use fibneigh_vm::{Arch, RunRequest, Series};
+use fibneigh_vm::timing;
 
-use super::{build_request, write_json, BuildArgs, Stopped};
+use super::{write_json, Stopped};
 
 #[derive(Args)]
 pub struct BuildCmd {
@@ -32,38 +29,20 @@ pub struct BuildCmd {
     #[arg(long)]
     pub no_ccache: bool,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub build: KernelChoice,
 }
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// bzImage to boot (default: the kernel `vm build` makes, built first
-    /// if it is not cached).
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
-    /// Seconds before the guest is killed.
-    #[arg(long, default_value_t = RunRequest::default().timeout.as_secs())]
-    pub timeout: u64,
-    /// Guest memory (QEMU syntax).
-    #[arg(long, default_value_t = RunRequest::default().memory)]
-    pub memory: String,
-    #[arg(long, default_value_t = RunRequest::default().cpus)]
-    pub cpus: u32,
-    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
-    pub accel: AccelChoice,
-    /// Extra host directories shared read-write (the repository always is).
-    #[arg(long)]
-    pub rwdir: Vec<PathBuf>,
-    /// Keep the console log even when the command succeeds.
-    #[arg(long)]
-    pub keep_console: bool,
+    #[command(flatten)]
+    pub guest: GuestChoice,
     /// Write the run's manifest as JSON here (`-`: standard output): the
     /// kernel, the runner (which virtme-ng, by path and release), the
     /// accelerator, the command and its exit status.
     #[arg(long)]
     pub json: Option<PathBuf>,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub build: KernelChoice,
     /// Command to run inside the guest.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -78,57 +57,15 @@ pub struct TreeCmd {
     #[arg(long)]
     pub print_path: bool,
     #[command(flatten)]
-    pub build: BuildArgs,
-}
-
-#[derive(Args)]
-pub struct SeriesArgs {
-    /// Which base's series: 7.3 (kernel-patches/) or 6.12
-    /// (kernel-patches/6.12/).
-    #[arg(long, default_value = "7.3")]
-    pub base: KernelBase,
-    /// Directory with the `series` file and patches [default: the base's].
-    #[arg(long)]
-    pub patches: Option<PathBuf>,
-    /// What to print.
-    #[arg(long, value_enum, default_value_t = SeriesItem::Patches)]
-    pub print: SeriesItem,
-    /// Instead: check that IDENT, as `git var GIT_AUTHOR_IDENT` prints it,
-    /// is someone to post the series as (a name, an email that is no
-    /// placeholder) and print it as `Name <email>`.
-    #[arg(long, value_name = "IDENT", conflicts_with = "print")]
-    pub check_author: Option<String>,
-    /// With --check-author: a placeholder email will do (the author of a
-    /// local branch, never posted).
-    #[arg(long, requires = "check_author")]
-    pub allow_placeholder: bool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum SeriesItem {
-    /// The patch files `series` names, in order, one path a line (each
-    /// must exist).
-    Patches,
-    /// The series' directory.
-    Dir,
-    /// The subject prefix of the posted series.
-    SubjectPrefix,
-    /// The branch series.sh import and export use by default.
-    Branch,
+    pub build: KernelChoice,
 }
 
 #[derive(Args)]
 pub struct TimingArgs {
-    /// Boots to time for boot-to-command.
-    #[arg(long, default_value_t = 3)]
-    pub boots: usize,
-    /// Skip the clean build (which takes minutes) and time only the rest.
-    #[arg(long)]
-    pub skip_clean_build: bool,
-    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
-    pub accel: AccelChoice,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub choice: TimingChoice,
+    #[command(flatten)]
+    pub build: KernelChoice,
 }
 
 /// `vm build`: build (or with --tree --clean, remove the worktree).
@@ -137,7 +74,7 @@ pub fn build_cmd(args: BuildCmd) -> Result<ExitCode> {
         clean(&args.build)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut req = build_request(&args.build)?;
+    let mut req = args.build.request()?;
     req.ccache = !args.no_ccache;
     let image = pipeline::build(&req)?;
     eprintln!("{}", render::describe(&image));
@@ -151,51 +88,25 @@ pub fn build_cmd(args: BuildCmd) -> Result<ExitCode> {
 pub fn tree(args: TreeCmd) -> Result<ExitCode> {
     let build = &args.build;
     let tree = if args.print_path {
-        if build.source.is_some() || build.tree.is_some() {
-            bail!("--print-path prints the pipeline's own tree of --base; it takes no --source or --tree");
-        }
-        build.base.unpacked_tree(&build.cache_dir, build.arch)?
+        build.unpacked_tree()?
     } else {
-        pipeline::prepare_tree(&build_request(build)?)?
+        pipeline::prepare_tree(&build.request()?)?
     };
     println!("{}", tree.path.display());
     Ok(ExitCode::SUCCESS)
 }
 
 /// `vm series`: what scripts/series.sh needs to know of a base's series.
-pub fn series(args: SeriesArgs) -> Result<ExitCode> {
-    if let Some(ident) = &args.check_author {
-        let author = Author::parse(ident)?;
-        let author = if args.allow_placeholder {
-            author
-        } else {
-            author.for_posting()?
-        };
-        println!("{author}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let dir = args
-        .patches
-        .unwrap_or_else(|| args.base.patches(&pipeline::repo_root()));
-    match args.print {
-        SeriesItem::Patches => {
-            for p in Series::parse(&dir)?.patches {
-                println!("{}", p.display());
-            }
-        }
-        SeriesItem::Dir => println!("{}", dir.display()),
-        SeriesItem::SubjectPrefix => println!("{}", args.base.subject_prefix()),
-        SeriesItem::Branch => println!("{}", args.base.branch()),
+pub fn series(args: SeriesQuery) -> Result<ExitCode> {
+    for line in args.lines()? {
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `vm build --tree PATH --clean`: remove the repository's worktree.
-fn clean(args: &BuildArgs) -> Result<()> {
-    let Some(path) = &args.tree else {
-        bail!("--clean needs --tree PATH");
-    };
-    match pipeline::remove_worktree(path, &args.cache_dir)? {
+fn clean(args: &KernelChoice) -> Result<()> {
+    match args.remove_worktree()? {
         (repo, Some(dir)) => eprintln!(
             "removed the worktree {} and its entry in {}/worktrees; built kernels stay in {}",
             dir.display(),
@@ -212,22 +123,7 @@ fn clean(args: &BuildArgs) -> Result<()> {
 }
 
 pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
-    let kernel = match &args.kernel {
-        Some(k) => k.clone(),
-        None => pipeline::build(&build_request(&args.build)?)?.bzimage,
-    };
-    let spec = RunSpec {
-        kernel,
-        um: args.build.arch == Arch::Um,
-        accel: args.accel,
-        cache: args.build.cache_dir.clone(),
-        rwdirs: args.rwdir.clone(),
-        memory: args.memory.clone(),
-        cpus: args.cpus,
-        command: args.command.clone(),
-        timeout: Duration::from_secs(args.timeout),
-        keep_console: args.keep_console,
-    };
+    let spec = args.guest.spec(&args.build, &args.command)?;
     let ran = match pipeline::run::run(&spec) {
         Ok(r) => r,
         // Ctrl-C / SIGTERM: the guest was stopped; exit as interrupted
@@ -253,21 +149,8 @@ pub fn run_in_guest(args: RunArgs) -> Result<ExitCode> {
 /// Clean build (fresh tree, ccache off), rebuild after touching
 /// net/core/filter.c, and boot-to-command for `true`.
 pub fn timing(args: TimingArgs) -> Result<ExitCode> {
-    if args.build.tree.is_some() {
-        bail!("vm timing measures the pipeline's own base (its clean build uses a private cache); --tree is not supported");
-    }
-    if args.build.arch == Arch::Um {
-        bail!("`vm timing` times the x86_64/virtme-ng pipeline; for User-Mode Linux use `vm build --arch um --no-ccache` and `vm run --arch um`");
-    }
     stop::install().context("failed to install the signal handlers")?;
-    let build = build_request(&args.build)?;
-    let req = TimingRequest {
-        accel: args.accel.resolve(&build.cache_dir),
-        build,
-        clean_build: !args.skip_clean_build,
-        boots: args.boots,
-        rwdirs: vec![pipeline::repo_root()],
-    };
+    let req = args.choice.request(&args.build)?;
     let mut reporter = progress::reporter();
     let t = timing::measure(&req, stop::flag(), reporter.as_mut())
         .context("failed to measure the VM pipeline")?;

@@ -6,6 +6,7 @@ pub mod progress;
 pub mod render;
 pub mod run;
 pub mod selftests;
+pub mod series;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -39,6 +40,18 @@ pub enum Error {
     Repo(#[source] vm::Error),
     #[error("failed to remove the worktree")]
     RemoveWorktree(#[source] vm::Error),
+    #[error(
+        "--print-path prints the pipeline's own tree of --base; it takes no --source or --tree"
+    )]
+    PrintPathSource,
+    #[error("--clean needs --tree PATH")]
+    CleanNoTree,
+    #[error("vm timing measures the pipeline's own base (its clean build uses a private cache); --tree is not supported")]
+    TimingTree,
+    #[error("`vm timing` times the x86_64/virtme-ng pipeline; for User-Mode Linux use `vm build --arch um --no-ccache` and `vm run --arch um`")]
+    TimingUm,
+    #[error(transparent)]
+    Author(#[from] vm::series::AuthorError),
     #[error(transparent)]
     Vm(#[from] vm::Error),
 }
@@ -58,27 +71,57 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
-/// The kernel a command line asks for; [`KernelChoice::request`] fills in
-/// the defaults from the repository.
-#[derive(Debug, Clone)]
+/// The kernel a command line asks for (the arguments `vm`, `icount` and
+/// `selftests` share); [`KernelChoice::request`] fills in the defaults
+/// from the repository.
+#[derive(Debug, Clone, clap::Args)]
 pub struct KernelChoice {
+    /// Cache directory for sources, trees and kernels.
+    #[arg(long, env = "FIBNEIGH_CACHE", default_value_os_t = vm::default_cache_dir())]
     pub cache_dir: PathBuf,
+    /// Which base: 7.3 (Debian's linux-source-7.3 from trixie-backports,
+    /// series in kernel-patches/) or 6.12 (linux-source-6.12 from
+    /// bookworm-security, the LTS backport in kernel-patches/6.12/).
+    #[arg(long, default_value = "7.3")]
     pub base: KernelBase,
-    /// A .tar.xz or an unpacked tree instead of the base's Debian package.
+    /// Base source: a .tar.xz or an unpacked kernel tree, instead of the
+    /// Debian package (a tree is copied: the files its .gitignore does not
+    /// ignore, keyed by their content).
+    #[arg(long)]
     pub source: Option<PathBuf>,
-    /// A kernel git repository whose HEAD is built (before `source`).
+    /// A kernel git repository you have (e.g. a bpf-next clone): its HEAD,
+    /// plus the series, is built in a worktree in the cache; your branch,
+    /// index and working tree are left alone and uncommitted changes are
+    /// not built. `vm build --tree PATH --clean` removes the worktree.
+    #[arg(long, value_name = "PATH", conflicts_with = "source")]
     pub tree: Option<PathBuf>,
-    /// The base without the series.
+    /// Build the base without the series (e.g. --tree's HEAD as it is).
+    #[arg(long)]
     pub no_series: bool,
-    /// The series' directory [default: the base's in the repository].
+    /// Directory with the `series` file and patches.
+    #[arg(long)]
     pub patches: Option<PathBuf>,
-    /// The config fragment [default: the architecture's in the base's
-    /// series directory].
+    /// Kernel config fragment merged onto tinyconfig [default: `config`,
+    /// with --arch um `config-um`, in the patches directory].
+    #[arg(long)]
     pub config: Option<PathBuf>,
-    /// `make -j` [default: the number of CPUs].
+    /// Parallel make jobs (default: number of CPUs).
+    #[arg(long, short)]
     pub jobs: Option<usize>,
+    /// Ask the mirror for the newest package version even if one is cached.
+    #[arg(long)]
     pub refresh_source: bool,
+    /// Build profile: tiny (the fragment alone), debug (plus the
+    /// `config-debug` fragment next to it: lockdep, KASAN, UBSAN, ...; for
+    /// correctness runs, never for benchmarks) or selftests (plus
+    /// `config-selftests`: what the BPF selftests of `selftests --diff`
+    /// need).
+    #[arg(long, value_enum, default_value_t = Profile::Tiny)]
     pub profile: Profile,
+    /// Architecture: x86_64 (a bzImage booted under virtme-ng) or um
+    /// (User-Mode Linux: `kernel-patches/config-um`, the `linux` program,
+    /// run natively on the host CPU with interpreted BPF).
+    #[arg(long, value_enum, default_value_t = Arch::X86_64)]
     pub arch: Arch,
 }
 
@@ -113,6 +156,57 @@ impl KernelChoice {
             return Ok(req.pristine()?);
         }
         Ok(req)
+    }
+
+    /// The tree the pipeline already unpacked for the base (and
+    /// architecture), as it is: nothing fetched, applied or configured.
+    /// Not for a `source` or `tree`.
+    pub fn unpacked_tree(&self) -> Result<vm::SourceTree> {
+        if self.source.is_some() || self.tree.is_some() {
+            return Err(Error::PrintPathSource);
+        }
+        Ok(self.base.unpacked_tree(&self.cache_dir, self.arch)?)
+    }
+
+    /// Remove the worktree the builds of `tree` use: its repository and
+    /// the worktree's directory, if there was one.
+    pub fn remove_worktree(&self) -> Result<(vm::tree::Repo, Option<PathBuf>)> {
+        let path = self.tree.as_deref().ok_or(Error::CleanNoTree)?;
+        remove_worktree(path, &self.cache_dir)
+    }
+}
+
+/// What `vm timing` asks for, besides the kernel.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TimingChoice {
+    /// Boots to time for boot-to-command.
+    #[arg(long, default_value_t = 3)]
+    pub boots: usize,
+    /// Skip the clean build (which takes minutes) and time only the rest.
+    #[arg(long)]
+    pub skip_clean_build: bool,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+}
+
+impl TimingChoice {
+    /// The measurement of the kernel `build` asks for: the pipeline's own
+    /// base (no --tree), x86_64 under virtme-ng, the repository shared.
+    pub fn request(&self, build: &KernelChoice) -> Result<vm::timing::TimingRequest> {
+        if build.tree.is_some() {
+            return Err(Error::TimingTree);
+        }
+        if build.arch == Arch::Um {
+            return Err(Error::TimingUm);
+        }
+        let build = build.request()?;
+        Ok(vm::timing::TimingRequest {
+            accel: self.accel.resolve(&build.cache_dir),
+            build,
+            clean_build: !self.skip_clean_build,
+            boots: self.boots,
+            rwdirs: vec![repo_root()],
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fibneigh_vm::{Accel, Arch, Guest, RunRequest, VirtmeNg};
 
-use super::{guest, run_guest, AccelChoice, Error, Result};
+use super::{guest, run_guest, AccelChoice, Error, KernelChoice, Result};
 use crate::stop;
 
 /// The guest to boot and the command to run.
@@ -26,6 +26,54 @@ pub struct RunSpec {
     pub command: Vec<String>,
     pub timeout: Duration,
     pub keep_console: bool,
+}
+
+/// The guest `vm run` asks for, besides its kernel build and command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuestChoice {
+    /// bzImage to boot (default: the kernel `vm build` makes, built first
+    /// if it is not cached).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Seconds before the guest is killed.
+    #[arg(long, default_value_t = RunRequest::default().timeout.as_secs())]
+    pub timeout: u64,
+    /// Guest memory (QEMU syntax).
+    #[arg(long, default_value_t = RunRequest::default().memory)]
+    pub memory: String,
+    #[arg(long, default_value_t = RunRequest::default().cpus)]
+    pub cpus: u32,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Extra host directories shared read-write (the repository always is).
+    #[arg(long)]
+    pub rwdir: Vec<PathBuf>,
+    /// Keep the console log even when the command succeeds.
+    #[arg(long)]
+    pub keep_console: bool,
+}
+
+impl GuestChoice {
+    /// The run of `command`: on `self.kernel`, else on the kernel `build`
+    /// asks for (built first if it is not cached).
+    pub fn spec(&self, build: &KernelChoice, command: &[String]) -> Result<RunSpec> {
+        let kernel = match &self.kernel {
+            Some(k) => k.clone(),
+            None => super::build(&build.request()?)?.bzimage,
+        };
+        Ok(RunSpec {
+            kernel,
+            um: build.arch == Arch::Um,
+            accel: self.accel,
+            cache: build.cache_dir.clone(),
+            rwdirs: self.rwdir.clone(),
+            memory: self.memory.clone(),
+            cpus: self.cpus,
+            command: command.to_vec(),
+            timeout: Duration::from_secs(self.timeout),
+            keep_console: self.keep_console,
+        })
+    }
 }
 
 /// A finished run.

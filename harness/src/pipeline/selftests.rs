@@ -7,11 +7,11 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use fibneigh_selftests as st;
-use fibneigh_vm::{BuildRequest, KernelImage};
+use fibneigh_vm::{Arch, BuildRequest, KernelImage};
 
 use crate::present::Table;
 
-use super::{build, build_pristine, guest, prepare_tree, run_guest, AccelChoice};
+use super::{build, build_pristine, guest, prepare_tree, run_guest, AccelChoice, KernelChoice};
 
 /// What the selftests' pipeline can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("selftests run under virtme-ng (x86_64) only; --arch um is not supported")]
+    Um,
     #[error("test_progs did not finish on both kernels")]
     Unfinished,
     #[error(
@@ -64,6 +66,37 @@ pub struct Settings {
     pub build: BuildRequest,
     pub accel: AccelChoice,
     pub timeout: Duration,
+}
+
+/// What `selftests` asks for, besides the kernel, its files and its mode.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelftestsChoice {
+    /// Boot this bzImage instead of the series' kernel (test_progs is still
+    /// built from the series' tree): e.g. the pristine base, to see the new
+    /// tests fail there.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Test selector passed to test_progs -t.
+    #[arg(long, default_value = "fib_lookup")]
+    pub tests: String,
+    #[arg(long, default_value_t = 1200)]
+    pub timeout: u64,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+}
+
+impl SelftestsChoice {
+    /// The settings for the kernel `build` asks for (x86_64 only).
+    pub fn settings(&self, build: &KernelChoice) -> Result<Settings> {
+        if build.arch == Arch::Um {
+            return Err(Error::Um);
+        }
+        Ok(Settings {
+            build: build.request()?,
+            accel: self.accel,
+            timeout: Duration::from_secs(self.timeout),
+        })
+    }
 }
 
 /// `make -j` for test_progs: the number of CPUs.

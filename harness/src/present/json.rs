@@ -1,10 +1,12 @@
 //! The envelope of every JSON report: which layout it has and which commit
-//! made it; and standard output kept for the report alone (`--json -`).
+//! made it; standard output kept for the report alone (`--json -`); and
+//! the reports and other files written where `--json` and the like say.
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The version of the JSON reports' layout; bumped when a field changes
@@ -82,6 +84,43 @@ pub fn stdout() -> Box<dyn Write> {
         Some(f) => Box::new(f),
         None => Box::new(std::io::stdout().lock()),
     }
+}
+
+/// A file or report that could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("failed to create {}", .0.display())]
+    CreateDir(PathBuf, #[source] std::io::Error),
+    #[error("failed to write {}", .0.display())]
+    Write(PathBuf, #[source] std::io::Error),
+    #[error("failed to write the JSON report to standard output")]
+    Stdout(#[source] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// Write `text` to `path`, creating its directory.
+pub fn write_file(path: &Path, text: &str) -> Result<(), WriteError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| WriteError::CreateDir(dir.into(), e))?;
+    }
+    std::fs::write(path, text).map_err(|e| WriteError::Write(path.into(), e))
+}
+
+/// `--json PATH` means one thing in every command: write the report to
+/// PATH (when given) as pretty JSON (see [`stamped`]), creating its
+/// directory; `-` is standard output, which then carries the report alone
+/// (see [`reserve_stdout`]).
+pub fn write<T: serde::Serialize>(path: Option<&Path>, value: &T) -> Result<(), WriteError> {
+    let Some(path) = path else { return Ok(()) };
+    let text = serde_json::to_string_pretty(&stamped(value)?)? + "\n";
+    if path != Path::new("-") {
+        return write_file(path, &text);
+    }
+    let mut out = stdout();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(WriteError::Stdout)
 }
 
 #[cfg(test)]

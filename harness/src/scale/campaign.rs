@@ -52,21 +52,56 @@ macro_rules! invalid {
     };
 }
 
-/// Every axis of a run: the cases are their product.
-#[derive(Debug, Clone)]
+/// Every axis of a run: the cases are their product; and the flow's rate
+/// and window, the GC thresholds and the check.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ScaleRequest {
+    /// Numbers of nexthops (comma-separated, up to 65000), each its own
+    /// neighbour entry and destination. The stock GC thresholds (512 and
+    /// 1024) hold about 200; more needs --raise-gc-thresh.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,128")]
     pub nexthops: Vec<u32>,
+    /// Percent of the nexthops moved at once (comma-separated; at least
+    /// one nexthop moves).
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
     pub moved_pct: Vec<u32>,
+    /// How the entries went STALE: forced (every entry replaced at the
+    /// move) or aged (they aged by themselves before it).
+    #[arg(long, value_delimiter = ',', default_value = "forced")]
     pub stale: Vec<StaleBy>,
+    /// Policies (comma-separated): baseline, always-neigh, state-aware,
+    /// refresh, header (the public header's example), kernel-stack (no
+    /// program). A policy whose flags this kernel lacks is skipped, by
+    /// name.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "baseline,always-neigh,state-aware,refresh,header,kernel-stack"
+    )]
     pub policy: Vec<PolicyChoice>,
+    /// Hooks (comma-separated): tc, xdp.
+    #[arg(long, value_delimiter = ',', default_value = "tc,xdp")]
     pub hook: Vec<Hook>,
+    /// Address families (comma-separated): 4, 6.
+    #[arg(long, value_delimiter = ',', default_value = "4")]
     pub family: Vec<Family>,
+    /// Aggregate rate of the flow over all nexthops, packets per second.
+    #[arg(long, default_value_t = 2000)]
     pub rate: u32,
+    /// Window after the move, in ms [default: 4 s plus six rounds of the
+    /// flow over every nexthop].
+    #[arg(long)]
     pub window_ms: Option<u64>,
-    /// Raise the GC thresholds for the run, rather than refuse an N they
-    /// cannot hold.
+    /// Raise the neighbour tables' GC thresholds (gc_thresh1..3, which are
+    /// global to the machine, not per namespace) for the largest N, and
+    /// put them back at the end. Without it, an N the current thresholds
+    /// cannot hold is refused.
+    #[arg(long)]
     pub raise_gc_thresh: bool,
-    /// Judge the results ([`judge`]).
+    /// Fail (exit 1) unless every moved destination recovers for the
+    /// policies that re-validate, none for baseline, and a program's
+    /// probes stay within 10x the stack's for the same case.
+    #[arg(long)]
     pub check: bool,
 }
 

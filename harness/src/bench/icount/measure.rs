@@ -10,8 +10,8 @@ use fibneigh_bpf::Hook;
 use fibneigh_icount::Report;
 use fibneigh_vm::{Accel, BuildRequest, KernelImage};
 
-use super::{analyse, GuestRun, IcountReport, HELPERS, MARKERS};
-use crate::pipeline;
+use super::{analyse, GuestRun, IcountReport, DEFAULT_RUNS, HELPERS, MARKERS};
+use crate::pipeline::{self, KernelChoice};
 use crate::stop;
 
 /// The plugin's file name as `cargo build` leaves it next to `fibneigh`.
@@ -83,6 +83,46 @@ pub struct Request {
     /// Before the guest is killed.
     pub timeout: Duration,
     pub keep_console: bool,
+}
+
+/// What `vm icount` asks for, besides the kernel, its files and its check.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IcountChoice {
+    /// Test runs per cell; each run is 64 lookups.
+    #[arg(long, default_value_t = DEFAULT_RUNS)]
+    pub runs: u32,
+    /// Hooks (repeatable) [default: tc and xdp].
+    #[arg(long = "hook")]
+    pub hooks: Vec<Hook>,
+    /// Measure the pristine base (same source, config and profile, no
+    /// patches) instead of the series: flags 0 before the series.
+    #[arg(long)]
+    pub pristine: bool,
+    /// Measure the pristine base first, then the series, and show flags 0
+    /// (and SKIP_NEIGH) before and after the series.
+    #[arg(long, conflicts_with = "pristine")]
+    pub with_pristine: bool,
+    /// The QEMU plugin [default: libfibneigh_icount_plugin.so next to this
+    /// binary; `cargo build -p fibneigh-icount-plugin` makes it].
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+    /// Seconds before the guest is killed.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+}
+
+impl IcountChoice {
+    /// The measurement of the kernel `build` asks for: the plugin found.
+    pub fn request(&self, build: &KernelChoice, keep_console: bool) -> Result<Request> {
+        Ok(Request {
+            plugin: locate_plugin(self.plugin.clone())?,
+            build: build.request()?,
+            runs: self.runs,
+            hooks: self.hooks.clone(),
+            timeout: Duration::from_secs(self.timeout),
+            keep_console,
+        })
+    }
 }
 
 /// The hooks asked for: every hook when none was.
