@@ -249,6 +249,7 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
         vec![dut_mac],
         Some(real_mac),
         clock,
+        None,
     )?;
     // Stops on every way out of here, errors included.
     let flow = standard::flow_through_dut(&lab, &n, src, nexthop, RATE_PPS, clock)?;

@@ -550,6 +550,10 @@ fn fuzz_forwarder(
             };
             let frame = gen_frame(rng, dut_mac, pools);
             report.forwarder_runs += 1;
+            // "tc baseline": the key's prefix; violations name policy first.
+            let key_of = |what: &str| format!("{} {} {what}", hook.name(), policy.name());
+            let violation =
+                |what: String| format!("forwarder {} {}: {what}", policy.name(), hook.name());
             let key = match fwd.test_run(hook, &frame, in_index) {
                 Ok(verdict) => {
                     let redirect = match hook {
@@ -557,43 +561,24 @@ fn fuzz_forwarder(
                         Hook::Xdp => verdict == XDP_REDIRECT,
                     };
                     if redirect && frame.len() < min_forwardable(&frame) {
-                        report.violations.push(format!(
-                            "forwarder {} {}: redirected a {}-byte frame",
-                            policy.name(),
-                            hook.name(),
-                            frame.len()
-                        ));
+                        let what = format!("redirected a {}-byte frame", frame.len());
+                        report.violations.push(violation(what));
                     }
-                    format!("{} {} verdict {verdict}", hook.name(), policy.name())
+                    key_of(&format!("verdict {verdict}"))
                 }
                 Err(_) if frame.len() < ETH_HLEN => {
-                    format!(
-                        "{} {} test-run rejected (frame < {ETH_HLEN} B)",
-                        hook.name(),
-                        policy.name()
-                    )
+                    key_of(&format!("test-run rejected (frame < {ETH_HLEN} B)"))
                 }
                 // A tc test run pulls the IP header its ethertype
                 // names: shorter frames never reach the program.
                 Err(_) if hook == Hook::Tc && tc_test_run_refuses(&frame) => {
-                    format!(
-                        "{} {} test-run rejected (truncated IP header)",
-                        hook.name(),
-                        policy.name()
-                    )
+                    key_of("test-run rejected (truncated IP header)")
                 }
-                Err(e) if report.violations.len() >= 50 => {
-                    let _ = e;
-                    format!("{} {} test-run failed", hook.name(), policy.name())
-                }
+                Err(_) if report.violations.len() >= 50 => key_of("test-run failed"),
                 Err(e) => {
-                    report.violations.push(format!(
-                        "forwarder {} {}: test run failed on {} bytes: {e}",
-                        policy.name(),
-                        hook.name(),
-                        frame.len()
-                    ));
-                    format!("{} {} test-run failed", hook.name(), policy.name())
+                    let what = format!("test run failed on {} bytes: {e}", frame.len());
+                    report.violations.push(violation(what));
+                    key_of("test-run failed")
                 }
             };
             *report.forwarder_verdicts.entry(key).or_default() += 1;

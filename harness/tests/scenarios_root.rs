@@ -17,31 +17,34 @@ fn cell(s: Scenario, p: Policy) -> Cell {
     Cell::new(s, PolicyChoice::Prog(p), Family::V4, Hook::Tc)
 }
 
+/// Run `c`, which must not be interrupted, and log its details.
+fn run_logged(c: &Cell, support: &Support, opts: &Options) -> fibneigh::scenario::CellResult {
+    let r = run_case(c, support, opts).expect("not interrupted");
+    eprintln!("{}", fibneigh::report::render_details(&r));
+    r
+}
+
 #[test]
 #[ignore = "needs root"]
 fn the_bug_reproduces_with_baseline_and_always_neigh_recovers() {
     let support = Support::probe().expect("probe the kernel");
     let opts = Options::default();
-    let base = run_case(
+    let base = run_logged(
         &cell(Scenario::IpReassign, Policy::Baseline),
         &support,
         &opts,
-    )
-    .expect("not interrupted");
-    eprintln!("{}", fibneigh::report::render_details(&base));
+    );
     assert_eq!(base.outcome, Outcome::NotRecovered, "{base:?}");
     assert_eq!(base.delivered_new, 0);
     assert!(base.redirect > 0 && base.lost > 0, "{base:?}");
     assert_eq!(base.final_new_mac, Some(false), "still the old MAC");
     assert_eq!(base.verdict, Verdict::Pass);
 
-    let neigh = run_case(
+    let neigh = run_logged(
         &cell(Scenario::IpReassign, Policy::AlwaysNeigh),
         &support,
         &opts,
-    )
-    .expect("not interrupted");
-    eprintln!("{}", fibneigh::report::render_details(&neigh));
+    );
     assert_eq!(neigh.outcome, Outcome::Recovered, "{neigh:?}");
     let ms = neigh.recovery_ms.expect("recovery time");
     assert!(ms > 0.0 && ms < opts.window.as_millis() as f64, "{ms}");
@@ -62,8 +65,7 @@ fn state_matrix_shows_whether_neigh_state_is_accepted() {
             Family::V4,
             hook,
         );
-        let r = run_case(&c, &support, &Options::default()).expect("not interrupted");
-        eprintln!("{}", fibneigh::report::render_details(&r));
+        let r = run_logged(&c, &support, &Options::default());
         assert_eq!(r.state_rows.len(), 9, "{r:?}");
         if support.neigh_state {
             assert_eq!(r.outcome, Outcome::Measured);

@@ -68,8 +68,7 @@ fn xdp_forward_black_holes_after_an_unannounced_move_and_recovers_when_announced
 #[test]
 #[ignore = "needs root"]
 fn the_headers_xdp_example_as_an_object_recovers() {
-    let dir = examples();
-    let object = dir.join("xdp_router.bpf.o");
+    let object = examples().join("xdp_router.bpf.o");
     let (code, text) = fibneigh(&[
         "trial",
         "--object",
@@ -105,8 +104,7 @@ fn bad_input_is_a_clear_error() {
     let (code, text) = fibneigh(&["trial"]);
     assert_eq!(code, Some(125), "{text}");
     assert!(text.contains("name the forwarder"), "{text}");
-    let dir = examples();
-    let object = dir.join("xdp_router.bpf.o");
+    let object = examples().join("xdp_router.bpf.o");
     let (code, text) = fibneigh(&[
         "trial",
         "--object",
@@ -159,8 +157,7 @@ fn a_failing_attach_command_is_named_and_the_lab_removed() {
 #[test]
 #[ignore = "needs root"]
 fn a_detach_that_leaves_a_program_behind_is_named() {
-    let dir = examples();
-    let object = dir.join("xdp_router.bpf.o");
+    let object = examples().join("xdp_router.bpf.o");
     let r = one_cell(ExternalSpec::Command {
         name: "sticky".into(),
         attach: format!(

@@ -327,6 +327,9 @@ fn dpkg_version_gt(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The mirror the test sources name.
+    const MIRROR: &str = "http://mirror.example/debian";
+
     #[test]
     fn one_line_format_with_options_and_comments() {
         let text = "\
@@ -340,10 +343,7 @@ deb http://security.example/debian-security bookworm-security main # trailing
         assert_eq!(s[0].uri, "http://mirror.example/debian/");
         assert_eq!(s[0].suites, ["bookworm"]);
         assert_eq!(s[0].components, ["main", "contrib"]);
-        assert_eq!(
-            debian_mirror(&s).as_deref(),
-            Some("http://mirror.example/debian")
-        );
+        assert_eq!(debian_mirror(&s).as_deref(), Some(MIRROR));
     }
 
     #[test]
@@ -373,10 +373,7 @@ Components: main
         let s = parse_deb822(text);
         assert_eq!(s.len(), 2, "{s:?}");
         assert_eq!(s[1].suites, ["bookworm", "bookworm-updates"]);
-        assert_eq!(
-            debian_mirror(&s).as_deref(),
-            Some("http://mirror.example/debian")
-        );
+        assert_eq!(debian_mirror(&s).as_deref(), Some(MIRROR));
     }
 
     #[test]
@@ -428,21 +425,17 @@ Components: main
             "deb http://main.example/debian bookworm main\n\
              deb http://sec.example/debian-security bookworm-security main\n",
         );
-        assert_eq!(
-            mirror_for_suite(&s, "bookworm-security").as_deref(),
-            Some("http://sec.example/debian-security")
-        );
-        assert_eq!(
-            mirror_for_suite(&s, "trixie-security").as_deref(),
-            Some("http://sec.example/debian-security")
-        );
-        assert_eq!(
-            mirror_for_suite(&s, "trixie-backports").as_deref(),
-            Some("http://main.example/debian")
-        );
-        assert_eq!(
-            mirror_for_suite(&s, "bookworm").as_deref(),
-            Some("http://main.example/debian")
-        );
+        for (suite, mirror) in [
+            ("bookworm-security", "http://sec.example/debian-security"),
+            ("trixie-security", "http://sec.example/debian-security"),
+            ("trixie-backports", "http://main.example/debian"),
+            ("bookworm", "http://main.example/debian"),
+        ] {
+            assert_eq!(
+                mirror_for_suite(&s, suite).as_deref(),
+                Some(mirror),
+                "{suite}"
+            );
+        }
     }
 }

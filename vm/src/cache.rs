@@ -115,21 +115,19 @@ mod tests {
     #[test]
     fn digest_changes_with_each_input() {
         let base = key().digest();
-        let mut k = key();
-        k.base.push('x');
-        assert_ne!(k.digest(), base, "base");
-        let mut k = key();
-        k.series = "aaab".into();
-        assert_ne!(k.digest(), base, "series");
-        let mut k = key();
-        k.config = "bbbc".into();
-        assert_ne!(k.digest(), base, "config");
-        let mut k = key();
-        k.profile = "w1".into();
-        assert_ne!(k.digest(), base, "profile");
-        let mut k = key();
-        k.arch = "um".into();
-        assert_ne!(k.digest(), base, "arch");
+        type Change = (&'static str, fn(&mut CacheKey));
+        let changes: [Change; 5] = [
+            ("base", |k| k.base.push('x')),
+            ("series", |k| k.series = "aaab".into()),
+            ("config", |k| k.config = "bbbc".into()),
+            ("profile", |k| k.profile = "w1".into()),
+            ("arch", |k| k.arch = "um".into()),
+        ];
+        for (what, change) in changes {
+            let mut k = key();
+            change(&mut k);
+            assert_ne!(k.digest(), base, "{what}");
+        }
         // Field boundaries matter: moving a character between fields is a
         // different key.
         let a = CacheKey {

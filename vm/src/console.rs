@@ -159,6 +159,16 @@ pub fn split_console(
 mod tests {
     use super::*;
 
+    /// The summary of `input` alone, its log and user lines dropped.
+    fn split_quietly(input: &str) -> ConsoleSummary {
+        split_console(
+            input.as_bytes(),
+            Vec::new(),
+            Vec::new(),
+            &AtomicBool::new(false),
+        )
+    }
+
     #[test]
     fn console_split_passes_only_command_stderr() {
         let input = format!(
@@ -206,12 +216,7 @@ mod tests {
         assert_eq!(splat_kind("WARNING: the test printed this"), None);
         assert_eq!(splat_kind("[    1.0] Linux version 7.3.4"), None);
         let input = "[    1.0] ok\n[    2.0] BUG: KASAN: use-after-free in x\n";
-        let s = split_console(
-            input.as_bytes(),
-            Vec::new(),
-            Vec::new(),
-            &AtomicBool::new(false),
-        );
+        let s = split_quietly(input);
         assert_eq!(s.splats, ["[    2.0] BUG: KASAN: use-after-free in x"]);
         assert_eq!(s.first_splat, "[    2.0] BUG: KASAN: use-after-free in x\n");
     }
@@ -235,12 +240,7 @@ mod tests {
     #[test]
     fn console_split_sees_panic_without_marker() {
         let input = "[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n";
-        let s = split_console(
-            input.as_bytes(),
-            Vec::new(),
-            Vec::new(),
-            &AtomicBool::new(false),
-        );
+        let s = split_quietly(input);
         assert_eq!(
             s,
             ConsoleSummary {

@@ -29,6 +29,13 @@ pub use platform::{Execution, Machine};
 
 use crate::error::{Error, Result};
 
+/// `values` without NaNs and infinities, in order; `None` if none is left.
+pub fn finite_sorted(values: &[f64]) -> Option<Vec<f64>> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then_some(v)
+}
+
 /// Median and range of repeated measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
@@ -42,11 +49,7 @@ pub struct Stats {
 impl Stats {
     /// `None` for no samples (NaNs are dropped first).
     pub fn of(samples: &[f64]) -> Option<Stats> {
-        let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
+        let v = finite_sorted(samples)?;
         let n = v.len();
         let median = if n % 2 == 1 {
             v[n / 2]

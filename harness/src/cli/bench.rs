@@ -11,15 +11,14 @@ use fibneigh::bench::request::{self, BenchRequest};
 use fibneigh::bench::{self, render};
 use fibneigh::stop;
 
-use super::{clean_lab, exit, write_file, write_json, Stopped};
+use super::{clean_lab, exit, write_file, JsonOut, Stopped};
 
 #[derive(Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub request: BenchRequest,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: JsonOut,
     /// Write the plot (ns per lookup, pps per policy) as SVG here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
@@ -62,7 +61,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     };
     print!("{}", render::render_table(&report));
     println!("({:.0} s)", started.elapsed().as_secs_f64());
-    write_json(args.json.as_deref(), &report)?;
+    args.out.write(&report)?;
     if let Some(p) = &args.svg {
         write_file(p, &render::render_svg(&report))?;
     }

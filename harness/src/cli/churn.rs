@@ -1,21 +1,19 @@
 //! `fibneigh churn`: neighbour churn under traffic (see `fibneigh::churn`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
 use fibneigh::churn::{self, ChurnRequest};
 
-use super::{exit, write_json, Stopped};
+use super::{exit, JsonOut, Stopped};
 
 #[derive(Args)]
 pub struct ChurnArgs {
     #[command(flatten)]
     pub request: ChurnRequest,
-    /// Also write the reports as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: JsonOut,
 }
 
 pub fn run(args: ChurnArgs) -> Result<ExitCode> {
@@ -27,7 +25,7 @@ pub fn run(args: ChurnArgs) -> Result<ExitCode> {
         Err(churn::RunsError::Interrupted) => return Err(Stopped::Lab.into()),
         r => r?,
     };
-    write_json(args.json.as_deref(), &reports)?;
+    args.out.write(&reports)?;
     if failed > 0 {
         eprintln!("fibneigh churn: {failed} run(s) failed");
     }

@@ -1,7 +1,6 @@
 //! `fibneigh fuzz`: seeded, reproducible fuzzing of bpf_fib_lookup() and
 //! of the forwarder (see `fibneigh::fuzz`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -9,15 +8,14 @@ use anyhow::Result;
 use clap::Args;
 use fibneigh::fuzz::FuzzRequest;
 
-use super::{exit, write_json};
+use super::{exit, JsonOut};
 
 #[derive(Args)]
 pub struct FuzzArgs {
     #[command(flatten)]
     pub request: FuzzRequest,
-    /// Also write the report as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: JsonOut,
 }
 
 pub fn run(args: FuzzArgs) -> Result<ExitCode> {
@@ -27,7 +25,7 @@ pub fn run(args: FuzzArgs) -> Result<ExitCode> {
     let run = args.request.run();
     let report = super::lab_run(run, "fuzz run")?;
     print!("{}", report.render(started.elapsed().as_secs_f64()));
-    write_json(args.json.as_deref(), &report)?;
+    args.out.write(&report)?;
     print!("{}", report.render_violations());
     Ok(exit(report.violations.is_empty()))
 }

@@ -14,15 +14,14 @@ use fibneigh::pipeline::KernelChoice;
 use fibneigh::stop;
 use fibneigh_bpf::Hook;
 
-use super::{exit, write_json, Stopped};
+use super::{exit, JsonOut, Stopped};
 
 #[derive(Args)]
 pub struct IcountArgs {
     #[command(flatten)]
     pub choice: IcountChoice,
-    /// Write the figures as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: JsonOut,
     /// Exit 1 when a gated goal that could be measured was missed: with
     /// --with-pristine, flags 0 and SKIP_NEIGH at most +2 over the
     /// pristine base in every row. The neighbour flags' own goals
@@ -76,6 +75,6 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
             render::goal_lines(goals)
         );
     }
-    write_json(args.json.as_deref(), &m.json(args.choice.pristine))?;
+    args.out.write(&m.json(args.choice.pristine))?;
     Ok(exit(!(args.check && m.gated_goal_missed())))
 }

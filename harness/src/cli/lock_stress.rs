@@ -1,7 +1,6 @@
 //! `fibneigh lock-stress`: arguments and printing; the run is
 //! `fibneigh::lock_stress`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -9,15 +8,14 @@ use clap::Args;
 use fibneigh::lock_stress::LockStressRequest;
 use fibneigh_bpf::flags;
 
-use super::{exit, write_json};
+use super::{exit, JsonOut};
 
 #[derive(Args, Debug)]
 pub struct LockStressArgs {
     #[command(flatten)]
     pub request: LockStressRequest,
-    /// Also write the report as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: JsonOut,
 }
 
 pub fn run(args: LockStressArgs) -> Result<ExitCode> {
@@ -26,7 +24,7 @@ pub fn run(args: LockStressArgs) -> Result<ExitCode> {
     let r = super::lab_run(args.request.run(), "lock-stress run")?;
     let problems = super::with_leftovers(r.problems.clone())?;
     print!("{}", r.render());
-    write_json(args.json.as_deref(), &r)?;
+    args.out.write(&r)?;
     for p in &problems {
         eprintln!("fibneigh lock-stress: {p}");
     }

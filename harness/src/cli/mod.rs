@@ -110,6 +110,21 @@ impl ResultFiles {
     }
 }
 
+/// A command's `--json`: its report as JSON, to a file or (`-`) standard
+/// output.
+#[derive(Args, Debug)]
+pub struct JsonOut {
+    /// Write the report as JSON here (`-`: standard output).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl JsonOut {
+    pub fn write<T: serde::Serialize>(&self, report: &T) -> Result<()> {
+        Ok(write_json(self.json.as_deref(), report)?)
+    }
+}
+
 /// The flow rate and recovery window of the traffic scenarios (`cell`,
 /// `matrix`, `trial`).
 #[derive(Args)]

@@ -10,15 +10,14 @@ use clap::Args;
 use fibneigh::scale;
 use fibneigh::scale::campaign::{self, Report, ScaleRequest};
 
-use super::{exit, write_json, Stopped};
+use super::{exit, JsonOut, Stopped};
 
 #[derive(Args)]
 pub struct ScaleArgs {
     #[command(flatten)]
     pub request: ScaleRequest,
-    /// Also write the results as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: JsonOut,
     /// Also draw the figures (SVG, a quantity against N per staleness,
     /// fraction and family) into this directory.
     #[arg(long)]
@@ -68,7 +67,7 @@ pub fn run(args: ScaleArgs) -> Result<ExitCode> {
         skipped: &skipped,
         results: &results,
     };
-    write_json(args.json.as_deref(), &report)?;
+    args.out.write(&report)?;
     if let Some(dir) = &args.svg_dir {
         let files = scale::plot::write_svgs(&results, dir)?;
         println!("{} figures in {}", files.len(), dir.display());

@@ -11,7 +11,7 @@ use fibneigh::report;
 use fibneigh::scenario::{self, Cell, Family, MatrixReport, Outcome, PolicyChoice, Scenario};
 use fibneigh_bpf::Hook;
 
-use super::{exit, write_file, write_json, ResultFiles, Stopped, TimingArgs};
+use super::{exit, write_file, JsonOut, ResultFiles, Stopped, TimingArgs};
 
 #[derive(Args)]
 pub struct CellArgs {
@@ -28,9 +28,8 @@ pub struct CellArgs {
     /// tc or xdp (ignored for kernel-stack).
     #[arg(long, default_value = "tc")]
     pub hook: Hook,
-    /// Also write the result as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: JsonOut,
     #[command(flatten)]
     pub timing: TimingArgs,
 }
@@ -74,7 +73,7 @@ pub fn cell(args: CellArgs) -> Result<ExitCode> {
     let r = scenario::run_case(&cell, &support, &opts).map_err(|_| Stopped::Lab)?;
     print!("{}", report::render_table(std::slice::from_ref(&r)));
     print!("{}", report::render_details(&r));
-    write_json(args.json.as_deref(), &r)?;
+    args.out.write(&r)?;
     Ok(exit(!matches!(r.outcome, Outcome::Error(_))))
 }
 

@@ -137,11 +137,7 @@ pub async fn get(h: &Handle, ifindex: u32, dst: IpAddr) -> Result<Option<NeighEn
 /// Delete the entry for `dst` on `ifindex`; false if there was none.
 pub async fn delete(h: &Handle, ifindex: u32, dst: IpAddr) -> Result<bool> {
     let mut msg = NeighbourMessage::default();
-    msg.header.family = if dst.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
+    msg.header.family = super::rtnl::family_of(dst);
     msg.header.ifindex = ifindex;
     msg.attributes
         .push(NeighbourAttribute::Destination(match dst {

@@ -158,14 +158,9 @@ pub async fn del_addresses_at(
     addrs: &[(IpAddr, u8)],
 ) -> Result<()> {
     use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-    use netlink_packet_route::AddressFamily;
     for &(addr, prefix_len) in addrs {
         let mut msg = AddressMessage::default();
-        msg.header.family = if addr.is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
+        msg.header.family = family_of(addr);
         msg.header.prefix_len = prefix_len;
         msg.header.index = index;
         msg.attributes.push(AddressAttribute::Address(addr));
@@ -204,6 +199,16 @@ pub async fn add_route(h: &Handle, r: &Route) -> Result<()> {
         .execute()
         .await
         .map_err(nl_err(format!("add route via {}", r.gateway)))
+}
+
+/// The netlink address family of `addr`.
+pub fn family_of(addr: IpAddr) -> netlink_packet_route::AddressFamily {
+    use netlink_packet_route::AddressFamily;
+    if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
 }
 
 /// Write `value` to /proc/sys/`key` (e.g. `net/ipv4/ip_forward`) in the

@@ -30,11 +30,7 @@ pub struct Spread {
 impl Spread {
     /// None for no values (nearest-rank percentiles).
     pub fn of(values: &[f64]) -> Option<Spread> {
-        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
+        let v = crate::bench::finite_sorted(values)?;
         let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
         Some(Spread {
             median: rank(0.5),

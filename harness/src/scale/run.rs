@@ -96,13 +96,13 @@ pub fn run(case: &ScaleCase, opts: &ScaleOptions) -> Result<ScaleResult> {
     let setup_ms = setup.elapsed().as_millis() as u64;
 
     let clock = Instant::now();
-    let wire = Capture::start_buffered(
+    let wire = Capture::start(
         &n.switch,
         &n.switch_dut_port,
         vec![dut_mac],
         None,
         clock,
-        CAPTURE_RCVBUF,
+        Some(CAPTURE_RCVBUF),
     )?;
     let src = pick(case.family, addr::CLIENT4, addr::CLIENT6);
     let flow = crate::standard::spread_flow_through_dut(

@@ -146,9 +146,24 @@ pub(super) fn run(
         vec![dut_mac, mac1, mac2],
         None,
         clock,
+        None,
     )?;
-    let at_a = Capture::start(&n.host_a, &n.host_a_if, vec![dut_mac], Some(mac1), clock)?;
-    let at_b = Capture::start(&n.host_b, &n.host_b_if, vec![dut_mac], Some(mac2), clock)?;
+    let at_a = Capture::start(
+        &n.host_a,
+        &n.host_a_if,
+        vec![dut_mac],
+        Some(mac1),
+        clock,
+        None,
+    )?;
+    let at_b = Capture::start(
+        &n.host_b,
+        &n.host_b_if,
+        vec![dut_mac],
+        Some(mac2),
+        clock,
+        None,
+    )?;
     let sampler = start_sampler(n.dut.clone(), n.dut_host_if.clone(), nexthop, clock);
     let src_ip = pick(cell.family, addr::CLIENT4, addr::CLIENT6);
     let flow = crate::standard::flow_through_dut(&lab, &n, src_ip, dst, opts.rate_pps, clock)?;

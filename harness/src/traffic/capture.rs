@@ -36,33 +36,12 @@ pub struct Capture {
 impl Capture {
     /// Capture on `ifname` in namespace `ns` every frame whose source MAC
     /// is in `sources`; count flow frames addressed to `watch_dst` (every
-    /// flow frame, without one) live in [`watched`](Self::watched). Returns once the channel is open.
+    /// flow frame, without one) live in [`watched`](Self::watched). With
+    /// `rcvbuf`, on a socket with a receive buffer of that many bytes, for
+    /// thousands of frames a second ([`finish_counted`](Self::finish_counted)
+    /// says how many the kernel still dropped). Returns once the channel is
+    /// open.
     pub fn start(
-        ns: &str,
-        ifname: &str,
-        sources: Vec<[u8; 6]>,
-        watch_dst: Option<[u8; 6]>,
-        clock: Instant,
-    ) -> Result<Capture> {
-        Self::start_with(ns, ifname, sources, watch_dst, clock, None)
-    }
-
-    /// [`start`](Self::start) on a socket with a receive buffer of
-    /// `rcvbuf` bytes, for thousands of frames a second;
-    /// [`finish_counted`](Self::finish_counted) says how many the kernel
-    /// still dropped.
-    pub fn start_buffered(
-        ns: &str,
-        ifname: &str,
-        sources: Vec<[u8; 6]>,
-        watch_dst: Option<[u8; 6]>,
-        clock: Instant,
-        rcvbuf: usize,
-    ) -> Result<Capture> {
-        Self::start_with(ns, ifname, sources, watch_dst, clock, Some(rcvbuf))
-    }
-
-    fn start_with(
         ns: &str,
         ifname: &str,
         sources: Vec<[u8; 6]>,
