@@ -53,9 +53,6 @@ impl Policy {
     }
 }
 
-/// A policy name that is not one of [`Policy::ALL`].
-pub type UnknownPolicy = fibneigh_names::UnknownName;
-
 /// Lookup return-code buckets: `BPF_FIB_LKUP_RET_*` 0..=10, then "other"
 /// (negative errnos and anything newer).
 pub const RC_BUCKETS: usize = slot::RC_OTHER + 1 - slot::RC;

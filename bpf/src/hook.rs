@@ -11,9 +11,6 @@ fibneigh_names::named_enum!(
     }
 );
 
-/// A hook name that is neither "tc" nor "xdp".
-pub type UnknownHook = fibneigh_names::UnknownName;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,9 +104,6 @@ impl KernelBase {
     }
 }
 
-/// A base name that is neither "7.3" nor "6.12".
-pub type UnknownBase = fibneigh_names::UnknownName;
-
 #[cfg(test)]
 mod tests {
     use super::*;
