@@ -183,3 +183,32 @@ fn series_sh_takes_its_tree_and_base_from_the_binary() {
         assert_eq!(listing(cache.path()), before);
     }
 }
+
+#[test]
+fn uml_bench_sh_refuses_a_bad_profile_or_series_before_building_anything() {
+    let uml_bench = repo().join("scripts/uml-bench.sh");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let before = listing(cache.path());
+    let no_series = cache.path().join("no-series");
+    std::fs::create_dir(&no_series).expect("mkdir");
+    let missing = no_series.display().to_string();
+    for (args, why) in [
+        (
+            vec!["--profile", "O3"],
+            "--profile must be tiny or o2, not 'O3'",
+        ),
+        (vec!["--profile"], "--profile must be tiny or o2, not ''"),
+        (
+            vec!["--patches", missing.as_str()],
+            "--patches needs a directory with a series file",
+        ),
+    ] {
+        let out = run(Command::new(&uml_bench)
+            .args(&args)
+            .env("FIBNEIGH_CACHE", cache.path()));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+    }
+    std::fs::remove_dir(&no_series).expect("rmdir");
+    assert_eq!(listing(cache.path()), before);
+}
