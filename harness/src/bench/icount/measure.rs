@@ -215,8 +215,17 @@ pub fn measure(req: &Request, pristine: bool) -> Result<(KernelImage, IcountRepo
         what: "cannot find this binary",
         source,
     })?;
+    // The guest runs a copy of this binary from the scratch directory: a
+    // `cargo build` on the host while the guest runs (a script that asks
+    // the binary something does one) replaces the file at `exe`, and the
+    // guest would find nothing there.
+    let guest_exe = scratch.path().join("fibneigh");
+    std::fs::copy(&exe, &guest_exe).map_err(|source| Error::Exe {
+        what: "cannot copy this binary for the guest",
+        source,
+    })?;
     let mut command = vec![
-        exe.display().to_string(),
+        guest_exe.display().to_string(),
         "icount-guest".into(),
         "--runs".into(),
         req.runs.to_string(),
