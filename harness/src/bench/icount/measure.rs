@@ -211,16 +211,13 @@ pub fn measure(req: &Request, pristine: bool) -> Result<(KernelImage, IcountRepo
     let mut guest = pipeline::guest(image.bzimage.clone(), Accel::Tcg, &req.build.cache_dir, &[]);
     guest.cpus = 1;
     guest.qemu_args = vec!["-plugin".into(), plugin_args.qemu_option(&req.plugin)];
-    let exe = std::env::current_exe().map_err(|source| Error::Exe {
-        what: "cannot find this binary",
-        source,
-    })?;
     // The guest runs a copy of this binary from the scratch directory: a
-    // `cargo build` on the host while the guest runs (a script that asks
-    // the binary something does one) replaces the file at `exe`, and the
-    // guest would find nothing there.
+    // `cargo build` on the host meanwhile (a script that asks the binary
+    // something does one) replaces the file this process was started
+    // from, and the guest would find nothing at its path. /proc/self/exe
+    // is the running binary even once its file has been replaced.
     let guest_exe = scratch.path().join("fibneigh");
-    std::fs::copy(&exe, &guest_exe).map_err(|source| Error::Exe {
+    std::fs::copy("/proc/self/exe", &guest_exe).map_err(|source| Error::Exe {
         what: "cannot copy this binary for the guest",
         source,
     })?;
