@@ -187,6 +187,10 @@ pub struct BenchReport {
     pub machine: Machine,
     /// `uname -r`.
     pub kernel: String,
+    /// Which build of the kernel (series digest, profile, architecture,
+    /// base), when `fibneigh vm run` booted one that `vm build` made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_build: Option<String>,
     /// The command line that produced this report.
     pub command: String,
     pub rows: Vec<Row>,
@@ -196,6 +200,14 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
+    /// `uname -r`, and the build when it is known.
+    pub fn kernel_label(&self) -> String {
+        match &self.kernel_build {
+            Some(b) => format!("{} ({b})", self.kernel),
+            None => self.kernel.clone(),
+        }
+    }
+
     /// The cells the kernel could not measure, as "row/column".
     pub fn unsupported_cells(&self) -> Vec<String> {
         unsupported_cells(&self.rows)
@@ -267,6 +279,7 @@ pub fn run(
     Ok(BenchReport {
         machine,
         kernel: platform::kernel_release(),
+        kernel_build: platform::kernel_build(),
         command: command.to_string(),
         goals: goals(&rows),
         rows,
@@ -416,6 +429,25 @@ pub fn goals(rows: &[Row]) -> Vec<Goal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_names_its_kernel_build_when_the_guest_was_told_it() {
+        let mut r: BenchReport = serde_json::from_str(
+            r#"{"machine":{"cores":1,"cpu":"UML","execution":{"kind":"user_mode"}},
+                "kernel":"7.3.4+","command":"fibneigh bench","rows":[],"goals":[],"method":[]}"#,
+        )
+        .expect("a report written before kernel_build reads");
+        assert_eq!(r.kernel_build, None);
+        assert_eq!(r.kernel_label(), "7.3.4+");
+        assert!(!serde_json::to_string(&r).unwrap().contains("kernel_build"));
+        r.kernel_build = Some("series 3dd8662660395c1c, profile o2".into());
+        assert_eq!(
+            r.kernel_label(),
+            "7.3.4+ (series 3dd8662660395c1c, profile o2)"
+        );
+        let back: BenchReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
 
     #[test]
     fn stats_median_and_range() {

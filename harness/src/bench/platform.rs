@@ -132,6 +132,20 @@ impl Machine {
     }
 }
 
+/// Set by `fibneigh vm run` in the guest when it boots a kernel that `vm
+/// build` made: which build that is (see [`kernel_build`]).
+pub const KERNEL_BUILD_ENV: &str = "FIBNEIGH_KERNEL_BUILD";
+
+/// Which build of the running kernel this is (series digest, profile,
+/// architecture, base), as `fibneigh vm run` said; `None` outside such a
+/// guest. `uname -r` cannot tell two series on one base apart.
+pub fn kernel_build() -> Option<String> {
+    std::env::var(KERNEL_BUILD_ENV)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
 /// `uname -r` of the running kernel.
 pub fn kernel_release() -> String {
     nix::sys::utsname::uname()

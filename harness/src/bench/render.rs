@@ -70,7 +70,7 @@ pub fn render_table(report: &BenchReport) -> String {
     let _ = writeln!(
         out,
         "fibneigh bench: kernel {}, {} cores, {}, {}",
-        report.kernel,
+        report.kernel_label(),
         report.machine.cores,
         report.machine.cpu,
         report.machine.execution.label()
@@ -320,7 +320,7 @@ pub fn render_svg(report: &BenchReport) -> String {
         draw::FONT_SIZE,
         format!(
             "fibneigh bench: kernel {}, {} cores, {}; bars: median, whiskers: min..max",
-            report.kernel,
+            report.kernel_label(),
             report.machine.cores,
             report.machine.execution.label()
         ),
@@ -389,6 +389,7 @@ mod tests {
                 execution,
             },
             kernel: "7.3.4+".into(),
+            kernel_build: None,
             command: "fibneigh bench".into(),
             rows: vec![lookup, rate],
             goals: vec![Goal {

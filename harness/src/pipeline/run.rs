@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use fibneigh_vm::{Accel, Arch, Guest, RunRequest, VirtmeNg};
+use fibneigh_vm::{Accel, Arch, CacheKey, Guest, RunRequest, VirtmeNg};
 
 use super::{guest, run_guest, AccelChoice, Error, KernelChoice, Result};
+use crate::bench::platform::KERNEL_BUILD_ENV;
 use crate::stop;
 
 /// The guest to boot and the command to run.
@@ -26,6 +27,9 @@ pub struct RunSpec {
     pub command: Vec<String>,
     pub timeout: Duration,
     pub keep_console: bool,
+    /// Which build the kernel is, when `vm build` made it: the guest's
+    /// command sees it as `FIBNEIGH_KERNEL_BUILD` ([`guest_command`]).
+    pub build: Option<String>,
 }
 
 /// The guest `vm run` asks for, besides its kernel build and command.
@@ -57,12 +61,16 @@ impl GuestChoice {
     /// The run of `command`: on `self.kernel`, else on the kernel `build`
     /// asks for (built first if it is not cached).
     pub fn spec(&self, build: &KernelChoice, command: &[String]) -> Result<RunSpec> {
-        let kernel = match &self.kernel {
-            Some(k) => k.clone(),
-            None => super::build(&build.request()?)?.bzimage,
+        let (kernel, described) = match &self.kernel {
+            Some(k) => (k.clone(), None),
+            None => {
+                let image = super::build(&build.request()?)?;
+                (image.bzimage, Some(describe_build(&image.key)))
+            }
         };
         Ok(RunSpec {
             kernel,
+            build: described,
             um: build.arch == Arch::Um,
             accel: self.accel,
             cache: build.cache_dir.clone(),
@@ -76,6 +84,27 @@ impl GuestChoice {
     }
 }
 
+/// A kernel build in one line, for reports made inside the guest: `uname
+/// -r` is the same for every series on one base.
+pub fn describe_build(key: &CacheKey) -> String {
+    format!(
+        "series {}, profile {}, {}, config {}, base {}",
+        key.series, key.profile, key.arch, key.config, key.base
+    )
+}
+
+/// The command as the guest runs it: with `build` known, through `env` so
+/// that it sees `FIBNEIGH_KERNEL_BUILD`; otherwise as given.
+pub fn guest_command(command: &[String], build: Option<&str>) -> Vec<String> {
+    match build {
+        Some(b) => ["env".to_string(), format!("{}={b}", KERNEL_BUILD_ENV)]
+            .into_iter()
+            .chain(command.iter().cloned())
+            .collect(),
+        None => command.to_vec(),
+    }
+}
+
 /// A finished run.
 #[derive(Debug)]
 pub struct Ran {
@@ -84,6 +113,8 @@ pub struct Ran {
     /// The virtme-ng that booted it (none for User-Mode Linux).
     pub runner: Option<VirtmeNg>,
     pub status: ExitStatus,
+    /// [`RunSpec::build`].
+    pub build: Option<String>,
 }
 
 /// Boot `spec`'s kernel and run its command. A guest stopped by
@@ -124,7 +155,7 @@ pub fn run(spec: &RunSpec) -> Result<Ran> {
     }
     let status = match run_guest(
         &guest,
-        spec.command.clone(),
+        guest_command(&spec.command, spec.build.as_deref()),
         spec.timeout,
         spec.keep_console,
     ) {
@@ -137,6 +168,7 @@ pub fn run(spec: &RunSpec) -> Result<Ran> {
         accel,
         runner,
         status,
+        build: spec.build.clone(),
     })
 }
 
@@ -146,6 +178,7 @@ impl Ran {
         let um = self.guest.arch == Arch::Um;
         RunManifest {
             kernel: &self.guest.kernel,
+            build: self.build.as_deref(),
             arch: if um { "um" } else { "x86_64" },
             accel: match self.accel {
                 Accel::Kvm if !um => "kvm",
@@ -163,10 +196,46 @@ impl Ran {
 #[derive(serde::Serialize)]
 pub struct RunManifest<'a> {
     pub kernel: &'a Path,
+    /// Which build the kernel is ([`describe_build`]), when `vm build`
+    /// made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<&'a str>,
     pub arch: &'static str,
     pub accel: &'static str,
     /// The virtme-ng that booted the guest (none for User-Mode Linux).
     pub runner: Option<&'a VirtmeNg>,
     pub command: &'a [String],
     pub exit_code: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> CacheKey {
+        CacheKey {
+            base: "linux-source-7.3_7.3.4-1~bpo13+1".into(),
+            series: "3dd8662660395c1c".into(),
+            config: "3e4d59cc0ff9d46e".into(),
+            profile: "o2".into(),
+            arch: "um".into(),
+        }
+    }
+
+    #[test]
+    fn a_known_build_reaches_the_guest_through_env() {
+        let build = describe_build(&key());
+        assert_eq!(
+            build,
+            "series 3dd8662660395c1c, profile o2, um, config 3e4d59cc0ff9d46e, \
+             base linux-source-7.3_7.3.4-1~bpo13+1"
+        );
+        let command = vec!["fibneigh".to_string(), "bench".into(), "--only".into()];
+        let argv = guest_command(&command, Some(&build));
+        assert_eq!(argv[0], "env");
+        assert_eq!(argv[1], format!("FIBNEIGH_KERNEL_BUILD={build}"));
+        assert_eq!(&argv[2..], &command[..]);
+        // --kernel PATH: nothing is known, the command runs as given.
+        assert_eq!(guest_command(&command, None), command);
+    }
 }
