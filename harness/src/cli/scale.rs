@@ -61,6 +61,7 @@ pub fn run(args: ScaleArgs) -> Result<ExitCode> {
 
     let report = Report {
         kernel: fibneigh::bench::platform::kernel_release(),
+        kernel_build: fibneigh::bench::platform::kernel_build(),
         patched,
         options: opts,
         gc_thresholds,

@@ -120,6 +120,9 @@ impl ScaleRequest {
 #[derive(Serialize)]
 pub struct Report<'a> {
     pub kernel: String,
+    /// As [`crate::bench::BenchReport::kernel_build`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_build: Option<String>,
     pub patched: bool,
     pub options: ScaleOptions,
     pub gc_thresholds: Vec<GcSet>,
