@@ -188,7 +188,8 @@ pub struct BenchReport {
     /// `uname -r`.
     pub kernel: String,
     /// Which build of the kernel (series digest, profile, architecture,
-    /// base), when `fibneigh vm run` booted one that `vm build` made.
+    /// config digest, base), when `fibneigh vm run` booted one that `vm
+    /// build` made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_build: Option<String>,
     /// The command line that produced this report.

@@ -137,7 +137,7 @@ impl Machine {
 pub const KERNEL_BUILD_ENV: &str = "FIBNEIGH_KERNEL_BUILD";
 
 /// Which build of the running kernel this is (series digest, profile,
-/// architecture, base), as `fibneigh vm run` said; `None` outside such a
+/// architecture, config digest, base), as `fibneigh vm run` said; `None` outside such a
 /// guest. `uname -r` cannot tell two series on one base apart.
 pub fn kernel_build() -> Option<String> {
     std::env::var(KERNEL_BUILD_ENV)

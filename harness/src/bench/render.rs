@@ -313,18 +313,32 @@ fn panel(
 pub fn render_svg(report: &BenchReport) -> String {
     let emulated = report.machine.execution.emulated();
     let (w, h) = (1100.0, 420.0);
-    let mut c = Canvas::new(w, h + 30.0);
+    // The kernel's build, when known, on a line of its own: it is long.
+    let top = if report.kernel_build.is_some() {
+        40.0
+    } else {
+        26.0
+    };
+    let mut c = Canvas::new(w, h + top + 4.0);
     c.title(
         10.0,
         16.0,
         draw::FONT_SIZE,
         format!(
             "fibneigh bench: kernel {}, {} cores, {}; bars: median, whiskers: min..max",
-            report.kernel_label(),
+            report.kernel,
             report.machine.cores,
             report.machine.execution.label()
         ),
     );
+    if let Some(build) = &report.kernel_build {
+        c.title(
+            10.0,
+            30.0,
+            draw::FONT_SIZE,
+            format!("kernel build: {build}"),
+        );
+    }
     let suffix = if emulated {
         " — ratio to reference, emulated (TCG)"
     } else {
@@ -335,7 +349,7 @@ pub fn render_svg(report: &BenchReport) -> String {
     let half = w / 2.0;
     panel(
         &mut c,
-        (0.0, 26.0),
+        (0.0, top),
         (half, h),
         &format!("bpf_fib_lookup(): ns per lookup by flags{suffix}"),
         &lookups,
@@ -343,7 +357,7 @@ pub fn render_svg(report: &BenchReport) -> String {
     );
     panel(
         &mut c,
-        (half, 26.0),
+        (half, top),
         (half, h),
         &format!("forwarding: packets per second by policy{suffix}"),
         &rates,

@@ -37,8 +37,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub guest: GuestChoice,
     /// Write the run's manifest as JSON here (`-`: standard output): the
-    /// kernel, the runner (which virtme-ng, by path and release), the
-    /// accelerator, the command and its exit status.
+    /// kernel (and `kernel_build`, its series, profile, architecture,
+    /// config and base, when `vm build` made it), the runner (which
+    /// virtme-ng, by path and release), the accelerator, the command and
+    /// its exit status.
     #[arg(long)]
     pub json: Option<PathBuf>,
     #[command(flatten)]

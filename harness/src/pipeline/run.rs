@@ -198,7 +198,7 @@ pub struct RunManifest<'a> {
     pub kernel: &'a Path,
     /// Which build the kernel is ([`describe_build`]), when `vm build`
     /// made it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "kernel_build", skip_serializing_if = "Option::is_none")]
     pub build: Option<&'a str>,
     pub arch: &'static str,
     pub accel: &'static str,
@@ -237,5 +237,10 @@ mod tests {
         assert_eq!(&argv[2..], &command[..]);
         // --kernel PATH: nothing is known, the command runs as given.
         assert_eq!(guest_command(&command, None), command);
+        // The guest's shell line (virtme-ng's `exec ...`) gives the same
+        // argv back, the build as one word.
+        let line = fibneigh_vm::boot::guest_script(&argv);
+        let exec = line.split("exec ").nth(1).expect("an exec line");
+        assert_eq!(shlex::split(exec).expect("a shell line"), argv);
     }
 }
