@@ -4,21 +4,28 @@
 use std::time::Duration;
 
 use fibneigh_vm::timing::Timings;
-use fibneigh_vm::{Accel, KernelImage};
+use fibneigh_vm::{Accel, CacheKey, KernelImage};
 
 use crate::present::Table;
 
 /// One line on a kernel: its release, upstream and origin, and what it
-/// was built from.
+/// was built from ([`describe_build`]).
 pub fn describe(image: &KernelImage) -> String {
     format!(
-        "kernel {} (upstream {}, {}; series {}, config {}, profile {})",
+        "kernel {} (upstream {}, {}; {})",
         image.release,
         image.upstream,
         image.origin,
-        image.key.series,
-        image.key.config,
-        image.key.profile
+        describe_build(&image.key)
+    )
+}
+
+/// What a kernel was built from, in one line: also what `vm run` tells
+/// the guest, whose `uname -r` is the same for every series on one base.
+pub fn describe_build(key: &CacheKey) -> String {
+    format!(
+        "series {}, profile {}, {}, config {}, base {}",
+        key.series, key.profile, key.arch, key.config, key.base
     )
 }
 

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use fibneigh_vm::{Accel, Arch, CacheKey, Guest, RunRequest, VirtmeNg};
+use fibneigh_vm::{Accel, Arch, Guest, RunRequest, VirtmeNg};
 
+use super::render::describe_build;
 use super::{guest, run_guest, AccelChoice, Error, KernelChoice, Result};
 use crate::bench::platform::KERNEL_BUILD_ENV;
 use crate::stop;
@@ -82,15 +83,6 @@ impl GuestChoice {
             keep_console: self.keep_console,
         })
     }
-}
-
-/// A kernel build in one line, for reports made inside the guest: `uname
-/// -r` is the same for every series on one base.
-pub fn describe_build(key: &CacheKey) -> String {
-    format!(
-        "series {}, profile {}, {}, config {}, base {}",
-        key.series, key.profile, key.arch, key.config, key.base
-    )
 }
 
 /// The command as the guest runs it: with `build` known, through `env` so
@@ -211,6 +203,7 @@ pub struct RunManifest<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fibneigh_vm::CacheKey;
 
     fn key() -> CacheKey {
         CacheKey {
