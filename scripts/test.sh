@@ -187,7 +187,7 @@ background target/ci-logs/build-um.log "$bin" vm build --arch um
 # hit and the step costs minutes, not a clean build (README, "Your own
 # kernel tree").
 step "--tree: a user's kernel repository built in a worktree (ccache), left unchanged, cached, booted; --clean"
-cargo test -p fibneigh --test tree_tier -- --ignored --test-threads=1
+cargo test -p fibneigh --test tree_tier -- --ignored --test-threads=1 --nocapture
 
 # The matrices' recovery window is a tolerance, not a speed target (how
 # fast each policy recovers is fibneigh bench's figure): a cell that must

@@ -31,6 +31,20 @@ fn state(repo: &Path) -> [String; 5] {
     ]
 }
 
+/// How long each part of the tier took, on stderr (CI runs the tier with
+/// `--nocapture`, so its log says where the step's time went).
+fn took(what: &str, since: std::time::Instant) {
+    eprintln!("tree tier: {what}: {:.1} s", since.elapsed().as_secs_f64());
+}
+
+/// The phase lines (`[worktree] done in 7.2s`, ...) of a `vm build`'s stderr.
+fn phases(err: &str) -> String {
+    err.lines()
+        .filter(|l| l.starts_with('[') && l.contains(" done in "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn worktrees(repo: &Path) -> Vec<String> {
     git(repo, &["worktree", "list", "--porcelain"])
         .lines()
@@ -42,7 +56,9 @@ fn worktrees(repo: &Path) -> Vec<String> {
 #[ignore = "tree tier: clones the pristine kernel tree, builds it from a worktree (ccache), boots it"]
 fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
     // The pipeline's own kernel, for its pristine tree and its cache.
+    let started = std::time::Instant::now();
     let out = run(fibneigh().args(["vm", "build", "--json", "-"]));
+    took("vm build (the pipeline's own kernel)", started);
     assert!(out.status.success(), "vm build failed: {}", stderr(&out));
     let image: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let pristine = PathBuf::from(image["tree"].as_str().expect("tree"));
@@ -59,6 +75,7 @@ fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
         pristine.display()
     );
 
+    let started = std::time::Instant::now();
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("linux");
     let (src, dst) = (pristine.to_string_lossy(), repo.to_string_lossy());
@@ -69,6 +86,7 @@ fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
     std::fs::write(repo.join("notes.txt"), "untracked\n").expect("untracked");
     let before = state(&repo);
     let listed = worktrees(&repo);
+    took("the user's repository (clone, checkout)", started);
 
     let cache = tmp.path().join("cache");
     std::fs::create_dir_all(&cache).expect("cache");
@@ -89,11 +107,12 @@ fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
         "vm build --tree failed: {}",
         stderr(&out)
     );
-    eprintln!(
-        "vm build --tree (empty private cache, shared ccache): {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
     let err = stderr(&out);
+    took(
+        "vm build --tree (empty private cache, shared ccache)",
+        started,
+    );
+    eprintln!("tree tier: its phases: {}", phases(&err));
     assert!(err.contains("has uncommitted changes"), "{err}");
     assert!(
         err.contains("[worktree]") && err.contains("[patch]"),
@@ -174,10 +193,11 @@ fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
     let started = std::time::Instant::now();
     let out = run(&mut build());
     assert!(out.status.success(), "rebuild failed: {}", stderr(&out));
-    eprintln!(
-        "vm build --tree after a commit to net/core/filter.c: {:.1} s",
-        started.elapsed().as_secs_f64()
+    took(
+        "vm build --tree after a commit to net/core/filter.c",
+        started,
     );
+    eprintln!("tree tier: its phases: {}", phases(&stderr(&out)));
     let rebuilt: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(rebuilt["tree"], built["tree"], "the same worktree");
     assert_ne!(rebuilt["key"], built["key"]);
@@ -197,6 +217,7 @@ fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
     assert_eq!(state(&repo), before, "the user's repository changed");
 
     // vm run takes --tree too: the guest runs the series' kernel.
+    let started = std::time::Instant::now();
     let out = run(fibneigh()
         .args(["vm", "run", "--accel", "tcg", "--timeout", "900", "--tree"])
         .arg(&repo)
@@ -213,6 +234,7 @@ fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
         "probe in the --tree kernel: {}",
         stderr(&out)
     );
+    took("vm run --tree (boot, probe)", started);
 
     // --clean removes the worktree and its entry; the repository is as
     // it was, with no branch or worktree of ours.
