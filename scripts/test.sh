@@ -18,11 +18,21 @@ esac
 
 # On GitHub Actions every step is a fold of the log. Each step's start is
 # recorded, and the run ends (passed or not) with the wall time of every
-# step, also kept in target/ci-logs/steps.tsv.
+# step and how busy the machine's CPUs were during it (all cores, from
+# /proc/stat: 100 % is every core busy, whoever used it, background builds
+# included), also kept in target/ci-logs/steps.tsv.
 in_group=0
 run_start=$(date +%s)
 step_names=()
 step_starts=()
+step_cpu=()
+# "busy total" jiffies of all CPUs so far: busy is user, nice, system, irq
+# and softirq; the total adds idle, iowait and steal (guest time is already
+# in user and nice).
+cpu_jiffies() {
+	awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8; print b, b + $5 + $6 + $9; exit }' /proc/stat
+}
+run_cpu=$(cpu_jiffies)
 step() {
 	if [ "${GITHUB_ACTIONS:-}" = true ]; then
 		[ "$in_group" = 1 ] && echo "::endgroup::"
@@ -31,22 +41,29 @@ step() {
 	fi
 	step_names+=("$1")
 	step_starts+=("$(date +%s)")
+	step_cpu+=("$(cpu_jiffies)")
 	printf '\n=== %s (%s)\n' "$1" "$(date +%T)"
 }
+# Percent of the CPUs busy between two "busy total" samples.
+busy_pct() {
+	echo "$1 $2" | awk '{ t = $4 - $2; print (t > 0 ? int(100 * ($3 - $1) / t + 0.5) : 0) }'
+}
 step_times() {
-	local status=$? now i end
+	local status=$? now cpu i end
 	now=$(date +%s)
+	cpu=$(cpu_jiffies)
 	mkdir -p target/ci-logs
 	{
-		printf 'seconds\tstep\n'
+		printf 'seconds\tcpu_busy_pct\tstep\n'
 		for i in "${!step_names[@]}"; do
 			end=${step_starts[$((i + 1))]:-$now}
-			printf '%s\t%s\n' "$((end - step_starts[i]))" "${step_names[$i]:0:100}"
+			printf '%s\t%s\t%s\n' "$((end - step_starts[i]))" \
+				"$(busy_pct "${step_cpu[$i]}" "${step_cpu[$((i + 1))]:-$cpu}")" "${step_names[$i]:0:100}"
 		done
-		printf '%s\t%s\n' "$((now - run_start))" "total (exit $status)"
+		printf '%s\t%s\t%s\n' "$((now - run_start))" "$(busy_pct "$run_cpu" "$cpu")" "total (exit $status)"
 	} >target/ci-logs/steps.tsv
-	printf '\n=== wall time per step (target/ci-logs/steps.tsv)\n'
-	awk -F'\t' 'NR > 1 { printf "%4dm%02ds  %s\n", $1 / 60, $1 % 60, $2 }' target/ci-logs/steps.tsv
+	printf '\n=== wall time per step, CPUs busy during it (target/ci-logs/steps.tsv)\n'
+	awk -F'\t' 'NR > 1 { printf "%4dm%02ds %4s%%  %s\n", $1 / 60, $1 % 60, $2, $3 }' target/ci-logs/steps.tsv
 }
 trap step_times EXIT
 
