@@ -156,8 +156,10 @@ fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
     assert_eq!(worktrees(&repo), with_ours);
 
     // Nothing changed: a cache hit, no worktree, patch or build step.
+    let started = std::time::Instant::now();
     let out = run(&mut build());
     assert!(out.status.success());
+    took("vm build --tree again (a cache hit)", started);
     let err = stderr(&out);
     assert!(err.contains("[build] cached"), "{err}");
     for step in ["[worktree]", "[patch]", "[configure]", "[build] bzImage"] {
@@ -238,16 +240,23 @@ fn tree_build_leaves_the_users_repository_unchanged_and_is_cached() {
 
     // --clean removes the worktree and its entry; the repository is as
     // it was, with no branch or worktree of ours.
+    let started = std::time::Instant::now();
     let out = run(fibneigh()
         .args(["vm", "build", "--clean", "--tree"])
         .arg(&repo)
         .arg("--cache-dir")
         .arg(&cache));
     assert!(out.status.success(), "{}", stderr(&out));
+    took("vm build --clean --tree", started);
     assert!(stderr(&out).contains("removed the worktree"));
     assert!(!worktree.exists());
     assert_eq!(worktrees(&repo), listed);
+    let started = std::time::Instant::now();
     assert_eq!(state(&repo), before);
+    took("the repository's state read again", started);
+    let started = std::time::Instant::now();
+    drop(tmp);
+    took("the temporary directory removed", started);
 }
 
 #[test]
