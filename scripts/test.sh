@@ -39,7 +39,7 @@ cpu_jiffies() {
 	awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8; print b, b + $5 + $6 + $9; exit }' /proc/stat
 }
 run_cpu=$(cpu_jiffies)
-step() {
+begin_step() {
 	if [ "${GITHUB_ACTIONS:-}" = true ]; then
 		[ "$in_group" = 1 ] && echo "::endgroup::"
 		echo "::group::$1"
@@ -50,12 +50,30 @@ step() {
 	step_cpu+=("$(cpu_jiffies)")
 	printf '\n=== %s (%s)\n' "$1" "$(date +%T)"
 }
+# A step begins. The background host steps stop if the run that started
+# them is gone (killed: its EXIT trap did not run); a full run first
+# collects them if they have ended, so a failure there stops the run at
+# the next step rather than at the wait.
+step() {
+	if [ "$tier" = host-timed ]; then
+		if ! kill -0 "$FIBNEIGH_CI_PARENT" 2>/dev/null; then
+			echo "the run that started these steps (process $FIBNEIGH_CI_PARENT) is gone; stopping" >&2
+			exit 1
+		fi
+	elif [ -n "${host_pid:-}" ] && ! kill -0 "$host_pid" 2>/dev/null; then
+		begin_step "host tier's timer-bound steps ended (their output follows)"
+		wait_host_timed
+	fi
+	begin_step "$1"
+}
 # Percent of the CPUs busy between two "busy total" samples.
 busy_pct() {
 	echo "$1 $2" | awk '{ t = $4 - $2; print (t > 0 ? int(100 * ($3 - $1) / t + 0.5) : 0) }'
 }
+# $1: the run's exit status, if not $? (the EXIT trap's first command).
 step_times() {
 	local status=$? now cpu i end
+	status=${1:-$status}
 	now=$(date +%s)
 	cpu=$(cpu_jiffies)
 	mkdir -p target/ci-logs
@@ -68,6 +86,9 @@ step_times() {
 		done
 		printf '%s\t%s\t%s\n' "$((now - run_start))" "$(busy_pct "$run_cpu" "$cpu")" "total (exit $status)"
 	} >"$steps_file"
+	# the background host steps' table is printed by the run that
+	# started them, after its own
+	[ "$tier" = host-timed ] && return
 	print_steps "wall time per step, CPUs busy during it" "$steps_file"
 	if [ "$tier" = all ] && [ -f target/ci-logs/steps-host-timed.tsv ]; then
 		print_steps "the host's timer-bound steps, in the background beside the VM tier" \
@@ -110,6 +131,10 @@ host_timed_steps() {
 }
 
 if [ "$tier" = host-timed ]; then
+	: "${FIBNEIGH_CI_PARENT:?set by scripts/test.sh}"
+	# stopped by the run that started it: exit through the EXIT trap with
+	# the status of SIGTERM, so that its table says so
+	trap 'exit 143' TERM
 	bin=$PWD/target/debug/fibneigh
 	xdp_forward=${FIBNEIGH_XDP_FORWARD:?set by scripts/test.sh}
 	host_timed_steps
@@ -158,9 +183,11 @@ mkdir -p target/ci-logs
 # (/proc/self/autogroup; a process may raise its own). Without autogroups
 # the file does not exist and nice alone does the job.
 bg_pids=()
+bg_logs=()
 background() {
 	local log=$1
 	shift
+	bg_logs+=("$log")
 	setsid sh -c '
 		if [ -e /proc/self/autogroup ] && ! echo 19 >/proc/self/autogroup; then
 			echo "background: could not lower the autogroup priority; running at nice 19 only" >&2
@@ -171,7 +198,7 @@ background() {
 # The host's timer-bound steps (host_timed_steps), in the background.
 host_pid=
 start_host_timed() {
-	setsid env GITHUB_ACTIONS= FIBNEIGH_XDP_FORWARD="$xdp_forward" \
+	setsid env GITHUB_ACTIONS= FIBNEIGH_XDP_FORWARD="$xdp_forward" FIBNEIGH_CI_PARENT=$$ \
 		bash scripts/test.sh host-timed >target/ci-logs/host-timed.log 2>&1 &
 	host_pid=$!
 }
@@ -186,34 +213,45 @@ wait_host_timed() {
 		exit 1
 	fi
 }
-# An interrupted or failed run: every background make stops, and the host
-# steps are stopped (SIGTERM: the harness removes its namespaces) and given
-# up to 30 s to be gone.
+# An interrupted or failed run: every background make stops, and so do
+# the host steps if they still run: SIGTERM (the harness removes its
+# namespaces; a test binary that built a lab itself just ends), up to 30 s
+# for them to be gone, then SIGKILL; `fibneigh clean` then removes the
+# namespaces of whatever ended without removing its own.
 stop_background() {
-	local p i
-	for p in "${bg_pids[@]}" ${host_pid:+"$host_pid"}; do kill -TERM -- "-$p" 2>/dev/null || true; done
-	if [ -n "$host_pid" ]; then
-		echo "stopping the host's timer-bound steps; the end of their log (target/ci-logs/host-timed.log):" >&2
-		tail -n 40 target/ci-logs/host-timed.log >&2 || true
+	local p i status=0
+	for p in "${bg_pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
+	[ -n "$host_pid" ] || return 0
+	if kill -0 "$host_pid" 2>/dev/null; then
+		echo "stopping the host's timer-bound steps" >&2
+		kill -TERM -- "-$host_pid" 2>/dev/null || true
 		for i in $(seq 60); do
-			pgrep -g "$host_pid" | grep -qvx "$host_pid" || break
+			[ -n "$(pgrep -g "$host_pid" | grep -vx "$host_pid")" ] || break
 			sleep 0.5
 		done
-		wait "$host_pid" 2>/dev/null || true
+		if [ -n "$(pgrep -g "$host_pid" | grep -vx "$host_pid")" ]; then
+			echo "the host's timer-bound steps did not stop within 30 s: SIGKILL" >&2
+			kill -KILL -- "-$host_pid" 2>/dev/null || true
+		fi
 	fi
+	wait "$host_pid" 2>/dev/null || status=$?
+	host_pid=
+	echo "the host's timer-bound steps ended with status $status; the end of their log (target/ci-logs/host-timed.log):" >&2
+	tail -n 40 target/ci-logs/host-timed.log >&2 || true
+	"$bin" clean >&2 || true
 }
 wait_background() {
 	local p
 	for p in "${bg_pids[@]}"; do
 		if ! wait "$p"; then
 			echo "a background build failed; see target/ci-logs/" >&2
-			tail -n 40 target/ci-logs/*.log >&2
+			tail -n 40 "${bg_logs[@]}" >&2
 			exit 1
 		fi
 	done
 	bg_pids=()
 }
-trap 'step_times; stop_background' EXIT
+trap 'rc=$?; stop_background; step_times "$rc"' EXIT
 
 if [ "$tier" = all ]; then
 	# The 6.12 backport's kernel and its test_progs, in the 6.12 tree.
@@ -296,7 +334,11 @@ background target/ci-logs/bg-7.3.log sh -c \
 	"'$bin' selftests --profile debug --build-only && '$bin' vm build --profile o2 && '$bin' vm build --profile o2 --no-series"
 
 step "host tier's timer-bound steps finish (their output follows, their step times close the run)"
-wait_host_timed
+if [ -n "$host_pid" ]; then
+	wait_host_timed
+else
+	echo "they ended earlier: their output is above"
+fi
 
 step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, the header's examples take the state path with the same objects as on the host, no kernel bug report"
 "$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --window-ms 5000 --expect-header-path state --same-header-objects-as target/matrix-host/matrix.json --json target/matrix-vm/matrix.json --junit target/junit/matrix-vm.xml --svg-dir target/matrix-vm/svg
@@ -332,7 +374,7 @@ step "VM bench --quick (patched 7.3 kernel, emulated): every part runs with ever
 
 step "background builds finish: 6.12 kernel and test_progs, 7.3 debug test_progs and -O2 kernels, the UML kernel"
 wait_background
-tail -n 2 target/ci-logs/*.log
+tail -n 2 "${bg_logs[@]}"
 
 # The counts are deterministic, so this checks behaviour, not timing: -O2
 # against the pristine base (the regression guard gated, the cost goals

@@ -62,6 +62,9 @@ enum Command {
     /// Write the public header's example objects (tc and XDP, built from
     /// bpf/include/fib_neigh.h) for loading with tc or ip link.
     Examples(cli::examples::ExamplesArgs),
+    /// Remove the lab namespaces of runs that are gone (a killed run's
+    /// leftovers; every lab command also does this when it starts).
+    Clean,
     /// The workload of `vm icount`, run inside its guest.
     #[command(hide = true)]
     IcountGuest(cli::icount::GuestArgs),
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Scale(args) => cli::scale::run(args),
         Command::LockStress(args) => cli::lock_stress::run(args),
         Command::Examples(args) => cli::examples::run(args),
+        Command::Clean => cli::clean::run(),
         Command::IcountGuest(args) => cli::icount::guest(args),
     };
     match result {

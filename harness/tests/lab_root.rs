@@ -158,6 +158,60 @@ fn leftovers_of_dead_runs_are_removed() {
 
 #[test]
 #[ignore = "needs root"]
+fn fibneigh_clean_removes_the_namespaces_of_dead_runs_only() {
+    struct Guard(String);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = netns::delete(&self.0);
+        }
+    }
+    let dead = format!("{}clean", plan::run_prefix(0x7fff_fff1));
+    let _guard = Guard(dead.clone());
+    netns::create(&dead).expect("create");
+    let (names, _lab) = standard_lab();
+    let (code, text) = common::fibneigh_with(&["clean"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&dead),
+        "the removed namespace is named: {text}"
+    );
+    let listed = netns::list().unwrap();
+    assert!(!listed.contains(&dead), "{listed:?}");
+    // This process is alive: its lab is kept.
+    assert!(listed.contains(&names.dut), "{listed:?}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_namespace_is_removed_after_ip_netns_add_ran_beside_it() {
+    // In a mount namespace of this thread's own, /run is a fresh tmpfs
+    // whose netns directory is not a mount point: a machine where no
+    // `ip netns add` has run since boot. Nothing here reaches the host's
+    // /run.
+    let ours = format!("{}mnt", plan::run_prefix(std::process::id()));
+    let other = format!("{}ipr", plan::run_prefix(std::process::id()));
+    std::thread::spawn(move || {
+        use nix::mount::{mount, MsFlags};
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
+        let none = None::<&str>;
+        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).expect("private");
+        mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::empty(), none).expect("tmpfs");
+        std::fs::create_dir("/run/netns").expect("mkdir");
+        netns::create(&ours).expect("create ours");
+        // Another tool's namespace, made the way iproute2 makes it.
+        common::stdout_of(Command::new("ip").args(["netns", "add", &other]));
+        let deleted = netns::delete(&ours);
+        let _ = Command::new("ip").args(["netns", "del", &other]).output();
+        deleted.expect("delete ours after ip netns add");
+        let listed = netns::list().unwrap();
+        assert!(!listed.contains(&ours), "{listed:?}");
+    })
+    .join()
+    .expect("the test thread");
+}
+
+#[test]
+#[ignore = "needs root"]
 fn neighbour_entries_round_trip_in_every_state() {
     let (n, lab) = standard_lab();
     let (ns, dev) = (&n.dut, &n.dut_host_if);

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod churn;
+pub mod clean;
 pub mod examples;
 pub mod fuzz;
 pub mod icount;

@@ -20,9 +20,44 @@ pub fn path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
+/// Make /run/netns a mount point with shared propagation, as `ip netns add`
+/// does before its first namespace. Until it is one, a namespace's bind
+/// mount sits on the file system below it, and the first `ip netns add`
+/// (of a user, or of any tool doing the same) bind-mounts the directory
+/// over itself: from then on our namespaces' files are mount points hidden
+/// under that mount, which can be neither unmounted nor removed by their
+/// path. A mount point already shared is left as it is.
+fn shared_run_dir() -> Result<()> {
+    fs::create_dir_all(NETNS_DIR).map_err(io_err(format!("create {NETNS_DIR}")))?;
+    let share = || {
+        mount(
+            None::<&str>,
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match share() {
+        Ok(()) => return Ok(()),
+        // not a mount point yet
+        Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(io_err(format!("make {NETNS_DIR} shared"))(e.into())),
+    }
+    mount(
+        Some(NETNS_DIR),
+        NETNS_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| io_err(format!("bind-mount {NETNS_DIR} on itself"))(e.into()))?;
+    share().map_err(|e| io_err(format!("make {NETNS_DIR} shared"))(e.into()))
+}
+
 /// Create namespace `name`; fails if it exists.
 pub fn create(name: &str) -> Result<()> {
-    fs::create_dir_all(NETNS_DIR).map_err(io_err(format!("create {NETNS_DIR}")))?;
+    shared_run_dir()?;
     let target = path(name);
     File::options()
         .write(true)
