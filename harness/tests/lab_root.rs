@@ -134,20 +134,28 @@ fn a_failed_build_removes_what_it_made() {
     );
 }
 
+/// Deletes the namespace even if the test fails.
+struct Guard(String);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = netns::delete(&self.0);
+    }
+}
+
+/// A lab namespace named as process `pid`'s, created now: `pid` is
+/// above pid_max (at most 2^22), so no process has it.
+fn dead_run_namespace(pid: u32, tag: &str) -> (String, Guard) {
+    assert!(pid > 1 << 22);
+    let name = format!("{}{tag}", plan::run_prefix(pid));
+    let guard = Guard(name.clone());
+    netns::create(&name).expect("create");
+    (name, guard)
+}
+
 #[test]
 #[ignore = "needs root"]
 fn leftovers_of_dead_runs_are_removed() {
-    /// Deletes the namespace even if the test fails.
-    struct Guard(String);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = netns::delete(&self.0);
-        }
-    }
-    // No process can have this id (pid_max is at most 2^22).
-    let dead = format!("{}leftover", plan::run_prefix(0x7fff_fff0));
-    let _guard = Guard(dead.clone());
-    netns::create(&dead).expect("create");
+    let (dead, _guard) = dead_run_namespace(0x7fff_fff0, "leftover");
     let (names, _lab) = standard_lab();
     let removed = Lab::cleanup_leftovers().expect("cleanup");
     assert!(removed.contains(&dead), "{removed:?}");
@@ -159,15 +167,7 @@ fn leftovers_of_dead_runs_are_removed() {
 #[test]
 #[ignore = "needs root"]
 fn fibneigh_clean_removes_the_namespaces_of_dead_runs_only() {
-    struct Guard(String);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = netns::delete(&self.0);
-        }
-    }
-    let dead = format!("{}clean", plan::run_prefix(0x7fff_fff1));
-    let _guard = Guard(dead.clone());
-    netns::create(&dead).expect("create");
+    let (dead, _guard) = dead_run_namespace(0x7fff_fff1, "clean");
     let (names, _lab) = standard_lab();
     let (code, text) = common::fibneigh_with(&["clean"]);
     assert_eq!(code, Some(0), "{text}");
