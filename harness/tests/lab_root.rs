@@ -157,8 +157,9 @@ fn dead_run_namespace(pid: u32, tag: &str) -> (String, Guard) {
 fn leftovers_of_dead_runs_are_removed() {
     let (dead, _guard) = dead_run_namespace(0x7fff_fff0, "leftover");
     let (names, _lab) = standard_lab();
-    let removed = Lab::cleanup_leftovers().expect("cleanup");
-    assert!(removed.contains(&dead), "{removed:?}");
+    let found = Lab::cleanup_leftovers().expect("cleanup");
+    assert!(found.removed.contains(&dead), "{found:?}");
+    assert!(found.stuck.is_empty(), "{found:?}");
     assert!(!netns::list().unwrap().contains(&dead));
     // This process's lab is alive and kept.
     assert!(netns::list().unwrap().contains(&names.dut));
@@ -205,6 +206,62 @@ fn a_namespace_is_removed_after_ip_netns_add_ran_beside_it() {
         deleted.expect("delete ours after ip netns add");
         let listed = netns::list().unwrap();
         assert!(!listed.contains(&ours), "{listed:?}");
+    })
+    .join()
+    .expect("the test thread");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn fibneigh_clean_names_a_leftover_it_cannot_remove_and_removes_the_others() {
+    // A machine where an older run's namespace was hidden by an
+    // `ip netns add` that bind-mounted /run/netns over itself: made in a
+    // mount namespace of this thread's own, on a fresh tmpfs /run.
+    std::thread::spawn(|| {
+        use nix::mount::{mount, MsFlags};
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
+        let none = None::<&str>;
+        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).expect("private");
+        mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::empty(), none).expect("tmpfs");
+        std::fs::create_dir("/run/netns").expect("mkdir");
+        let stuck = format!("{}stuck", plan::run_prefix(0x7fff_fff2));
+        let stuck_path = netns::path(&stuck);
+        std::fs::write(&stuck_path, "").expect("file");
+        mount(
+            Some("/proc/self/ns/net"),
+            &stuck_path,
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )
+        .expect("bind the namespace");
+        mount(
+            Some("/run/netns"),
+            "/run/netns",
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .expect("bind /run/netns over itself");
+        let (gone, _guard) = dead_run_namespace(0x7fff_fff3, "gone");
+        let (code, text) = common::fibneigh_with(&["clean"]);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(
+            text.contains(&format!("removed leftover network namespace {gone}")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("warning: leftover network namespace {stuck}")),
+            "{text}"
+        );
+        assert!(
+            text.contains("umount /run/netns"),
+            "the way out is named: {text}"
+        );
+        assert!(
+            text.contains("1 leftover lab namespace(s) removed, 1 could not be"),
+            "{text}"
+        );
     })
     .join()
     .expect("the test thread");

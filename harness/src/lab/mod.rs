@@ -354,22 +354,31 @@ impl Lab {
         Ok(set)
     }
 
-    /// `problems` plus a line naming the lab namespaces a run left behind
-    /// (removed by [`Lab::cleanup_leftovers`]).
+    /// `problems` plus lines naming the lab namespaces a run left behind
+    /// (removed by [`Lab::cleanup_leftovers`]) and those that could not be
+    /// removed.
     pub fn with_leftovers(mut problems: Vec<String>) -> Result<Vec<String>> {
         let leftovers = Self::cleanup_leftovers()?;
-        if !leftovers.is_empty() {
-            problems.push(format!("left behind: {}", leftovers.join(", ")));
+        if !leftovers.removed.is_empty() {
+            problems.push(format!("left behind: {}", leftovers.removed.join(", ")));
+        }
+        if !leftovers.stuck.is_empty() {
+            problems.push(format!(
+                "left behind and not removable: {}",
+                leftovers.stuck.join(", ")
+            ));
         }
         Ok(problems)
     }
 
-    /// Delete namespaces left by lab runs whose process is gone; returns
-    /// (and prints) what was removed. Namespaces of live processes, this
-    /// one included, are left alone.
-    pub fn cleanup_leftovers() -> Result<Vec<String>> {
+    /// Delete namespaces left by lab runs whose process is gone, and print
+    /// what was removed. Namespaces of live processes, this one included,
+    /// are left alone. One that cannot be removed is named with why, and
+    /// the others are still removed: a stuck leftover does not stop a lab
+    /// command (see [`Leftovers::stuck`]).
+    pub fn cleanup_leftovers() -> Result<Leftovers> {
         let me = std::process::id();
-        let mut removed = Vec::new();
+        let mut found = Leftovers::default();
         for name in netns::list()? {
             let Some(pid) = plan::owner_pid(&name) else {
                 continue;
@@ -377,11 +386,33 @@ impl Lab {
             if pid == me || netns::pid_alive(pid) {
                 continue;
             }
-            netns::delete(&name)?;
-            eprintln!("removed leftover network namespace {name} (process {pid} is gone)");
-            removed.push(name);
+            match netns::delete(&name) {
+                Ok(()) => {
+                    eprintln!("removed leftover network namespace {name} (process {pid} is gone)");
+                    found.removed.push(name);
+                }
+                Err(e) => {
+                    let busy = matches!(&e, Error::Io { source, .. }
+                        if source.kind() == std::io::ErrorKind::ResourceBusy);
+                    let hint = if busy {
+                        format!(
+                            "; its mount is hidden under a later mount of {} (made by `ip netns add` \
+                             before this program made the directory a shared mount point): \
+                             `umount {}` uncovers it",
+                            netns::NETNS_DIR,
+                            netns::NETNS_DIR
+                        )
+                    } else {
+                        String::new()
+                    };
+                    eprintln!(
+                        "warning: leftover network namespace {name} (process {pid} is gone): {e}{hint}"
+                    );
+                    found.stuck.push(name);
+                }
+            }
         }
-        Ok(removed)
+        Ok(found)
     }
 
     fn check(&self, ns: &str) -> Result<()> {
@@ -391,6 +422,16 @@ impl Lab {
             Err(Error::NotOurs(ns.to_string()))
         }
     }
+}
+
+/// What [`Lab::cleanup_leftovers`] found.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    /// Namespaces of processes that are gone, removed.
+    pub removed: Vec<String>,
+    /// Namespaces of processes that are gone, which could not be removed
+    /// (each named on stderr with why).
+    pub stuck: Vec<String>,
 }
 
 /// A forwarder attached by [`Lab::attach_forwarder`]; detached on drop.

@@ -4,6 +4,7 @@
 
 use std::fs::{self, File};
 use std::os::fd::AsFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 
@@ -26,9 +27,13 @@ pub fn path(name: &str) -> PathBuf {
 /// (of a user, or of any tool doing the same) bind-mounts the directory
 /// over itself: from then on our namespaces' files are mount points hidden
 /// under that mount, which can be neither unmounted nor removed by their
-/// path. A mount point already shared is left as it is.
+/// path. A mount point already there is made shared, as `ip` does.
 fn shared_run_dir() -> Result<()> {
-    fs::create_dir_all(NETNS_DIR).map_err(io_err(format!("create {NETNS_DIR}")))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(NETNS_DIR)
+        .map_err(io_err(format!("create {NETNS_DIR}")))?;
     let share = || {
         mount(
             None::<&str>,
