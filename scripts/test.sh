@@ -218,6 +218,11 @@ wait_host_timed() {
 # namespaces; a test binary that built a lab itself just ends), up to 30 s
 # for them to be gone, then SIGKILL; `fibneigh clean` then removes the
 # namespaces of whatever ended without removing its own.
+# Whether a process of the host steps' group other than its leader (which
+# stays until it is waited for) is still there.
+host_group_left() {
+	[ -n "$(pgrep -g "$host_pid" | grep -vx "$host_pid")" ]
+}
 stop_background() {
 	local p i status=0
 	for p in "${bg_pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
@@ -226,10 +231,10 @@ stop_background() {
 		echo "stopping the host's timer-bound steps" >&2
 		kill -TERM -- "-$host_pid" 2>/dev/null || true
 		for i in $(seq 60); do
-			[ -n "$(pgrep -g "$host_pid" | grep -vx "$host_pid")" ] || break
+			host_group_left || break
 			sleep 0.5
 		done
-		if [ -n "$(pgrep -g "$host_pid" | grep -vx "$host_pid")" ]; then
+		if host_group_left; then
 			echo "the host's timer-bound steps did not stop within 30 s: SIGKILL" >&2
 			kill -KILL -- "-$host_pid" 2>/dev/null || true
 		fi

@@ -182,15 +182,11 @@ fn fibneigh_clean_removes_the_namespaces_of_dead_runs_only() {
     assert!(listed.contains(&names.dut), "{listed:?}");
 }
 
-#[test]
-#[ignore = "needs root"]
-fn a_namespace_is_removed_after_ip_netns_add_ran_beside_it() {
-    // In a mount namespace of this thread's own, /run is a fresh tmpfs
-    // whose netns directory is not a mount point: a machine where no
-    // `ip netns add` has run since boot. Nothing here reaches the host's
-    // /run.
-    let ours = format!("{}mnt", plan::run_prefix(std::process::id()));
-    let other = format!("{}ipr", plan::run_prefix(std::process::id()));
+/// Run `f` in a thread with a mount namespace of its own where /run is a
+/// fresh tmpfs and /run/netns a plain directory, not a mount point;
+/// nothing done there reaches the host's /run. Threads and processes `f`
+/// starts are in that namespace too.
+fn with_fresh_run_dir(f: impl FnOnce() + Send + 'static) {
     std::thread::spawn(move || {
         use nix::mount::{mount, MsFlags};
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
@@ -198,6 +194,19 @@ fn a_namespace_is_removed_after_ip_netns_add_ran_beside_it() {
         mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).expect("private");
         mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::empty(), none).expect("tmpfs");
         std::fs::create_dir("/run/netns").expect("mkdir");
+        f();
+    })
+    .join()
+    .expect("the test thread");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_namespace_is_removed_after_ip_netns_add_ran_beside_it() {
+    // A machine where no `ip netns add` has run since boot.
+    let ours = format!("{}mnt", plan::run_prefix(std::process::id()));
+    let other = format!("{}ipr", plan::run_prefix(std::process::id()));
+    with_fresh_run_dir(move || {
         netns::create(&ours).expect("create ours");
         // Another tool's namespace, made the way iproute2 makes it.
         common::stdout_of(Command::new("ip").args(["netns", "add", &other]));
@@ -206,24 +215,17 @@ fn a_namespace_is_removed_after_ip_netns_add_ran_beside_it() {
         deleted.expect("delete ours after ip netns add");
         let listed = netns::list().unwrap();
         assert!(!listed.contains(&ours), "{listed:?}");
-    })
-    .join()
-    .expect("the test thread");
+    });
 }
 
 #[test]
 #[ignore = "needs root"]
 fn fibneigh_clean_names_a_leftover_it_cannot_remove_and_removes_the_others() {
     // A machine where an older run's namespace was hidden by an
-    // `ip netns add` that bind-mounted /run/netns over itself: made in a
-    // mount namespace of this thread's own, on a fresh tmpfs /run.
-    std::thread::spawn(|| {
+    // `ip netns add` that bind-mounted /run/netns over itself.
+    with_fresh_run_dir(|| {
         use nix::mount::{mount, MsFlags};
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
         let none = None::<&str>;
-        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).expect("private");
-        mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::empty(), none).expect("tmpfs");
-        std::fs::create_dir("/run/netns").expect("mkdir");
         let stuck = format!("{}stuck", plan::run_prefix(0x7fff_fff2));
         let stuck_path = netns::path(&stuck);
         std::fs::write(&stuck_path, "").expect("file");
@@ -262,9 +264,7 @@ fn fibneigh_clean_names_a_leftover_it_cannot_remove_and_removes_the_others() {
             text.contains("1 leftover lab namespace(s) removed, 1 could not be"),
             "{text}"
         );
-    })
-    .join()
-    .expect("the test thread");
+    });
 }
 
 #[test]
