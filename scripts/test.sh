@@ -171,28 +171,19 @@ bin=$PWD/target/debug/fibneigh
 mkdir -p target/ci-logs
 
 # Kernel work that needs no guest runs in the background, in its own
-# session at nice 19: it takes only the CPU the foreground leaves (the host
-# tier and the guests mostly wait on neighbour timers). An interrupted or
-# failed run stops every background make with it.
-#
-# A new session is a new scheduler autogroup (CONFIG_SCHED_AUTOGROUP, on in
-# Debian's kernels), and a task's nice value only weighs it against tasks of
-# its own group: autogroups share the CPU equally. `setsid nice -n 19`
-# alone left the foreground one third of the machine beside two background
-# builds, so the background also sets its autogroup's nice
-# (/proc/self/autogroup; a process may raise its own). Without autogroups
-# the file does not exist and nice alone does the job.
+# session at nice 19 with its autogroup's nice raised too
+# (scripts/background.sh says why): it takes only the CPU the foreground
+# leaves (the host tier and the guests mostly wait on neighbour timers). A
+# failed or interrupted run stops every background make with it; a run
+# killed outright, whose EXIT trap does not run, is missed by its jobs
+# within seconds, and they stop too.
 bg_pids=()
 bg_logs=()
 background() {
 	local log=$1
 	shift
 	bg_logs+=("$log")
-	setsid sh -c '
-		if [ -e /proc/self/autogroup ] && ! echo 19 >/proc/self/autogroup; then
-			echo "background: could not lower the autogroup priority; running at nice 19 only" >&2
-		fi
-		exec nice -n 19 "$@"' background "$@" >"$log" 2>&1 &
+	setsid scripts/background.sh $$ "$@" >"$log" 2>&1 &
 	bg_pids+=("$!")
 }
 # The host's timer-bound steps (host_timed_steps), in the background.

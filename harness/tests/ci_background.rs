@@ -1,0 +1,191 @@
+//! `scripts/background.sh`, which runs `scripts/test.sh`'s background
+//! kernel builds: the job's exit status, its stop with the run's process
+//! group, and its own stop when the run that started it is killed outright
+//! (no EXIT trap ran). Plain processes stand for the run and the build; no
+//! root, no kernel.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/background.sh")
+}
+
+/// A process that stands for the CI run.
+struct Run(Child);
+
+impl Run {
+    fn start() -> Run {
+        Run(Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("sleep runs"))
+    }
+
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `setsid scripts/background.sh PARENT CMD...`, as test.sh starts it.
+fn background(parent: &str, cmd: &[&str]) -> Command {
+    let mut c = Command::new("setsid");
+    c.arg(script()).arg(parent).args(cmd);
+    c
+}
+
+/// Whether any process of group `pgid` is left.
+fn group_alive(pgid: u32) -> bool {
+    killpg(Pid::from_raw(pgid as i32), None).is_ok()
+}
+
+/// Whether group `pgid` is gone within 30 s: the job ends on the script's
+/// SIGTERM, and init reaps it, after the script has exited.
+fn group_gone(pgid: u32) -> bool {
+    let start = Instant::now();
+    while group_alive(pgid) {
+        if start.elapsed() > Duration::from_secs(30) {
+            return false;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Wait up to `limit` for `child` to end; its output. The limit is a
+/// bound on a hang (the script polls every 2 s), not a timing.
+fn wait_at_most(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            panic!("background.sh still runs after {limit:?}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Spawn with a pipe for stderr; its process group is its pid (setsid
+/// execs, since the child is no group leader).
+fn spawn(mut cmd: Command) -> Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setsid runs")
+}
+
+/// Wait until the job (a `sleep 300` in the group) has started.
+fn wait_for_job(pgid: u32) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("pgrep")
+            .args(["-g", &pgid.to_string(), "-f", "sleep 300"])
+            .output()
+            .expect("pgrep runs");
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the job never started"
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_job_stops_when_the_run_that_started_it_is_killed_outright() {
+    let mut run = Run::start();
+    let child = spawn(background(&run.pid(), &["sleep", "300"]));
+    let pgid = child.id();
+    wait_for_job(pgid);
+    assert!(group_alive(pgid));
+
+    // SIGKILL: the run's EXIT trap, which stops its background, never runs
+    run.0.kill().expect("kill the run");
+    run.0.wait().expect("reap the run");
+
+    let out = wait_at_most(child, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "status {:?}: {err}", out.status);
+    assert!(
+        err.contains("is gone; stopping sleep 300"),
+        "no reason given: {err}"
+    );
+    assert!(group_gone(pgid), "the job outlived the run");
+}
+
+#[test]
+fn the_job_stops_with_its_process_group_as_the_run_stops_it() {
+    let run = Run::start();
+    let child = spawn(background(&run.pid(), &["sleep", "300"]));
+    let pgid = child.id();
+    wait_for_job(pgid);
+
+    // what stop_background() does
+    killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM).expect("kill the group");
+    let out = wait_at_most(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    assert!(group_gone(pgid), "the job outlived its stop");
+}
+
+#[test]
+fn the_job_exits_with_its_commands_status() {
+    let run = Run::start();
+    for (cmd, code) in [("exit 0", 0), ("exit 3", 3)] {
+        let out = wait_at_most(
+            spawn(background(&run.pid(), &["sh", "-c", cmd])),
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(code), "{cmd}: {out:?}");
+    }
+}
+
+#[test]
+fn bad_use_is_refused_before_anything_runs() {
+    let run = Run::start();
+    let marker = tempfile::tempdir().expect("tempdir");
+    let touched = marker.path().join("ran");
+    let job = format!("touch {}", touched.display());
+    let job = ["sh", "-c", job.as_str()];
+    let cases: Vec<(Command, &str)> = vec![
+        (
+            {
+                // not a session leader: `kill 0` would reach its caller
+                let mut c = Command::new(script());
+                c.arg(run.pid()).args(job);
+                c
+            },
+            "not the leader of its own session",
+        ),
+        (background("x1", &job), "must be a process id (got 'x1')"),
+        (background("", &job), "must be a process id (got '')"),
+        (
+            background(&u32::MAX.to_string(), &job),
+            "(the run that starts this) does not exist",
+        ),
+        (background(&run.pid(), &[]), "usage:"),
+    ];
+    for (cmd, want) in cases {
+        let out = wait_at_most(spawn(cmd), Duration::from_secs(60));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{want}: {err}");
+        assert!(err.contains(want), "wanted {want:?}, got: {err}");
+        assert!(!touched.exists(), "{want}: the job ran");
+    }
+    // the run itself is untouched
+    assert!(kill(Pid::from_raw(run.0.id() as i32), None).is_ok());
+}

@@ -1,0 +1,67 @@
+#!/bin/sh
+# One background job of a CI run (scripts/test.sh): a command at the
+# lowest priority that stops when the run that started it is gone.
+#
+#   setsid scripts/background.sh PARENT_PID COMMAND [ARG...]
+#
+# It must lead its own session (setsid): the job is that session's process
+# group, which the run stops with one `kill -- -PID`, and which this script
+# stops itself if PARENT_PID is gone. A run killed outright (SIGKILL, or a
+# CI time limit) runs no EXIT trap, and without this its kernel builds would
+# go on writing the shared cache for minutes after it.
+#
+# A new session is a new scheduler autogroup (CONFIG_SCHED_AUTOGROUP, on in
+# Debian's kernels), and a task's nice value only weighs it against tasks of
+# its own group: autogroups share the CPU equally. `setsid nice -n 19`
+# alone left the foreground one third of the machine beside two background
+# jobs, so the job also sets its autogroup's nice (/proc/self/autogroup; a
+# process may raise its own). Without autogroups the file does not exist
+# and nice alone does the job.
+#
+# Exit status: the command's; 2 on bad use; 143 if stopped.
+set -eu
+if [ $# -lt 2 ]; then
+	echo "usage: setsid scripts/background.sh PARENT_PID COMMAND [ARG...]" >&2
+	exit 2
+fi
+parent=$1
+shift
+case $parent in
+'' | *[!0-9]*)
+	echo "background.sh: PARENT_PID must be a process id (got '$parent')" >&2
+	exit 2
+	;;
+esac
+# Field 6 of /proc/PID/stat is the session id; comm (field 2, in
+# parentheses) is this script's name, which has no space.
+sid=$(cut -d' ' -f6 /proc/$$/stat)
+if [ "$sid" != $$ ]; then
+	echo "background.sh: not the leader of its own session (run it under setsid): it would stop its caller's processes with its own" >&2
+	exit 2
+fi
+if ! kill -0 "$parent" 2>/dev/null; then
+	echo "background.sh: process $parent (the run that starts this) does not exist" >&2
+	exit 2
+fi
+if [ -e /proc/self/autogroup ] && ! echo 19 >/proc/self/autogroup; then
+	echo "background: could not lower the autogroup priority; running at nice 19 only" >&2
+fi
+
+nice -n 19 "$@" &
+job=$!
+# stopped by the run (kill -- -PID reaches the job too) or by hand: the
+# rest of the group with it; TERM is then ignored here, where `kill 0`
+# sends it too
+trap 'trap "" TERM; kill -TERM 0; exit 143' TERM INT
+while kill -0 "$job" 2>/dev/null; do
+	if ! kill -0 "$parent" 2>/dev/null; then
+		echo "background: the run that started this (process $parent) is gone; stopping $*" >&2
+		trap '' TERM
+		kill -TERM 0
+		exit 143
+	fi
+	sleep 2
+done
+status=0
+wait "$job" || status=$?
+exit "$status"
