@@ -49,6 +49,9 @@ work=$cache/abi-gate/$base
 src=$work/src
 mkdir -p "$work"
 export CCACHE_DIR=$cache/ccache
+# as the kernel builds use it (vm/src/kbuild.rs): no second preprocessor
+# pass on a miss
+export CCACHE_DEPEND=1
 
 # A detached worktree of the pipeline's tree, made once and reused.
 if ! git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then

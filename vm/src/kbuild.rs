@@ -216,7 +216,17 @@ pub fn build(
         .env("CCACHE_BASEDIR", tree)
         .env("CCACHE_NOHASHDIR", "1");
     match ccache {
-        Ccache::In(dir) => make.env("CCACHE_DIR", dir).env_remove("CCACHE_DISABLE"),
+        // Depend mode: ccache reads the headers a file used from the
+        // dependency file the compiler writes anyway (kbuild's
+        // -Wp,-MMD), instead of running the preprocessor once more to
+        // hash its output on every miss. That second pass cost an empty
+        // cache a third more CPU than compiling without ccache (net/ipv4,
+        // net/core and kernel/bpf at -O2: 230 CPU-s against 172; depend
+        // mode 172); hits are found as before (README, "The VM pipeline").
+        Ccache::In(dir) => make
+            .env("CCACHE_DIR", dir)
+            .env("CCACHE_DEPEND", "1")
+            .env_remove("CCACHE_DISABLE"),
         Ccache::Disabled => make.env("CCACHE_DISABLE", "1"),
     };
     let mut done = 0;
