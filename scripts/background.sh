@@ -47,12 +47,12 @@ if [ -e /proc/self/autogroup ] && ! echo 19 >/proc/self/autogroup; then
 	echo "background: could not lower the autogroup priority; running at nice 19 only" >&2
 fi
 
-nice -n 19 "$@" &
-job=$!
 # stopped by the run (kill -- -PID reaches the job too) or by hand: the
 # rest of the group with it; TERM is then ignored here, where `kill 0`
-# sends it too
+# sends it too. Set before the job starts, so that no stop finds it unset.
 trap 'trap "" TERM; kill -TERM 0; exit 143' TERM INT
+nice -n 19 "$@" &
+job=$!
 while kill -0 "$job" 2>/dev/null; do
 	if ! kill -0 "$parent" 2>/dev/null; then
 		echo "background: the run that started this (process $parent) is gone; stopping $*" >&2

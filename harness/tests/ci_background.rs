@@ -87,12 +87,14 @@ fn spawn(mut cmd: Command) -> Child {
         .expect("setsid runs")
 }
 
-/// Wait until the job (a `sleep 300` in the group) has started.
+/// Wait until the job (`sleep 300`) has started: a process named `sleep`
+/// in the group, which exists only once the script has checked its run
+/// and set its trap (the script's own command line names the job too).
 fn wait_for_job(pgid: u32) {
     let start = Instant::now();
     loop {
         let out = Command::new("pgrep")
-            .args(["-g", &pgid.to_string(), "-f", "sleep 300"])
+            .args(["-g", &pgid.to_string(), "-x", "sleep"])
             .output()
             .expect("pgrep runs");
         if out.status.success() {
