@@ -27,8 +27,8 @@ fi
 parent=$1
 shift
 case $parent in
-'' | *[!0-9]*)
-	echo "background.sh: PARENT_PID must be a process id (got '$parent')" >&2
+'' | *[!0-9]* | 0 | 1)
+	echo "background.sh: PARENT_PID must be the id of the run's process (got '$parent')" >&2
 	exit 2
 	;;
 esac
@@ -39,26 +39,49 @@ if [ "$sid" != $$ ]; then
 	echo "background.sh: not the leader of its own session (run it under setsid): it would stop its caller's processes with its own" >&2
 	exit 2
 fi
-if ! kill -0 "$parent" 2>/dev/null; then
+# The parent's state and start time (fields 3 and 22 of its stat, counted
+# after comm, which may hold spaces): it is gone once it is a zombie, or
+# once its id names a process that started at another time.
+parent_stat() {
+	sed 's/.*) //' "/proc/$parent/stat" 2>/dev/null | cut -d' ' -f1,20
+}
+started=$(parent_stat | cut -d' ' -f2)
+if [ -z "$started" ] || [ "$(parent_stat | cut -d' ' -f1)" = Z ]; then
 	echo "background.sh: process $parent (the run that starts this) does not exist" >&2
 	exit 2
 fi
+parent_alive() {
+	case $(parent_stat) in
+	Z\ * | '') return 1 ;;
+	*" $started") return 0 ;;
+	*) return 1 ;;
+	esac
+}
+# From here on nothing may end the watchdog early: no -e.
+set +e
 if [ -e /proc/self/autogroup ] && ! echo 19 >/proc/self/autogroup; then
 	echo "background: could not lower the autogroup priority; running at nice 19 only" >&2
 fi
 
-# stopped by the run (kill -- -PID reaches the job too) or by hand: the
-# rest of the group with it; TERM is then ignored here, where `kill 0`
-# sends it too. Set before the job starts, so that no stop finds it unset.
-trap 'trap "" TERM; kill -TERM 0; exit 143' TERM INT
+# Stop the group (kill 0 sends TERM here too, hence the empty trap), and
+# reap the job, so that no zombie of it stays in the group where nothing
+# reaps orphans (a container without an init).
+stop() {
+	trap '' TERM
+	kill -TERM 0
+	[ -z "${1:-}" ] || echo "$1" >&2
+	wait "$job"
+	exit 143
+}
+# Stopped by the run (kill -- -PID reaches the job too) or by hand. Set
+# before the job starts, so that no stop finds it unset.
+job=
+trap 'if [ -n "$job" ]; then stop; fi; exit 143' TERM
 nice -n 19 "$@" &
 job=$!
 while kill -0 "$job" 2>/dev/null; do
-	if ! kill -0 "$parent" 2>/dev/null; then
-		echo "background: the run that started this (process $parent) is gone; stopping $*" >&2
-		trap '' TERM
-		kill -TERM 0
-		exit 143
+	if ! parent_alive; then
+		stop "background: the run that started this (process $parent) is gone; stopping $*"
 	fi
 	sleep 2
 done

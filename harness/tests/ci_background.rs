@@ -87,14 +87,15 @@ fn spawn(mut cmd: Command) -> Child {
         .expect("setsid runs")
 }
 
-/// Wait until the job (`sleep 300`) has started: a process named `sleep`
-/// in the group, which exists only once the script has checked its run
-/// and set its trap (the script's own command line names the job too).
+/// Wait until the job has run `sleep 300`: a process of the group whose
+/// whole command line is that (not the script's, which names it too, nor
+/// its `sleep 2`), which exists only once the script has checked its run
+/// and set its trap.
 fn wait_for_job(pgid: u32) {
     let start = Instant::now();
     loop {
         let out = Command::new("pgrep")
-            .args(["-g", &pgid.to_string(), "-x", "sleep"])
+            .args(["-g", &pgid.to_string(), "-f", "^sleep 300$"])
             .output()
             .expect("pgrep runs");
         if out.status.success() {
@@ -116,11 +117,13 @@ fn the_job_stops_when_the_run_that_started_it_is_killed_outright() {
     wait_for_job(pgid);
     assert!(group_alive(pgid));
 
-    // SIGKILL: the run's EXIT trap, which stops its background, never runs
+    // SIGKILL: the run's EXIT trap, which stops its background, never
+    // runs; not reaped yet, the run stays a zombie, which `kill -0` still
+    // finds
     run.0.kill().expect("kill the run");
-    run.0.wait().expect("reap the run");
 
     let out = wait_at_most(child, Duration::from_secs(60));
+    run.0.wait().expect("reap the run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "status {:?}: {err}", out.status);
     assert!(
@@ -173,8 +176,18 @@ fn bad_use_is_refused_before_anything_runs() {
             },
             "not the leader of its own session",
         ),
-        (background("x1", &job), "must be a process id (got 'x1')"),
-        (background("", &job), "must be a process id (got '')"),
+        (
+            background("x1", &job),
+            "must be the id of the run's process (got 'x1')",
+        ),
+        (
+            background("", &job),
+            "must be the id of the run's process (got '')",
+        ),
+        (
+            background("0", &job),
+            "must be the id of the run's process (got '0')",
+        ),
         (
             background(&u32::MAX.to_string(), &job),
             "(the run that starts this) does not exist",
