@@ -223,10 +223,19 @@ pub fn build(
         // cache a third more CPU than compiling without ccache (net/ipv4,
         // net/core and kernel/bpf at -O2: 230 CPU-s against 172; depend
         // mode 172); hits are found as before (README, "The VM pipeline").
-        Ccache::In(dir) => make
-            .env("CCACHE_DIR", dir)
-            .env("CCACHE_DEPEND", "1")
-            .env_remove("CCACHE_DISABLE"),
+        // The dependency file leaves system headers out (-MMD), which the
+        // kernel proper does not use (-nostdinc) but host programs and
+        // UML's user-space objects do: the versions of the packages that
+        // hold them go into every hash instead (CCACHE_EXTRAFILES), and
+        // without dpkg the default mode hashes the headers themselves.
+        Ccache::In(dir) => {
+            make.env("CCACHE_DIR", dir).env_remove("CCACHE_DISABLE");
+            if let Some(stamp) = system_headers_stamp(dir)? {
+                make.env("CCACHE_DEPEND", "1")
+                    .env("CCACHE_EXTRAFILES", stamp);
+            }
+            &mut make
+        }
         Ccache::Disabled => make.env("CCACHE_DISABLE", "1"),
     };
     let mut done = 0;
@@ -253,6 +262,38 @@ pub fn build(
     }
     reporter.event(Event::End(Phase::Build));
     Ok(())
+}
+
+/// The Debian packages whose headers host programs and UML's user-space
+/// objects include.
+const SYSTEM_HEADER_PACKAGES: [&str; 5] = [
+    "libc6-dev",
+    "linux-libc-dev",
+    "libssl-dev",
+    "libelf-dev",
+    "zlib1g-dev",
+];
+
+/// A file beside the ccache directory naming the installed versions of
+/// [`SYSTEM_HEADER_PACKAGES`]; None where dpkg cannot say.
+fn system_headers_stamp(ccache_dir: &Path) -> Result<Option<PathBuf>> {
+    let Ok(out) = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Package} ${Version}\\n"])
+        .args(SYSTEM_HEADER_PACKAGES)
+        .output()
+    else {
+        return Ok(None);
+    };
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let path = ccache_dir.with_file_name("ccache-system-headers");
+    if fs::read(&path).ok().as_deref() != Some(&out.stdout[..]) {
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        fs::write(&tmp, &out.stdout).at(&tmp)?;
+        fs::rename(&tmp, &path).at(&path)?;
+    }
+    Ok(Some(path))
 }
 
 /// `CC=ccache gcc` when ccache exists (setup installs it).
