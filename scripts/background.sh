@@ -45,8 +45,9 @@ fi
 parent_stat() {
 	sed 's/.*) //' "/proc/$parent/stat" 2>/dev/null | cut -d' ' -f1,20
 }
-started=$(parent_stat | cut -d' ' -f2)
-if [ -z "$started" ] || [ "$(parent_stat | cut -d' ' -f1)" = Z ]; then
+stat=$(parent_stat)
+started=${stat#* }
+if [ -z "$stat" ] || [ "${stat%% *}" = Z ]; then
 	echo "background.sh: process $parent (the run that starts this) does not exist" >&2
 	exit 2
 fi
