@@ -50,7 +50,9 @@ src=$work/src
 mkdir -p "$work"
 export CCACHE_DIR=$cache/ccache
 # as the kernel builds use it (vm/src/kbuild.rs): no second preprocessor
-# pass on a miss
+# pass on a miss. Only CC goes through ccache here, for kernel objects
+# (-nostdinc), so no system header is missing from the dependency files
+# and the stamp kbuild.rs adds for host programs is not needed.
 export CCACHE_DEPEND=1
 
 # A detached worktree of the pipeline's tree, made once and reused.

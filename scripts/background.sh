@@ -74,10 +74,11 @@ stop() {
 	wait "$job"
 	exit 143
 }
-# Stopped by the run (kill -- -PID reaches the job too) or by hand. Set
-# before the job starts, so that no stop finds it unset.
+# Stopped by the run (kill -- -PID reaches the job too) or by hand, with
+# TERM or INT (a job started with & ignores INT, so it is stopped with
+# TERM here). Set before the job starts, so that no stop finds it unset.
 job=
-trap 'if [ -n "$job" ]; then stop; fi; exit 143' TERM
+trap 'if [ -n "$job" ]; then stop; fi; exit 143' TERM INT
 nice -n 19 "$@" &
 job=$!
 while kill -0 "$job" 2>/dev/null; do

@@ -148,6 +148,22 @@ fn the_job_stops_with_its_process_group_as_the_run_stops_it() {
 }
 
 #[test]
+fn the_job_stops_when_the_script_alone_is_interrupted() {
+    // SIGINT to the script only (by hand, `kill -INT`): the job, started
+    // with `&` by a non-interactive shell, ignores SIGINT, so the script
+    // must stop it rather than leave it running unwatched
+    let run = Run::start();
+    let child = spawn(background(&run.pid(), &["sleep", "300"]));
+    let pgid = child.id();
+    wait_for_job(pgid);
+
+    kill(Pid::from_raw(pgid as i32), Signal::SIGINT).expect("interrupt the script");
+    let out = wait_at_most(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    assert!(group_gone(pgid), "the job outlived the interrupted script");
+}
+
+#[test]
 fn the_job_exits_with_its_commands_status() {
     let run = Run::start();
     for (cmd, code) in [("exit 0", 0), ("exit 3", 3)] {
