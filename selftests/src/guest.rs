@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::results::{parse_json_summary, results, JsonResult};
+use crate::results::{parse, parse_json_summary, results, JsonResult};
 use crate::{io, Error, Result};
 
 /// One run of `test_progs` inside a guest: the shell line the guest runs
@@ -94,7 +94,10 @@ impl GuestRun {
             source,
         })?;
         let listed = io(std::fs::read_to_string(list), list)?;
-        Ok(Some(results(&listed, failures)))
+        // The result lines name the skipped tests, which the summary
+        // does not.
+        let output = parse(&io(std::fs::read_to_string(&self.output), &self.output)?);
+        Ok(Some(results(&listed, failures, &output)))
     }
 }
 

@@ -81,12 +81,24 @@ mod tests {
             r#"{"success":1,"success_subtest":0,"skipped":0,"failed":1,"results":[{"name":"xdp_link","number":2,"message":"","failed":true,"subtests":[]}]}"#,
         )
         .expect("w");
+        // The summary without the output it came with is an error, not a
+        // run with no skips.
+        assert!(json.json_results().is_err());
+        std::fs::write(
+            dir.path().join("pristine.out"),
+            "#1/1 fib_lookup/sub:SKIP\n#1 fib_lookup:OK\n#2 xdp_link:FAIL\n",
+        )
+        .expect("w");
         let r = json.json_results().expect("parsed").expect("some");
         assert_eq!(
             r.iter()
-                .map(|r| (r.name.as_str(), r.failed))
+                .map(|r| (r.name.as_str(), r.outcome))
                 .collect::<Vec<_>>(),
-            [("fib_lookup", false), ("xdp_link", true)]
+            [
+                ("fib_lookup", Outcome::Ok),
+                ("xdp_link", Outcome::Fail),
+                ("fib_lookup/sub", Outcome::Skip)
+            ]
         );
     }
 
@@ -165,7 +177,7 @@ Summary: 3/1 PASSED, 1 SKIPPED, 1 FAILED
         assert_eq!(pristine[1].name, "fib_lookup_neigh/flags");
         let mut patched = pristine.clone();
         for r in &mut patched {
-            r.failed = false;
+            r.outcome = Outcome::Ok;
         }
         let rows = diff(&pristine, &patched);
         assert!(rows.iter().all(|r| !r.regressed()), "new passes are fine");
@@ -176,37 +188,60 @@ Summary: 3/1 PASSED, 1 SKIPPED, 1 FAILED
             .iter_mut()
             .find(|r| r.name == "tc_redirect/tc_neigh_fib")
             .unwrap()
-            .failed = true;
+            .outcome = Outcome::Fail;
         let bad: Vec<String> = diff(&pristine, &patched)
             .into_iter()
             .filter(DiffRow::regressed)
             .map(|r| r.name)
             .collect();
         assert_eq!(bad, ["tc_redirect", "tc_redirect/tc_neigh_fib"]);
-        // Listed tests that did not fail passed; unreported subtests of a
-        // test that ran passed.
+        // Listed tests that did not fail passed, unless the output says
+        // they were skipped; unreported subtests of a test that ran passed,
+        // of a skipped test were skipped.
+        let out = parse("#1 fib_lookup:SKIP\n#2/1 xdp_link/a:SKIP\n#2 xdp_link:OK\n");
         let r = results(
-            "fib_lookup\nfib_lookup_neigh\n",
+            "fib_lookup\nfib_lookup_neigh\nxdp_link\n",
             vec![JsonResult {
                 name: "fib_lookup_neigh".into(),
-                failed: true,
+                outcome: Outcome::Fail,
             }],
+            &out,
         );
-        assert_eq!(r.len(), 2);
-        assert!(!r.iter().find(|x| x.name == "fib_lookup").unwrap().failed);
+        let of = |rs: &[JsonResult], n: &str| rs.iter().find(|x| x.name == n).map(|x| x.outcome);
+        assert_eq!(r.len(), 4);
+        assert_eq!(of(&r, "fib_lookup"), Some(Outcome::Skip));
+        assert_eq!(of(&r, "xdp_link"), Some(Outcome::Ok));
+        assert_eq!(of(&r, "xdp_link/a"), Some(Outcome::Skip));
         let other = results(
-            "fib_lookup_neigh\n",
+            "fib_lookup\nfib_lookup_neigh\nxdp_link\n",
             vec![JsonResult {
                 name: "fib_lookup_neigh/flags".into(),
-                failed: true,
+                outcome: Outcome::Fail,
             }],
+            &Report::default(),
         );
         let rows = diff(&r, &other);
-        let flags = rows
+        let row = |n: &str| rows.iter().find(|x| x.name == n).unwrap();
+        assert_eq!(
+            (
+                row("fib_lookup_neigh/flags").pristine,
+                row("fib_lookup_neigh/flags").patched
+            ),
+            (Some(Outcome::Ok), Some(Outcome::Fail))
+        );
+        // Skipped on the pristine base, passed on the series: not a
+        // regression; passed on the base, skipped on the series: one.
+        assert_eq!(
+            (row("fib_lookup").pristine, row("fib_lookup").patched),
+            (Some(Outcome::Skip), Some(Outcome::Ok))
+        );
+        assert!(!row("fib_lookup").regressed());
+        let back = diff(&other, &r);
+        assert!(back
             .iter()
-            .find(|x| x.name == "fib_lookup_neigh/flags")
-            .unwrap();
-        assert_eq!((flags.pristine, flags.patched), (Some(true), Some(false)));
+            .find(|x| x.name == "fib_lookup")
+            .unwrap()
+            .regressed());
     }
 
     #[test]

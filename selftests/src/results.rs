@@ -5,18 +5,27 @@ use serde::Serialize;
 
 use crate::Result;
 
-/// One test or subtest in `test_progs --json-summary` output: passed or
-/// failed.
+/// One test or subtest of a `test_progs --json-summary` run: passed,
+/// failed or skipped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JsonResult {
     pub name: String,
-    pub failed: bool,
+    pub outcome: Outcome,
 }
 
 /// The outcome of every test `--list` named: the failures (tests and
 /// subtests) come from the `--json-summary` report, which lists only
-/// failures; a listed test that is not among them passed.
-pub fn results(listed: &str, failures: Vec<JsonResult>) -> Vec<JsonResult> {
+/// failures; the skips from the result lines of the run's own output
+/// (`output`, what [`parse`] read), since the summary names none; a listed
+/// test that is neither passed. A subtest the output reports skipped is a
+/// row of its own.
+pub fn results(listed: &str, failures: Vec<JsonResult>, output: &Report) -> Vec<JsonResult> {
+    let skipped = |name: &str| {
+        output
+            .results
+            .iter()
+            .any(|r| r.name == name && r.outcome == Outcome::Skip)
+    };
     let mut out: Vec<JsonResult> = listed
         .lines()
         .map(str::trim)
@@ -24,10 +33,22 @@ pub fn results(listed: &str, failures: Vec<JsonResult>) -> Vec<JsonResult> {
         .filter(|l| !failures.iter().any(|f| f.name == *l))
         .map(|l| JsonResult {
             name: l.to_string(),
-            failed: false,
+            outcome: if skipped(l) {
+                Outcome::Skip
+            } else {
+                Outcome::Ok
+            },
         })
         .collect();
     out.extend(failures);
+    for r in &output.results {
+        if r.outcome == Outcome::Skip && !out.iter().any(|o| o.name == r.name) {
+            out.push(JsonResult {
+                name: r.name.clone(),
+                outcome: Outcome::Skip,
+            });
+        }
+    }
     out
 }
 
@@ -52,15 +73,16 @@ pub fn parse_json_summary(text: &str) -> Result<Vec<JsonResult>, serde_json::Err
     let s: Summary = serde_json::from_str(text)?;
     let mut out = Vec::new();
     for t in s.results {
+        let outcome = |failed: bool| if failed { Outcome::Fail } else { Outcome::Ok };
         for sub in &t.subtests {
             out.push(JsonResult {
                 name: format!("{}/{}", t.name, sub.name),
-                failed: sub.failed,
+                outcome: outcome(sub.failed),
             });
         }
         out.push(JsonResult {
             name: t.name,
-            failed: t.failed,
+            outcome: outcome(t.failed),
         });
     }
     Ok(out)
@@ -71,19 +93,19 @@ pub fn parse_json_summary(text: &str) -> Result<Vec<JsonResult>, serde_json::Err
 pub struct DiffRow {
     pub name: String,
     /// None: the test did not run there.
-    pub pristine: Option<bool>,
-    pub patched: Option<bool>,
+    pub pristine: Option<Outcome>,
+    pub patched: Option<Outcome>,
 }
 
 impl DiffRow {
-    /// Passed on the pristine kernel and failed (or vanished) on the
-    /// patched one.
+    /// Passed on the pristine kernel and failed, was skipped or vanished
+    /// on the patched one.
     pub fn regressed(&self) -> bool {
-        self.pristine == Some(true) && self.patched != Some(true)
+        self.pristine == Some(Outcome::Ok) && self.patched != Some(Outcome::Ok)
     }
 }
 
-/// Join two runs by test name; `true` means passed.
+/// Join two runs by test name.
 pub fn diff(pristine: &[JsonResult], patched: &[JsonResult]) -> Vec<DiffRow> {
     let mut names: Vec<&str> = pristine
         .iter()
@@ -92,15 +114,19 @@ pub fn diff(pristine: &[JsonResult], patched: &[JsonResult]) -> Vec<DiffRow> {
         .collect();
     names.sort();
     names.dedup();
-    // A subtest is reported only when it fails: where its test ran and it
-    // is not reported, it passed.
+    // A subtest is reported only when it fails or is skipped: where its
+    // test ran and it is not reported, it passed; where its test was
+    // skipped, so was it.
     let find = |rs: &[JsonResult], n: &str| {
         rs.iter()
             .find(|r| r.name == n)
-            .map(|r| !r.failed)
+            .map(|r| r.outcome)
             .or_else(|| {
                 let (test, _) = n.split_once('/')?;
-                rs.iter().any(|r| r.name == test).then_some(true)
+                rs.iter().find(|r| r.name == test).map(|r| match r.outcome {
+                    Outcome::Skip => Outcome::Skip,
+                    Outcome::Ok | Outcome::Fail => Outcome::Ok,
+                })
             })
     };
     names

@@ -314,9 +314,10 @@ impl Diff {
     /// A row per test (and per test left out), and the counts.
     pub fn render(&self) -> String {
         let rows = &self.rows;
-        let mark = |r: Option<bool>| match r {
-            Some(true) => "pass",
-            Some(false) => "FAIL",
+        let mark = |r: Option<st::Outcome>| match r {
+            Some(st::Outcome::Ok) => "pass",
+            Some(st::Outcome::Fail) => "FAIL",
+            Some(st::Outcome::Skip) => "skip",
             None => "-",
         };
         let mut table = Table::new().header(["test", "pristine", "patched"]);
@@ -337,13 +338,17 @@ impl Diff {
             ]);
         }
         let count = |f: &dyn Fn(&st::DiffRow) -> bool| rows.iter().filter(|r| f(r)).count();
+        let ok = Some(st::Outcome::Ok);
+        let fail = Some(st::Outcome::Fail);
+        let skip = Some(st::Outcome::Skip);
         format!(
-            "{}{} tests and subtests; pristine-pass/patched-fail: {}; fixed or new (pristine fail/absent, patched pass): {}; failing on both: {}\n",
+            "{}{} tests and subtests; pristine-pass/patched-not: {}; fixed or new (pristine fail/skip/absent, patched pass): {}; failing on both: {}; skipped on either: {}\n",
             table.render(),
             rows.len(),
             self.regressions(),
-            count(&|r| r.pristine != Some(true) && r.patched == Some(true)),
-            count(&|r| r.pristine == Some(false) && r.patched == Some(false)),
+            count(&|r| r.pristine != ok && r.patched == ok),
+            count(&|r| r.pristine == fail && r.patched == fail),
+            count(&|r| r.pristine == skip || r.patched == skip),
         )
     }
 }

@@ -34,7 +34,8 @@ fn render(suite: TestSuite) -> Result<String> {
 
 /// The matrix: a failed verdict fails the case; an unchecked cell (a
 /// reference cell, or a policy this kernel rejects without an
-/// expectation) is a skipped case.
+/// expectation) and a cell not run (a flag this kernel rejects) are
+/// skipped cases.
 pub fn matrix(results: &[CellResult]) -> Result<String> {
     let mut suite = TestSuite::new("fibneigh matrix");
     for r in results {
@@ -45,6 +46,7 @@ pub fn matrix(results: &[CellResult]) -> Result<String> {
                 Outcome::Unsupported => "unsupported by this kernel, no expectation".to_string(),
                 other => format!("no expectation ({})", other.label()),
             }),
+            Verdict::Skipped(why) => skipped(why),
         };
         let mut case = TestCase::new(r.cell.id(), status);
         case.set_classname(format!("matrix.{}", r.cell.scenario));
@@ -76,12 +78,20 @@ pub fn selftests_diff(rows: &[st::DiffRow]) -> Result<String> {
     let mut suite = TestSuite::new("test_progs pristine vs patched");
     for r in rows {
         let status = if r.regressed() {
-            failure("passes on the pristine base, fails on the patched kernel")
-        } else if r.patched == Some(true) {
+            failure(match r.patched {
+                Some(st::Outcome::Skip) => {
+                    "passes on the pristine base, skipped on the patched kernel"
+                }
+                None => "passes on the pristine base, not run on the patched kernel",
+                _ => "passes on the pristine base, fails on the patched kernel",
+            })
+        } else if r.patched == Some(st::Outcome::Ok) {
             TestCaseStatus::success()
         } else {
-            skipped(match r.pristine {
-                Some(false) => "fails on the pristine base as well",
+            skipped(match (r.patched, r.pristine) {
+                (Some(st::Outcome::Skip), _) => "skipped by test_progs on the patched kernel",
+                (_, Some(st::Outcome::Fail)) => "fails on the pristine base as well",
+                (_, Some(st::Outcome::Skip)) => "skipped on the pristine base",
                 _ => "not run on the pristine base",
             })
         };
@@ -286,16 +296,23 @@ mod tests {
             pristine,
             patched,
         };
+        use st::Outcome::{Fail, Ok, Skip};
         let rows = [
-            row("a", Some(true), Some(true)),
-            row("b", Some(false), Some(false)),
-            row("c", None, Some(true)),
+            row("a", Some(Ok), Some(Ok)),
+            row("b", Some(Fail), Some(Fail)),
+            row("c", None, Some(Ok)),
+            row("e", Some(Skip), Some(Skip)),
         ];
-        let s = check(&selftests_diff(&rows).expect("xml")).expect("passes");
-        assert_eq!((s.cases, s.skipped), (3, 1));
-        let regressed = [row("d", Some(true), Some(false))];
+        let xml = selftests_diff(&rows).expect("xml");
+        let s = check(&xml).expect("passes");
+        assert_eq!((s.cases, s.skipped), (4, 2), "a skip is never a pass");
+        assert!(xml.contains("skipped by test_progs on the patched kernel"));
+        let regressed = [
+            row("d", Some(Ok), Some(Fail)),
+            row("f", Some(Ok), Some(Skip)),
+        ];
         let s = summary(&selftests_diff(&regressed).expect("xml")).expect("reads");
-        assert_eq!(s.failed, ["test_progs.diff.d"]);
+        assert_eq!(s.failed, ["test_progs.diff.d", "test_progs.diff.f"]);
     }
 
     #[test]

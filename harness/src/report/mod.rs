@@ -89,6 +89,7 @@ pub fn render_table(results: &[CellResult]) -> String {
                 Verdict::Pass => "ok".into(),
                 Verdict::Fail(why) => format!("FAIL ({why})"),
                 Verdict::Unchecked => "-".into(),
+                Verdict::Skipped(_) => "skipped".into(),
             },
         ]);
     }
@@ -109,16 +110,18 @@ pub fn render_svgs(scenarios: &[Scenario], results: &[CellResult]) -> Vec<(Strin
     files
 }
 
-/// `fibneigh matrix`'s last line: the cells run (in `secs` seconds) and
-/// how many match the expectations, do not, or have none.
+/// `fibneigh matrix`'s last line: the cells (in `secs` seconds) and how
+/// many match the expectations, do not, have none, or were not run.
 pub fn render_summary(results: &[CellResult], secs: f64) -> String {
     let count = |v: fn(&Verdict) -> bool| results.iter().filter(|r| v(&r.verdict)).count();
     format!(
-        "{} cells in {secs:.1}s; {} matching the expectations, {} not, {} unchecked\n",
+        "{} cells in {secs:.1}s; {} matching the expectations, {} not, {} unchecked, {} skipped \
+         (not run: a flag this kernel rejects)\n",
         results.len(),
         count(|v| *v == Verdict::Pass),
         count(|v| matches!(v, Verdict::Fail(_))),
         count(|v| *v == Verdict::Unchecked),
+        count(|v| matches!(v, Verdict::Skipped(_))),
     )
 }
 
@@ -135,6 +138,7 @@ pub fn render_verdicts(results: &[CellResult]) -> String {
                 Verdict::Pass => "as expected".to_string(),
                 Verdict::Fail(why) => format!("FAIL: {why}"),
                 Verdict::Unchecked => "no expectation".to_string(),
+                Verdict::Skipped(why) => format!("skipped: {why}"),
             }
         );
     }
@@ -265,7 +269,7 @@ mod tests {
         assert_eq!(col(lines[1]), col(lines[2]));
         assert!(lines[1].contains("recovered") && lines[1].contains("1234"));
         assert!(lines[2].contains("unsupported by this kernel"));
-        assert!(lines[2].trim_end().ends_with("ok"));
+        assert!(lines[2].trim_end().ends_with("skipped"), "{t}");
     }
 
     #[test]
@@ -330,7 +334,8 @@ mod tests {
         results.push(failed);
         assert_eq!(
             render_summary(&results, 1.25),
-            "2 cells in 1.2s; 0 matching the expectations, 1 not, 1 unchecked\n"
+            "2 cells in 1.2s; 0 matching the expectations, 1 not, 1 unchecked, 0 skipped (not run: a \
+             flag this kernel rejects)\n"
         );
         let lines = render_verdicts(&results);
         assert_eq!(lines.lines().count(), 2);

@@ -62,11 +62,19 @@ pub fn verdict(r: &CellResult) -> Verdict {
     let fail = |why: &str| Verdict::Fail(why.to_string());
     match (expect, &r.outcome) {
         (Expect::Unsupported, Outcome::Unsupported) => {
-            // The state matrix shows the rejection itself.
-            if Spec::of(r.cell.scenario).kind == Kind::Lookups
-                && r.state_rows
-                    .iter()
-                    .any(|row| row.rc != -(libc::EINVAL as i64))
+            // The state matrix shows the rejection itself; a traffic cell
+            // was not run, so nothing of it was checked.
+            if Spec::of(r.cell.scenario).kind != Kind::Lookups {
+                Verdict::Skipped(format!(
+                    "not run: this kernel rejects {} (the series adds it)",
+                    r.missing_flags.join(" and ")
+                ))
+            } else if r.state_rows.is_empty() {
+                fail("no lookups")
+            } else if r
+                .state_rows
+                .iter()
+                .any(|row| row.rc != -(libc::EINVAL as i64))
             {
                 fail("a lookup with an unsupported flag did not return -EINVAL")
             } else {
@@ -265,6 +273,7 @@ pub(crate) mod fixtures {
                 r.probes_unicast = 1;
             }
             Outcome::NotRecovered => r.final_new_mac = Some(false),
+            Outcome::Unsupported => r.missing_flags = vec!["NEIGH_STATE".into()],
             _ => {}
         }
         if p == PolicyChoice::Header {
@@ -439,14 +448,17 @@ mod tests {
             &UNPATCHED,
         );
         assert!(matches!(r.verdict, Verdict::Fail(_)));
-        // Unsupported is right on an unpatched kernel, wrong on a patched one.
-        let r = result(
-            Scenario::IpReassign,
-            aware,
-            Outcome::Unsupported,
-            &UNPATCHED,
+        // Unsupported is right on an unpatched kernel, wrong on a patched
+        // one; a traffic cell that was not run is skipped, never a pass.
+        let mut r = CellResult::new(cell(Scenario::IpReassign, aware), Outcome::Unsupported);
+        r.missing_flags = vec!["NEIGH_STATE".into()];
+        r.finish(&UNPATCHED);
+        assert_eq!(
+            r.verdict,
+            Verdict::Skipped(
+                "not run: this kernel rejects NEIGH_STATE (the series adds it)".into()
+            )
         );
-        assert_eq!(r.verdict, Verdict::Pass);
         let r = result(Scenario::IpReassign, aware, Outcome::Unsupported, &PATCHED);
         assert!(matches!(r.verdict, Verdict::Fail(_)));
         let r = result(Scenario::IpReassign, aware, Outcome::Recovered, &PATCHED);
@@ -528,5 +540,9 @@ mod tests {
         r.state_rows.push(row(Nud::STALE, 0, None, false));
         r.finish(&UNPATCHED);
         assert!(matches!(r.verdict, Verdict::Fail(_)));
+        // No lookup at all shows no rejection.
+        r.state_rows.clear();
+        r.finish(&UNPATCHED);
+        assert_eq!(r.verdict, Verdict::Fail("no lookups".into()));
     }
 }

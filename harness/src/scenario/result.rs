@@ -62,6 +62,9 @@ pub enum Verdict {
     Fail(String),
     /// No expectation for this cell.
     Unchecked,
+    /// Not run: the kernel rejects a flag the cell's policy needs (the
+    /// reason names it). Counted as skipped, never as a pass.
+    Skipped(String),
 }
 
 /// One NUD state through the probe program (state-matrix).
