@@ -343,7 +343,7 @@ step "fuzz on the debug kernel: 100,000 bpf_fib_lookup() calls and 20,000 forwar
 "$bin" vm run --profile debug --timeout 2700 -- "$bin" fuzz --seed 1 --lookups 100000 --forwarder-runs 20000 --json target/fuzz-vm/fuzz.json
 
 step "neighbour churn under traffic on the debug kernel: 30 s each for state-aware and refresh, tc and XDP; recovery, counters, no leftovers, no kernel bug report"
-"$bin" vm run --profile debug --timeout 2700 -- "$bin" churn --seconds 30 --json target/churn-vm/churn.json
+"$bin" vm run --profile debug --timeout 2700 -- "$bin" churn --seconds 30 --fill-table --json target/churn-vm/churn.json
 
 # Patch 2 takes neigh->lock from BPF: here from a cls_bpf filter under a
 # classful qdisc (inside its root lock) and from test runs on both vCPUs

@@ -1,8 +1,9 @@
 //! Neighbour churn under traffic: a flow is forwarded through the
 //! forwarder (state-aware or refresh, tc or XDP) while another thread
 //! churns the DUT's entry for the nexthop: a new MAC (REACHABLE or STALE),
-//! forced STALE, deleted, the device's whole table flushed, the table filled
-//! past `gc_thresh3` so forced GC runs. Afterwards the flow must reach the
+//! forced STALE, deleted, the device's whole table flushed and, with
+//! `--fill-table` (in a guest: the table is the machine's), the table
+//! filled past `gc_thresh3` so forced GC runs. Afterwards the flow must reach the
 //! nexthop's real MAC again, the forwarder's counters must add up, and the
 //! lab must leave nothing behind; a kernel splat fails the VM run through
 //! the console scan.
@@ -41,6 +42,9 @@ pub struct ChurnReport {
     pub seed: u64,
     /// Churn actions done, by kind.
     pub actions: std::collections::BTreeMap<String, u64>,
+    /// Whether filling the neighbour table was one of the actions
+    /// (`--fill-table`).
+    pub fill_table: bool,
     /// Table fills that hit the table's limit (ENOBUFS) before the end.
     pub fills_limited: u64,
     pub sent: u64,
@@ -65,15 +69,19 @@ impl ChurnReport {
     /// what is wrong with it (its own and what the run left behind).
     pub fn render(&self, problems: &[String]) -> String {
         let r = self;
+        let fills = if r.fill_table {
+            format!("{} fills hit the table limit", r.fills_limited)
+        } else {
+            "no table fills: the table is the machine's, --fill-table in a guest".to_string()
+        };
         let mut out = format!(
-            "churn {} {} v{}: {}s, {} actions ({} fills hit the table limit); sent {}, forwarder saw {} \
+            "churn {} {} v{}: {}s, {} actions ({fills}); sent {}, forwarder saw {} \
              (redirect {}, redirect_neigh {}, pass {}, drop {}); recovered {}: {}\n",
             r.policy,
             r.hook,
             r.family,
             r.seconds,
             r.actions.values().sum::<u64>(),
-            r.fills_limited,
             r.sent,
             r.seen,
             r.redirect,
@@ -116,8 +124,8 @@ pub enum RunsError {
 /// The runs `fibneigh churn` asks for.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChurnRequest {
-    /// Seconds of churn per run (policy x hook).
-    #[arg(long, default_value_t = 30)]
+    /// Seconds of churn per run (policy x hook; at most a day).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(..=86_400))]
     pub seconds: u64,
     /// Policies to run (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "state-aware,refresh")]
@@ -131,6 +139,14 @@ pub struct ChurnRequest {
     /// Seed of the churn's choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Also fill the neighbour table past gc_thresh3 as one of the
+    /// actions. The table is one per family for the whole machine, not
+    /// per namespace: a fill makes forced GC evict the machine's own idle
+    /// entries and refuse new ones while it lasts, so use it in a guest
+    /// (`fibneigh vm run -- fibneigh churn --fill-table`), not on a host
+    /// that has other work.
+    #[arg(long)]
+    pub fill_table: bool,
 }
 
 impl ChurnRequest {
@@ -162,7 +178,7 @@ pub fn run_each(
     let mut failed = 0;
     for policy in &req.policy {
         for hook in &req.hook {
-            let r = match run(*policy, *hook, req.family == 6, req.seconds, req.seed) {
+            let r = match run(*policy, *hook, req, req.family == 6) {
                 Ok(r) => r,
                 Err(crate::error::Error::Interrupted(_)) => return Err(RunsError::Interrupted),
                 Err(e) => return Err(RunsError::Run(e)),
@@ -222,8 +238,9 @@ fn fill_addr(v6: bool, i: u32) -> IpAddr {
     }
 }
 
-/// Run one churn: `seconds` of churn under a flow, then recovery.
-pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Result<ChurnReport> {
+/// Run one churn: `req.seconds` of churn under a flow, then recovery.
+pub fn run(policy: Policy, hook: Hook, req: &ChurnRequest, v6: bool) -> Result<ChurnReport> {
+    let (seconds, seed) = (req.seconds, req.seed);
     let n = Names::for_this_process();
     stop::check()?;
     let lab = Lab::create(&Topology::standard(&n))?;
@@ -262,7 +279,8 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
     let mut fill_base = 0u32;
     while Instant::now() < churn_end {
         stop::check()?;
-        let kind = rng.gen_range(0..12);
+        // The last kind, a table fill, only when asked for.
+        let kind = rng.gen_range(0..if req.fill_table { 12 } else { 11 });
         let mac: [u8; 6] = [0x02, 0xc4, rng.gen(), rng.gen(), rng.gen(), rng.gen()];
         let name = match kind {
             0..=2 => {
@@ -361,6 +379,7 @@ pub fn run(policy: Policy, hook: Hook, v6: bool, seconds: u64, seed: u64) -> Res
         seconds,
         seed,
         actions,
+        fill_table: req.fill_table,
         fills_limited,
         sent,
         seen: c.lookups_total() + c.skipped,

@@ -75,7 +75,18 @@ impl External {
                 ..
             } => {
                 let ifaces = [n.dut_client_if.as_str(), n.dut_host_if.as_str()];
-                run_in(&n.dut, &expand(attach, &n.dut, &ifaces), name, "attach")?;
+                if let Err(e) = run_in(&n.dut, &expand(attach, &n.dut, &ifaces), name, "attach") {
+                    // It may have done part of its work (pinned a program
+                    // or a map in bpffs, which outlives the namespace):
+                    // detach anyway, and report the attach error.
+                    if let Err(d) = run_in(&n.dut, &expand(detach, &n.dut, &ifaces), name, "detach")
+                    {
+                        return Err(Error::Setup(format!(
+                            "{e}; the detach command after it failed too: {d}"
+                        )));
+                    }
+                    return Err(e);
+                }
                 Ok(ExternalAttached {
                     _peers: peers,
                     kind: AttachedKind::Command {
@@ -209,12 +220,23 @@ fn leftovers(ns: &str, ifaces: &[String]) -> Result<Vec<String>> {
     Ok(found)
 }
 
+/// What `argv` prints in namespace `ns`; a command that fails is an error
+/// naming it (an inspection that could not look finds nothing left
+/// behind only by mistake).
 fn capture(ns: &str, argv: &[&str]) -> Result<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", ns])
         .args(argv)
         .output()
         .map_err(|e| Error::Setup(format!("cannot run {}: {e}", argv.join(" "))))?;
+    if !out.status.success() {
+        return Err(Error::Setup(format!(
+            "{} in {ns} failed ({}): {}",
+            argv.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -122,8 +122,9 @@ impl LockStressReport {
 /// What `fibneigh lock-stress` asks for.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LockStressRequest {
-    /// How long the filter, the test runs and the churn run together.
-    #[arg(long, default_value_t = 30)]
+    /// How long the filter, the test runs and the churn run together
+    /// (at most a day).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(..=86_400))]
     pub seconds: u64,
     /// Seed of the churn's choices.
     #[arg(long, default_value_t = 1)]

@@ -1,7 +1,11 @@
 //! Stopping a run cleanly on SIGINT/SIGTERM: the handler only sets a flag;
 //! scenario steps check it and return [`Interrupted`], so every guard
 //! (the lab's namespaces, attachments, traffic threads) drops normally.
-//! A second signal while the first is being handled terminates at once.
+//! A second signal while the first is being handled terminates at once,
+//! after killing the guests' process groups (QEMU, User-Mode Linux), which
+//! run in groups of their own that a terminal's Ctrl-C does not reach.
+//! Lab namespaces such an exit leaves are removed by `fibneigh clean` or
+//! by the next lab command.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -24,13 +28,19 @@ pub fn install() -> std::io::Result<()> {
         return Ok(());
     }
     for sig in [SIGINT, SIGTERM] {
-        // Order matters: the conditional shutdown sees the flag as it was
-        // before this signal's own handler sets it.
-        signal_hook::flag::register_conditional_shutdown(
-            sig,
-            EXIT_INTERRUPTED.into(),
-            shared().clone(),
-        )?;
+        // Order matters: the first action sees the flag as it was before
+        // this signal's own handler (the second) sets it.
+        let seen = shared().clone();
+        // SAFETY: the action loads an atomic, kills process groups
+        // (kill(2)) and exits (_exit(2)): all async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(sig, move || {
+                if seen.load(Ordering::SeqCst) {
+                    fibneigh_vm::children::kill_all();
+                    signal_hook::low_level::exit(EXIT_INTERRUPTED.into());
+                }
+            })?;
+        }
         signal_hook::flag::register(sig, shared().clone())?;
     }
     let _ = INSTALLED.set(());

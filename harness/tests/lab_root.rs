@@ -167,6 +167,27 @@ fn leftovers_of_dead_runs_are_removed() {
 
 #[test]
 #[ignore = "needs root"]
+fn a_namespace_this_run_left_behind_is_named_and_removed() {
+    // Named as this process's and made without a lab: what a lab whose
+    // drop failed to delete a namespace leaves.
+    let orphan = format!("{}orphan", plan::run_prefix(std::process::id()));
+    let _guard = Guard(orphan.clone());
+    netns::create(&orphan).expect("create");
+    let (names, lab) = standard_lab();
+    let problems = Lab::with_leftovers(vec!["before".into()]).expect("leftovers");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[1].contains(&orphan), "{problems:?}");
+    let listed = netns::list().unwrap();
+    assert!(!listed.contains(&orphan), "{listed:?}");
+    // A live lab of this process is no leftover; once dropped, nothing is.
+    assert!(listed.contains(&names.dut), "{listed:?}");
+    drop(lab);
+    let problems = Lab::with_leftovers(Vec::new()).expect("leftovers");
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+#[ignore = "needs root"]
 fn fibneigh_clean_removes_the_namespaces_of_dead_runs_only() {
     let (dead, _guard) = dead_run_namespace(0x7fff_fff1, "clean");
     let (names, _lab) = standard_lab();

@@ -28,7 +28,13 @@ fn run_logged(c: &Cell, support: &Support, opts: &Options) -> fibneigh::scenario
 #[ignore = "needs root"]
 fn the_bug_reproduces_with_baseline_and_always_neigh_recovers() {
     let support = Support::probe().expect("probe the kernel");
-    let opts = Options::default();
+    // always-neigh needs about 1.4 s (the 1 s DELAY, then probes 100 ms
+    // apart): a 5 s window, as CI's matrices take, keeps a busy machine
+    // from turning that into a miss; baseline never recovers in any.
+    let opts = Options {
+        window: std::time::Duration::from_secs(5),
+        ..Options::default()
+    };
     let base = run_logged(
         &cell(Scenario::IpReassign, Policy::Baseline),
         &support,

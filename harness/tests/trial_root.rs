@@ -130,14 +130,18 @@ fn one_cell(spec: ExternalSpec) -> fibneigh::scenario::CellResult {
 }
 
 /// A forwarder whose attach command fails: the cell is an error naming the
-/// forwarder, the command and what it said; the lab is removed.
+/// forwarder, the command and what it said; its detach command still runs
+/// (the attach may have pinned something that outlives the namespace);
+/// the lab is removed.
 #[test]
 #[ignore = "needs root"]
 fn a_failing_attach_command_is_named_and_the_lab_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let detached = dir.path().join("detached");
     let r = one_cell(ExternalSpec::Command {
         name: "broken".into(),
         attach: "echo cannot attach to {ifaces} >&2; exit 3".into(),
-        detach: "true".into(),
+        detach: format!("touch '{}'", detached.display()),
         hook: Hook::Xdp,
     });
     let Outcome::Error(e) = &r.outcome else {
@@ -148,6 +152,7 @@ fn a_failing_attach_command_is_named_and_the_lab_removed() {
         "{e}"
     );
     assert!(e.contains("cannot attach to"), "{e}");
+    assert!(detached.exists(), "the detach command did not run");
     assert!(matches!(r.verdict, Verdict::Fail(_)));
     no_namespace_left_by(std::process::id());
 }

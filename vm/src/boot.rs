@@ -188,10 +188,15 @@ pub fn run(
         .process_group(0);
     let shown = crate::cmd::display(&cmd);
     reporter.event(Event::Note(format!("running {shown}")));
+    // Before the guest starts, so that nothing can fail between its start
+    // and the wait that stops it.
+    let log = fs::File::create(&req.console_log).at(&req.console_log)?;
     let mut child = cmd
         .spawn()
         .map_err(|source| Error::Spawn { cmd: shown, source })?;
-    let log = fs::File::create(&req.console_log).at(&req.console_log)?;
+    // Its own group, which a terminal's Ctrl-C misses: killed by a second
+    // Ctrl-C's handler (crate::children) as by the wait below.
+    let _registered = crate::children::register(child.id() as i32);
     let stderr = child.stderr.take().expect("stderr is piped");
     let kernel_spoke = std::sync::Arc::new(AtomicBool::new(false));
     let spoke = std::sync::Arc::clone(&kernel_spoke);

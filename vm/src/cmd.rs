@@ -102,6 +102,12 @@ pub fn stream(mut cmd: Command, log: &Path, mut on_line: impl FnMut(&str)) -> Re
         cmd: shown.clone(),
         source,
     })?;
+    // Before the command starts, so that a log that cannot be written
+    // leaves nothing running.
+    let mut file = std::fs::File::create(log).map_err(|source| Error::Io {
+        path: log.to_path_buf(),
+        source,
+    })?;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(writer)
@@ -114,10 +120,6 @@ pub fn stream(mut cmd: Command, log: &Path, mut on_line: impl FnMut(&str)) -> Re
     // The command holds copies of the write end: drop it, or the reader
     // never sees EOF.
     drop(cmd);
-    let mut file = std::fs::File::create(log).map_err(|source| Error::Io {
-        path: log.to_path_buf(),
-        source,
-    })?;
     let mut lines = BufReader::new(reader);
     let mut buf = Vec::new();
     loop {

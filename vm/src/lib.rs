@@ -11,6 +11,7 @@ pub mod apt;
 pub mod base;
 pub mod boot;
 pub mod cache;
+pub mod children;
 mod cmd;
 pub mod console;
 pub mod error;

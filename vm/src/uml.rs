@@ -227,6 +227,9 @@ pub fn run(
     let spawned = cmd.spawn();
     drop(out_write);
     let mut child = spawned.map_err(|source| Error::Spawn { cmd: shown, source })?;
+    // Its own group, which a terminal's Ctrl-C misses: killed by a second
+    // Ctrl-C's handler (crate::children) as by the wait below.
+    let _registered = crate::children::register(child.id() as i32);
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let kill_all = || {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);

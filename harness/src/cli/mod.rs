@@ -133,9 +133,10 @@ pub struct TimingArgs {
     /// Flow rate in packets per second.
     #[arg(long, default_value_t = 200)]
     pub rate: u32,
-    /// How long to wait for recovery after the move, in ms [default:
-    /// 2000; with matrix --quick, meant for emulated machines, 4000].
-    #[arg(long)]
+    /// How long to wait for recovery after the move, in ms (at most an
+    /// hour) [default: 2000; with matrix --quick, meant for emulated
+    /// machines, 4000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub window_ms: Option<u64>,
 }
 

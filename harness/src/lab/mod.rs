@@ -83,7 +83,13 @@ impl Lab {
         };
         let t = &lab.topology;
         for ns in &t.namespaces {
-            netns::create(ns)?;
+            // Held before it exists, so that no look for leftovers of
+            // this process takes it for one.
+            live_namespaces().insert(ns.clone());
+            if let Err(e) = netns::create(ns) {
+                live_namespaces().remove(ns);
+                return Err(e);
+            }
             lab.created.push(ns.clone());
         }
         for ns in &t.namespaces {
@@ -355,10 +361,14 @@ impl Lab {
     }
 
     /// `problems` plus lines naming the lab namespaces a run left behind
-    /// (removed by [`Lab::cleanup_leftovers`]) and those that could not be
+    /// (removed by [`Lab::cleanup_leftovers`], and this process's own that
+    /// no live lab holds, removed here) and those that could not be
     /// removed.
     pub fn with_leftovers(mut problems: Vec<String>) -> Result<Vec<String>> {
-        let leftovers = Self::cleanup_leftovers()?;
+        let mut leftovers = Self::cleanup_leftovers()?;
+        let own = Self::own_leftovers()?;
+        leftovers.removed.extend(own.removed);
+        leftovers.stuck.extend(own.stuck);
         if !leftovers.removed.is_empty() {
             problems.push(format!("left behind: {}", leftovers.removed.join(", ")));
         }
@@ -415,6 +425,29 @@ impl Lab {
         Ok(found)
     }
 
+    /// Delete this process's lab namespaces that no live [`Lab`] holds:
+    /// those a dropped lab failed to delete.
+    pub fn own_leftovers() -> Result<Leftovers> {
+        let me = std::process::id();
+        let mut found = Leftovers::default();
+        for name in netns::list()? {
+            if plan::owner_pid(&name) != Some(me) || live_namespaces().contains(&name) {
+                continue;
+            }
+            match netns::delete(&name) {
+                Ok(()) => {
+                    eprintln!("removed network namespace {name}, which this run left behind");
+                    found.removed.push(name);
+                }
+                Err(e) => {
+                    eprintln!("warning: network namespace {name}, which this run left behind: {e}");
+                    found.stuck.push(name);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     fn check(&self, ns: &str) -> Result<()> {
         if self.created.iter().any(|n| n == ns) {
             Ok(())
@@ -424,7 +457,17 @@ impl Lab {
     }
 }
 
-/// What [`Lab::cleanup_leftovers`] found.
+/// The namespaces of this process's live labs: made by [`Lab::create`],
+/// forgotten when the lab drops.
+fn live_namespaces() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<String>> {
+    static LIVE: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    // A thread that panicked while holding it left the set itself whole.
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What [`Lab::cleanup_leftovers`] and [`Lab::own_leftovers`] found.
 #[derive(Debug, Default)]
 pub struct Leftovers {
     /// Namespaces of processes that are gone, removed.
@@ -455,6 +498,9 @@ impl Drop for Lab {
             if let Err(e) = netns::delete(ns) {
                 eprintln!("warning: {e}");
             }
+            // Gone or not, no live lab holds it: one still there is a
+            // leftover of this process (see [`Lab::with_leftovers`]).
+            live_namespaces().remove(ns);
         }
     }
 }
