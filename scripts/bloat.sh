@@ -60,8 +60,12 @@ cp net/core/filter.o "$out/filter-pristine.o"
 for f in net/core/filter.c include/uapi/linux/bpf.h; do
 	mv "$f.bloat" "$f"
 done
+# Newer than the pristine object for make, then its own time again.
+touch -r net/core/filter.c "$out/.filter.c.time"
 touch net/core/filter.c
 make -s net/core/filter.o
+touch -r "$out/.filter.c.time" net/core/filter.c
+rm -f "$out/.filter.c.time"
 cp net/core/filter.o "$out/filter-patched.o"
 echo "bloat.sh: $base, $profile ($want), net/core/filter.o, $(grep -E '^CONFIG_(CC_VERSION_TEXT)=' .config | cut -d= -f2-)"
 ./scripts/bloat-o-meter "$out/filter-pristine.o" "$out/filter-patched.o"

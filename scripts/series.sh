@@ -23,7 +23,9 @@
 #       To:/Cc: from the tree's scripts/get_maintainer.pl, then checked
 #       with checkpatch.pl --strict --codespell, which must report nothing.
 #       Nothing in kernel-patches/ or in your branches changes. Send the
-#       result with git send-email after reading it.
+#       result with git send-email after reading it. OUTDIR must be new,
+#       empty, or hold only an earlier post's v*-NNNN-*.patch files (which
+#       are replaced); anything else there is refused, never removed.
 #       --tree PATH: your bpf-next checkout. The series is applied (git am
 #       -3) on its HEAD in a throwaway worktree of that repository, whose
 #       commit becomes base-commit (a commit your tree and the list know);
@@ -170,12 +172,38 @@ post)
 	user_tree=
 	while [ $# -gt 0 ]; do
 		case $1 in
-		-v) version=$2; shift 2 ;;
+		-v | --tree)
+			[ $# -ge 2 ] || { echo "series.sh post: $1 needs a value" >&2; exit 2; } ;;
+		esac
+		case $1 in
+		-v)
+			case $2 in
+			[1-9] | [1-9][0-9]) version=$2 ;;
+			*) echo "series.sh post: -v takes a version number (1-99), not '$2'" >&2; exit 2 ;;
+			esac
+			shift 2 ;;
 		--tree) user_tree=$(cd "$2" && pwd) || { echo "series.sh: --tree $2: no such directory" >&2; exit 2; }; shift 2 ;;
+		-*) echo "series.sh post: unknown option $1" >&2; exit 2 ;;
 		*) break ;;
 		esac
 	done
+	[ $# -le 1 ] || { echo "series.sh post: one OUTDIR at most, not: $*" >&2; exit 2; }
 	out=${1:-$repo/target/posting/v$version-$base}
+	# OUTDIR gets the series' files and nothing else: what an earlier post
+	# wrote there is replaced, a directory holding anything else is
+	# refused, and nothing is removed before the series is made.
+	posted='v[0-9]*-[0-9][0-9][0-9][0-9]-*.patch'
+	if [ -e "$out" ] && [ ! -d "$out" ]; then
+		echo "series.sh post: $out is not a directory" >&2
+		exit 2
+	fi
+	if [ -d "$out" ]; then
+		other=$(find "$out" -mindepth 1 -maxdepth 1 ! -name "$posted" -print -quit)
+		if [ -n "$other" ]; then
+			echo "series.sh post: $out holds files post did not write ($other); name an empty or new directory" >&2
+			exit 2
+		fi
+	fi
 	if [ -n "$user_tree" ]; then
 		git -C "$user_tree" rev-parse --verify -q HEAD >/dev/null ||
 			{ echo "series.sh: --tree $user_tree is not a git checkout" >&2; exit 2; }
@@ -236,8 +264,8 @@ post)
 		cc+=(--cc="$m")
 	done < <(gm --nom)
 	rm -f "$mbox"
-	rm -rf "$out"
 	mkdir -p "$out"
+	find "$out" -mindepth 1 -maxdepth 1 -name "$posted" -delete
 	git -C "$wt" format-patch -q -v "$version" --signoff --notes --thread \
 		--cover-letter --cover-from-description=subject \
 		--subject-prefix="$prefix" --base="$base_rev" \
@@ -262,7 +290,7 @@ post)
 	exit $status
 	;;
 *)
-	sed -n '2,32p' "$0"
+	sed -n '2,39p' "$0"
 	exit 2
 	;;
 esac

