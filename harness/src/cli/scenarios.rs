@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use fibneigh::report;
-use fibneigh::scenario::{self, Cell, Family, MatrixReport, Outcome, PolicyChoice, Scenario};
+use fibneigh::scenario::{self, Cell, Family, MatrixReport, PolicyChoice, Scenario, Verdict};
 use fibneigh_bpf::Hook;
 
 use super::{exit, write_file, JsonOut, ResultFiles, Stopped, TimingArgs};
@@ -74,7 +74,8 @@ pub fn cell(args: CellArgs) -> Result<ExitCode> {
     print!("{}", report::render_table(std::slice::from_ref(&r)));
     print!("{}", report::render_details(&r));
     args.out.write(&r)?;
-    Ok(exit(!matches!(r.outcome, Outcome::Error(_))))
+    // An error is a failed verdict too.
+    Ok(exit(!matches!(r.verdict, Verdict::Fail(_))))
 }
 
 pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
