@@ -208,14 +208,20 @@ pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
 
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let end = Instant::now() + Duration::from_secs(seconds);
+    // Set when the churn fails: the test runs stop then, not at `end`.
+    let churn_failed = std::sync::atomic::AtomicBool::new(false);
     let (actions, runs) = std::thread::scope(|s| -> Result<_> {
         let workers: Vec<_> = (0..cpus)
             .map(|cpu| {
                 let ns = ns.as_fd();
-                s.spawn(move || test_runs(ns, cpu, target, in_index, end))
+                let stop_early = &churn_failed;
+                s.spawn(move || test_runs(ns, cpu, target, in_index, end, stop_early))
             })
             .collect();
         let actions = churn(&lab, &n.dut, &n.dut_host_if, end, seed);
+        if actions.is_err() {
+            churn_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut runs = Vec::new();
         for w in workers {
             runs.push(
@@ -335,6 +341,7 @@ fn test_runs(
     target: FibParams,
     in_index: u32,
     end: Instant,
+    stop_early: &std::sync::atomic::AtomicBool,
 ) -> Result<Runs> {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu)
@@ -343,7 +350,7 @@ fn test_runs(
     let _inside = EnteredNetns::enter(ns)?;
     let stress = LockStress::load(target)?;
     let (mut tc_runs, mut xdp_runs) = (0, 0);
-    while Instant::now() < end {
+    while Instant::now() < end && !stop_early.load(std::sync::atomic::Ordering::Relaxed) {
         stop::check()?;
         stress.test_run(Hook::Tc, in_index, REPEAT)?;
         tc_runs += 1;
