@@ -178,7 +178,7 @@ pub fn run_each(
     let mut failed = 0;
     for policy in &req.policy {
         for hook in &req.hook {
-            let r = match run(*policy, *hook, req, req.family == 6) {
+            let r = match run(*policy, *hook, req) {
                 Ok(r) => r,
                 Err(crate::error::Error::Interrupted(_)) => return Err(RunsError::Interrupted),
                 Err(e) => return Err(RunsError::Run(e)),
@@ -239,8 +239,8 @@ fn fill_addr(v6: bool, i: u32) -> IpAddr {
 }
 
 /// Run one churn: `req.seconds` of churn under a flow, then recovery.
-pub fn run(policy: Policy, hook: Hook, req: &ChurnRequest, v6: bool) -> Result<ChurnReport> {
-    let (seconds, seed) = (req.seconds, req.seed);
+pub fn run(policy: Policy, hook: Hook, req: &ChurnRequest) -> Result<ChurnReport> {
+    let (seconds, seed, v6) = (req.seconds, req.seed, req.family == 6);
     let n = Names::for_this_process();
     stop::check()?;
     let lab = Lab::create(&Topology::standard(&n))?;

@@ -133,18 +133,27 @@ fn the_job_stops_when_the_run_that_started_it_is_killed_outright() {
     assert!(group_gone(pgid), "the job outlived the run");
 }
 
-#[test]
-fn the_job_stops_with_its_process_group_as_the_run_stops_it() {
+/// Start the script on a long job, `stop` it (given the script's pid,
+/// which is its process group's), and check it exits 143 with its job gone.
+fn stopped_by(stop: impl FnOnce(Pid), what: &str) {
     let run = Run::start();
     let child = spawn(background(&run.pid(), &["sleep", "300"]));
     let pgid = child.id();
     wait_for_job(pgid);
 
-    // what stop_background() does
-    killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM).expect("kill the group");
+    stop(Pid::from_raw(pgid as i32));
     let out = wait_at_most(child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(143), "{out:?}");
-    assert!(group_gone(pgid), "the job outlived its stop");
+    assert!(group_gone(pgid), "the job outlived {what}");
+}
+
+#[test]
+fn the_job_stops_with_its_process_group_as_the_run_stops_it() {
+    // what stop_background() does
+    stopped_by(
+        |pgid| killpg(pgid, Signal::SIGTERM).expect("kill the group"),
+        "its stop",
+    );
 }
 
 #[test]
@@ -152,15 +161,10 @@ fn the_job_stops_when_the_script_alone_is_interrupted() {
     // SIGINT to the script only (by hand, `kill -INT`): the job, started
     // with `&` by a non-interactive shell, ignores SIGINT, so the script
     // must stop it rather than leave it running unwatched
-    let run = Run::start();
-    let child = spawn(background(&run.pid(), &["sleep", "300"]));
-    let pgid = child.id();
-    wait_for_job(pgid);
-
-    kill(Pid::from_raw(pgid as i32), Signal::SIGINT).expect("interrupt the script");
-    let out = wait_at_most(child, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(143), "{out:?}");
-    assert!(group_gone(pgid), "the job outlived the interrupted script");
+    stopped_by(
+        |pid| kill(pid, Signal::SIGINT).expect("interrupt the script"),
+        "the interrupted script",
+    );
 }
 
 #[test]

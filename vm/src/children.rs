@@ -51,18 +51,17 @@ pub fn kill_all() {
     }
 }
 
-/// The groups registered now.
-pub fn registered() -> Vec<i32> {
-    GROUPS
-        .iter()
-        .map(|s| s.load(Ordering::SeqCst))
-        .filter(|&g| g > 0)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn registered() -> Vec<i32> {
+        GROUPS
+            .iter()
+            .map(|s| s.load(Ordering::SeqCst))
+            .filter(|&g| g > 0)
+            .collect()
+    }
 
     #[test]
     fn a_group_is_registered_while_its_guard_lives() {

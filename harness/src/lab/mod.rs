@@ -361,14 +361,10 @@ impl Lab {
     }
 
     /// `problems` plus lines naming the lab namespaces a run left behind
-    /// (removed by [`Lab::cleanup_leftovers`], and this process's own that
-    /// no live lab holds, removed here) and those that could not be
-    /// removed.
+    /// (those of runs that are gone, and this process's own that no live
+    /// lab holds), removed, and those that could not be removed.
     pub fn with_leftovers(mut problems: Vec<String>) -> Result<Vec<String>> {
-        let mut leftovers = Self::cleanup_leftovers()?;
-        let own = Self::own_leftovers()?;
-        leftovers.removed.extend(own.removed);
-        leftovers.stuck.extend(own.stuck);
+        let leftovers = remove_leftovers(true)?;
         if !leftovers.removed.is_empty() {
             problems.push(format!("left behind: {}", leftovers.removed.join(", ")));
         }
@@ -387,65 +383,7 @@ impl Lab {
     /// the others are still removed: a stuck leftover does not stop a lab
     /// command (see [`Leftovers::stuck`]).
     pub fn cleanup_leftovers() -> Result<Leftovers> {
-        let me = std::process::id();
-        let mut found = Leftovers::default();
-        for name in netns::list()? {
-            let Some(pid) = plan::owner_pid(&name) else {
-                continue;
-            };
-            if pid == me || netns::pid_alive(pid) {
-                continue;
-            }
-            match netns::delete(&name) {
-                Ok(()) => {
-                    eprintln!("removed leftover network namespace {name} (process {pid} is gone)");
-                    found.removed.push(name);
-                }
-                Err(e) => {
-                    let busy = matches!(&e, Error::Io { source, .. }
-                        if source.kind() == std::io::ErrorKind::ResourceBusy);
-                    let hint = if busy {
-                        format!(
-                            "; its mount is hidden under a later mount of {} (made by `ip netns add` \
-                             before this program made the directory a shared mount point): \
-                             `umount {}` uncovers it",
-                            netns::NETNS_DIR,
-                            netns::NETNS_DIR
-                        )
-                    } else {
-                        String::new()
-                    };
-                    eprintln!(
-                        "warning: leftover network namespace {name} (process {pid} is gone): {e}{hint}"
-                    );
-                    found.stuck.push(name);
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    /// Delete this process's lab namespaces that no live [`Lab`] holds:
-    /// those a dropped lab failed to delete.
-    pub fn own_leftovers() -> Result<Leftovers> {
-        let me = std::process::id();
-        let mut found = Leftovers::default();
-        for name in netns::list()? {
-            if plan::owner_pid(&name) != Some(me) || live_namespaces().contains(&name) {
-                continue;
-            }
-            match netns::delete(&name) {
-                Ok(()) => {
-                    eprintln!("removed network namespace {name}, which this run left behind");
-                    found.removed.push(name);
-                }
-                Err(e) => {
-                    eprintln!("warning: network namespace {name}, which this run left behind: {e}");
-                    found.stuck.push(name);
-                }
-            }
-        }
-        Ok(found)
+        remove_leftovers(false)
     }
 
     fn check(&self, ns: &str) -> Result<()> {
@@ -455,6 +393,53 @@ impl Lab {
             Err(Error::NotOurs(ns.to_string()))
         }
     }
+}
+
+/// Delete the lab namespaces of runs whose process is gone and, with
+/// `own`, this process's that no live [`Lab`] holds (those a dropped lab
+/// failed to delete), printing each with why it is a leftover.
+fn remove_leftovers(own: bool) -> Result<Leftovers> {
+    let me = std::process::id();
+    let mut found = Leftovers::default();
+    for name in netns::list()? {
+        let Some(pid) = plan::owner_pid(&name) else {
+            continue;
+        };
+        let why = if pid == me {
+            if !own || live_namespaces().contains(&name) {
+                continue;
+            }
+            "this run left it behind".to_string()
+        } else if netns::pid_alive(pid) {
+            continue;
+        } else {
+            format!("process {pid} is gone")
+        };
+        match netns::delete(&name) {
+            Ok(()) => {
+                eprintln!("removed leftover network namespace {name} ({why})");
+                found.removed.push(name);
+            }
+            Err(e) => {
+                let busy = matches!(&e, Error::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::ResourceBusy);
+                let hint = if busy {
+                    format!(
+                        "; its mount is hidden under a later mount of {} (made by `ip netns add` \
+                         before this program made the directory a shared mount point): \
+                         `umount {}` uncovers it",
+                        netns::NETNS_DIR,
+                        netns::NETNS_DIR
+                    )
+                } else {
+                    String::new()
+                };
+                eprintln!("warning: leftover network namespace {name} ({why}): {e}{hint}");
+                found.stuck.push(name);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The namespaces of this process's live labs: made by [`Lab::create`],
@@ -467,7 +452,7 @@ fn live_namespaces() -> std::sync::MutexGuard<'static, std::collections::BTreeSe
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// What [`Lab::cleanup_leftovers`] and [`Lab::own_leftovers`] found.
+/// What [`Lab::cleanup_leftovers`] found.
 #[derive(Debug, Default)]
 pub struct Leftovers {
     /// Namespaces of processes that are gone, removed.
