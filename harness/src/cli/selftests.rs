@@ -22,15 +22,16 @@ pub struct SelftestsArgs {
     /// the tables go to standard error).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write the results as JUnit XML here (with --diff: only a
-    /// pristine-pass/patched-fail test fails).
+    /// Write the results as JUnit XML here (with --diff: only a test that
+    /// passes on the pristine kernel and not on the patched one fails).
     #[arg(long)]
     pub junit: Option<PathBuf>,
     /// Regression differential: build test_progs with the tests that
     /// exercise the touched paths (fib_lookup, tc_redirect, XDP redirect,
     /// test-run and attach tests), run it on the pristine base and on the
     /// patched kernel, print one table and fail only on a test that passes
-    /// on the pristine kernel and fails on the patched one.
+    /// on the pristine kernel and fails, is skipped or is missing on the
+    /// patched one (test_progs' SKIP lines are read: a skip never passes).
     #[arg(long, conflicts_with_all = ["kernel", "tests", "no_series"])]
     pub diff: bool,
     /// Build the kernel and test_progs, boot nothing (CI builds them while

@@ -72,8 +72,9 @@ pub fn selftests(report: &st::Report) -> Result<String> {
     render(suite)
 }
 
-/// `selftests --diff`: a case per test; only a pristine-pass/patched-fail
-/// regression fails, a test failing on both kernels is skipped with why.
+/// `selftests --diff`: a case per test; only a regression (passes on the
+/// pristine kernel, fails, is skipped or is missing on the patched one)
+/// fails; a test failing on both kernels, or skipped, is skipped with why.
 pub fn selftests_diff(rows: &[st::DiffRow]) -> Result<String> {
     let mut suite = TestSuite::new("test_progs pristine vs patched");
     for r in rows {
