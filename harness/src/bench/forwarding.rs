@@ -313,17 +313,18 @@ impl FwdLab {
     }
 }
 
-/// Check that a sample took the policy's path: the forwarder saw the
-/// frames and acted on (nearly) all of them as the policy does for a
-/// REACHABLE entry, and at least half of the frames reached the sink.
-/// Frames lost at a veth ring when the path is overloaded (under
-/// emulation the kernel may defer the receivers to ksoftirqd while the
-/// generator runs on) are reported with the figure, not an error.
+/// Check that a sample took the policy's path: frames reached the sink,
+/// and the forwarder saw frames and acted on (nearly) all of them as the
+/// policy does for a REACHABLE entry. How many frames are lost at a veth
+/// ring is not checked: it depends on the machine's load (a busy host
+/// defers the receivers to ksoftirqd while the generator runs on, and a
+/// CI run lost 54% that way), so it is reported with the figure instead
+/// (see [`loss_note`]).
 pub fn check_sample(policy: PolicyChoice, hook: Hook, s: &Sample) -> Result<()> {
-    if s.delivered * 2 < s.sent {
+    if s.delivered == 0 {
         return Err(Error::Check(format!(
-            "{policy} ({hook:?}): only {} of {} frames reached the sink",
-            s.delivered, s.sent
+            "{policy} ({hook:?}): none of the {} frames reached the sink",
+            s.sent
         )));
     }
     let Some(c) = &s.counters else {
@@ -563,4 +564,62 @@ pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> 
     let rows = figures(&m, support);
     let method = method(opts, &m, &rows);
     Ok((rows, method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(sent: u64, delivered: u64, counters: Option<Counters>) -> Sample {
+        Sample {
+            sent,
+            delivered,
+            elapsed: Duration::from_millis(10),
+            counters,
+        }
+    }
+
+    fn looked_up(n: u64, f: impl FnOnce(&mut Counters)) -> Counters {
+        let mut c = Counters::default();
+        c.lookups[0] = n;
+        f(&mut c);
+        c
+    }
+
+    const BASELINE: PolicyChoice = PolicyChoice::Prog(Policy::Baseline);
+    const ALWAYS: PolicyChoice = PolicyChoice::Prog(Policy::AlwaysNeigh);
+
+    #[test]
+    fn heavy_loss_at_a_ring_is_not_a_failure() {
+        // A loaded machine lost 54% of the frames at a veth ring; the
+        // forwarder still sent every frame it saw on the policy's path.
+        let c = looked_up(41_834, |c| c.redirect_neigh = 41_834);
+        check_sample(ALWAYS, Hook::Tc, &sample(41_834, 19_087, Some(c))).unwrap();
+        let c = looked_up(1_000, |c| c.redirect = 1_000);
+        check_sample(BASELINE, Hook::Xdp, &sample(100_000, 1, Some(c))).unwrap();
+        check_sample(PolicyChoice::KernelStack, Hook::Tc, &sample(10, 1, None)).unwrap();
+    }
+
+    #[test]
+    fn nothing_delivered_fails() {
+        let c = looked_up(100, |c| c.redirect = 100);
+        let e = check_sample(BASELINE, Hook::Tc, &sample(100, 0, Some(c))).unwrap_err();
+        assert!(e.to_string().contains("none of the 100 frames"), "{e}");
+        assert!(check_sample(PolicyChoice::KernelStack, Hook::Xdp, &sample(5, 0, None)).is_err());
+    }
+
+    #[test]
+    fn the_wrong_path_fails() {
+        // Frames delivered, but by bpf_redirect() where the policy calls
+        // bpf_redirect_neigh(), or not looked up at all.
+        let c = looked_up(100, |c| c.redirect = 100);
+        let e = check_sample(ALWAYS, Hook::Tc, &sample(100, 100, Some(c))).unwrap_err();
+        assert!(e.to_string().contains("bpf_redirect_neigh"), "{e}");
+        let c = looked_up(100, |c| c.redirect = 98);
+        assert!(check_sample(BASELINE, Hook::Tc, &sample(100, 100, Some(c))).is_err());
+        let c = looked_up(100, |c| c.neigh_pass = 100);
+        check_sample(ALWAYS, Hook::Xdp, &sample(100, 100, Some(c))).unwrap();
+        let none = Counters::default();
+        assert!(check_sample(BASELINE, Hook::Xdp, &sample(100, 100, Some(none))).is_err());
+    }
 }
