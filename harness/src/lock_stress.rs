@@ -12,10 +12,18 @@
 //!   TCG that ended in an int3 Oops in `bpf_dispatcher_xdp_func`, in code
 //!   the series does not touch, so XDP runs from one thread.)
 //!
+//! Whether a site finds the entry STALE while all of them run is chance
+//! (the first lookup after a forced STALE kicks it; the others then see
+//! DELAY), so once they have stopped, each site in turn kicks it on
+//! purpose: the entry is forced STALE with no other site running, that
+//! site looks it up until it has found it STALE, and the entry must then
+//! have left STALE (DELAY, or PROBE once DELAY's time is up). The filter
+//! does so under the qdisc's root lock, driven by the flow.
+//!
 //! The run fails when a site's counts do not add up (every test run is
-//! counted once), a lookup returns anything but SUCCESS or NO_NEIGH, or
-//! the filter never found the entry STALE (the lock order was never
-//! exercised); a kernel report fails the VM run through the console scan.
+//! counted once), a lookup returns anything but SUCCESS or NO_NEIGH, or a
+//! site's kick on purpose did not happen or left the entry STALE; a
+//! kernel report fails the VM run through the console scan.
 
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -30,6 +38,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::lab::{addr, Lab, Names, NeighSpec, Topology};
+use crate::nud::Nud;
 use crate::standard;
 use crate::stop;
 use crate::traffic;
@@ -70,6 +79,42 @@ impl SiteReport {
     }
 }
 
+/// One site's kick on purpose: the entry forced STALE with no other site
+/// running, then that site's lookups until one found it STALE.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kick {
+    pub site: String,
+    /// Times the entry was forced STALE before the site found it so
+    /// (another lookup, e.g. of the DUT's own frames through the qdisc,
+    /// may kick it first); 0 if it never did within [`KICK_TRIES`].
+    pub tries: u32,
+    /// The entry's state after the kick (None: no entry).
+    pub state_after: Option<Nud>,
+}
+
+/// Times a site's kick on purpose is tried.
+pub const KICK_TRIES: u32 = 20;
+
+impl Kick {
+    /// What is wrong with the kick, if anything.
+    fn problem(&self) -> Option<String> {
+        if self.tries == 0 {
+            return Some(format!(
+                "{}: forced STALE {KICK_TRIES} times, never found it STALE",
+                self.site
+            ));
+        }
+        match self.state_after {
+            Some(Nud(st)) if st & (nud::DELAY | nud::PROBE) != 0 => None,
+            other => Some(format!(
+                "{}: found the entry STALE, but it is {} after the kick, not DELAY or PROBE",
+                self.site,
+                other.map_or("gone".into(), Nud::name)
+            )),
+        }
+    }
+}
+
 /// One run.
 #[derive(Debug, Clone, Serialize)]
 pub struct LockStressReport {
@@ -86,6 +131,8 @@ pub struct LockStressReport {
     pub xdp_run: SiteReport,
     /// Test runs made (each `REPEAT` lookups), over all threads.
     pub test_runs: u64,
+    /// Each site's kick on purpose, after the free run.
+    pub kicks: Vec<Kick>,
     /// What is wrong; empty when all is well.
     pub problems: Vec<String>,
 }
@@ -114,6 +161,16 @@ impl LockStressReport {
         }
         for (k, v) in &r.actions {
             out.push_str(&format!("    {v:>6}  {k}\n"));
+        }
+        for k in &r.kicks {
+            let state = k.state_after.map_or("no entry".into(), Nud::name);
+            out.push_str(&match k.tries {
+                0 => format!("    kick on purpose, {}: never found it STALE\n", k.site),
+                t => format!(
+                    "    kick on purpose, {}: found STALE (forced {t} time(s)), then {state}\n",
+                    k.site
+                ),
+            });
         }
         out
     }
@@ -231,7 +288,18 @@ pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
         }
         Ok((actions?, runs))
     })?;
+    // The kicks on purpose: the filter's while the flow still runs through
+    // the qdisc, then, the flow stopped, the test runs'.
+    let qdisc_kick = kick(
+        &lab,
+        &n,
+        "qdisc (cls_bpf under htb)",
+        || Ok(stop::sleep(Duration::from_millis(50))?),
+        || Ok(stress.counts(Site::Qdisc)?.stale),
+    )?;
     let sent = flow.finish()??.len() as u64;
+    let mut kicks = vec![qdisc_kick];
+    kicks.extend(test_run_kicks(&lab, &n, ns.as_fd(), target, in_index)?);
 
     let qdisc = SiteReport::from_counts(&stress.counts(Site::Qdisc)?);
     let mut tc_run = SiteCounts::default();
@@ -270,12 +338,8 @@ pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
                 site.other
             ));
         }
-        if site.stale == 0 {
-            problems.push(format!(
-                "{name}: never found the entry STALE, so REFRESH never took its lock"
-            ));
-        }
     }
+    problems.extend(kicks.iter().filter_map(Kick::problem));
     Ok(LockStressReport {
         seconds,
         seed,
@@ -286,8 +350,72 @@ pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
         tc_run,
         xdp_run,
         test_runs,
+        kicks,
         problems,
     })
+}
+
+/// One site's kick on purpose: up to [`KICK_TRIES`] times, force the
+/// target STALE and `look` (that site's lookups), until `found` (the
+/// site's count of STALE entries found) has grown.
+fn kick(
+    lab: &Lab,
+    n: &Names,
+    site: &str,
+    mut look: impl FnMut() -> Result<()>,
+    found: impl Fn() -> Result<u64>,
+) -> Result<Kick> {
+    let stale = NeighSpec::new(TARGET, Some([0x02, 0x10, 0, 0, 0, 2]), nud::STALE);
+    for tries in 1..=KICK_TRIES {
+        stop::check()?;
+        let before = found()?;
+        lab.neigh_replace(&n.dut, &n.dut_host_if, &stale)?;
+        look()?;
+        if found()? > before {
+            let state_after = lab
+                .neigh_get(&n.dut, &n.dut_host_if, TARGET)?
+                .map(|e| Nud(e.state));
+            return Ok(Kick {
+                site: site.into(),
+                tries,
+                state_after,
+            });
+        }
+    }
+    Ok(Kick {
+        site: site.into(),
+        tries: 0,
+        state_after: None,
+    })
+}
+
+/// The tc and XDP test runs' kicks on purpose, one test run (one lookup)
+/// at a time, with this thread in the DUT's namespace (the test runs look
+/// up in the caller's; the lab's netlink calls open their own).
+fn test_run_kicks(
+    lab: &Lab,
+    n: &Names,
+    ns: std::os::fd::BorrowedFd<'_>,
+    target: FibParams,
+    in_index: u32,
+) -> Result<Vec<Kick>> {
+    let _inside = EnteredNetns::enter(ns)?;
+    let stress = LockStress::load(target)?;
+    [
+        (Hook::Tc, Site::TcRun, "tc test run"),
+        (Hook::Xdp, Site::XdpRun, "XDP test run"),
+    ]
+    .into_iter()
+    .map(|(hook, site, name)| {
+        kick(
+            lab,
+            n,
+            name,
+            || Ok(stress.test_run(hook, in_index, 1)?),
+            || Ok(stress.counts(site)?.stale),
+        )
+    })
+    .collect()
 }
 
 fn add(total: &mut SiteCounts, c: &SiteCounts) {
@@ -399,4 +527,67 @@ fn churn(
         stop::sleep(Duration::from_millis(rng.gen_range(1..10)))?;
     }
     Ok(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kick(tries: u32, state_after: Option<u16>) -> Kick {
+        Kick {
+            site: "tc test run".into(),
+            tries,
+            state_after: state_after.map(Nud),
+        }
+    }
+
+    #[test]
+    fn a_kick_passes_when_the_entry_left_stale() {
+        assert_eq!(kick(1, Some(nud::DELAY)).problem(), None);
+        // DELAY's time ran out before the read.
+        assert_eq!(kick(3, Some(nud::PROBE)).problem(), None);
+    }
+
+    #[test]
+    fn a_kick_that_never_happened_or_left_the_entry_fails() {
+        let never = kick(0, None).problem().expect("a problem");
+        assert!(never.contains("never found it STALE"), "{never}");
+        let still = kick(1, Some(nud::STALE)).problem().expect("a problem");
+        assert!(still.contains("STALE after the kick"), "{still}");
+        let gone = kick(1, None).problem().expect("a problem");
+        assert!(gone.contains("gone after the kick"), "{gone}");
+        assert!(kick(1, Some(nud::REACHABLE)).problem().is_some());
+    }
+
+    #[test]
+    fn the_report_names_each_kick() {
+        let site = SiteReport {
+            lookups: 0,
+            success: 0,
+            no_neigh: 0,
+            stale: 0,
+            other: 0,
+        };
+        let r = LockStressReport {
+            seconds: 1,
+            seed: 1,
+            cpus: 2,
+            actions: Default::default(),
+            sent: 0,
+            qdisc: site.clone(),
+            tc_run: site.clone(),
+            xdp_run: site,
+            test_runs: 0,
+            kicks: vec![kick(2, Some(nud::DELAY)), kick(0, None)],
+            problems: Vec::new(),
+        };
+        let text = r.render();
+        assert!(
+            text.contains(
+                "kick on purpose, tc test run: found STALE (forced 2 time(s)), then DELAY"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("tc test run: never found it STALE"), "{text}");
+    }
 }

@@ -23,9 +23,12 @@ fn our_namespaces() -> Vec<String> {
 #[ignore = "needs root"]
 fn lookup_rows_cover_every_case_and_flag() {
     let support = Support::probe().expect("probe");
+    // 20 ms samples: an interrupt or a stolen slice of a few ms (this
+    // tier runs beside a background kernel build) must not turn the loop
+    // without the helper dearer than a lookup.
     let opts = lookup::Options {
         rounds: 2,
-        sample: Duration::from_millis(2),
+        sample: Duration::from_millis(20),
         hooks: vec![Hook::Tc, Hook::Xdp],
     };
     let (all, method) = lookup::run(&opts, support).expect("lookup bench");
@@ -125,7 +128,9 @@ fn a_whole_quick_report_has_goals_and_renders() {
             timers: vec![NeighTimers::Short],
             hooks: vec![Hook::Tc],
             family: Family::V4,
-            window_short: Duration::from_millis(3000),
+            // The stack takes about 1.4 s idle; 5 s leaves room for a
+            // busy machine.
+            window_short: Duration::from_millis(5000),
             window_default: Duration::from_millis(15000),
         }),
     };
@@ -148,7 +153,7 @@ fn a_whole_quick_report_has_goals_and_renders() {
         .and_then(|r| r.figure("kernel-stack"))
         .and_then(|f| f.value)
         .expect("the stack recovers");
-    assert!(stack.median > 100.0 && stack.median < 3000.0, "{stack:?}");
+    assert!(stack.median > 100.0 && stack.median < 5000.0, "{stack:?}");
     let json = serde_json::to_value(&report).unwrap();
     assert!(json["rows"].as_array().unwrap().len() >= 6);
     assert!(our_namespaces().is_empty(), "left: {:?}", our_namespaces());

@@ -28,6 +28,13 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Sets `$w` to `-w 0` where test_progs has a watchdog (7.3 has, 6.12 has
+/// not): its default kills a test after 120 s, which `fib_lookup` on the
+/// debug kernel under emulation once exceeded on a busy machine. The
+/// guest's own timeout bounds a hang instead.
+const NO_WATCHDOG: &str =
+    "w=; ./test_progs --help 2>&1 | grep -q -- --watchdog-timeout && w='-w 0'; ";
+
 impl GuestRun {
     /// `test_progs -t SELECTOR`, its output into `out_dir/test_progs.out`
     /// (and printed), exiting with test_progs' status.
@@ -37,7 +44,7 @@ impl GuestRun {
         remove_stale(&output)?;
         Ok(GuestRun {
             script: format!(
-                "cd {} && ./test_progs -t {} > {out} 2>&1; rc=$?; cat {out}; exit $rc",
+                "cd {} && {NO_WATCHDOG}./test_progs $w -t {} > {out} 2>&1; rc=$?; cat {out}; exit $rc",
                 quoted(dir),
                 shell_quote(selector),
                 out = quoted(&output),
@@ -67,8 +74,8 @@ impl GuestRun {
         let sel = shell_quote(selector);
         Ok(GuestRun {
             script: format!(
-                "cd {} && ./test_progs -t {sel} --list > {} 2>/dev/null; \
-                 ./test_progs -t {sel} --json-summary={} > {} 2>&1; true",
+                "cd {} && {NO_WATCHDOG}./test_progs -t {sel} --list > {} 2>/dev/null; \
+                 ./test_progs $w -t {sel} --json-summary={} > {} 2>&1; true",
                 quoted(dir),
                 quoted(&list),
                 quoted(&summary),

@@ -62,11 +62,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let tp = Path::new("/t/bpf_fibneigh/test_progs");
         let plain = GuestRun::plain(tp, "fib_lookup", dir.path()).expect("plain");
-        assert!(plain
-            .script
-            .starts_with("cd '/t/bpf_fibneigh' && ./test_progs -t 'fib_lookup' > '"));
+        assert!(
+            plain
+                .script
+                .starts_with("cd '/t/bpf_fibneigh' && w=; ./test_progs --help")
+                && plain
+                    .script
+                    .contains("&& w='-w 0'; ./test_progs $w -t 'fib_lookup' > '"),
+            "{}",
+            plain.script
+        );
         assert_eq!(plain.output, dir.path().join("test_progs.out"));
         let json = GuestRun::json(tp, "a,b'c", dir.path(), "pristine").expect("json");
+        assert!(
+            json.script.contains("./test_progs $w -t "),
+            "{}",
+            json.script
+        );
         assert!(
             json.script.contains("-t 'a,b'\\''c' --list"),
             "{}",
