@@ -420,24 +420,28 @@ fn the_switch_suppresses_announcements_on_demand() {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         };
-        let dropped = || {
+        let dropped = |lab: &Lab| {
             let d = lab.announcements_dropped().expect("counters");
             d.gratuitous_arp + d.unsolicited_na
         };
-        let lladdr = || lab.neigh_get(ns, dev, *dst).unwrap().unwrap().lladdr;
+        let lladdr = |lab: &Lab| lab.neigh_get(ns, dev, *dst).unwrap().unwrap().lladdr;
 
         lab.neigh_replace(ns, dev, &stale).expect("stale entry");
         lab.suppress_announcements(true).expect("on");
-        let before = dropped();
+        let before = dropped(&lab);
         send_frame(&n.host_b, &n.host_b_if, frame.clone()).expect("send the announcement");
-        within_5s(&|| dropped() > before);
-        assert_eq!(dropped(), before + 1, "{dst}: the switch dropped it");
-        assert_eq!(lladdr(), Some(OLD_MAC), "{dst}: announcement suppressed");
+        within_5s(&|| dropped(&lab) > before);
+        assert_eq!(dropped(&lab), before + 1, "{dst}: the switch dropped it");
+        assert_eq!(
+            lladdr(&lab),
+            Some(OLD_MAC),
+            "{dst}: announcement suppressed"
+        );
 
         lab.suppress_announcements(false).expect("off");
         send_frame(&n.host_b, &n.host_b_if, frame.clone()).expect("send the announcement");
-        within_5s(&|| lladdr() == Some(b_mac));
-        assert_eq!(lladdr(), Some(b_mac), "{dst}: announcement heard");
+        within_5s(&|| lladdr(&lab) == Some(b_mac));
+        assert_eq!(lladdr(&lab), Some(b_mac), "{dst}: announcement heard");
     }
     let dropped = lab.announcements_dropped().expect("counters");
     assert_eq!((dropped.gratuitous_arp, dropped.unsolicited_na), (1, 1));
