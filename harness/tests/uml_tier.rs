@@ -31,6 +31,20 @@ fn processes_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// The processes with `needle` in their command line, once they are gone
+/// or after 10 s: a killed process leaves the table when its exit is done,
+/// which a busy machine may delay.
+fn processes_left_with(needle: &str) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `vm build --arch um`'s manifest (the build is cached after the first).
 fn uml_build() -> serde_json::Value {
     let out = run(fibneigh().args(["vm", "build", "--arch", "um", "--json", "-"]));
@@ -93,7 +107,8 @@ fn uml_timeout_and_interrupt_leave_no_process_behind() {
     let out = run(&mut uml_run("2", &["sleep", &nap]));
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     assert!(stderr(&out).contains("did not finish within 2s"));
-    assert!(processes_with("uml-userspace").is_empty());
+    let left = processes_left_with("uml-userspace");
+    assert!(left.is_empty(), "left: {left:?}");
 
     let child = uml_run("600", &["sleep", &nap])
         .stdout(Stdio::null())
@@ -105,15 +120,13 @@ fn uml_timeout_and_interrupt_leave_no_process_behind() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    std::thread::sleep(Duration::from_millis(300));
+    let left = processes_left_with("uml-userspace");
     assert!(
-        processes_with("uml-userspace").is_empty(),
-        "a guest process outlived the run"
+        left.is_empty(),
+        "a guest process outlived the run: {left:?}"
     );
-    assert!(
-        processes_with("uml_dir=").is_empty(),
-        "the UML kernel outlived the run"
-    );
+    let left = processes_left_with("uml_dir=");
+    assert!(left.is_empty(), "the UML kernel outlived the run: {left:?}");
 }
 
 /// A checkout and a cache under /tmp, which the guest mounts a tmpfs over:
