@@ -116,7 +116,7 @@ host_timed_steps() {
 		cargo test -p fibneigh --test trial_root -- --ignored --test-threads=1 --skip xdp_forward --skip sigint_mid_trial
 	fi
 
-	step "at scale (host): 32 nexthops, a quarter moved at once; baseline keeps them at the dead MAC, every other policy and the stack recover, probes within the stack's order of magnitude; bad input refused, GC thresholds restored (also on Ctrl-C)"
+	step "at scale (host): 32 nexthops, a quarter moved at once; baseline keeps them at the dead MAC, every other policy and the stack recover, probes within the stack's order of magnitude; bad input refused, GC thresholds restored (also on one Ctrl-C or two)"
 	cargo test -p fibneigh --test scale_root -- --ignored --test-threads=1
 
 	step "host matrix (unpatched host kernel): baseline reproduces the bug, state-aware/refresh unsupported, the header's examples take the fallback"

@@ -218,8 +218,8 @@ pub fn sysctl(dev: &str, v6: bool, param: NeighSysctl) -> Result<String> {
 /// (`net/ipv{4,6}/neigh/default/gc_thresh{1,2,3}`). They belong to the
 /// kernel's one table per family, not to a namespace: whichever namespace
 /// writes them changes them for the whole machine. [`GcThresholds::raise`]
-/// puts the old values back when its guard drops (also on Ctrl-C; not if
-/// the process is killed).
+/// puts the old values back when its guard drops (also on Ctrl-C, and on a
+/// second Ctrl-C's immediate exit; not if the process is killed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct GcThresholds {
     pub thresh1: u32,
@@ -293,8 +293,20 @@ impl GcThresholds {
             return Ok(None);
         }
         // The guard exists before the first write, so a write that fails
-        // half-way still puts the old values back.
-        let guard = GcGuard { v6, old, new };
+        // half-way still puts the old values back; so does a second
+        // Ctrl-C, which exits without dropping it.
+        let mut guard = GcGuard {
+            v6,
+            old,
+            new,
+            on_exit: Vec::new(),
+        };
+        for (i, v) in old.by_index() {
+            let path = format!("/proc/sys/{}", Self::key(v6, i));
+            let on_exit = crate::stop::restore_on_exit(std::path::Path::new(&path), v.into())
+                .map_err(super::io_err(format!("open {path} for writing")))?;
+            guard.on_exit.push(on_exit);
+        }
         new.write(v6)?;
         Ok(Some(guard))
     }
@@ -307,6 +319,8 @@ pub struct GcGuard {
     v6: bool,
     pub old: GcThresholds,
     pub new: GcThresholds,
+    /// The old values, for a second Ctrl-C's immediate exit.
+    on_exit: Vec<crate::stop::RestoreOnExit>,
 }
 
 impl Drop for GcGuard {
