@@ -167,6 +167,34 @@ fn leftovers_of_dead_runs_are_removed() {
 
 #[test]
 #[ignore = "needs root"]
+fn a_namespace_only_named_like_a_lab_is_left_alone() {
+    // Another tool's namespaces whose names look like a dead run's and
+    // like this run's: no lab made them, so no sweep removes them.
+    let theirs = format!("{}theirs", plan::run_prefix(0x7fff_fff4));
+    let mine = format!("{}theirs", plan::run_prefix(std::process::id()));
+    let _guards = (Guard(theirs.clone()), Guard(mine.clone()));
+    for name in [&theirs, &mine] {
+        common::stdout_of(Command::new("ip").args(["netns", "add", name]));
+    }
+    let (code, text) = common::fibneigh_with(&["clean"]);
+    assert_eq!(code, Some(0), "{text}");
+    let problems = Lab::with_leftovers(Vec::new()).expect("leftovers");
+    assert!(problems.is_empty(), "{problems:?}");
+    let listed = netns::list().unwrap();
+    assert!(
+        listed.contains(&theirs) && listed.contains(&mine),
+        "{listed:?}"
+    );
+    // The same name made by a lab is a leftover once its run is gone.
+    let _ = Command::new("ip").args(["netns", "del", &theirs]).output();
+    netns::create(&theirs).expect("create");
+    let found = Lab::cleanup_leftovers().expect("cleanup");
+    assert!(found.removed.contains(&theirs), "{found:?}");
+    assert!(!netns::made_here(&theirs), "its mark went with it");
+}
+
+#[test]
+#[ignore = "needs root"]
 fn a_namespace_this_run_left_behind_is_named_and_removed() {
     // Named as this process's and made without a lab: what a lab whose
     // drop failed to delete a namespace leaves.
@@ -250,6 +278,9 @@ fn fibneigh_clean_names_a_leftover_it_cannot_remove_and_removes_the_others() {
         let stuck = format!("{}stuck", plan::run_prefix(0x7fff_fff2));
         let stuck_path = netns::path(&stuck);
         std::fs::write(&stuck_path, "").expect("file");
+        // marked as a lab's, as netns::create marks them
+        std::fs::create_dir_all(netns::MARK_DIR).expect("mark dir");
+        std::fs::write(netns::mark(&stuck), "").expect("mark");
         mount(
             Some("/proc/self/ns/net"),
             &stuck_path,

@@ -401,8 +401,11 @@ impl Lab {
 fn remove_leftovers(own: bool) -> Result<Leftovers> {
     let me = std::process::id();
     let mut found = Leftovers::default();
+    netns::drop_stale_marks();
     for name in netns::list()? {
-        let Some(pid) = plan::owner_pid(&name) else {
+        // Named like a lab's and marked as made by one: another tool's
+        // namespace that happens to look like ours is never touched.
+        let Some(pid) = plan::owner_pid(&name).filter(|_| netns::made_here(&name)) else {
             continue;
         };
         let why = if pid == me {

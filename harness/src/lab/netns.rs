@@ -21,6 +21,38 @@ pub fn path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
+/// Where [`create`] marks the namespaces it made: a name that only looks
+/// like a lab's (another tool's `fn...-...`) has no mark, and the leftover
+/// sweeps never touch it. On the same tmpfs as /run/netns, so both go at
+/// a reboot.
+pub const MARK_DIR: &str = "/run/fibneigh/netns";
+
+/// The mark of namespace `name` (see [`MARK_DIR`]).
+pub fn mark(name: &str) -> PathBuf {
+    Path::new(MARK_DIR).join(name)
+}
+
+/// Whether [`create`] made namespace `name` (its mark is there).
+pub fn made_here(name: &str) -> bool {
+    mark(name).exists()
+}
+
+/// Remove the marks whose namespace is gone (deleted by another tool, say)
+/// and whose run is over, so that a later namespace of that name made by
+/// someone else is not taken for ours. Best effort: a mark that cannot be
+/// read or removed stays.
+pub fn drop_stale_marks() {
+    let Ok(entries) = fs::read_dir(MARK_DIR) else {
+        return;
+    };
+    for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+        let over = super::plan::owner_pid(&name).is_none_or(|pid| !pid_alive(pid));
+        if over && !path(&name).exists() {
+            let _ = fs::remove_file(mark(&name));
+        }
+    }
+}
+
 /// Make /run/netns a mount point with shared propagation, as `ip netns add`
 /// does before its first namespace. Until it is one, a namespace's bind
 /// mount sits on the file system below it, and the first `ip netns add`
@@ -63,6 +95,11 @@ fn shared_run_dir() -> Result<()> {
 /// Create namespace `name`; fails if it exists.
 pub fn create(name: &str) -> Result<()> {
     shared_run_dir()?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(MARK_DIR)
+        .map_err(io_err(format!("create {MARK_DIR}")))?;
     let target = path(name);
     File::options()
         .write(true)
@@ -91,6 +128,10 @@ pub fn create(name: &str) -> Result<()> {
         let _ = fs::remove_file(&target);
         return Err(io_err(format!("create network namespace {name}"))(e.into()));
     }
+    if let Err(e) = File::create(mark(name)) {
+        let _ = delete(name);
+        return Err(io_err(format!("create {}", mark(name).display()))(e));
+    }
     Ok(())
 }
 
@@ -104,9 +145,16 @@ pub fn delete(name: &str) -> Result<()> {
         Err(e) => return Err(io_err(format!("unmount {}", target.display()))(e.into())),
     }
     match fs::remove_file(&target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(format!("remove {}", target.display()))(e)),
+    }
+    // The mark goes last: a namespace that could not be removed keeps it,
+    // so a later sweep still knows it for ours.
+    match fs::remove_file(mark(name)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err(format!("remove {}", target.display()))(e)),
+        Err(e) => Err(io_err(format!("remove {}", mark(name).display()))(e)),
     }
 }
 
