@@ -95,8 +95,8 @@ pub fn sleep(d: std::time::Duration) -> Result<(), Interrupted> {
     }
 }
 
-/// More settings than this at once are not expected; one past it is not
-/// registered (only its guard's drop restores it then).
+/// More settings than this at once are not expected; registering one past
+/// it is an error.
 const RESTORE_SLOTS: usize = 8;
 /// Per slot: a file open for writing (-1: free, -2: being filled in) and
 /// the number to write to it.
@@ -105,7 +105,7 @@ static RESTORE_VALUE: [AtomicU64; RESTORE_SLOTS] = [const { AtomicU64::new(0) };
 
 /// A setting a second signal restores, until this guard drops.
 #[derive(Debug)]
-pub struct RestoreOnExit(Option<usize>);
+pub struct RestoreOnExit(usize);
 
 /// Until the guard drops, a second SIGINT/SIGTERM (which exits at once,
 /// without running the guards that put settings back) writes `value` to
@@ -119,13 +119,15 @@ pub fn restore_on_exit(path: &Path, value: u64) -> std::io::Result<RestoreOnExit
         s.compare_exchange(-1, -2, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
     }) else {
-        return Ok(RestoreOnExit(None));
+        return Err(std::io::Error::other(format!(
+            "more than {RESTORE_SLOTS} settings to restore on a second Ctrl-C at once"
+        )));
     };
     match std::fs::OpenOptions::new().write(true).open(path) {
         Ok(file) => {
             RESTORE_VALUE[slot].store(value, Ordering::SeqCst);
             RESTORE_FD[slot].store(file.into_raw_fd(), Ordering::SeqCst);
-            Ok(RestoreOnExit(Some(slot)))
+            Ok(RestoreOnExit(slot))
         }
         Err(e) => {
             RESTORE_FD[slot].store(-1, Ordering::SeqCst);
@@ -136,21 +138,22 @@ pub fn restore_on_exit(path: &Path, value: u64) -> std::io::Result<RestoreOnExit
 
 impl Drop for RestoreOnExit {
     fn drop(&mut self) {
-        if let Some(i) = self.0 {
-            RESTORE_FD[i].store(-1, Ordering::SeqCst);
-        }
+        RESTORE_FD[self.0].store(-1, Ordering::SeqCst);
     }
 }
 
 /// Write every registered setting. Async-signal-safe: atomic loads, the
 /// number's digits formatted on the stack, and pwrite(2).
 fn restore_all() {
-    for (fd, value) in RESTORE_FD.iter().zip(&RESTORE_VALUE) {
-        let fd = fd.load(Ordering::SeqCst);
-        if fd < 0 {
+    for (slot, value) in RESTORE_FD.iter().zip(&RESTORE_VALUE) {
+        // The value between two reads of the same descriptor: a slot
+        // freed and taken again meanwhile has another one (descriptors
+        // stay open), and is skipped rather than torn.
+        let fd = slot.load(Ordering::SeqCst);
+        let mut v = value.load(Ordering::SeqCst);
+        if fd < 0 || slot.load(Ordering::SeqCst) != fd {
             continue;
         }
-        let mut v = value.load(Ordering::SeqCst);
         let mut digits = [0u8; 20];
         let mut start = digits.len();
         loop {
@@ -191,5 +194,13 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&a).expect("read"), "raised");
         drop(gb);
         assert!(restore_on_exit(&dir.path().join("missing/x"), 1).is_err());
+        // A setting past the last slot is an error, not silently dropped.
+        let all: Vec<_> = (0..RESTORE_SLOTS)
+            .map(|i| restore_on_exit(&a, i as u64).expect("a free slot"))
+            .collect();
+        let e = restore_on_exit(&a, 99).expect_err("no free slot");
+        assert!(e.to_string().contains("more than 8 settings"), "{e}");
+        drop(all);
+        drop(restore_on_exit(&a, 1).expect("free again"));
     }
 }

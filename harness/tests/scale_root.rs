@@ -154,45 +154,55 @@ fn gc_thresholds_are_refused_or_raised_and_restored_even_on_ctrl_c() {
 
 /// A second Ctrl-C exits at once, without the guards' drops; the raised
 /// thresholds are put back all the same (and the namespaces it leaves go
-/// with `fibneigh clean`).
+/// with `fibneigh clean`). SIGINT then SIGTERM, sent together: two
+/// different signals do not merge into one pending signal as two SIGINTs
+/// can, and the second handler finds the first's flag set. Whether the
+/// run got to exit on its own first is up to the scheduler, so it is
+/// tried until one run exits at once; every run must restore them.
 #[test]
 #[ignore = "needs root"]
 fn a_second_ctrl_c_restores_the_gc_thresholds_too() {
+    use nix::sys::signal::{kill, Signal};
     let before = GcThresholds::read(false).expect("thresholds");
     let big = (before.thresh3 + 512).to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
-        .args([
-            "scale",
-            "--nexthops",
-            &big,
-            "--policy",
-            "kernel-stack",
-            "--raise-gc-thresh",
-        ])
-        .spawn()
-        .expect("spawn fibneigh");
-    let mut raised = false;
-    for _ in 0..3000 {
-        std::thread::sleep(Duration::from_millis(10));
-        raised |= GcThresholds::read(false).expect("thresholds") != before;
-        if raised && lab_namespace_of(child.id()) {
+    let mut at_once = 0;
+    for _ in 0..5 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
+            .args([
+                "scale",
+                "--nexthops",
+                &big,
+                "--policy",
+                "kernel-stack",
+                "--raise-gc-thresh",
+            ])
+            .spawn()
+            .expect("spawn fibneigh");
+        let mut raised = false;
+        for _ in 0..3000 {
+            std::thread::sleep(Duration::from_millis(10));
+            raised |= GcThresholds::read(false).expect("thresholds") != before;
+            if raised && lab_namespace_of(child.id()) {
+                break;
+            }
+        }
+        assert!(raised, "the run did not raise the thresholds");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        kill(pid, Signal::SIGINT).expect("send SIGINT");
+        // gone already: the first signal's clean exit was quicker
+        let _ = kill(pid, Signal::SIGTERM);
+        let status = child.wait().expect("wait for fibneigh");
+        assert_eq!(status.code(), Some(130), "{status:?}");
+        let after = GcThresholds::read(false).expect("thresholds");
+        // The lab's namespaces are left: the exit was the second signal's.
+        at_once += usize::from(lab_namespace_of(child.id()));
+        let (code, text) = fibneigh(&["clean"]);
+        assert_eq!(code, Some(0), "{text}");
+        assert_eq!(after, before, "restored by the run's exit");
+        no_namespace_left_by(child.id());
+        if at_once > 0 {
             break;
         }
     }
-    assert!(raised, "the run did not raise the thresholds");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    for _ in 0..2 {
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status = child.wait().expect("wait for fibneigh");
-    assert_eq!(status.code(), Some(130), "{status:?}");
-    let after = GcThresholds::read(false).expect("thresholds");
-    // The lab's namespaces are left: the exit was the second signal's.
-    let exited_at_once = lab_namespace_of(child.id());
-    let (code, text) = fibneigh(&["clean"]);
-    assert!(exited_at_once, "the run ended before the second Ctrl-C");
-    assert_eq!(code, Some(0), "{text}");
-    assert_eq!(after, before, "restored by the second Ctrl-C's exit");
-    no_namespace_left_by(child.id());
+    assert!(at_once > 0, "no run of 5 exited at the second signal");
 }

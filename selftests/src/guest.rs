@@ -44,7 +44,7 @@ impl GuestRun {
         remove_stale(&output)?;
         Ok(GuestRun {
             script: format!(
-                "cd {} && {NO_WATCHDOG}./test_progs $w -t {} > {out} 2>&1; rc=$?; cat {out}; exit $rc",
+                "cd {} || exit $?; {NO_WATCHDOG}./test_progs $w -t {} > {out} 2>&1; rc=$?; cat {out}; exit $rc",
                 quoted(dir),
                 shell_quote(selector),
                 out = quoted(&output),
@@ -74,7 +74,7 @@ impl GuestRun {
         let sel = shell_quote(selector);
         Ok(GuestRun {
             script: format!(
-                "cd {} && {NO_WATCHDOG}./test_progs -t {sel} --list > {} 2>/dev/null; \
+                "cd {} || exit $?; {NO_WATCHDOG}./test_progs -t {sel} --list > {} 2>/dev/null; \
                  ./test_progs $w -t {sel} --json-summary={} > {} 2>&1; true",
                 quoted(dir),
                 quoted(&list),

@@ -65,7 +65,7 @@ mod tests {
         assert!(
             plain
                 .script
-                .starts_with("cd '/t/bpf_fibneigh' && w=; ./test_progs --help")
+                .starts_with("cd '/t/bpf_fibneigh' || exit $?; w=; ./test_progs --help")
                 && plain
                     .script
                     .contains("&& w='-w 0'; ./test_progs $w -t 'fib_lookup' > '"),

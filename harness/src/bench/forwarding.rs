@@ -241,10 +241,13 @@ impl FwdLab {
             self.bench.generate(self.gen_if, frames, BATCH)?;
         }
         // Whatever the softirqs of the call did not finish arrives shortly:
-        // the sample ends when the last frame arrived.
+        // the sample ends when the last frame arrived, 50 ms without one
+        // after the first, or 1 s without any (a busy machine may defer
+        // every receive to ksoftirqd).
         let mut last = self.bench.sink_count()?;
         let mut end = Instant::now();
-        while last - before < u64::from(frames) && end.elapsed() < Duration::from_millis(50) {
+        let quiet = |last: u64| Duration::from_millis(if last == before { 1000 } else { 50 });
+        while last - before < u64::from(frames) && end.elapsed() < quiet(last) {
             std::thread::sleep(Duration::from_micros(500));
             let now = self.bench.sink_count()?;
             if now != last {

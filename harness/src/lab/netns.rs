@@ -101,14 +101,21 @@ pub fn create(name: &str) -> Result<()> {
         .create(MARK_DIR)
         .map_err(io_err(format!("create {MARK_DIR}")))?;
     let target = path(name);
-    File::options()
-        .write(true)
-        .create_new(true)
-        .open(&target)
-        .map_err(|e| match e.kind() {
+    if target.exists() {
+        return Err(Error::Exists(name.to_string()));
+    }
+    // The mark comes first: a run that ends at any point after this (a
+    // second Ctrl-C's immediate exit, SIGKILL) leaves nothing of this
+    // namespace that a sweep does not know for ours. A mark whose
+    // namespace never came is dropped by the sweeps once the run is over.
+    File::create(mark(name)).map_err(io_err(format!("create {}", mark(name).display())))?;
+    if let Err(e) = File::options().write(true).create_new(true).open(&target) {
+        let _ = fs::remove_file(mark(name));
+        return Err(match e.kind() {
             std::io::ErrorKind::AlreadyExists => Error::Exists(name.to_string()),
             _ => io_err(format!("create {}", target.display()))(e),
-        })?;
+        });
+    }
     // A fresh thread unshares, so no other thread changes namespace; the
     // bind mount keeps the namespace alive after the thread ends.
     let t = target.clone();
@@ -126,11 +133,8 @@ pub fn create(name: &str) -> Result<()> {
     .expect("the namespace thread does not panic");
     if let Err(e) = made {
         let _ = fs::remove_file(&target);
+        let _ = fs::remove_file(mark(name));
         return Err(io_err(format!("create network namespace {name}"))(e.into()));
-    }
-    if let Err(e) = File::create(mark(name)) {
-        let _ = delete(name);
-        return Err(io_err(format!("create {}", mark(name).display()))(e));
     }
     Ok(())
 }
