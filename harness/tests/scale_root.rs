@@ -114,24 +114,14 @@ fn bad_input_is_refused_by_name() {
     }
 }
 
-/// Thresholds the current ones cannot hold: refused without
-/// --raise-gc-thresh; with it, raised for the run and put back, also when
-/// the run is interrupted.
-#[test]
-#[ignore = "needs root"]
-fn gc_thresholds_are_refused_or_raised_and_restored_even_on_ctrl_c() {
-    let before = GcThresholds::read(false).expect("thresholds");
-    let big = (before.thresh3 + 512).to_string();
-    let (code, text) = fibneigh(&["scale", "--nexthops", &big, "--policy", "kernel-stack"]);
-    assert_ne!(code, Some(0), "{text}");
-    assert!(text.contains("--raise-gc-thresh"), "{text}");
-    assert_eq!(GcThresholds::read(false).expect("thresholds"), before);
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
+/// `fibneigh scale --nexthops N --raise-gc-thresh`, once it has raised the
+/// thresholds from `before` and made its lab.
+fn raising_run(nexthops: &str, before: GcThresholds) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
         .args([
             "scale",
             "--nexthops",
-            &big,
+            nexthops,
             "--policy",
             "kernel-stack",
             "--raise-gc-thresh",
@@ -147,6 +137,23 @@ fn gc_thresholds_are_refused_or_raised_and_restored_even_on_ctrl_c() {
         }
     }
     assert!(raised, "the run did not raise the thresholds");
+    child
+}
+
+/// Thresholds the current ones cannot hold: refused without
+/// --raise-gc-thresh; with it, raised for the run and put back, also when
+/// the run is interrupted.
+#[test]
+#[ignore = "needs root"]
+fn gc_thresholds_are_refused_or_raised_and_restored_even_on_ctrl_c() {
+    let before = GcThresholds::read(false).expect("thresholds");
+    let big = (before.thresh3 + 512).to_string();
+    let (code, text) = fibneigh(&["scale", "--nexthops", &big, "--policy", "kernel-stack"]);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("--raise-gc-thresh"), "{text}");
+    assert_eq!(GcThresholds::read(false).expect("thresholds"), before);
+
+    let mut child = raising_run(&big, before);
     std::thread::sleep(Duration::from_millis(500));
     interrupt(&mut child);
     assert_eq!(GcThresholds::read(false).expect("thresholds"), before);
@@ -167,26 +174,7 @@ fn a_second_ctrl_c_restores_the_gc_thresholds_too() {
     let big = (before.thresh3 + 512).to_string();
     let mut at_once = 0;
     for _ in 0..5 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
-            .args([
-                "scale",
-                "--nexthops",
-                &big,
-                "--policy",
-                "kernel-stack",
-                "--raise-gc-thresh",
-            ])
-            .spawn()
-            .expect("spawn fibneigh");
-        let mut raised = false;
-        for _ in 0..3000 {
-            std::thread::sleep(Duration::from_millis(10));
-            raised |= GcThresholds::read(false).expect("thresholds") != before;
-            if raised && lab_namespace_of(child.id()) {
-                break;
-            }
-        }
-        assert!(raised, "the run did not raise the thresholds");
+        let mut child = raising_run(&big, before);
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         kill(pid, Signal::SIGINT).expect("send SIGINT");
         // gone already: the first signal's clean exit was quicker
