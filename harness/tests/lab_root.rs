@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::process::Command;
+use std::time::Duration;
 
 use fibneigh::lab::{addr, netns, plan, Lab, Names, NeighSpec, NeighSysctl, Topology};
 use fibneigh::traffic::{garp_frame, send_frame, unsolicited_na_frame};
@@ -446,10 +447,7 @@ fn the_switch_suppresses_announcements_on_demand() {
         // Polled with a deadline, not a fixed sleep: the frames are
         // handled in softirq, which a busy machine defers to ksoftirqd.
         let within_5s = |done: &dyn Fn() -> bool| {
-            let start = std::time::Instant::now();
-            while !done() && start.elapsed() < std::time::Duration::from_secs(5) {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+            common::poll_until(Duration::from_secs(5), Duration::from_millis(20), done)
         };
         let dropped = |lab: &Lab| {
             let d = lab.announcements_dropped().expect("counters");

@@ -129,13 +129,10 @@ fn raising_run(nexthops: &str, before: GcThresholds) -> std::process::Child {
         .spawn()
         .expect("spawn fibneigh");
     let mut raised = false;
-    for _ in 0..3000 {
-        std::thread::sleep(Duration::from_millis(10));
+    common::poll_until(Duration::from_secs(30), Duration::from_millis(10), || {
         raised |= GcThresholds::read(false).expect("thresholds") != before;
-        if raised && lab_namespace_of(child.id()) {
-            break;
-        }
-    }
+        raised && lab_namespace_of(child.id())
+    });
     assert!(raised, "the run did not raise the thresholds");
     child
 }

@@ -35,14 +35,10 @@ fn processes_with(needle: &str) -> Vec<String> {
 /// or after 10 s: a killed process leaves the table when its exit is done,
 /// which a busy machine may delay.
 fn processes_left_with(needle: &str) -> Vec<String> {
-    let start = std::time::Instant::now();
-    loop {
-        let left = processes_with(needle);
-        if left.is_empty() || start.elapsed() > Duration::from_secs(10) {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        processes_with(needle).is_empty()
+    });
+    processes_with(needle)
 }
 
 /// `vm build --arch um`'s manifest (the build is cached after the first).

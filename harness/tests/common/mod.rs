@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// The `fibneigh` binary this test was built with.
 pub fn fibneigh() -> Command {
@@ -77,4 +78,20 @@ pub fn stdout_of(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Ask `done` every `every` until it says yes or `limit` has passed;
+/// whether it said yes. For what a busy machine may delay (softirq work
+/// deferred to ksoftirqd, a process's exit): a deadline, not a fixed sleep.
+pub fn poll_until(limit: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
 }
