@@ -6,11 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+
+mod common;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/background.sh")
@@ -54,26 +55,20 @@ fn group_alive(pgid: u32) -> bool {
 /// Whether group `pgid` is gone within 30 s: the job ends on the script's
 /// SIGTERM, and init reaps it, after the script has exited.
 fn group_gone(pgid: u32) -> bool {
-    let start = Instant::now();
-    while group_alive(pgid) {
-        if start.elapsed() > Duration::from_secs(30) {
-            return false;
-        }
-        sleep(Duration::from_millis(50));
-    }
-    true
+    common::poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        !group_alive(pgid)
+    })
 }
 
 /// Wait up to `limit` for `child` to end; its output. The limit is a
 /// bound on a hang (the script polls every 2 s), not a timing.
 fn wait_at_most(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            panic!("background.sh still runs after {limit:?}");
-        }
-        sleep(Duration::from_millis(100));
+    let ended = common::poll_until(limit, Duration::from_millis(100), || {
+        child.try_wait().expect("try_wait").is_some()
+    });
+    if !ended {
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        panic!("background.sh still runs after {limit:?}");
     }
     child.wait_with_output().expect("output")
 }
@@ -92,21 +87,15 @@ fn spawn(mut cmd: Command) -> Child {
 /// its `sleep 2`), which exists only once the script has checked its run
 /// and set its trap.
 fn wait_for_job(pgid: u32) {
-    let start = Instant::now();
-    loop {
-        let out = Command::new("pgrep")
+    let started = common::poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        Command::new("pgrep")
             .args(["-g", &pgid.to_string(), "-f", "^sleep 300$"])
             .output()
-            .expect("pgrep runs");
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the job never started"
-        );
-        sleep(Duration::from_millis(50));
-    }
+            .expect("pgrep runs")
+            .status
+            .success()
+    });
+    assert!(started, "the job never started");
 }
 
 #[test]

@@ -13,6 +13,8 @@ use fibneigh::scenario::{Outcome, Verdict};
 use fibneigh_bpf::Hook;
 use fibneigh_bpf::{ret, Policy};
 
+mod common;
+
 fn cell(s: Scenario, p: Policy) -> Cell {
     Cell::new(s, PolicyChoice::Prog(p), Family::V4, Hook::Tc)
 }
@@ -118,16 +120,9 @@ fn interrupt_mid_run(signal: nix::sys::signal::Signal) {
         .expect("spawn fibneigh");
     let prefix = plan::run_prefix(child.id());
     // Wait until its lab exists (or ~1 s), then interrupt it mid-run.
-    for _ in 0..100 {
-        std::thread::sleep(Duration::from_millis(10));
-        if netns::list()
-            .unwrap()
-            .iter()
-            .any(|n| n.starts_with(&prefix))
-        {
-            break;
-        }
-    }
+    common::poll_until(Duration::from_secs(1), Duration::from_millis(10), || {
+        common::lab_namespace_of(child.id())
+    });
     std::thread::sleep(Duration::from_millis(700));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
         .expect("send the signal");

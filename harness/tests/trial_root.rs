@@ -220,12 +220,9 @@ fn sigint_mid_trial_leaves_nothing_behind() {
         ])
         .spawn()
         .expect("spawn fibneigh");
-    for _ in 0..3000 {
-        std::thread::sleep(Duration::from_millis(10));
-        if lab_namespace_of(child.id()) {
-            break;
-        }
-    }
+    common::poll_until(Duration::from_secs(30), Duration::from_millis(10), || {
+        lab_namespace_of(child.id())
+    });
     std::thread::sleep(Duration::from_millis(1500));
     interrupt(&mut child);
 }

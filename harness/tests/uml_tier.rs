@@ -35,10 +35,12 @@ fn processes_with(needle: &str) -> Vec<String> {
 /// or after 10 s: a killed process leaves the table when its exit is done,
 /// which a busy machine may delay.
 fn processes_left_with(needle: &str) -> Vec<String> {
+    let mut left = Vec::new();
     common::poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        processes_with(needle).is_empty()
+        left = processes_with(needle);
+        left.is_empty()
     });
-    processes_with(needle)
+    left
 }
 
 /// `vm build --arch um`'s manifest (the build is cached after the first).
