@@ -7,8 +7,10 @@ use crate::stop::Interrupted;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A lab failure; a lab's interruption is [`Error::Interrupted`]
+    /// instead (see the `From` below).
     #[error(transparent)]
-    Lab(#[from] crate::lab::Error),
+    Lab(crate::lab::Error),
     #[error(transparent)]
     Traffic(#[from] crate::traffic::Error),
     #[error(transparent)]
@@ -26,3 +28,43 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A stop request seen inside the lab (a long netlink batch) is an
+/// interruption like any other, so that callers matching
+/// [`Error::Interrupted`] tear down and exit 130.
+impl From<crate::lab::Error> for Error {
+    fn from(e: crate::lab::Error) -> Self {
+        match e {
+            crate::lab::Error::Interrupted(i) => Error::Interrupted(i),
+            e => Error::Lab(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab_step() -> crate::lab::Result<()> {
+        Err(crate::lab::Error::Interrupted(Interrupted))
+    }
+
+    fn run_step() -> Result<()> {
+        lab_step()?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_lab_interruption_is_an_interruption() {
+        assert!(matches!(run_step(), Err(Error::Interrupted(_))));
+    }
+
+    #[test]
+    fn other_lab_errors_stay_lab_errors() {
+        let e: Error = crate::lab::Error::NoSuchInterface("x0".into()).into();
+        assert!(matches!(
+            e,
+            Error::Lab(crate::lab::Error::NoSuchInterface(_))
+        ));
+    }
+}

@@ -6,11 +6,12 @@
 //!   while a flow is forwarded through it: the filter runs inside the
 //!   qdisc's enqueue with its root lock held, so a STALE entry's
 //!   `neigh->lock` is taken inside it (root_lock -> neigh->lock);
-//! - by test runs of the tc program pinned to every CPU, and of the XDP
-//!   program on the first. (XDP test runs of several programs at once
-//!   re-patch the XDP dispatcher under each other: on the debug kernel under
-//!   TCG that ended in an int3 Oops in `bpf_dispatcher_xdp_func`, in code
-//!   the series does not touch, so XDP runs from one thread.)
+//! - by test runs of the tc program pinned to every CPU the process may
+//!   run on (its affinity mask), and of the XDP program on the first.
+//!   (XDP test runs of several programs at once re-patch the XDP
+//!   dispatcher under each other: on the debug kernel under TCG that ended
+//!   in an int3 Oops in `bpf_dispatcher_xdp_func`, in code the series does
+//!   not touch, so XDP runs from one thread.)
 //!
 //! Whether a site finds the entry STALE while all of them run is chance
 //! (the first lookup after a forced STALE kicks it; the others then see
@@ -267,16 +268,20 @@ pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
         clock,
     )?;
 
-    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let allowed = allowed_cpus()?;
+    let cpus = allowed.len();
     let end = Instant::now() + Duration::from_secs(seconds);
     // Set when the churn fails: the test runs stop then, not at `end`.
     let churn_failed = std::sync::atomic::AtomicBool::new(false);
     let (actions, runs) = std::thread::scope(|s| -> Result<_> {
-        let workers: Vec<_> = (0..cpus)
-            .map(|cpu| {
+        let workers: Vec<_> = allowed
+            .iter()
+            .enumerate()
+            .map(|(i, &cpu)| {
                 let ns = ns.as_fd();
                 let stop_early = &churn_failed;
-                s.spawn(move || test_runs(ns, cpu, target, in_index, end, stop_early))
+                let xdp = i == 0;
+                s.spawn(move || test_runs(ns, cpu, xdp, target, in_index, end, stop_early))
             })
             .collect();
         let actions = churn(&lab, &n.dut, &n.dut_host_if, end, seed);
@@ -473,12 +478,32 @@ struct Runs {
     xdp: SiteCounts,
 }
 
-/// Test runs on `cpu` in the DUT's namespace until `end`: tc, and on the
-/// first CPU XDP in turn with it; with an object of the thread's own (a
-/// skeleton stays in its thread).
+/// The CPUs this process may run on (its affinity mask, which `taskset`
+/// or a cpuset may have narrowed), lowest first.
+fn allowed_cpus() -> Result<Vec<usize>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map_err(|e| Error::Setup(format!("failed to read the CPU affinity: {e}")))?;
+    let cpus = cpus_in(&set);
+    if cpus.is_empty() {
+        return Err(Error::Setup("the CPU affinity allows no CPU".into()));
+    }
+    Ok(cpus)
+}
+
+/// The CPUs in `set`, lowest first.
+fn cpus_in(set: &nix::sched::CpuSet) -> Vec<usize> {
+    (0..nix::sched::CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect()
+}
+
+/// Test runs on `cpu` in the DUT's namespace until `end`: tc, and with
+/// `xdp` (one thread only) XDP in turn with it; with an object of the
+/// thread's own (a skeleton stays in its thread).
 fn test_runs(
     ns: std::os::fd::BorrowedFd<'_>,
     cpu: usize,
+    xdp: bool,
     target: FibParams,
     in_index: u32,
     end: Instant,
@@ -495,7 +520,7 @@ fn test_runs(
         stop::check()?;
         stress.test_run(Hook::Tc, in_index, REPEAT)?;
         tc_runs += 1;
-        if cpu == 0 {
+        if xdp {
             stress.test_run(Hook::Xdp, in_index, REPEAT)?;
             xdp_runs += 1;
         }
@@ -552,6 +577,17 @@ mod tests {
             tries,
             state_after: state_after.map(Nud),
         }
+    }
+
+    #[test]
+    fn the_cpus_are_those_of_the_set() {
+        let mut set = nix::sched::CpuSet::new();
+        assert_eq!(cpus_in(&set), Vec::<usize>::new());
+        // As `taskset -c 2,3,7` leaves it.
+        for cpu in [7, 2, 3] {
+            set.set(cpu).expect("a CPU the set can hold");
+        }
+        assert_eq!(cpus_in(&set), [2, 3, 7]);
     }
 
     #[test]

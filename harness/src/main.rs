@@ -56,8 +56,8 @@ enum Command {
     /// neighbour table's counters per policy, against N.
     Scale(cli::scale::ScaleArgs),
     /// REFRESH under the kernel's locks (for the debug kernel): a cls_bpf
-    /// filter under an htb qdisc and test runs on every CPU look up one
-    /// entry that is kept forced STALE
+    /// filter under an htb qdisc and test runs on every CPU it may run on
+    /// look up one entry that is kept forced STALE
     LockStress(cli::lock_stress::LockStressArgs),
     /// Write the public header's example objects (tc and XDP, built from
     /// bpf/include/fib_neigh.h) for loading with tc or ip link.

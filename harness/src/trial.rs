@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::external::External;
 use crate::scenario::{
-    self, Cell, CellResult, Family, Options, Outcome, PolicyChoice, Scenario, Support, Verdict,
+    self, Cell, CellResult, Family, Kind, Options, Outcome, PolicyChoice, Scenario, Spec, Support,
+    Verdict,
 };
 use crate::stop::Interrupted;
 
@@ -174,6 +175,63 @@ impl FromStr for Expectation {
     }
 }
 
+/// A trial request that cannot run as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The scenario is not a flow through the forwarder (state-matrix runs
+    /// the probe program).
+    #[error("{0} runs the probe program, not a flow through the forwarder: a trial cannot run it")]
+    NotTraffic(Scenario),
+    /// An expectation for a scenario the trial does not run.
+    #[error("an expectation for {scenario}, which the trial does not run (its scenarios: {})", names(.requested))]
+    ExpectationNotRequested {
+        scenario: Scenario,
+        requested: Vec<Scenario>,
+    },
+    /// Two expectations for one scenario.
+    #[error("two expectations for {0}: give one per scenario")]
+    TwoExpectations(Scenario),
+}
+
+fn names(scenarios: &[Scenario]) -> String {
+    let names: Vec<&str> = scenarios.iter().map(|s| s.name()).collect();
+    names.join(", ")
+}
+
+/// The scenarios a trial of `scenarios` runs (none: [`SCENARIOS`]).
+pub fn requested(scenarios: &[Scenario]) -> &[Scenario] {
+    if scenarios.is_empty() {
+        &SCENARIOS[..]
+    } else {
+        scenarios
+    }
+}
+
+/// Check a trial of `scenarios` (none: [`SCENARIOS`]) judged by `expect`
+/// before anything is built: every scenario a flow through the
+/// forwarder, every expectation for one of them, at most one each.
+pub fn check_request(scenarios: &[Scenario], expect: &[Expectation]) -> Result<(), RequestError> {
+    let requested = requested(scenarios);
+    if let Some(&s) = requested
+        .iter()
+        .find(|&&s| Spec::of(s).kind != Kind::Traffic)
+    {
+        return Err(RequestError::NotTraffic(s));
+    }
+    for (i, e) in expect.iter().enumerate() {
+        if !requested.contains(&e.scenario) {
+            return Err(RequestError::ExpectationNotRequested {
+                scenario: e.scenario,
+                requested: requested.to_vec(),
+            });
+        }
+        if expect[..i].iter().any(|o| o.scenario == e.scenario) {
+            return Err(RequestError::TwoExpectations(e.scenario));
+        }
+    }
+    Ok(())
+}
+
 /// The verdict on `d` against the expectations for its scenario: a
 /// forwarder that never forwards or could not run fails whatever was
 /// expected; otherwise without an expectation the cell is unchecked.
@@ -191,11 +249,7 @@ pub fn verdict(scenario: Scenario, d: &Diagnosis, expect: &[Expectation]) -> Ver
 /// The trial's cells: `scenarios` (none: [`SCENARIOS`]) x `families`
 /// (none: IPv4 and IPv6) at the forwarder's hook.
 pub fn cells(scenarios: &[Scenario], families: &[Family], external: &External) -> Vec<Cell> {
-    let scenarios = if scenarios.is_empty() {
-        &SCENARIOS[..]
-    } else {
-        scenarios
-    };
+    let scenarios = requested(scenarios);
     let families = if families.is_empty() {
         &[Family::V4, Family::V6][..]
     } else {
@@ -285,5 +339,64 @@ mod tests {
         assert!("ip-reassign=fine".parse::<Expectation>().is_err());
         // Never forwarding fails whatever was expected: not an expectation.
         assert!("ip-reassign=never-forwards".parse::<Expectation>().is_err());
+    }
+
+    fn expect(specs: &[&str]) -> Vec<Expectation> {
+        specs.iter().map(|s| s.parse().expect("parses")).collect()
+    }
+
+    #[test]
+    fn an_expectation_for_a_scenario_not_run_is_refused() {
+        let gateway = [Scenario::Gateway];
+        let e = check_request(&gateway, &expect(&["ip-reassign=black-holes"])).unwrap_err();
+        assert_eq!(
+            e,
+            RequestError::ExpectationNotRequested {
+                scenario: Scenario::IpReassign,
+                requested: vec![Scenario::Gateway],
+            }
+        );
+        let text = e.to_string();
+        assert!(text.contains("ip-reassign"), "{text}");
+        assert!(text.contains("(its scenarios: gateway)"), "{text}");
+        // Without --scenario the trial runs its default ones.
+        assert!(check_request(&[], &expect(&["gateway=recovers"])).is_ok());
+        let e = check_request(&[], &expect(&["permanent=forwards"])).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("ip-reassign, ip-reassign-garp, reachable-fastpath, gateway"),
+            "{e}"
+        );
+        assert!(check_request(&gateway, &expect(&["gateway=recovers"])).is_ok());
+    }
+
+    #[test]
+    fn two_expectations_for_one_scenario_are_refused() {
+        let e = check_request(
+            &[],
+            &expect(&[
+                "ip-reassign=black-holes",
+                "gateway=recovers",
+                "ip-reassign=recovers",
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e, RequestError::TwoExpectations(Scenario::IpReassign));
+        assert!(e.to_string().contains("ip-reassign"), "{e}");
+    }
+
+    #[test]
+    fn a_scenario_without_a_flow_is_refused() {
+        let e = check_request(&[Scenario::Gateway, Scenario::StateMatrix], &[]).unwrap_err();
+        assert_eq!(e, RequestError::NotTraffic(Scenario::StateMatrix));
+        assert!(e.to_string().starts_with("state-matrix "), "{e}");
+        // Every other scenario is a flow through the forwarder.
+        let traffic: Vec<Scenario> = Scenario::ALL
+            .iter()
+            .copied()
+            .filter(|&s| s != Scenario::StateMatrix)
+            .collect();
+        assert!(check_request(&traffic, &[]).is_ok());
+        assert!(check_request(&[], &[]).is_ok());
     }
 }

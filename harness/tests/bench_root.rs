@@ -38,17 +38,31 @@ fn lookup_rows_cover_every_case_and_flag() {
         all.iter().partition(|r| r.section == lookup::HELPER_ONLY);
     assert_eq!(rows.len(), 8, "2 hooks x 2 families x 2 states");
     assert_eq!(helper_only.len(), 8, "one helper-only row per lookup row");
+    // Times on a shared machine say nothing about behaviour: no figure is
+    // compared with another, only checked to be there and to add up.
     for h in &helper_only {
         assert!(
             h.figure("floor").is_none(),
             "{}: helper-only has no floor",
             h.label
         );
-        let zero = h.figure("0").and_then(|f| f.value.as_ref());
+        // lookup - floor of the same round; with two rounds the median
+        // of those differences is the difference of the medians.
+        let zero = h.figure("0").and_then(|f| f.value);
+        let lookup = rows
+            .iter()
+            .find(|r| r.label == h.label)
+            .unwrap_or_else(|| panic!("{}: no lookup row", h.label));
+        let median = |col: &str| lookup.figure(col).and_then(|f| f.value).map(|v| v.median);
+        let (Some(zero), Some(with), Some(floor)) = (zero, median("0"), median("floor")) else {
+            panic!("{}: {zero:?} without a lookup and a floor", h.label);
+        };
+        assert_eq!(zero.n, 2, "{}: one difference per round", h.label);
         assert!(
-            zero.is_some_and(|v| v.median > 0.0),
-            "{}: {zero:?}",
-            h.label
+            (zero.median - (with - floor)).abs() <= 1e-6 * with.abs().max(1.0),
+            "{}: helper-only {} is not lookup {with} - floor {floor}",
+            h.label,
+            zero.median
         );
     }
     for r in &rows {
@@ -63,17 +77,13 @@ fn lookup_rows_cover_every_case_and_flag() {
                     .value
                     .unwrap_or_else(|| panic!("{}/{col}: no value", r.label));
                 assert_eq!(v.n, 2, "one sample per round");
-                assert!(v.median > 0.0 && v.median < 1e6, "{}/{col}: {v:?}", r.label);
+                assert!(v.min > 0.0 && v.max.is_finite(), "{}/{col}: {v:?}", r.label);
                 assert!(f.ratio.is_some());
             } else {
                 assert!(f.value.is_none());
                 assert!(f.note.as_deref().unwrap().starts_with("unsupported"));
             }
         }
-        // The loop without the helper is cheaper than any lookup.
-        let floor = r.figure("floor").unwrap().value.unwrap().median;
-        let zero = r.figure("0").unwrap().value.unwrap().median;
-        assert!(floor < zero, "{}: floor {floor} vs lookup {zero}", r.label);
     }
     assert!(our_namespaces().is_empty(), "left: {:?}", our_namespaces());
 }
@@ -107,9 +117,28 @@ fn forwarding_rows_measure_every_supported_policy() {
             );
         }
     }
-    let rate = rows.iter().find(|r| r.unit == Unit::Pps).unwrap();
-    let base = rate.figure("baseline").unwrap().value.unwrap().median;
-    assert!(base > 1000.0, "baseline forwards at {base} pps");
+    // Every sample delivered frames (the bench refuses one that did not):
+    // each rate is there, positive and finite; how high is not checked.
+    let rates: Vec<_> = rows.iter().filter(|r| r.unit == Unit::Pps).collect();
+    assert_eq!(rates.len(), 4, "a rate per flow and hook");
+    for r in rates {
+        assert!(
+            r.figure("baseline").and_then(|f| f.value).is_some(),
+            "{}: no baseline rate",
+            r.label
+        );
+        for f in &r.figures {
+            if let Some(v) = f.value {
+                assert_eq!(v.n, 1, "{} / {}: one sample per round", r.label, f.column);
+                assert!(
+                    v.min > 0.0 && v.max.is_finite(),
+                    "{} / {}: {v:?}",
+                    r.label,
+                    f.column
+                );
+            }
+        }
+    }
     assert!(our_namespaces().is_empty(), "left: {:?}", our_namespaces());
 }
 

@@ -103,6 +103,57 @@ fn gate2_checkpatch_reports_only_the_missing_sign_off() {
     }
 }
 
+/// Files of a kernel tree set aside as `<file>.gate` while the pristine
+/// ones are in place; put back by [`Saved::restore`], or on drop (a panic
+/// included).
+struct Saved {
+    tree: PathBuf,
+    files: Vec<String>,
+    restored: bool,
+}
+
+impl Saved {
+    fn new(tree: &Path, files: &[&str]) -> Saved {
+        Saved {
+            tree: tree.to_path_buf(),
+            files: files.iter().map(|f| f.to_string()).collect(),
+            restored: false,
+        }
+    }
+
+    /// Move every `<file>.gate` that exists back over its file (a save
+    /// that failed half-way leaves some without one), keeping its mtime.
+    fn restore(&mut self) -> Result<(), String> {
+        self.restored = true;
+        let mut failed = Vec::new();
+        for f in &self.files {
+            let (file, gate) = (self.tree.join(f), self.tree.join(format!("{f}.gate")));
+            if gate.exists() {
+                if let Err(e) = std::fs::rename(&gate, &file) {
+                    failed.push(format!("{}: {e}", gate.display()));
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+}
+
+impl Drop for Saved {
+    fn drop(&mut self) {
+        if self.restored {
+            return;
+        }
+        // No panic here: this may run while the test already panics.
+        if let Err(e) = self.restore() {
+            eprintln!("failed to restore the saved files: {e}");
+        }
+    }
+}
+
 #[test]
 #[ignore = "kernel gates: need the kernel trees from `fibneigh vm tree`"]
 fn gate3_w1_build_of_filter_adds_no_warning() {
@@ -138,13 +189,16 @@ fn gate3_w1_build_of_filter_adds_no_warning() {
             w.sort();
             w
         };
+        // Restored when the guard drops too, so that a failed assertion
+        // on the pristine build never leaves the tree half-reverted.
+        let mut saved = Saved::new(&tree, &files);
         let save = files.map(|f| format!("cp -p {f} {f}.gate && git show fibneigh-base:{f} > {f}"));
         let (ok, text) = sh(&tree, &save.join(" && "));
         assert!(ok, "{text}");
         let pristine = warnings("pristine");
-        let restore = files.map(|f| format!("mv {f}.gate {f}"));
-        let (ok, text) = sh(&tree, &restore.join(" && "));
-        assert!(ok, "{text}");
+        if let Err(e) = saved.restore() {
+            panic!("{base}: failed to restore the patched files: {e}");
+        }
         let patched = warnings("patched");
         let new: Vec<&String> = patched.iter().filter(|w| !pristine.contains(w)).collect();
         assert!(new.is_empty(), "{base}: new W=1 warnings: {new:#?}");

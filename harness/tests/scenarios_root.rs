@@ -101,7 +101,7 @@ fn state_matrix_shows_whether_neigh_state_is_accepted() {
     assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
 }
 
-/// Start `fibneigh cell`, send `signal` once its lab exists (about 1 s in),
+/// Start `fibneigh cell`, send `signal` shortly after its lab exists,
 /// and check it exits 130 leaving no namespace behind.
 fn interrupt_mid_run(signal: nix::sys::signal::Signal) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
@@ -119,10 +119,9 @@ fn interrupt_mid_run(signal: nix::sys::signal::Signal) {
         .spawn()
         .expect("spawn fibneigh");
     let prefix = plan::run_prefix(child.id());
-    // Wait until its lab exists (or ~1 s), then interrupt it mid-run.
-    common::poll_until(Duration::from_secs(1), Duration::from_millis(10), || {
-        common::lab_namespace_of(child.id())
-    });
+    // Wait until its lab exists (a loaded machine may take a while), then
+    // interrupt it mid-run.
+    common::wait_for_lab(&mut child, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(700));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
         .expect("send the signal");

@@ -16,7 +16,7 @@ use fibneigh::trial::{self, Diagnosis, DiagnosisKind, Expectation};
 use fibneigh_bpf::Hook;
 
 mod common;
-use common::{fibneigh_with as fibneigh, interrupt, lab_namespace_of, no_namespace_left_by};
+use common::{fibneigh_with as fibneigh, interrupt, no_namespace_left_by};
 
 /// The header's example objects, written by `fibneigh examples`.
 fn examples() -> PathBuf {
@@ -220,9 +220,7 @@ fn sigint_mid_trial_leaves_nothing_behind() {
         ])
         .spawn()
         .expect("spawn fibneigh");
-    common::poll_until(Duration::from_secs(30), Duration::from_millis(10), || {
-        lab_namespace_of(child.id())
-    });
+    common::wait_for_lab(&mut child, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1500));
     interrupt(&mut child);
 }

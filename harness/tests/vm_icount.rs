@@ -81,7 +81,7 @@ fn icount(json: &Path, args: &[&str]) -> Vec<(String, String, Option<u64>)> {
 
 #[test]
 #[ignore = "VM tier: boots the pristine and patched kernels under TCG with the QEMU plugin"]
-fn vm_icount_flags0_free_at_o2_and_os_counts_repeat() {
+fn vm_icount_flags0_within_two_at_o2_and_os_counts_repeat() {
     build_plugin();
     let dir = tempfile::tempdir().expect("tempdir");
     let o2 = icount(

@@ -224,6 +224,10 @@ pub fn run(
     }
     let shown = crate::cmd::display(&cmd);
     reporter.event(Event::Note(format!("running {shown}")));
+    // Before UML starts, so that nothing can fail between its start and
+    // the wait that stops it.
+    let log = fs::File::create(&req.console_log).at(&req.console_log)?;
+    let log_for_stdout = log.try_clone().at(&req.console_log)?;
     let spawned = cmd.spawn();
     drop(out_write);
     let mut child = spawned.map_err(|source| Error::Spawn { cmd: shown, source })?;
@@ -234,18 +238,6 @@ pub fn run(
     let kill_all = || {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
     };
-    let log = match fs::File::create(&req.console_log) {
-        Ok(f) => f,
-        Err(e) => {
-            kill_all();
-            let _ = child.wait();
-            return Err(Error::Io {
-                path: req.console_log.clone(),
-                source: e,
-            });
-        }
-    };
-    let log_for_stdout = log.try_clone().at(&req.console_log)?;
     let stderr = child.stderr.take().expect("stderr is piped");
     let spoke = Arc::new(AtomicBool::new(false));
     let spoke2 = Arc::clone(&spoke);

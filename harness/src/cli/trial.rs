@@ -56,6 +56,7 @@ pub fn run(args: TrialArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    trial::check_request(&args.scenarios, &args.expect)?;
     let spec = args.forwarder.spec(args.name.as_deref(), &args.cache_dir)?;
     let support = super::prepare_lab()?;
     let external = spec

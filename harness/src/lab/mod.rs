@@ -43,7 +43,7 @@ pub enum Error {
     #[error(transparent)]
     Bpf(#[from] fibneigh_bpf::Error),
     #[error("interrupted")]
-    Interrupted,
+    Interrupted(#[from] crate::stop::Interrupted),
     #[error("this lab has no announcement filter")]
     NoAnnounceFilter,
     #[error("failed to {what}: {source}")]
@@ -84,10 +84,13 @@ impl Lab {
         let t = &lab.topology;
         for ns in &t.namespaces {
             // Held before it exists, so that no look for leftovers of
-            // this process takes it for one.
-            live_namespaces().insert(ns.clone());
+            // this process takes it for one. Already held, it is a live
+            // lab's, which a failure here must not release.
+            let inserted = live_namespaces().insert(ns.clone());
             if let Err(e) = netns::create(ns) {
-                live_namespaces().remove(ns);
+                if inserted {
+                    live_namespaces().remove(ns);
+                }
                 return Err(e);
             }
             lab.created.push(ns.clone());

@@ -122,7 +122,7 @@ const STOP_CHECK_EVERY: usize = 256;
 /// once a stop was requested, looked at every [`STOP_CHECK_EVERY`].
 pub(crate) fn check_stop(i: usize) -> Result<()> {
     if i % STOP_CHECK_EVERY == STOP_CHECK_EVERY - 1 {
-        crate::stop::check().map_err(|_| super::Error::Interrupted)?;
+        crate::stop::check()?;
     }
     Ok(())
 }

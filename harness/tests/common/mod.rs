@@ -56,6 +56,17 @@ pub fn lab_namespace_of(pid: u32) -> bool {
         .any(|n| n.starts_with(&prefix))
 }
 
+/// Wait up to `limit` for a lab namespace of `child`; fails the test if
+/// none appeared (`child` killed first, so it does not outlive the test).
+pub fn wait_for_lab(child: &mut std::process::Child, limit: Duration) {
+    let pid = child.id();
+    if !poll_until(limit, Duration::from_millis(10), || lab_namespace_of(pid)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the lab of fibneigh (pid {pid}) never appeared within {limit:?}");
+    }
+}
+
 /// Ctrl-C `child` (SIGINT); it must exit 130 with no lab namespace left.
 pub fn interrupt(child: &mut std::process::Child) {
     nix::sys::signal::kill(
