@@ -138,3 +138,39 @@ fn main() -> ExitCode {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A count or a time of zero is refused by clap, naming the option,
+    /// before anything runs.
+    #[test]
+    fn zero_counts_and_times_are_refused_by_name() {
+        let cases: [&[&str]; 8] = [
+            &["vm", "run", "--cpus", "0", "--", "true"],
+            &["vm", "run", "--timeout", "0", "--", "true"],
+            &["vm", "build", "--jobs", "0"],
+            &["vm", "timing", "--boots", "0"],
+            &["vm", "icount", "--timeout", "0"],
+            &["selftests", "--timeout", "0"],
+            &["bench", "--lookup-sample-ms", "0"],
+            &["bench", "--forwarding-sample-ms", "0"],
+        ];
+        for args in cases {
+            let flag = args[args
+                .iter()
+                .position(|a| a.starts_with("--"))
+                .expect("a flag")];
+            let argv = std::iter::once("fibneigh").chain(args.iter().copied());
+            match Cli::try_parse_from(argv) {
+                Ok(_) => panic!("{args:?} was accepted"),
+                Err(e) => assert!(e.to_string().contains(flag), "{args:?}: {e}"),
+            }
+        }
+        // One is fine.
+        assert!(
+            Cli::try_parse_from(["fibneigh", "vm", "run", "--cpus", "1", "--", "true"]).is_ok()
+        );
+    }
+}

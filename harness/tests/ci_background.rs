@@ -40,10 +40,18 @@ impl Drop for Run {
     }
 }
 
-/// `setsid scripts/background.sh PARENT CMD...`, as test.sh starts it.
+/// `setsid scripts/background.sh PARENT CMD...`, as test.sh starts it,
+/// with SIGINT at its default disposition: a shell that starts with SIGINT
+/// ignored (as anything started with `&` by a script without job control
+/// does, a test run included) cannot trap it, and the SIGINT test would
+/// test that instead of the script. `env` and `setsid` exec, so the
+/// child's pid stays the script's.
 fn background(parent: &str, cmd: &[&str]) -> Command {
-    let mut c = Command::new("setsid");
-    c.arg(script()).arg(parent).args(cmd);
+    let mut c = Command::new("env");
+    c.args(["--default-signal=INT", "setsid"])
+        .arg(script())
+        .arg(parent)
+        .args(cmd);
     c
 }
 

@@ -222,10 +222,14 @@ fn gate4_bpf_doc_parses_and_uapi_copies_match() {
         );
         // The man page the docs are built into: rst2man must take the RST
         // bpf_doc.py makes of the helper docs without a warning.
+        let rst = tempfile::NamedTempFile::new().expect("a temporary file");
         let (ok, text) = sh(
             &tree,
-            "python3 scripts/bpf_doc.py --filename include/uapi/linux/bpf.h > /tmp/fibneigh-helpers.rst && \
-             rst2man --halt=warning /tmp/fibneigh-helpers.rst > /dev/null",
+            &format!(
+                "python3 scripts/bpf_doc.py --filename include/uapi/linux/bpf.h > {rst} && \
+                 rst2man --halt=warning {rst} > /dev/null",
+                rst = rst.path().display()
+            ),
         );
         assert!(ok, "{base}: rst2man on the helper docs: {text}");
         let (ok, text) = sh(

@@ -6,7 +6,6 @@
 //! did not write: a bad object, a failing attach command, a detach that
 //! leaves a program behind, Ctrl-C. Nothing may be left behind.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,10 +17,12 @@ use fibneigh_bpf::Hook;
 mod common;
 use common::{fibneigh_with as fibneigh, interrupt, no_namespace_left_by};
 
-/// The header's example objects, written by `fibneigh examples`.
-fn examples() -> PathBuf {
-    let dir = tempfile::tempdir().expect("tempdir").keep();
-    let (code, text) = fibneigh(&["examples", "--out", dir.to_str().expect("utf-8")]);
+/// The header's example objects, written by `fibneigh examples` into a
+/// directory removed when the returned guard drops.
+fn examples() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_str().expect("utf-8");
+    let (code, text) = fibneigh(&["examples", "--out", out]);
     assert_eq!(code, Some(0), "{text}");
     dir
 }
@@ -68,7 +69,8 @@ fn xdp_forward_black_holes_after_an_unannounced_move_and_recovers_when_announced
 #[test]
 #[ignore = "needs root"]
 fn the_headers_xdp_example_as_an_object_recovers() {
-    let object = examples().join("xdp_router.bpf.o");
+    let examples = examples();
+    let object = examples.path().join("xdp_router.bpf.o");
     let (code, text) = fibneigh(&[
         "trial",
         "--object",
@@ -109,7 +111,8 @@ fn bad_input_is_a_clear_error() {
     let (code, text) = fibneigh(&["trial"]);
     assert_eq!(code, Some(125), "{text}");
     assert!(text.contains("name the forwarder"), "{text}");
-    let object = examples().join("xdp_router.bpf.o");
+    let examples = examples();
+    let object = examples.path().join("xdp_router.bpf.o");
     let (code, text) = fibneigh(&[
         "trial",
         "--object",
@@ -167,7 +170,8 @@ fn a_failing_attach_command_is_named_and_the_lab_removed() {
 #[test]
 #[ignore = "needs root"]
 fn a_detach_that_leaves_a_program_behind_is_named() {
-    let object = examples().join("xdp_router.bpf.o");
+    let examples = examples();
+    let object = examples.path().join("xdp_router.bpf.o");
     let r = one_cell(ExternalSpec::Command {
         name: "sticky".into(),
         attach: format!(

@@ -32,11 +32,11 @@ pub struct BenchRequest {
     #[arg(long)]
     pub rounds: Option<usize>,
     /// Target length of one lookup sample in ms [default: 20; --quick: 5].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub lookup_sample_ms: Option<u64>,
     /// Target length of one forwarding sample in ms [default: 300;
     /// --quick: 50].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub forwarding_sample_ms: Option<u64>,
     /// Hooks for the lookup and forwarding measurements (repeatable)
     /// [default: tc and xdp].

@@ -58,6 +58,12 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A count given on the command line that must be at least one (make
+/// jobs, boots), refused by name otherwise.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
 /// The repository: the nearest directory above the working directory that
 /// holds `kernel-patches/series`, else the one this binary was built from.
 pub fn repo_root() -> PathBuf {
@@ -106,7 +112,7 @@ pub struct KernelChoice {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Parallel make jobs (default: number of CPUs).
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = at_least_one())]
     pub jobs: Option<usize>,
     /// Ask the mirror for the newest package version even if one is cached.
     #[arg(long)]
@@ -180,7 +186,7 @@ impl KernelChoice {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TimingChoice {
     /// Boots to time for boot-to-command.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one())]
     pub boots: usize,
     /// Skip the clean build (which takes minutes) and time only the rest.
     #[arg(long)]

@@ -41,12 +41,14 @@ pub struct GuestChoice {
     #[arg(long)]
     pub kernel: Option<PathBuf>,
     /// Seconds before the guest is killed.
-    #[arg(long, default_value_t = RunRequest::default().timeout.as_secs())]
+    #[arg(long, default_value_t = RunRequest::default().timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// Guest memory (QEMU syntax).
     #[arg(long, default_value_t = RunRequest::default().memory)]
     pub memory: String,
-    #[arg(long, default_value_t = RunRequest::default().cpus)]
+    #[arg(long, default_value_t = RunRequest::default().cpus,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub cpus: u32,
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,

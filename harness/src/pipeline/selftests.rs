@@ -79,7 +79,7 @@ pub struct SelftestsChoice {
     /// Test selector passed to test_progs -t.
     #[arg(long, default_value = "fib_lookup")]
     pub tests: String,
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,

@@ -107,7 +107,7 @@ pub struct IcountChoice {
     #[arg(long)]
     pub plugin: Option<PathBuf>,
     /// Seconds before the guest is killed.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 }
 
