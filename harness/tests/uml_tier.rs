@@ -16,33 +16,6 @@ fn uml_run(timeout: &str, command: &[&str]) -> Command {
     c
 }
 
-/// Host processes whose command line contains `needle` (UML runs each
-/// guest process as a host process named `[uml-userspace]`, and the kernel
-/// itself under its own path).
-fn processes_with(needle: &str) -> Vec<String> {
-    let out = Command::new("ps")
-        .args(["-eo", "pid,args"])
-        .output()
-        .expect("ps");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The processes with `needle` in their command line, once they are gone
-/// or after 10 s: a killed process leaves the table when its exit is done,
-/// which a busy machine may delay.
-fn processes_left_with(needle: &str) -> Vec<String> {
-    let mut left = Vec::new();
-    common::poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        left = processes_with(needle);
-        left.is_empty()
-    });
-    left
-}
-
 /// `vm build --arch um`'s manifest (the build is cached after the first).
 fn uml_build() -> serde_json::Value {
     let out = run(fibneigh().args(["vm", "build", "--arch", "um", "--json", "-"]));
@@ -105,7 +78,7 @@ fn uml_timeout_and_interrupt_leave_no_process_behind() {
     let out = run(&mut uml_run("2", &["sleep", &nap]));
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     assert!(stderr(&out).contains("did not finish within 2s"));
-    let left = processes_left_with("uml-userspace");
+    let left = common::processes_left_with("uml-userspace");
     assert!(left.is_empty(), "left: {left:?}");
 
     let child = uml_run("600", &["sleep", &nap])
@@ -118,12 +91,12 @@ fn uml_timeout_and_interrupt_leave_no_process_behind() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    let left = processes_left_with("uml-userspace");
+    let left = common::processes_left_with("uml-userspace");
     assert!(
         left.is_empty(),
         "a guest process outlived the run: {left:?}"
     );
-    let left = processes_left_with("uml_dir=");
+    let left = common::processes_left_with("uml_dir=");
     assert!(left.is_empty(), "the UML kernel outlived the run: {left:?}");
 }
 

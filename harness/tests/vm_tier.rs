@@ -5,7 +5,6 @@
 //! `cargo test`; `scripts/test.sh` runs them with `--ignored`.
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
 use common::{fibneigh, run, stderr};
@@ -115,24 +114,8 @@ fn vm_run_interrupted_exits_130_and_stops_the_guest() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     // A QEMU killed with a large guest can take a moment to go.
-    let mut left = Vec::new();
-    common::poll_until(
-        std::time::Duration::from_secs(10),
-        std::time::Duration::from_millis(100),
-        || {
-            left = Command::new("pgrep")
-                .args(["-f", &format!("sleep {nap}")])
-                .output()
-                .expect("pgrep")
-                .stdout;
-            left.is_empty()
-        },
-    );
-    assert!(
-        left.is_empty(),
-        "a guest outlived vm run: {}",
-        String::from_utf8_lossy(&left)
-    );
+    let left = common::processes_left_with(&format!("sleep {nap}"));
+    assert!(left.is_empty(), "a guest outlived vm run: {left:?}");
 }
 
 #[test]

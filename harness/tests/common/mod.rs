@@ -106,3 +106,31 @@ pub fn poll_until(limit: Duration, every: Duration, mut done: impl FnMut() -> bo
         std::thread::sleep(every);
     }
 }
+
+/// Host processes whose command line contains `needle` (UML runs each
+/// guest process as a host process named `[uml-userspace]`, and the kernel
+/// itself under its own path; a QEMU guest's command line holds the
+/// guest's command).
+pub fn processes_with(needle: &str) -> Vec<String> {
+    let out = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .expect("ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The processes with `needle` in their command line, once they are gone
+/// or after 10 s: a killed process leaves the table when its exit is done,
+/// which a busy machine may delay.
+pub fn processes_left_with(needle: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        left = processes_with(needle);
+        left.is_empty()
+    });
+    left
+}
