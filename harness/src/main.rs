@@ -173,4 +173,39 @@ mod tests {
             Cli::try_parse_from(["fibneigh", "vm", "run", "--cpus", "1", "--", "true"]).is_ok()
         );
     }
+
+    /// `matrix --same-header-objects-as` reads its report before anything
+    /// runs: a missing or malformed one is an error naming the file, with
+    /// no lab built and no cell run (read after the matrix, it would come
+    /// only after every cell, and unprivileged the lab's probe would fail
+    /// first).
+    #[test]
+    fn matrix_refuses_a_bad_earlier_report_before_it_runs() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let missing = d.path().join("gone.json");
+        let malformed = d.path().join("bad.json");
+        std::fs::write(&malformed, "{").expect("write");
+        for p in [&missing, &malformed] {
+            let argv = [
+                "fibneigh",
+                "matrix",
+                "--scenario",
+                "ip-reassign",
+                "--expect-header-path",
+                "state",
+                "--same-header-objects-as",
+            ]
+            .map(std::ffi::OsString::from)
+            .into_iter()
+            .chain(std::iter::once(p.as_os_str().to_owned()));
+            let Command::Matrix(args) = Cli::try_parse_from(argv).expect("parses").command else {
+                panic!("not the matrix command");
+            };
+            let err = cli::scenarios::matrix(args).expect_err("refused");
+            assert!(
+                format!("{err:#}").contains(&p.display().to_string()),
+                "{err:#}"
+            );
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The JUnit reports a CI run wrote (`target/junit/*.xml`, or the files
 //! in `$FIBNEIGH_JUNIT_DIR`), read back with the type their writers use
 //! (`fibneigh::report::junit::check_file`): each well-formed, its counts
-//! those of its cases, at least one case and none failed. They exist only
+//! those of its cases, none failed and at least one passed. They exist only
 //! after the runs that write them, so this is ignored by a plain `cargo
 //! test`; `scripts/test.sh` runs it with `--ignored` at the end.
 

@@ -252,6 +252,54 @@ fn with_fresh_run_dir(f: impl FnOnce() + Send + 'static) {
 
 #[test]
 #[ignore = "needs root"]
+fn creators_racing_for_one_name_leave_the_winner_its_mark() {
+    // Threads of one process creating the same name at once (a name in
+    // use by a live lab is created again only by mistake, but a loser
+    // must still not take the winner's mark: without it no sweep knows
+    // the namespace for a lab's). Exactly one wins each round.
+    with_fresh_run_dir(|| {
+        let mut lost_marks = Vec::new();
+        for round in 0..100 {
+            let name = format!("{}race{round}", plan::run_prefix(std::process::id()));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (name, barrier) = (name.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        netns::create(&name)
+                    })
+                })
+                .collect();
+            let results: Vec<_> = threads
+                .into_iter()
+                .map(|t| t.join().expect("a creator"))
+                .collect();
+            let won = results.iter().filter(|r| r.is_ok()).count();
+            let marked = netns::made_here(&name);
+            netns::delete(&name).expect("delete");
+            assert_eq!(won, 1, "round {round}: {results:?}");
+            for r in &results {
+                if let Err(e) = r {
+                    assert!(
+                        matches!(e, fibneigh::lab::Error::Exists(n) if *n == name),
+                        "{e}"
+                    );
+                }
+            }
+            if !marked {
+                lost_marks.push(round);
+            }
+        }
+        assert!(
+            lost_marks.is_empty(),
+            "rounds whose winner lost its mark: {lost_marks:?}"
+        );
+    });
+}
+
+#[test]
+#[ignore = "needs root"]
 fn a_namespace_is_removed_after_ip_netns_add_ran_beside_it() {
     // A machine where no `ip netns add` has run since boot.
     let ours = format!("{}mnt", plan::run_prefix(std::process::id()));

@@ -129,11 +129,17 @@ fn raising_run(nexthops: &str, before: GcThresholds) -> std::process::Child {
         .spawn()
         .expect("spawn fibneigh");
     let mut raised = false;
-    common::poll_until(Duration::from_secs(30), Duration::from_millis(10), || {
+    let ready = common::poll_until(Duration::from_secs(30), Duration::from_millis(10), || {
         raised |= GcThresholds::read(false).expect("thresholds") != before;
         raised && lab_namespace_of(child.id())
     });
     assert!(raised, "the run did not raise the thresholds");
+    // A signal sent before the lab exists would test only the exit of a
+    // run that had nothing to remove.
+    assert!(
+        ready,
+        "the run raised the thresholds but made no lab in 30 s"
+    );
     child
 }
 

@@ -3,6 +3,7 @@
 //! firmware, and remembered when a kernel stalls under KVM.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,15 +68,20 @@ pub fn detect_accel(scratch: &Path) -> AccelProbe {
     if let Err(e) = fs::create_dir_all(scratch).and_then(|_| fs::write(&rom, probe_firmware())) {
         return tcg(format!("could not write the KVM probe firmware: {e}"));
     }
-    let child = Command::new("qemu-system-x86_64")
-        .args(["-machine", "q35,accel=kvm", "-cpu", "host", "-m", "32"])
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", "q35,accel=kvm", "-cpu", "host", "-m", "32"])
         .args(["-nodefaults", "-display", "none", "-no-reboot", "-bios"])
         .arg(&rom)
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
+        .stderr(Stdio::piped());
+    // In the caller's process group, so a terminal's Ctrl-C stops it
+    // with us; and killed if we end first by any other way (a second
+    // Ctrl-C's immediate exit, SIGKILL), which a KVM that hangs the
+    // firmware would otherwise outlive.
+    die_with_parent(&mut cmd);
+    let child = cmd.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => return tcg(format!("could not start qemu-system-x86_64: {e}")),
@@ -108,6 +114,21 @@ pub fn detect_accel(scratch: &Path) -> AccelProbe {
     }
 }
 
+/// Have the child `cmd` starts killed (SIGKILL) when the thread that
+/// starts it ends: `spawn` returns once the child has run `exec`, so the
+/// request is in place by then.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl(2) is async-signal-safe and takes plain integers.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// How long a kernel may stay silent under KVM before the host's KVM is
 /// taken to be unable to run it. A kernel prints its first console line
 /// within a second under KVM; some hosts' KVM runs the probe firmware but
@@ -128,6 +149,39 @@ pub fn mark_kvm_stalled(scratch: &Path, why: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_child_dies_with_the_thread_that_started_it() {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        use nix::unistd::Pid;
+        let pid = std::thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("600");
+            die_with_parent(&mut cmd);
+            cmd.spawn().expect("sleep").id()
+        })
+        .join()
+        .expect("the starting thread");
+        let pid = Pid::from_raw(pid as i32);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)).expect("waitpid") {
+                WaitStatus::StillAlive if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                WaitStatus::StillAlive => {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                    panic!("the child outlived the thread that started it by 10 s");
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(
+            status,
+            WaitStatus::Signaled(pid, nix::sys::signal::SIGKILL, false)
+        );
+    }
 
     #[test]
     fn probe_firmware_has_the_reset_vector() {

@@ -196,7 +196,7 @@ pub fn run(
         .map_err(|source| Error::Spawn { cmd: shown, source })?;
     // Its own group, which a terminal's Ctrl-C misses: killed by a second
     // Ctrl-C's handler (crate::children) as by the wait below.
-    let _registered = crate::children::register(child.id() as i32);
+    let registered = crate::children::register(child.id() as i32);
     let stderr = child.stderr.take().expect("stderr is piped");
     let kernel_spoke = std::sync::Arc::new(AtomicBool::new(false));
     let spoke = std::sync::Arc::clone(&kernel_spoke);
@@ -221,6 +221,10 @@ pub fn run(
     // QEMU may leave helpers (virtiofsd) behind in the group; on failure
     // the guest itself goes too.
     let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    // Killed: unregistered now, not when the run's output is drained, so
+    // that a second Ctrl-C's handler cannot kill the group id once the
+    // kernel may have given it to another process.
+    drop(registered);
     let _ = child.wait();
     let saw = splitter.join().unwrap_or_default();
     let _ = copier.join();

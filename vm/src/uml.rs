@@ -233,7 +233,7 @@ pub fn run(
     let mut child = spawned.map_err(|source| Error::Spawn { cmd: shown, source })?;
     // Its own group, which a terminal's Ctrl-C misses: killed by a second
     // Ctrl-C's handler (crate::children) as by the wait below.
-    let _registered = crate::children::register(child.id() as i32);
+    let registered = crate::children::register(child.id() as i32);
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let kill_all = || {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
@@ -289,6 +289,10 @@ pub fn run(
         }
     }
     kill_all();
+    // Killed: unregistered now, not when the run's output is drained, so
+    // that a second Ctrl-C's handler cannot kill the group id once the
+    // kernel may have given it to another process.
+    drop(registered);
     let _ = child.wait();
     let saw = splitter.join().unwrap_or_default();
     let _ = uml_chatter.join();

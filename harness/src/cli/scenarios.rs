@@ -86,6 +86,18 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
     } else {
         Scenario::ALL.to_vec()
     };
+    // Read before the matrix runs: a path or report that is no good is
+    // refused in a moment, not after every cell.
+    let earlier_objects = match &args.same_header_objects_as {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("failed to read {}", p.display()))?;
+            let objects = scenario::header_objects_in_report(&text)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", p.display()))?;
+            Some((p, objects))
+        }
+        None => None,
+    };
     let support = super::prepare_lab()?;
     let opts = args.timing.options(args.quick);
     let cells = scenario::cells(&scenarios);
@@ -150,12 +162,8 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         };
-        if let Some(p) = &args.same_header_objects_as {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("failed to read {}", p.display()))?;
-            let earlier = scenario::header_objects_in_report(&text)
-                .map_err(|why| anyhow::anyhow!("{}: {why}", p.display()))?;
-            if earlier != objects {
+        if let Some((p, earlier)) = &earlier_objects {
+            if *earlier != objects {
                 eprintln!(
                     "fibneigh matrix: the header's objects differ from {}: {earlier:?} there, {objects:?} here",
                     p.display()

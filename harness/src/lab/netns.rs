@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -92,8 +93,25 @@ fn shared_run_dir() -> Result<()> {
     share().map_err(|e| io_err(format!("make {NETNS_DIR} shared"))(e.into()))
 }
 
+/// Held by [`create`] and [`delete`] from their first look at a name to
+/// their last change to it, so that threads of this run never interleave
+/// on one name (a loser of a create race removing the winner's mark, a
+/// delete removing the mark of a create that came after it). Other runs
+/// never use this run's names: they hold its pid.
+static NAMES: Mutex<()> = Mutex::new(());
+
+fn names_held() -> MutexGuard<'static, ()> {
+    // What it guards is on the file system, not in the (): a thread that
+    // panicked holding it left at worst what a killed run leaves (a mark,
+    // a namespace's file), which the sweeps know for ours.
+    NAMES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Create namespace `name`; fails if it exists.
 pub fn create(name: &str) -> Result<()> {
+    let _held = names_held();
     shared_run_dir()?;
     fs::DirBuilder::new()
         .recursive(true)
@@ -143,6 +161,7 @@ pub fn create(name: &str) -> Result<()> {
 /// with its links, filters and XDP programs, goes away once nothing else
 /// holds it.
 pub fn delete(name: &str) -> Result<()> {
+    let _held = names_held();
     let target = path(name);
     match umount2(&target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}

@@ -161,6 +161,8 @@ pub enum CheckError {
     },
     #[error("{}: no test case", .path.display())]
     Empty { path: PathBuf },
+    #[error("{}: all {cases} case(s) were skipped: nothing ran", .path.display())]
+    AllSkipped { path: PathBuf, cases: usize },
     #[error("{}: {} of {cases} case(s) failed: {}", .path.display(), .failed.len(), .failed.join(", "))]
     Failed {
         path: PathBuf,
@@ -171,7 +173,8 @@ pub enum CheckError {
 
 /// Read the JUnit file at `path` (as [`matrix`], [`selftests`] and
 /// [`selftests_diff`] write it): well-formed, its counts those of its
-/// cases, at least one case and none failed or in error.
+/// cases, none failed or in error, and at least one case that passed (a
+/// report whose cases were all skipped ran nothing, and is no pass).
 pub fn check_file(path: &Path) -> Result<Summary, CheckError> {
     let xml = std::fs::read_to_string(path).map_err(|source| CheckError::Read {
         path: path.to_path_buf(),
@@ -201,6 +204,12 @@ pub fn check_file(path: &Path) -> Result<Summary, CheckError> {
             path: path.to_path_buf(),
             cases: s.cases,
             failed: s.failed,
+        });
+    }
+    if s.skipped == s.cases {
+        return Err(CheckError::AllSkipped {
+            path: path.to_path_buf(),
+            cases: s.cases,
         });
     }
     Ok(s)
@@ -326,6 +335,22 @@ mod tests {
             check(&render(TestSuite::new("empty")).expect("xml")),
             Err(CheckError::Empty { .. })
         ));
+        let unchecked = CellResult::new(cell(Scenario::IpReassign), Outcome::Unsupported);
+        let err =
+            check(&matrix(&[unchecked.clone(), unchecked]).expect("xml")).expect_err("all skipped");
+        assert!(
+            matches!(err, CheckError::AllSkipped { cases: 2, .. }),
+            "{err}"
+        );
+        let skips = st::Report {
+            results: vec![st::TestResult {
+                name: "fib_lookup".into(),
+                outcome: st::Outcome::Skip,
+            }],
+            summary: None,
+        };
+        let err = check(&selftests(&skips).expect("xml")).expect_err("all skipped");
+        assert!(err.to_string().contains("were skipped"), "{err}");
         let lying = r#"<testsuites name="x" tests="2" failures="0" errors="0"><testsuite name="s" tests="1" failures="0" errors="0"><testcase name="t"/></testsuite></testsuites>"#;
         assert!(matches!(check(lying), Err(CheckError::Counts { .. })));
         let d = tempfile::tempdir().expect("tempdir");
