@@ -136,6 +136,11 @@ import)
 	series_files
 	if [ ! -d "$wt" ]; then
 		git_t worktree add -q -B "$branch" "$wt" fibneigh-base
+	elif ! git -C "$wt" rev-parse --git-dir >/dev/null 2>&1; then
+		# A worktree of a tree that was unpacked again since (an emptied
+		# cache): what is in it may be someone's work, so it is not removed.
+		echo "series.sh: $wt is not a git worktree of $tree (was the kernel tree unpacked again?); move it away or remove it, then import again" >&2
+		exit 1
 	else
 		git -C "$wt" checkout -q -B "$branch" fibneigh-base
 	fi

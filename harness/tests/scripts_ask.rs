@@ -210,6 +210,34 @@ fn series_sh_takes_its_tree_and_base_from_the_binary() {
         assert_eq!(listing(cache.path()), before, "{args:?}");
         assert_eq!(listing(mine.path()), mine_before, "{args:?}");
     }
+    // `import` into a worktree of a tree unpacked again since (its .git
+    // points at a worktree record that is gone): refused by name, and the
+    // directory, which may hold someone's work, is left as it was.
+    let stale = mine.path().join("linux-dev");
+    std::fs::create_dir(&stale).expect("mkdir");
+    std::fs::write(
+        stale.join(".git"),
+        format!(
+            "gitdir: {}\n",
+            cache.path().join("gone/.git/worktrees/x").display()
+        ),
+    )
+    .expect("write");
+    std::fs::write(stale.join("work.c"), "int mine;\n").expect("write");
+    let stale_before = listing(&stale);
+    let out = run(script("7.3")
+        .args(["import", "neigh-state"])
+        .arg(&stale)
+        .env("GIT_AUTHOR_NAME", "Ada Poster")
+        .env("GIT_AUTHOR_EMAIL", "ada@poster.test"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{} is not a git worktree of", stale.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(listing(&stale), stale_before);
+    assert_eq!(listing(cache.path()), before);
     let file = mine.path().join("notes.txt");
     let out = run(script("7.3")
         .arg("post")
