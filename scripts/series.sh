@@ -134,12 +134,15 @@ import)
 	wt=${3:-$HOME/linux-dev-$base}
 	author=$(identity any)
 	series_files
-	if [ ! -d "$wt" ]; then
+	if [ ! -d "$wt" ] || [ -z "$(ls -A "$wt")" ]; then
 		git_t worktree add -q -B "$branch" "$wt" fibneigh-base
-	elif ! git -C "$wt" rev-parse --git-dir >/dev/null 2>&1; then
-		# A worktree of a tree that was unpacked again since (an emptied
-		# cache): what is in it may be someone's work, so it is not removed.
-		echo "series.sh: $wt is not a git worktree of $tree (was the kernel tree unpacked again?); move it away or remove it, then import again" >&2
+	elif [ "$(git -C "$wt" rev-parse --show-toplevel 2>/dev/null)" != "$(realpath "$wt")" ] ||
+		[ "$(git -C "$wt" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)" != \
+			"$(git_t rev-parse --path-format=absolute --git-common-dir)" ]; then
+		# Another repository's, a directory inside one, or a worktree of
+		# a tree unpacked again since (an emptied cache): what is in it
+		# may be someone's work, so it is neither reset nor removed.
+		echo "series.sh: $wt is not a git worktree of $tree (a worktree of a tree unpacked again since, or another repository's directory); move it away or remove it, then import again" >&2
 		exit 1
 	else
 		git -C "$wt" checkout -q -B "$branch" fibneigh-base

@@ -117,7 +117,7 @@ fn bad_input_is_refused_by_name() {
 /// `fibneigh scale --nexthops N --raise-gc-thresh`, once it has raised the
 /// thresholds from `before` and made its lab.
 fn raising_run(nexthops: &str, before: GcThresholds) -> std::process::Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fibneigh"))
         .args([
             "scale",
             "--nexthops",
@@ -133,6 +133,15 @@ fn raising_run(nexthops: &str, before: GcThresholds) -> std::process::Child {
         raised |= GcThresholds::read(false).expect("thresholds") != before;
         raised && lab_namespace_of(child.id())
     });
+    if !ready {
+        // Stopped as a user would (if it still runs), so that its lab and
+        // the raised thresholds go with it, before the test fails.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = child.wait();
+    }
     assert!(raised, "the run did not raise the thresholds");
     // A signal sent before the lab exists would test only the exit of a
     // run that had nothing to remove.

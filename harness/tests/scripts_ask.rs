@@ -238,6 +238,40 @@ fn series_sh_takes_its_tree_and_base_from_the_binary() {
     );
     assert_eq!(listing(&stale), stale_before);
     assert_eq!(listing(cache.path()), before);
+    // Another repository, and a directory inside it: refused the same
+    // way, and that repository's branch is not reset.
+    let other = mine.path().join("other");
+    std::fs::create_dir_all(other.join("sub")).expect("mkdir");
+    std::fs::write(other.join("sub/file"), "x\n").expect("write");
+    let git_other = |args: &[&str]| {
+        let out = run(Command::new("git")
+            .current_dir(&other)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.test"])
+            .args(args));
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git_other(&["init", "-q", "-b", "theirs"]);
+    git_other(&["add", "-A"]);
+    git_other(&["commit", "-q", "-m", "theirs"]);
+    let head = git_other(&["rev-parse", "HEAD", "--abbrev-ref", "HEAD"]);
+    for wt in [other.join("sub"), other.clone()] {
+        let out = run(script("7.3")
+            .args(["import", "neigh-state"])
+            .arg(&wt)
+            .env("GIT_AUTHOR_NAME", "Ada Poster")
+            .env("GIT_AUTHOR_EMAIL", "ada@poster.test"));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is not a git worktree of"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            git_other(&["rev-parse", "HEAD", "--abbrev-ref", "HEAD"]),
+            head
+        );
+    }
     let file = mine.path().join("notes.txt");
     let out = run(script("7.3")
         .arg("post")

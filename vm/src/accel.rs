@@ -116,13 +116,21 @@ pub fn detect_accel(scratch: &Path) -> AccelProbe {
 
 /// Have the child `cmd` starts killed (SIGKILL) when the thread that
 /// starts it ends: `spawn` returns once the child has run `exec`, so the
-/// request is in place by then.
+/// request is in place by then. A child whose parent died before the
+/// request was made (it has been re-parented) does not start.
 fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl(2) is async-signal-safe and takes plain integers.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl(2) and getppid(2) are async-signal-safe and take plain
+    // integers.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "the parent ended before the child started",
+                ));
             }
             Ok(())
         });

@@ -289,9 +289,11 @@ pub fn run(
         }
     }
     kill_all();
-    // Killed: unregistered now, not when the run's output is drained, so
-    // that a second Ctrl-C's handler cannot kill the group id once the
-    // kernel may have given it to another process.
+    // Killed: unregistered now rather than once the run's output is
+    // drained, which narrows the time in which a second Ctrl-C's handler
+    // could signal a group id the kernel has given to another process (a
+    // leader that exited by itself was reaped by the wait above, so it is
+    // narrowed, not closed).
     drop(registered);
     let _ = child.wait();
     let saw = splitter.join().unwrap_or_default();
