@@ -225,17 +225,18 @@ fn series_sh_takes_its_tree_and_base_from_the_binary() {
     .expect("write");
     std::fs::write(stale.join("work.c"), "int mine;\n").expect("write");
     let stale_before = listing(&stale);
-    let out = run(script("7.3")
-        .args(["import", "neigh-state"])
-        .arg(&stale)
-        .env("GIT_AUTHOR_NAME", "Ada Poster")
-        .env("GIT_AUTHOR_EMAIL", "ada@poster.test"));
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("{} is not a git worktree of", stale.display())),
-        "{}",
-        stderr(&out)
-    );
+    // `import` into `wt`, which must be refused by name (exit 1).
+    let import_refused = |wt: &Path| {
+        let out = run(script("7.3")
+            .args(["import", "neigh-state"])
+            .arg(wt)
+            .env("GIT_AUTHOR_NAME", "Ada Poster")
+            .env("GIT_AUTHOR_EMAIL", "ada@poster.test"));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let want = format!("{} is not a git worktree of", wt.display());
+        assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    };
+    import_refused(&stale);
     assert_eq!(listing(&stale), stale_before);
     assert_eq!(listing(cache.path()), before);
     // Another repository, and a directory inside it: refused the same
@@ -256,17 +257,7 @@ fn series_sh_takes_its_tree_and_base_from_the_binary() {
     git_other(&["commit", "-q", "-m", "theirs"]);
     let head = git_other(&["rev-parse", "HEAD", "--abbrev-ref", "HEAD"]);
     for wt in [other.join("sub"), other.clone()] {
-        let out = run(script("7.3")
-            .args(["import", "neigh-state"])
-            .arg(&wt)
-            .env("GIT_AUTHOR_NAME", "Ada Poster")
-            .env("GIT_AUTHOR_EMAIL", "ada@poster.test"));
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-        assert!(
-            stderr(&out).contains("is not a git worktree of"),
-            "{}",
-            stderr(&out)
-        );
+        import_refused(&wt);
         assert_eq!(
             git_other(&["rev-parse", "HEAD", "--abbrev-ref", "HEAD"]),
             head
