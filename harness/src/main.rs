@@ -174,6 +174,21 @@ mod tests {
         );
     }
 
+    /// `vm icount --pristine-code` changes how the pristine base is built,
+    /// so it needs one: alone it is refused by name.
+    #[test]
+    fn icount_pristine_code_needs_a_pristine_base() {
+        let err = match Cli::try_parse_from(["fibneigh", "vm", "icount", "--pristine-code"]) {
+            Ok(_) => panic!("--pristine-code alone was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("--pristine-code"), "{err}");
+        for with in ["--pristine", "--with-pristine"] {
+            let argv = ["fibneigh", "vm", "icount", "--pristine-code", with];
+            assert!(Cli::try_parse_from(argv).is_ok(), "{argv:?}");
+        }
+    }
+
     /// `matrix --same-header-objects-as` reads its report before anything
     /// runs: a missing or malformed one is an error naming the file, with
     /// no lab built and no cell run (read after the matrix, it would come

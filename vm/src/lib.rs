@@ -81,6 +81,39 @@ impl BuildRequest {
         Ok(self)
     }
 
+    /// The same request for the base's code on the series' uAPI headers:
+    /// the same source, config and profile, each patch reduced to its
+    /// changes of `include/uapi/` and `tools/include/uapi/`
+    /// ([`series::uapi_part`], written into the cache under the series'
+    /// digest). Where the series only adds to the uAPI header what the
+    /// base's code does not use, every object's code is the base's, and
+    /// ccache serves this kernel from the series' own build of the same
+    /// config but for the files the series changes besides the header
+    /// (`vm icount --pristine-code`).
+    pub fn pristine_code(mut self) -> Result<Self> {
+        let full = Series::parse(&self.patches)?;
+        let dir = self.cache_dir.join("uapi-series").join(full.digest()?);
+        fs::create_dir_all(&dir).at(&dir)?;
+        let mut list = String::from(
+            "# the series' uAPI header changes alone: the base's code on the series' \
+             headers (vm icount --pristine-code)\n",
+        );
+        for patch in &full.patches {
+            let text = fs::read_to_string(patch).at(patch)?;
+            let (Some(part), Some(name)) = (series::uapi_part(&text), patch.file_name()) else {
+                continue;
+            };
+            let out = dir.join(name);
+            fs::write(&out, part).at(&out)?;
+            list.push_str(&name.to_string_lossy());
+            list.push('\n');
+        }
+        let file = dir.join("series");
+        fs::write(&file, list).at(&file)?;
+        self.patches = dir;
+        Ok(self)
+    }
+
     /// How this request's `make` uses ccache.
     pub fn ccache(&self) -> kbuild::Ccache {
         if self.ccache {
@@ -202,4 +235,48 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
     }
     cache::store(&image, &out)?;
     Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `pristine_code` keeps each patch's uAPI diffs, drops a patch with
+    /// none, and leaves the series it was given as it was.
+    #[test]
+    fn pristine_code_keeps_the_series_uapi_changes_alone() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let patches = d.path().join("patches");
+        fs::create_dir_all(&patches).expect("mkdir");
+        let uapi = "Subject: [PATCH 1/2] bpf: x\n---\n\
+diff --git a/include/uapi/linux/bpf.h b/include/uapi/linux/bpf.h\n+y\n\
+diff --git a/net/core/filter.c b/net/core/filter.c\n+z\n";
+        let selftest = "Subject: [PATCH 2/2] selftests\n---\n\
+diff --git a/tools/testing/selftests/bpf/x.c b/tools/testing/selftests/bpf/x.c\n+t\n";
+        fs::write(patches.join("0001-x.patch"), uapi).expect("write");
+        fs::write(patches.join("0002-t.patch"), selftest).expect("write");
+        fs::write(patches.join("series"), "0001-x.patch\n0002-t.patch\n").expect("write");
+        let req = BuildRequest {
+            cache_dir: d.path().join("cache"),
+            source: SourceSpec::Path(d.path().join("src")),
+            patches: patches.clone(),
+            config: patches.join("config"),
+            profile: Profile::Tiny,
+            jobs: 1,
+            refresh_source: false,
+            ccache: false,
+            arch: Arch::X86_64,
+        };
+        let reduced = req.pristine_code().expect("reduced");
+        let series = Series::parse(&reduced.patches).expect("a series");
+        assert_eq!(series.patches.len(), 1, "{series:?}");
+        let text = fs::read_to_string(&series.patches[0]).expect("read");
+        assert!(text.contains("include/uapi/linux/bpf.h") && text.contains("+y"));
+        assert!(!text.contains("filter.c") && !text.contains("+z"), "{text}");
+        assert!(reduced.patches.starts_with(d.path().join("cache")));
+        assert_eq!(
+            fs::read_to_string(patches.join("series")).expect("read"),
+            "0001-x.patch\n0002-t.patch\n"
+        );
+    }
 }

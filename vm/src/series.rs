@@ -64,6 +64,30 @@ impl Series {
     }
 }
 
+/// Where a series' uAPI headers are: the kernel's and the copy under
+/// `tools/`.
+const UAPI_DIRS: [&str; 2] = ["include/uapi/", "tools/include/uapi/"];
+
+/// The part of a `git format-patch` mail that changes a uAPI header: the
+/// mail's header and message with only those files' diffs, or `None` when
+/// the patch changes no uAPI header. The diffstat is kept as it is (`git
+/// am` does not read it).
+pub fn uapi_part(patch: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut keep = true;
+    let mut kept = false;
+    for line in patch.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("diff --git a/") {
+            keep = UAPI_DIRS.iter().any(|d| rest.starts_with(d));
+            kept |= keep;
+        }
+        if keep {
+            out.push_str(line);
+        }
+    }
+    kept.then_some(out)
+}
+
 /// The author `apply` gives a patch that names none. The committed series
 /// carries no identity (the posting user signs and authors it, see
 /// `scripts/series.sh post`), but `git am` needs one; this one only ever
@@ -296,6 +320,29 @@ fn blobs(tree: &Path, paths: &BTreeSet<String>) -> Result<BTreeMap<String, Strin
 
 #[cfg(test)]
 mod tests {
+
+    const MAIL: &str = "From 1 Mon Sep 17 00:00:00 2001\nSubject: [PATCH] bpf: x\n\nWhy.\n---\n a | 1 +\n\
+diff --git a/include/uapi/linux/bpf.h b/include/uapi/linux/bpf.h\n--- a/include/uapi/linux/bpf.h\n+++ b/include/uapi/linux/bpf.h\n@@ -1 +1,2 @@\n x\n+y\n\
+diff --git a/net/core/filter.c b/net/core/filter.c\n--- a/net/core/filter.c\n+++ b/net/core/filter.c\n@@ -1 +1,2 @@\n x\n+z\n\
+diff --git a/tools/include/uapi/linux/bpf.h b/tools/include/uapi/linux/bpf.h\n--- a/tools/include/uapi/linux/bpf.h\n+++ b/tools/include/uapi/linux/bpf.h\n@@ -1 +1,2 @@\n x\n+y\n-- \n2.39.5\n";
+
+    #[test]
+    fn uapi_part_keeps_the_mail_and_the_uapi_diffs_only() {
+        let part = uapi_part(MAIL).expect("the patch changes a uAPI header");
+        assert!(part.starts_with("From 1 Mon Sep 17 00:00:00 2001\nSubject: [PATCH] bpf: x\n"));
+        assert!(part.contains("diff --git a/include/uapi/linux/bpf.h"));
+        assert!(part.contains("diff --git a/tools/include/uapi/linux/bpf.h"));
+        assert!(!part.contains("filter.c"), "{part}");
+        assert!(!part.contains("+z"), "{part}");
+        assert!(part.ends_with("+y\n-- \n2.39.5\n"), "{part}");
+    }
+
+    #[test]
+    fn uapi_part_of_a_patch_without_uapi_changes_is_none() {
+        let selftest = "Subject: [PATCH] selftests\n---\n\
+diff --git a/tools/testing/selftests/bpf/x.c b/tools/testing/selftests/bpf/x.c\n+a\n";
+        assert_eq!(uapi_part(selftest), None);
+    }
     use super::*;
 
     fn write(dir: &Path, name: &str, text: &str) {

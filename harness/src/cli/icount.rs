@@ -70,6 +70,15 @@ pub fn run(args: IcountArgs) -> Result<ExitCode> {
     print!("{}", render::render(&m.report, &m.image));
     if let (Some(rows), Some(goals)) = (&m.series_cost, &m.series_goals) {
         print!("{}", render::render_series(rows));
+        if args.choice.pristine_code {
+            println!(
+                "  (--pristine-code: the pristine base is the base's code on the series' uAPI \
+                 headers, kernel series {})",
+                m.pristine
+                    .as_ref()
+                    .map_or("?", |(k, _)| k.key.series.as_str())
+            );
+        }
         print!(
             "goals (before and after the series):\n{}",
             render::goal_lines(goals)

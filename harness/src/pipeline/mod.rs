@@ -229,6 +229,13 @@ pub fn build_pristine(req: &BuildRequest) -> Result<KernelImage> {
     vm::build(&req, progress::reporter().as_mut()).map_err(Error::BuildPristine)
 }
 
+/// Build (or find) the base's code on the series' uAPI headers
+/// ([`BuildRequest::pristine_code`]): the same source, config and profile.
+pub fn build_pristine_code(req: &BuildRequest) -> Result<KernelImage> {
+    let req = req.clone().pristine_code()?;
+    vm::build(&req, progress::reporter().as_mut()).map_err(Error::BuildPristine)
+}
+
 /// The kernel tree of `req`, the series applied and configured (not
 /// built), its progress shown.
 pub fn prepare_tree(req: &BuildRequest) -> Result<vm::SourceTree> {

@@ -83,10 +83,13 @@ pub struct Request {
     /// Before the guest is killed.
     pub timeout: Duration,
     pub keep_console: bool,
+    /// Build the pristine base as [`pipeline::build_pristine_code`] does.
+    pub pristine_code: bool,
 }
 
 /// What `vm icount` asks for, besides the kernel, its files and its check.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("pristine_base").args(["pristine", "with_pristine"])))]
 pub struct IcountChoice {
     /// Test runs per cell; each run is 64 lookups.
     #[arg(long, default_value_t = DEFAULT_RUNS)]
@@ -102,6 +105,14 @@ pub struct IcountChoice {
     /// (and SKIP_NEIGH) before and after the series.
     #[arg(long, conflicts_with = "pristine")]
     pub with_pristine: bool,
+    /// With --pristine or --with-pristine: build the base as its code on
+    /// the series' uAPI headers (each patch reduced to its changes of
+    /// include/uapi/ and tools/include/uapi/), which ccache serves from
+    /// the series' kernel of the same config. It counts as the pristine
+    /// base does when the header only adds what the base's code does not
+    /// use; the figures for the record are against the true base.
+    #[arg(long, requires = "pristine_base")]
+    pub pristine_code: bool,
     /// The QEMU plugin [default: libfibneigh_icount_plugin.so next to this
     /// binary; `cargo build -p fibneigh-icount-plugin` makes it].
     #[arg(long)]
@@ -115,6 +126,7 @@ impl IcountChoice {
     /// The measurement of the kernel `build` asks for: the plugin found.
     pub fn request(&self, build: &KernelChoice, keep_console: bool) -> Result<Request> {
         Ok(Request {
+            pristine_code: self.pristine_code,
             plugin: locate_plugin(self.plugin.clone())?,
             build: build.request()?,
             runs: self.runs,
@@ -175,7 +187,9 @@ fn symbols(vmlinux: &Path, names: &[&str]) -> Result<Vec<u64>> {
 /// workload and take the figures; [`Error::Stopped`] when the guest was
 /// stopped by a signal.
 pub fn measure(req: &Request, pristine: bool) -> Result<(KernelImage, IcountReport)> {
-    let image = if pristine {
+    let image = if pristine && req.pristine_code {
+        pipeline::build_pristine_code(&req.build)?
+    } else if pristine {
         pipeline::build_pristine(&req.build)?
     } else {
         pipeline::build(&req.build)?
