@@ -7,12 +7,14 @@
 #   scripts/test.sh host     and the root tiers on the host kernel (no VM)
 #
 # (`scripts/test.sh host-timed` is internal: the host tier's timer-bound
-# steps, which the full run starts in the background beside the VM tier.)
+# steps, which the full run starts in the background beside the VM tier.
+# So are `debug-guest` and `plain-guest`: the steps that run inside one
+# boot of the debug kernel and one of the plain patched kernel.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=${1:-all}
 case $tier in
-unit | host | all | host-timed) ;;
+unit | host | all | host-timed | debug-guest | plain-guest) ;;
 *)
 	echo "usage: scripts/test.sh [unit|host|all] (got '$tier')" >&2
 	exit 2
@@ -24,9 +26,12 @@ esac
 # step and how busy the machine's CPUs were during it (all cores, from
 # /proc/stat: 100 % is every core busy, whoever used it, background builds
 # included), also kept in target/ci-logs/steps.tsv (the background host
-# steps: steps-host-timed.tsv).
+# steps: steps-host-timed.tsv; the steps inside a guest, with the guest's
+# vCPUs: steps-debug-guest.tsv and steps-plain-guest.tsv).
 steps_file=target/ci-logs/steps.tsv
-[ "$tier" = host-timed ] && steps_file=target/ci-logs/steps-host-timed.tsv
+case $tier in
+host-timed | debug-guest | plain-guest) steps_file=target/ci-logs/steps-$tier.tsv ;;
+esac
 in_group=0
 run_start=$(date +%s)
 step_names=()
@@ -58,6 +63,11 @@ begin_step() {
 	step_starts+=("$(date +%s)")
 	step_cpu+=("$(cpu_jiffies)")
 	printf '\n=== %s (%s)\n' "$1" "$(date +%T)"
+	# In a guest, the console log (where any kernel bug report is) says
+	# which step was running.
+	case $tier in
+	debug-guest | plain-guest) echo "fibneigh CI step: ${1:0:100}" >/dev/kmsg 2>/dev/null || true ;;
+	esac
 }
 # A step begins. The background host steps stop if the run that started
 # them is gone (killed: its EXIT trap did not run); a full run first
@@ -95,13 +105,19 @@ step_times() {
 		done
 		printf '%s\t%s\t%s\n' "$((now - run_start))" "$(busy_pct "$run_cpu" "$cpu")" "total (exit $status)"
 	} >"$steps_file"
-	# the background host steps' table is printed by the run that
-	# started them, after its own
-	[ "$tier" = host-timed ] && return
+	# the background host steps' and the guests' tables are printed by
+	# the run that started them, after its own
+	case $tier in
+	host-timed | debug-guest | plain-guest) return ;;
+	esac
 	print_steps "wall time per step, CPUs busy during it" "$steps_file"
 	if [ "$tier" = all ] && [ -f target/ci-logs/steps-host-timed.tsv ]; then
 		print_steps "the host's timer-bound steps, in the background beside the VM tier" \
 			target/ci-logs/steps-host-timed.tsv
+	fi
+	if [ "$tier" = all ]; then
+		print_guest_steps debug
+		print_guest_steps plain
 	fi
 	if [ -s "$skipped_file" ]; then
 		printf '\n=== skipped in this run: %s (%s)\n' "$(wc -l <"$skipped_file")" "$skipped_file"
@@ -113,6 +129,12 @@ step_times() {
 print_steps() {
 	printf '\n=== %s (%s)\n' "$1" "$2"
 	awk -F'\t' 'NR > 1 { printf "%4dm%02ds %4s%%  %s\n", $1 / 60, $1 % 60, $2, $3 }' "$2"
+}
+# $1: debug or plain; the table of the steps inside that guest, if it ran.
+print_guest_steps() {
+	local f=target/ci-logs/steps-$1-guest.tsv
+	[ -f "$f" ] || return 0
+	print_steps "the steps inside the $1 kernel's guest, one boot (% of the guest's vCPUs busy)" "$f"
 }
 trap step_times EXIT
 
@@ -155,7 +177,58 @@ if [ "$tier" = host-timed ]; then
 	host_timed_steps
 	exit 0
 fi
-rm -f target/ci-logs/steps-host-timed.tsv "$skipped_file"
+
+# The checks on the debug kernel (lockdep, KASAN, UBSAN, atomic-sleep and
+# RCU checks; kernel-patches/config-debug), in one boot of it: under TCG
+# the debug kernel takes about 100 s and 140 CPU-seconds to boot (most of
+# it udev's coldplug in virtme-ng's init), which a boot per check paid
+# four times. The run scans the guest's whole console and any kernel bug
+# report fails it; each step begins with a line in the kernel log naming
+# it. Runs inside the guest, started by the full run.
+debug_guest_steps() {
+	step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, the header's examples take the state path with the same objects as on the host, no kernel bug report"
+	"$bin" matrix --check --window-ms 5000 --expect-header-path state --same-header-objects-as target/matrix-host/matrix.json --json target/matrix-vm/matrix.json --junit target/junit/matrix-vm.xml --svg-dir target/matrix-vm/svg
+
+	step "fuzz on the debug kernel: 100,000 bpf_fib_lookup() calls and 20,000 forwarder frames (seed 1), every result within the documented contract, no kernel bug report"
+	"$bin" fuzz --seed 1 --lookups 100000 --forwarder-runs 20000 --json target/fuzz-vm/fuzz.json
+
+	step "neighbour churn under traffic on the debug kernel: 30 s each for state-aware and refresh, tc and XDP; recovery, counters, no leftovers, no kernel bug report"
+	"$bin" churn --seconds 30 --fill-table --json target/churn-vm/churn.json
+
+	# Patch 2 takes neigh->lock from BPF: here from a cls_bpf filter under
+	# a classful qdisc (inside its root lock) and from test runs on both
+	# vCPUs at once, while the entry is churned (kernel-patches/config-debug
+	# adds htb).
+	step "REFRESH under the kernel's locks on the debug kernel: cls_bpf under htb (root lock -> neigh->lock) and test runs on every vCPU, one entry kept forced STALE for 30 s; counts add up, no kernel bug report"
+	"$bin" lock-stress --seconds 30 --json target/lock-stress-vm/lock-stress.json
+}
+
+# The scenarios on the plain patched kernel (the one the benchmarks use),
+# in one boot of it. Runs inside the guest, started by the full run.
+plain_guest_steps() {
+	step "forwarder on trial in the patched guest: xdp-forward still black-holes (it sets no new flag) and recovers when announced; the header's XDP example, an object like any other, recovers"
+	if [ "$xdp_forward" = 1 ]; then
+		"$bin" trial --xdp-forward --scenario ip-reassign --scenario ip-reassign-garp --window-ms 4000 --expect ip-reassign=black-holes --expect ip-reassign-garp=recovers --json target/trial-vm/xdp-forward.json --junit target/junit/trial-vm-xdp-forward.xml
+	else
+		skip "xdp-forward's trial in the patched guest: xdp-tools could not be fetched (see the step 'xdp-forward for the trial steps')"
+	fi
+	"$bin" trial --object target/examples/xdp_router.bpf.o --scenario ip-reassign --window-ms 4000 --expect ip-reassign=recovers --json target/trial-vm/header-xdp.json --junit target/junit/trial-vm-header-xdp.xml
+
+	step "at scale in the patched guest: 1024 nexthops, 10 % moved at once, every policy, tc and XDP; state-aware, refresh, always-neigh, the header's example and the stack recover every moved nexthop, baseline none, probes within 10x the stack's"
+	"$bin" scale --nexthops 1024 --moved-pct 10 --family 4 --rate 1000 --raise-gc-thresh --check --json target/scale-vm/scale.json --svg-dir target/scale-vm/svg
+
+	step "VM bench --quick (patched 7.3 kernel, emulated): every part runs with every flag"
+	"$bin" bench --quick --require-supported --json target/bench-vm/bench-quick.json --svg target/bench-vm/bench-quick.svg
+}
+
+if [ "$tier" = debug-guest ] || [ "$tier" = plain-guest ]; then
+	bin=$PWD/target/debug/fibneigh
+	xdp_forward=${FIBNEIGH_XDP_FORWARD:?set by scripts/test.sh}
+	"${tier%-guest}_guest_steps"
+	exit 0
+fi
+rm -f target/ci-logs/steps-host-timed.tsv target/ci-logs/steps-debug-guest.tsv \
+	target/ci-logs/steps-plain-guest.tsv "$skipped_file"
 
 # Asked for the root tiers without root: that is an error, at once, not a
 # pass with a SKIPPED line after the unit tests (`scripts/test.sh unit`
@@ -358,37 +431,17 @@ else
 	echo "they ended earlier: their output is above"
 fi
 
-step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, the header's examples take the state path with the same objects as on the host, no kernel bug report"
-"$bin" vm run --profile debug --timeout 2700 -- "$bin" matrix --check --window-ms 5000 --expect-header-path state --same-header-objects-as target/matrix-host/matrix.json --json target/matrix-vm/matrix.json --junit target/junit/matrix-vm.xml --svg-dir target/matrix-vm/svg
+# The debug kernel's checks in one boot (debug_guest_steps above; their
+# step times follow the run's own at the end).
+step "debug kernel, one boot: matrix, fuzz, churn, REFRESH under the kernel's locks (their steps follow)"
+"$bin" vm run --profile debug --timeout 3600 -- \
+	env FIBNEIGH_XDP_FORWARD="$xdp_forward" bash scripts/test.sh debug-guest
 
-step "fuzz on the debug kernel: 100,000 bpf_fib_lookup() calls and 20,000 forwarder frames (seed 1), every result within the documented contract, no kernel bug report"
-"$bin" vm run --profile debug --timeout 2700 -- "$bin" fuzz --seed 1 --lookups 100000 --forwarder-runs 20000 --json target/fuzz-vm/fuzz.json
-
-step "neighbour churn under traffic on the debug kernel: 30 s each for state-aware and refresh, tc and XDP; recovery, counters, no leftovers, no kernel bug report"
-"$bin" vm run --profile debug --timeout 2700 -- "$bin" churn --seconds 30 --fill-table --json target/churn-vm/churn.json
-
-# Patch 2 takes neigh->lock from BPF: here from a cls_bpf filter under a
-# classful qdisc (inside its root lock) and from test runs on both vCPUs
-# at once, while the entry is churned (kernel-patches/config-debug adds
-# htb).
-step "REFRESH under the kernel's locks on the debug kernel: cls_bpf under htb (root lock -> neigh->lock) and test runs on every vCPU, one entry kept forced STALE for 30 s; counts add up, no kernel bug report"
-"$bin" vm run --profile debug --timeout 1800 -- "$bin" lock-stress --seconds 30 --json target/lock-stress-vm/lock-stress.json
-
-step "forwarder on trial in the patched guest: xdp-forward still black-holes (it sets no new flag) and recovers when announced; the header's XDP example, an object like any other, recovers"
+# The plain patched kernel's scenarios in one boot (plain_guest_steps).
+step "plain patched kernel, one boot: forwarder on trial, at scale, bench --quick (their steps follow)"
 "$bin" examples --out target/examples
-header_trial="'$bin' trial --object target/examples/xdp_router.bpf.o --scenario ip-reassign --window-ms 4000 --expect ip-reassign=recovers --json target/trial-vm/header-xdp.json --junit target/junit/trial-vm-header-xdp.xml"
-if [ "$xdp_forward" = 1 ]; then
-	"$bin" vm run --timeout 1800 -- sh -c "'$bin' trial --xdp-forward --scenario ip-reassign --scenario ip-reassign-garp --window-ms 4000 --expect ip-reassign=black-holes --expect ip-reassign-garp=recovers --json target/trial-vm/xdp-forward.json --junit target/junit/trial-vm-xdp-forward.xml && $header_trial"
-else
-	skip "xdp-forward's trial in the patched guest: xdp-tools could not be fetched (see the step 'xdp-forward for the trial steps')"
-	"$bin" vm run --timeout 1800 -- sh -c "$header_trial"
-fi
-
-step "at scale in the patched guest: 1024 nexthops, 10 % moved at once, every policy, tc and XDP; state-aware, refresh, always-neigh, the header's example and the stack recover every moved nexthop, baseline none, probes within 10x the stack's"
-"$bin" vm run --timeout 1800 -- "$bin" scale --nexthops 1024 --moved-pct 10 --family 4 --rate 1000 --raise-gc-thresh --check --json target/scale-vm/scale.json --svg-dir target/scale-vm/svg
-
-step "VM bench --quick (patched 7.3 kernel, emulated): every part runs with every flag"
-"$bin" vm run --timeout 1800 -- "$bin" bench --quick --require-supported --json target/bench-vm/bench-quick.json --svg target/bench-vm/bench-quick.svg
+"$bin" vm run --timeout 1800 -- \
+	env FIBNEIGH_XDP_FORWARD="$xdp_forward" bash scripts/test.sh plain-guest
 
 step "background builds finish: 6.12 kernel and test_progs, 7.3 debug test_progs and -O2 kernels, the UML kernel"
 wait_background
