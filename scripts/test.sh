@@ -201,6 +201,12 @@ debug_guest_steps() {
 	# adds htb).
 	step "REFRESH under the kernel's locks on the debug kernel: cls_bpf under htb (root lock -> neigh->lock) and test runs on every vCPU, one entry kept forced STALE for 30 s; counts add up, no kernel bug report"
 	"$bin" lock-stress --seconds 30 --json target/lock-stress-vm/lock-stress.json
+
+	# The script `fibneigh selftests --guest-script` wrote before the boot;
+	# it leaves test_progs' output and status for the host to judge
+	# (`--from-output`, the run's next step) and exits 0.
+	step "kernel selftests: test_progs -t fib_lookup in the patched 7.3 debug kernel (judged on the host after the boot)"
+	sh target/selftests-debug/run.sh
 }
 
 # The scenarios on the plain patched kernel (the one the benchmarks use),
@@ -413,16 +419,20 @@ cargo test -p fibneigh --test tree_tier -- --ignored --test-threads=1 --nocaptur
 step "debug kernel (patched 7.3 + config-debug): build"
 "$bin" vm build --profile debug
 
-# While the debug kernel's guests run, the 7.3 tree (one configured tree:
-# one build at a time) builds in the background, in turn: test_progs for
-# the debug kernel, then the series' kernel the instruction counts need at
-# -O2. Their pristine base (`vm icount --pristine-code`: the base's code on
+# test_progs for the debug kernel, from the 7.3 tree (one configured tree:
+# one build at a time), and the script that runs it in the debug kernel's
+# boot below.
+step "test_progs for the debug kernel, and the script its boot runs (target/selftests-debug/run.sh)"
+"$bin" selftests --profile debug --guest-script target/selftests-debug
+
+# While the debug kernel's guest runs, the 7.3 tree builds in the
+# background the series' kernel the instruction counts need at -O2. Their
+# pristine base (`vm icount --pristine-code`: the base's code on
 # the series' uAPI header) is built by the counts' step, from ccache but
 # for the files the series changes: a full pristine build did not fit an
 # empty-cache run (README, "Measured on this machine").
-step "7.3 tree in the background: test_progs for the debug kernel, then the series' -O2 kernel (log: target/ci-logs/bg-7.3.log)"
-background target/ci-logs/bg-7.3.log sh -c \
-	"'$bin' selftests --profile debug --build-only && '$bin' vm build --profile o2"
+step "7.3 tree in the background: the series' -O2 kernel (log: target/ci-logs/bg-7.3.log)"
+background target/ci-logs/bg-7.3.log "$bin" vm build --profile o2
 
 step "host tier's timer-bound steps finish (their output follows, their step times close the run)"
 if [ -n "$host_pid" ]; then
@@ -433,9 +443,12 @@ fi
 
 # The debug kernel's checks in one boot (debug_guest_steps above; their
 # step times follow the run's own at the end).
-step "debug kernel, one boot: matrix, fuzz, churn, REFRESH under the kernel's locks (their steps follow)"
+step "debug kernel, one boot: matrix, fuzz, churn, REFRESH under the kernel's locks, test_progs (their steps follow)"
 "$bin" vm run --profile debug --timeout 3600 -- \
 	env FIBNEIGH_XDP_FORWARD="$xdp_forward" bash scripts/test.sh debug-guest
+
+step "kernel selftests: test_progs -t fib_lookup in the patched 7.3 debug kernel, judged (its output, its status, and that it ran in that kernel)"
+"$bin" selftests --profile debug --from-output target/selftests-debug --junit target/junit/selftests-7.3-debug.xml
 
 # The plain patched kernel's scenarios in one boot (plain_guest_steps).
 step "plain patched kernel, one boot: forwarder on trial, at scale, bench --quick (their steps follow)"
@@ -443,7 +456,7 @@ step "plain patched kernel, one boot: forwarder on trial, at scale, bench --quic
 "$bin" vm run --timeout 1800 -- \
 	env FIBNEIGH_XDP_FORWARD="$xdp_forward" bash scripts/test.sh plain-guest
 
-step "background builds finish: 6.12 kernel and test_progs, 7.3 debug test_progs and -O2 kernels, the UML kernel"
+step "background builds finish: 6.12 kernel and test_progs, the series' -O2 kernel, the UML kernel"
 wait_background
 tail -n 2 "${bg_logs[@]}"
 
@@ -465,9 +478,6 @@ cargo test -p fibneigh --test uml_tier -- --ignored --test-threads=1
 
 step "kernel gates (7.3 and 6.12): git am, checkpatch, W=1, bpf_doc and uAPI, filter.o on ARM OABI and i386"
 cargo test -p fibneigh --test kernel_gates -- --ignored --test-threads=1
-
-step "kernel selftests: test_progs -t fib_lookup in the patched 7.3 debug kernel"
-cargo run -q --bin fibneigh -- selftests --profile debug --junit target/junit/selftests-7.3-debug.xml
 
 step "kernel selftests: test_progs -t fib_lookup in the patched 6.12 kernel"
 cargo run -q --bin fibneigh -- selftests --base 6.12 --junit target/junit/selftests-6.12.xml

@@ -189,6 +189,49 @@ mod tests {
         }
     }
 
+    /// `selftests --from-output` judges only a run its script left: an
+    /// empty directory is an error naming the missing file and the script
+    /// to run, before any kernel is looked up; and it goes with neither
+    /// the boot of --kernel nor the writing of --guest-script.
+    #[test]
+    fn selftests_from_output_needs_the_scripts_files() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("out");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let argv = ["fibneigh", "selftests", "--cache-dir"]
+            .map(std::ffi::OsString::from)
+            .into_iter()
+            .chain([d.path().join("cache").into_os_string()])
+            .chain([
+                std::ffi::OsString::from("--from-output"),
+                dir.clone().into_os_string(),
+            ]);
+        let Command::Selftests(args) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("not the selftests command");
+        };
+        let err = format!("{:#}", cli::selftests::run(args).expect_err("refused"));
+        assert!(
+            err.contains(&dir.join("test_progs.rc").display().to_string())
+                && err.contains(&dir.join("run.sh").display().to_string()),
+            "{err}"
+        );
+        assert!(
+            !d.path().join("cache").join("kernels").exists(),
+            "nothing built"
+        );
+        for other in [["--kernel", "/k"], ["--guest-script", "/g"]] {
+            let argv = [
+                "fibneigh",
+                "selftests",
+                "--from-output",
+                "/o",
+                other[0],
+                other[1],
+            ];
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?}");
+        }
+    }
+
     /// `matrix --same-header-objects-as` reads its report before anything
     /// runs: a missing or malformed one is an error naming the file, with
     /// no lab built and no cell run (read after the matrix, it would come

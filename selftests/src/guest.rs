@@ -28,6 +28,11 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Where a [`GuestRun::detached`] run leaves test_progs' exit status.
+pub const RC_FILE: &str = "test_progs.rc";
+/// Where a [`GuestRun::detached`] run leaves `$FIBNEIGH_KERNEL_BUILD`.
+pub const KERNEL_BUILD_FILE: &str = "kernel-build";
+
 /// Sets `$w` to `-w 0` where test_progs has a watchdog (7.3 has, 6.12 has
 /// not): its default kills a test after 120 s, which `fib_lookup` on the
 /// debug kernel under emulation once exceeded on a busy machine. The
@@ -48,6 +53,39 @@ impl GuestRun {
                 quoted(dir),
                 shell_quote(selector),
                 out = quoted(&output),
+            ),
+            output,
+            summary: None,
+            list: None,
+        })
+    }
+
+    /// [`GuestRun::plain`] for a guest the host does not start itself (CI
+    /// runs it among the other checks of one boot): the script leaves
+    /// test_progs' output in `out_dir/test_progs.out`, its exit status in
+    /// [`RC_FILE`] and the build `fibneigh vm run` named to the guest
+    /// (`$FIBNEIGH_KERNEL_BUILD`) in [`KERNEL_BUILD_FILE`], and exits 0:
+    /// the host judges the run from those files, which the script removes
+    /// first so that a run that did not happen leaves none.
+    pub fn detached(test_progs: &Path, selector: &str, out_dir: &Path) -> Result<GuestRun> {
+        let dir = test_progs.parent().unwrap_or(Path::new("."));
+        let output = out_dir.join("test_progs.out");
+        let rc = out_dir.join(RC_FILE);
+        let build = out_dir.join(KERNEL_BUILD_FILE);
+        for f in [&output, &rc, &build] {
+            remove_stale(f)?;
+        }
+        Ok(GuestRun {
+            script: format!(
+                "rm -f {out} {rc} {build}; cd {} || exit $?; {NO_WATCHDOG}\
+                 ./test_progs $w -t {} > {out} 2>&1; rc=$?; cat {out}; \
+                 echo \"$rc\" > {rc}; echo \"${{FIBNEIGH_KERNEL_BUILD:-}}\" > {build}; \
+                 echo \"test_progs exited $rc (judged on the host from {out})\"",
+                quoted(dir),
+                shell_quote(selector),
+                out = quoted(&output),
+                rc = quoted(&rc),
+                build = quoted(&build),
             ),
             output,
             summary: None,

@@ -17,7 +17,7 @@ mod guest;
 mod results;
 
 pub use build::{build, make_vars, prune, Built, Suite, FIB, LLVM_BIN, PRUNED_DIR, REGRESSION};
-pub use guest::GuestRun;
+pub use guest::{GuestRun, KERNEL_BUILD_FILE, RC_FILE};
 pub use results::{
     diff, parse, parse_json_summary, results, DiffRow, JsonResult, Outcome, Report, TestResult,
 };
@@ -112,6 +112,45 @@ mod tests {
                 ("fib_lookup/sub", Outcome::Skip)
             ]
         );
+    }
+
+    /// The detached script, run by `sh` with a stand-in test_progs that
+    /// fails: its output, exit status and the guest's build are left for
+    /// the host, stale files of an earlier run are gone, and the script
+    /// itself succeeds.
+    #[test]
+    fn a_detached_run_leaves_output_status_and_build() {
+        use std::os::unix::fs::PermissionsExt;
+        let tp_dir = tempfile::tempdir().expect("tempdir");
+        let out = tempfile::tempdir().expect("tempdir");
+        let tp = tp_dir.path().join("test_progs");
+        std::fs::write(
+            &tp,
+            "#!/bin/sh\n[ \"$1\" = --help ] && exit 0\necho \"#1 fib_lookup:FAIL ($*)\"\nexit 3\n",
+        )
+        .expect("w");
+        std::fs::set_permissions(&tp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(out.path().join(RC_FILE), "0\n").expect("stale rc");
+        let run = GuestRun::detached(&tp, "fib_lookup", out.path()).expect("detached");
+        assert!(
+            !out.path().join(RC_FILE).exists(),
+            "a stale status is removed"
+        );
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&run.script)
+            .env("FIBNEIGH_KERNEL_BUILD", "series abc, profile debug")
+            .status()
+            .expect("sh");
+        assert!(status.success());
+        let read = |f: &str| std::fs::read_to_string(out.path().join(f)).expect(f);
+        assert_eq!(read(RC_FILE), "3\n");
+        assert_eq!(read(KERNEL_BUILD_FILE), "series abc, profile debug\n");
+        assert_eq!(
+            read("test_progs.out"),
+            "#1 fib_lookup:FAIL (-t fib_lookup)\n"
+        );
+        assert_eq!(run.output, out.path().join("test_progs.out"));
     }
 
     const OUTPUT: &str = "\

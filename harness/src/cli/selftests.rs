@@ -38,6 +38,18 @@ pub struct SelftestsArgs {
     /// other guests run).
     #[arg(long, conflicts_with = "diff")]
     pub build_only: bool,
+    /// Build as --build-only, boot nothing, and write DIR/run.sh: `sh
+    /// DIR/run.sh` in a guest of this kernel booted for other checks too
+    /// (CI's one boot of the debug kernel) runs test_progs and leaves its
+    /// output, exit status and the guest's kernel build in DIR, for
+    /// --from-output.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["diff", "build_only", "kernel"])]
+    pub guest_script: Option<PathBuf>,
+    /// Boot nothing: judge the run that DIR/run.sh (--guest-script) left in
+    /// DIR, refused unless it ran in the kernel this build names.
+    #[arg(long, value_name = "DIR",
+          conflicts_with_all = ["diff", "build_only", "kernel", "guest_script"])]
+    pub from_output: Option<PathBuf>,
     #[command(flatten)]
     pub build: KernelChoice,
 }
@@ -47,12 +59,22 @@ pub fn run(args: SelftestsArgs) -> Result<ExitCode> {
     if args.diff {
         return run_diff(&args, &settings);
     }
-    let (image, test_progs) = pipeline::build_fib(&settings.build)?;
-    if args.build_only {
+    if let Some(dir) = &args.guest_script {
+        let script = pipeline::write_guest_script(&settings, dir, &args.choice.tests)?;
+        println!("{}", script.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let kernel = args.choice.kernel.clone().unwrap_or(image.bzimage.clone());
-    let ran = pipeline::run_plain(&settings, kernel, &test_progs, &args.choice.tests)?;
+    let ran = match &args.from_output {
+        Some(dir) => pipeline::read_detached(&settings, dir)?,
+        None => {
+            let (image, test_progs) = pipeline::build_fib(&settings.build)?;
+            if args.build_only {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let kernel = args.choice.kernel.clone().unwrap_or(image.bzimage.clone());
+            pipeline::run_plain(&settings, kernel, &test_progs, &args.choice.tests)?
+        }
+    };
     let report = &ran.report;
     if let Some(p) = &args.junit {
         write_file(p, &junit::selftests(report)?)?;

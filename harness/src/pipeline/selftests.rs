@@ -28,6 +28,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("test_progs left no output in {}", .path.display())]
     NoOutput {
         path: PathBuf,
@@ -38,6 +44,14 @@ pub enum Error {
     Um,
     #[error("test_progs did not finish on both kernels")]
     Unfinished,
+    #[error("{}: {what}: has `sh {}` run in a guest of the kernel?", .path.display(), .path.with_file_name(GUEST_SCRIPT).display())]
+    NoDetachedRun { path: PathBuf, what: String },
+    #[error("{}: test_progs ran in the kernel build `{ran}`, not `{wanted}`", .path.display())]
+    OtherKernel {
+        path: PathBuf,
+        ran: String,
+        wanted: String,
+    },
     #[error(
         "test_progs -t {tests} failed (exit {code:?}; failed: {})",
         failed_list(.failed)
@@ -167,6 +181,73 @@ impl Ran {
                 .collect(),
         })
     }
+}
+
+/// The script [`write_guest_script`] leaves in its directory.
+pub const GUEST_SCRIPT: &str = "run.sh";
+
+/// Build the series' kernel and test_progs (as `--build-only`) and write
+/// `dir/run.sh`: `sh dir/run.sh` in a guest of that kernel, booted for
+/// other checks too (CI's one boot of the debug kernel), runs `test_progs
+/// -t tests` and leaves its output, exit status and the guest's build in
+/// `dir` for [`read_detached`]. Returns the script's path.
+pub fn write_guest_script(s: &Settings, dir: &Path, tests: &str) -> Result<PathBuf> {
+    let (_, test_progs) = build_fib(&s.build)?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    // Absolute: the guest runs it from the repository, the host may not.
+    let dir = std::path::absolute(dir).map_err(|source| Error::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let run = st::GuestRun::detached(&test_progs, tests, &dir)?;
+    let script = dir.join(GUEST_SCRIPT);
+    std::fs::write(&script, format!("#!/bin/sh\n{}\n", run.script)).map_err(|source| {
+        Error::Write {
+            path: script.clone(),
+            source,
+        }
+    })?;
+    Ok(script)
+}
+
+/// The run a [`write_guest_script`] script left in `dir`, refused unless it
+/// ran in the kernel `s` names (the build `fibneigh vm run` told the
+/// guest: series, profile, config, base), so that the output of another
+/// kernel, or of an earlier run, is never judged as this one's.
+pub fn read_detached(s: &Settings, dir: &Path) -> Result<Ran> {
+    use std::os::unix::process::ExitStatusExt;
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| Error::NoDetachedRun {
+            path,
+            what: e.to_string(),
+        })
+    };
+    let rc_path = dir.join(st::RC_FILE);
+    let rc: i32 = read(st::RC_FILE)?
+        .trim()
+        .parse()
+        .map_err(|e| Error::NoDetachedRun {
+            path: rc_path,
+            what: format!("not an exit status ({e})"),
+        })?;
+    let ran = read(st::KERNEL_BUILD_FILE)?.trim().to_string();
+    let wanted = super::render::describe_build(&build(&s.build)?.key);
+    if ran != wanted {
+        return Err(Error::OtherKernel {
+            path: dir.join(st::KERNEL_BUILD_FILE),
+            ran,
+            wanted,
+        });
+    }
+    let output = read("test_progs.out")?;
+    Ok(Ran {
+        status: ExitStatus::from_raw((rc & 0xff) << 8),
+        report: st::parse(&output),
+    })
 }
 
 /// A plain run's results: a line per test and the summary.
