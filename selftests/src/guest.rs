@@ -40,20 +40,30 @@ pub const KERNEL_BUILD_FILE: &str = "kernel-build";
 const NO_WATCHDOG: &str =
     "w=; ./test_progs --help 2>&1 | grep -q -- --watchdog-timeout && w='-w 0'; ";
 
+/// Where [`GuestRun::plain`] and [`GuestRun::detached`] leave test_progs'
+/// output.
+pub const OUTPUT_FILE: &str = "test_progs.out";
+
+/// The shell line both plain runs share: test_progs -t SELECTOR run from
+/// its directory, its output into `output` and printed, its status in `$rc`.
+fn plain_line(test_progs: &Path, selector: &str, output: &Path) -> String {
+    let dir = test_progs.parent().unwrap_or(Path::new("."));
+    format!(
+        "cd {} || exit $?; {NO_WATCHDOG}./test_progs $w -t {} > {out} 2>&1; rc=$?; cat {out}",
+        quoted(dir),
+        shell_quote(selector),
+        out = quoted(output),
+    )
+}
+
 impl GuestRun {
     /// `test_progs -t SELECTOR`, its output into `out_dir/test_progs.out`
     /// (and printed), exiting with test_progs' status.
     pub fn plain(test_progs: &Path, selector: &str, out_dir: &Path) -> Result<GuestRun> {
-        let dir = test_progs.parent().unwrap_or(Path::new("."));
-        let output = out_dir.join("test_progs.out");
+        let output = out_dir.join(OUTPUT_FILE);
         remove_stale(&output)?;
         Ok(GuestRun {
-            script: format!(
-                "cd {} || exit $?; {NO_WATCHDOG}./test_progs $w -t {} > {out} 2>&1; rc=$?; cat {out}; exit $rc",
-                quoted(dir),
-                shell_quote(selector),
-                out = quoted(&output),
-            ),
+            script: format!("{}; exit $rc", plain_line(test_progs, selector, &output)),
             output,
             summary: None,
             list: None,
@@ -68,8 +78,7 @@ impl GuestRun {
     /// the host judges the run from those files, which the script removes
     /// first so that a run that did not happen leaves none.
     pub fn detached(test_progs: &Path, selector: &str, out_dir: &Path) -> Result<GuestRun> {
-        let dir = test_progs.parent().unwrap_or(Path::new("."));
-        let output = out_dir.join("test_progs.out");
+        let output = out_dir.join(OUTPUT_FILE);
         let rc = out_dir.join(RC_FILE);
         let build = out_dir.join(KERNEL_BUILD_FILE);
         for f in [&output, &rc, &build] {
@@ -77,12 +86,10 @@ impl GuestRun {
         }
         Ok(GuestRun {
             script: format!(
-                "rm -f {out} {rc} {build}; cd {} || exit $?; {NO_WATCHDOG}\
-                 ./test_progs $w -t {} > {out} 2>&1; rc=$?; cat {out}; \
+                "rm -f {out} {rc} {build}; {}; \
                  echo \"$rc\" > {rc}; echo \"${{FIBNEIGH_KERNEL_BUILD:-}}\" > {build}; \
                  echo \"test_progs exited $rc (judged on the host from {out})\"",
-                quoted(dir),
-                shell_quote(selector),
+                plain_line(test_progs, selector, &output),
                 out = quoted(&output),
                 rc = quoted(&rc),
                 build = quoted(&build),

@@ -17,7 +17,7 @@ mod guest;
 mod results;
 
 pub use build::{build, make_vars, prune, Built, Suite, FIB, LLVM_BIN, PRUNED_DIR, REGRESSION};
-pub use guest::{GuestRun, KERNEL_BUILD_FILE, RC_FILE};
+pub use guest::{GuestRun, KERNEL_BUILD_FILE, OUTPUT_FILE, RC_FILE};
 pub use results::{
     diff, parse, parse_json_summary, results, DiffRow, JsonResult, Outcome, Report, TestResult,
 };

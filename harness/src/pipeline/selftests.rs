@@ -243,7 +243,7 @@ pub fn read_detached(s: &Settings, dir: &Path) -> Result<Ran> {
             wanted,
         });
     }
-    let output = read("test_progs.out")?;
+    let output = read(st::OUTPUT_FILE)?;
     Ok(Ran {
         status: ExitStatus::from_raw((rc & 0xff) << 8),
         report: st::parse(&output),
