@@ -153,6 +153,53 @@ impl GuestRun {
     }
 }
 
+/// Where [`stage`] puts its copy, inside the output directory.
+pub const STAGED_DIR: &str = "test_progs.d";
+
+/// Copy test_progs' directory (the binary with the BPF objects and
+/// helpers it loads from beside it, as the selftests' `make install`
+/// would) into `out_dir/test_progs.d`, replacing an earlier copy, and
+/// return the copy's test_progs. A guest then needs only `out_dir`
+/// shared: the tree test_progs was built in may be neither visible in a
+/// guest (virtme-ng mounts a fresh tmpfs on `/tmp` and `/var/tmp`) nor
+/// shareable (virtme-ng refuses a path with a `~`, which Debian's source
+/// package versions carry).
+pub fn stage(test_progs: &Path, out_dir: &Path) -> Result<PathBuf> {
+    let from = test_progs.parent().unwrap_or(Path::new("."));
+    let to = out_dir.join(STAGED_DIR);
+    match std::fs::remove_dir_all(&to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return io(Err(e), &to),
+        _ => {}
+    }
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(&to)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            return Err(Error::Stage {
+                from: from.to_path_buf(),
+                to,
+                why: format!(
+                    "cp -a: {} ({})",
+                    String::from_utf8_lossy(&o.stderr).trim(),
+                    o.status
+                ),
+            })
+        }
+        Err(e) => {
+            return Err(Error::Stage {
+                from: from.to_path_buf(),
+                to,
+                why: format!("cannot run cp: {e}"),
+            })
+        }
+    }
+    Ok(to.join(test_progs.file_name().unwrap_or("test_progs".as_ref())))
+}
+
 fn remove_stale(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => io(Err(e), path),

@@ -17,7 +17,7 @@ mod guest;
 mod results;
 
 pub use build::{build, make_vars, prune, Built, Suite, FIB, LLVM_BIN, PRUNED_DIR, REGRESSION};
-pub use guest::{GuestRun, KERNEL_BUILD_FILE, OUTPUT_FILE, RC_FILE};
+pub use guest::{stage, GuestRun, KERNEL_BUILD_FILE, OUTPUT_FILE, RC_FILE, STAGED_DIR};
 pub use results::{
     diff, parse, parse_json_summary, results, DiffRow, JsonResult, Outcome, Report, TestResult,
 };
@@ -35,6 +35,12 @@ pub enum Error {
         cmd: String,
         log: PathBuf,
         tail: String,
+    },
+    #[error("failed to copy {} to {}: {why}", .from.display(), .to.display())]
+    Stage {
+        from: PathBuf,
+        to: PathBuf,
+        why: String,
     },
     #[error("{}: {source}", .path.display())]
     Json {
@@ -151,6 +157,59 @@ mod tests {
             "#1 fib_lookup:FAIL (-t fib_lookup)\n"
         );
         assert_eq!(run.output, out.path().join("test_progs.out"));
+    }
+
+    /// test_progs' directory is copied whole (executable bits, links,
+    /// subdirectories) into the output directory, replacing what an
+    /// earlier copy left; a missing directory is an error naming it.
+    #[test]
+    fn stage_copies_test_progs_directory_into_the_output() {
+        use std::os::unix::fs::PermissionsExt;
+        let tree = tempfile::tempdir().expect("tempdir");
+        let out = tempfile::tempdir().expect("tempdir");
+        let src = tree.path().join("bpf_fibneigh~1");
+        std::fs::create_dir_all(src.join("tools/lib")).expect("mkdir");
+        std::fs::write(src.join("test_progs"), "#!/bin/sh\n").expect("w");
+        std::fs::set_permissions(
+            src.join("test_progs"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+        std::fs::write(src.join("fib_lookup.bpf.o"), "obj").expect("w");
+        std::fs::write(src.join("tools/lib/libbpf.so.1"), "so").expect("w");
+        std::os::unix::fs::symlink("libbpf.so.1", src.join("tools/lib/libbpf.so")).expect("ln");
+        std::fs::create_dir_all(out.path().join(STAGED_DIR)).expect("mkdir");
+        std::fs::write(out.path().join(STAGED_DIR).join("stale"), "x").expect("w");
+
+        let staged = stage(&src.join("test_progs"), out.path()).expect("staged");
+        let copy = out.path().join(STAGED_DIR);
+        assert_eq!(staged, copy.join("test_progs"));
+        let mode = std::fs::metadata(&staged)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "still executable");
+        assert_eq!(
+            std::fs::read_to_string(copy.join("fib_lookup.bpf.o")).expect("r"),
+            "obj"
+        );
+        assert_eq!(
+            std::fs::read_link(copy.join("tools/lib/libbpf.so")).expect("link"),
+            Path::new("libbpf.so.1")
+        );
+        assert!(!copy.join("stale").exists(), "an earlier copy is replaced");
+        // The script runs the copy.
+        let run = GuestRun::plain(&staged, "fib_lookup", out.path()).expect("plain");
+        assert!(run.script.contains(&format!("cd '{}'", copy.display())));
+
+        let missing = tree.path().join("gone/test_progs");
+        let err = stage(&missing, out.path())
+            .expect_err("no directory")
+            .to_string();
+        assert!(
+            err.contains(&tree.path().join("gone").display().to_string()),
+            "{err}"
+        );
     }
 
     const OUTPUT: &str = "\

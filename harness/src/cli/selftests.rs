@@ -38,11 +38,12 @@ pub struct SelftestsArgs {
     /// other guests run).
     #[arg(long, conflicts_with = "diff")]
     pub build_only: bool,
-    /// Build as --build-only, boot nothing, and write DIR/run.sh: `sh
-    /// DIR/run.sh` in a guest of this kernel booted for other checks too
-    /// (CI's one boot of the debug kernel) runs test_progs and leaves its
-    /// output, exit status and the guest's kernel build in DIR, for
-    /// --from-output.
+    /// Build as --build-only, boot nothing, copy test_progs' directory
+    /// into DIR and write DIR/run.sh: `sh DIR/run.sh` in a guest of this
+    /// kernel booted for other checks too (CI's one boot of the debug
+    /// kernel) runs that copy and leaves its output, exit status and the
+    /// guest's kernel build in DIR, for --from-output. The guest needs DIR
+    /// shared (the repository always is; elsewhere, `vm run --rwdir DIR`).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["diff", "build_only", "kernel"])]
     pub guest_script: Option<PathBuf>,
     /// Boot nothing: judge the run that DIR/run.sh (--guest-script) left in

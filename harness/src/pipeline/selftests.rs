@@ -186,7 +186,8 @@ impl Ran {
 /// The script [`write_guest_script`] leaves in its directory.
 pub const GUEST_SCRIPT: &str = "run.sh";
 
-/// Build the series' kernel and test_progs (as `--build-only`) and write
+/// Build the series' kernel and test_progs (as `--build-only`), copy
+/// test_progs' directory into `dir` ([`st::stage`]) and write
 /// `dir/run.sh`: `sh dir/run.sh` in a guest of that kernel, booted for
 /// other checks too (CI's one boot of the debug kernel), runs `test_progs
 /// -t tests` and leaves its output, exit status and the guest's build in
@@ -202,6 +203,7 @@ pub fn write_guest_script(s: &Settings, dir: &Path, tests: &str) -> Result<PathB
         path: dir.to_path_buf(),
         source,
     })?;
+    let test_progs = st::stage(&test_progs, &dir)?;
     let run = st::GuestRun::detached(&test_progs, tests, &dir)?;
     let script = dir.join(GUEST_SCRIPT);
     std::fs::write(&script, format!("#!/bin/sh\n{}\n", run.script)).map_err(|source| {
@@ -272,7 +274,8 @@ pub fn render_results(report: &st::Report) -> String {
 pub fn run_plain(s: &Settings, kernel: PathBuf, test_progs: &Path, tests: &str) -> Result<Ran> {
     let cache = &s.build.cache_dir;
     let out_dir = out_dir(cache)?;
-    let run = st::GuestRun::plain(test_progs, tests, &out_dir)?;
+    let test_progs = st::stage(test_progs, &out_dir)?;
+    let run = st::GuestRun::plain(&test_progs, tests, &out_dir)?;
     let guest = guest(kernel, s.accel.resolve(cache), cache, &[out_dir]);
     let status = run_guest(
         &guest,
@@ -301,7 +304,8 @@ fn run_json(
 ) -> Result<Option<Vec<st::JsonResult>>> {
     let cache = &s.build.cache_dir;
     let out_dir = out_dir(cache)?;
-    let run = st::GuestRun::json(test_progs, selector, &out_dir, label)?;
+    let test_progs = st::stage(test_progs, &out_dir)?;
+    let run = st::GuestRun::json(&test_progs, selector, &out_dir, label)?;
     let guest = guest(
         kernel.to_path_buf(),
         s.accel.resolve(cache),
