@@ -186,8 +186,12 @@ fi
 # report fails it; each step begins with a line in the kernel log naming
 # it. Runs inside the guest, started by the full run.
 debug_guest_steps() {
-	step "VM matrix on the debug kernel (patched 7.3): state-aware and refresh recover, fast path stays fast, the header's examples take the state path with the same objects as on the host, no kernel bug report"
-	"$bin" matrix --check --window-ms 5000 --expect-header-path state --same-header-objects-as target/matrix-host/matrix.json --json target/matrix-vm/matrix.json --junit target/junit/matrix-vm.xml --svg-dir target/matrix-vm/svg
+	# The matrix's cells of the policies that set the series' flags (the
+	# code under lockdep and KASAN here); the others, whose cells mostly
+	# wait out their windows, run on the plain kernel (plain_guest_steps),
+	# and the flags-0 path is fuzzed here below.
+	step "VM matrix on the debug kernel (patched 7.3), the policies that set the series' flags: state-aware and refresh recover, fast path stays fast, the header's examples take the state path with the same objects as on the host, no kernel bug report"
+	"$bin" matrix --check --window-ms 5000 --policy state-aware --policy refresh --policy header --expect-header-path state --same-header-objects-as target/matrix-host/matrix.json --json target/matrix-vm/matrix.json --junit target/junit/matrix-vm.xml --svg-dir target/matrix-vm/svg
 
 	step "fuzz on the debug kernel: 100,000 bpf_fib_lookup() calls and 20,000 forwarder frames (seed 1), every result within the documented contract, no kernel bug report"
 	"$bin" fuzz --seed 1 --lookups 100000 --forwarder-runs 20000 --json target/fuzz-vm/fuzz.json
@@ -212,6 +216,9 @@ debug_guest_steps() {
 # The scenarios on the plain patched kernel (the one the benchmarks use),
 # in one boot of it. Runs inside the guest, started by the full run.
 plain_guest_steps() {
+	step "VM matrix on the plain patched kernel, the policies that set none of the series' flags: baseline keeps the dead MAC, always-neigh and the kernel stack recover, exactly as without the series"
+	"$bin" matrix --check --window-ms 5000 --policy baseline --policy always-neigh --policy kernel-stack --json target/matrix-vm-plain/matrix.json --junit target/junit/matrix-vm-plain.xml --svg-dir target/matrix-vm-plain/svg
+
 	step "forwarder on trial in the patched guest: xdp-forward still black-holes (it sets no new flag) and recovers when announced; the header's XDP example, an object like any other, recovers"
 	if [ "$xdp_forward" = 1 ]; then
 		"$bin" trial --xdp-forward --scenario ip-reassign --scenario ip-reassign-garp --window-ms 4000 --expect ip-reassign=black-holes --expect ip-reassign-garp=recovers --json target/trial-vm/xdp-forward.json --junit target/junit/trial-vm-xdp-forward.xml
@@ -443,7 +450,7 @@ fi
 
 # The debug kernel's checks in one boot (debug_guest_steps above; their
 # step times follow the run's own at the end).
-step "debug kernel, one boot: matrix, fuzz, churn, REFRESH under the kernel's locks, test_progs (their steps follow)"
+step "debug kernel, one boot: matrix (the flags' policies), fuzz, churn, REFRESH under the kernel's locks, test_progs (their steps follow)"
 "$bin" vm run --profile debug --timeout 3600 -- \
 	env FIBNEIGH_XDP_FORWARD="$xdp_forward" bash scripts/test.sh debug-guest
 
@@ -451,7 +458,7 @@ step "kernel selftests: test_progs -t fib_lookup in the patched 7.3 debug kernel
 "$bin" selftests --profile debug --from-output target/selftests-debug --junit target/junit/selftests-7.3-debug.xml
 
 # The plain patched kernel's scenarios in one boot (plain_guest_steps).
-step "plain patched kernel, one boot: forwarder on trial, at scale, bench --quick (their steps follow)"
+step "plain patched kernel, one boot: matrix (the other policies), forwarder on trial, at scale, bench --quick (their steps follow)"
 "$bin" examples --out target/examples
 "$bin" vm run --timeout 1800 -- \
 	env FIBNEIGH_XDP_FORWARD="$xdp_forward" bash scripts/test.sh plain-guest

@@ -52,6 +52,12 @@ pub struct MatrixArgs {
     /// Only these scenarios (repeatable).
     #[arg(long = "scenario")]
     pub scenarios: Vec<Scenario>,
+    /// Only the cells of these policies (repeatable): baseline,
+    /// always-neigh, state-aware, refresh, kernel-stack or header. CI runs
+    /// the policies that set the series' flags on the debug kernel and the
+    /// others on the plain one.
+    #[arg(long = "policy")]
+    pub policies: Vec<PolicyChoice>,
     /// Fail unless every cell of the header's example took this path:
     /// `fallback` (a kernel without the series) or `state`.
     #[arg(long, value_parser = ["fallback", "state"])]
@@ -78,6 +84,26 @@ pub fn cell(args: CellArgs) -> Result<ExitCode> {
     Ok(exit(!matches!(r.verdict, Verdict::Fail(_))))
 }
 
+/// The cells of `scenarios`, only those of `policies` if any are named;
+/// an error naming what was asked for when no cell is left (a policy the
+/// matrix never runs, such as `external`, or none of those scenarios').
+fn select(scenarios: &[Scenario], policies: &[PolicyChoice]) -> Result<Vec<Cell>> {
+    let mut cells = scenario::cells(scenarios);
+    if policies.is_empty() {
+        return Ok(cells);
+    }
+    cells.retain(|c| policies.contains(&c.policy));
+    if cells.is_empty() {
+        let names = |v: Vec<String>| v.join(", ");
+        anyhow::bail!(
+            "no matrix cell runs with --policy {} in the scenarios {}",
+            names(policies.iter().map(|p| p.to_string()).collect()),
+            names(scenarios.iter().map(|s| s.name().to_string()).collect()),
+        );
+    }
+    Ok(cells)
+}
+
 pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
     let scenarios: Vec<Scenario> = if !args.scenarios.is_empty() {
         args.scenarios.clone()
@@ -98,9 +124,15 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let cells = select(&scenarios, &args.policies)?;
+    if args.expect_header_path.is_some() && !cells.iter().any(|c| c.policy == PolicyChoice::Header)
+    {
+        anyhow::bail!(
+            "--expect-header-path needs the header's cells: add --policy header, or drop --expect-header-path"
+        );
+    }
     let support = super::prepare_lab()?;
     let opts = args.timing.options(args.quick);
-    let cells = scenario::cells(&scenarios);
     let started = Instant::now();
     eprintln!(
         "fibneigh matrix: {} cells; kernel accepts NEIGH_STATE: {}, NEIGH_REFRESH: {}",
@@ -143,7 +175,13 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
     if let Some(dir) = &args.svg_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;
-        for (name, svg) in report::render_svgs(&scenarios, &results) {
+        // A scenario none of whose cells ran (--policy) gets no picture.
+        let drawn: Vec<Scenario> = scenarios
+            .iter()
+            .copied()
+            .filter(|s| cells.iter().any(|c| c.scenario == *s))
+            .collect();
+        for (name, svg) in report::render_svgs(&drawn, &results) {
             write_file(&dir.join(name), &svg)?;
         }
     }
@@ -176,4 +214,50 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fibneigh_bpf::Policy;
+
+    /// CI's split: the cells of the policies that set the series' flags
+    /// (debug kernel) and the others (plain kernel) are the whole matrix,
+    /// each cell once.
+    #[test]
+    fn policy_selection_splits_the_matrix_without_loss() {
+        let all = select(Scenario::ALL, &[]).expect("all");
+        let flags = [
+            PolicyChoice::Prog(Policy::StateAware),
+            PolicyChoice::Prog(Policy::Refresh),
+            PolicyChoice::Header,
+        ];
+        let rest = [
+            PolicyChoice::Prog(Policy::Baseline),
+            PolicyChoice::Prog(Policy::AlwaysNeigh),
+            PolicyChoice::KernelStack,
+        ];
+        let a = select(Scenario::ALL, &flags).expect("flags");
+        let b = select(Scenario::ALL, &rest).expect("rest");
+        assert!(a.iter().all(|c| flags.contains(&c.policy)));
+        assert!(b.iter().all(|c| rest.contains(&c.policy)));
+        let mut both: Vec<Cell> = a.iter().chain(&b).copied().collect();
+        both.sort();
+        let mut every = all.clone();
+        every.sort();
+        assert_eq!(both, every);
+        assert!(!a.is_empty() && !b.is_empty());
+    }
+
+    /// A selection no cell is left of is refused, naming what was asked.
+    #[test]
+    fn a_policy_the_matrix_never_runs_is_refused() {
+        let err = select(&[Scenario::StateMatrix], &[PolicyChoice::External])
+            .expect_err("no cell")
+            .to_string();
+        assert!(
+            err.contains("external") && err.contains("state-matrix"),
+            "{err}"
+        );
+    }
 }
