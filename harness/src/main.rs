@@ -189,25 +189,6 @@ mod tests {
         }
     }
 
-    /// `matrix --expect-header-path` with a --policy selection that
-    /// leaves out the header's cells is refused before any lab is made.
-    #[test]
-    fn matrix_header_path_needs_the_header_cells() {
-        let argv = [
-            "fibneigh",
-            "matrix",
-            "--policy",
-            "baseline",
-            "--expect-header-path",
-            "state",
-        ];
-        let Command::Matrix(args) = Cli::try_parse_from(argv).expect("parses").command else {
-            panic!("not the matrix command");
-        };
-        let err = format!("{:#}", cli::scenarios::matrix(args).expect_err("refused"));
-        assert!(err.contains("--policy header"), "{err}");
-    }
-
     /// `selftests --from-output` judges only a run its script left: an
     /// empty directory is an error naming the missing file and the script
     /// to run, before any kernel is looked up; and it goes with neither

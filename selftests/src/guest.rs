@@ -58,12 +58,15 @@ fn plain_line(test_progs: &Path, selector: &str, output: &Path) -> String {
 
 impl GuestRun {
     /// `test_progs -t SELECTOR`, its output into `out_dir/test_progs.out`
-    /// (and printed), exiting with test_progs' status.
+    /// (and printed), exiting with test_progs' status. Every run runs a
+    /// copy of test_progs' directory that it makes in `out_dir`
+    /// ([`stage`]), so the guest needs only `out_dir` shared.
     pub fn plain(test_progs: &Path, selector: &str, out_dir: &Path) -> Result<GuestRun> {
+        let test_progs = stage(test_progs, out_dir)?;
         let output = out_dir.join(OUTPUT_FILE);
         remove_stale(&output)?;
         Ok(GuestRun {
-            script: format!("{}; exit $rc", plain_line(test_progs, selector, &output)),
+            script: format!("{}; exit $rc", plain_line(&test_progs, selector, &output)),
             output,
             summary: None,
             list: None,
@@ -78,6 +81,7 @@ impl GuestRun {
     /// the host judges the run from those files, which the script removes
     /// first so that a run that did not happen leaves none.
     pub fn detached(test_progs: &Path, selector: &str, out_dir: &Path) -> Result<GuestRun> {
+        let test_progs = stage(test_progs, out_dir)?;
         let output = out_dir.join(OUTPUT_FILE);
         let rc = out_dir.join(RC_FILE);
         let build = out_dir.join(KERNEL_BUILD_FILE);
@@ -89,7 +93,7 @@ impl GuestRun {
                 "rm -f {out} {rc} {build}; {}; \
                  echo \"$rc\" > {rc}; echo \"${{FIBNEIGH_KERNEL_BUILD:-}}\" > {build}; \
                  echo \"test_progs exited $rc (judged on the host from {out})\"",
-                plain_line(test_progs, selector, &output),
+                plain_line(&test_progs, selector, &output),
                 out = quoted(&output),
                 rc = quoted(&rc),
                 build = quoted(&build),
@@ -109,6 +113,7 @@ impl GuestRun {
         out_dir: &Path,
         label: &str,
     ) -> Result<GuestRun> {
+        let test_progs = stage(test_progs, out_dir)?;
         let dir = test_progs.parent().unwrap_or(Path::new("."));
         let summary = out_dir.join(format!("{label}.json"));
         let list = out_dir.join(format!("{label}.list"));
@@ -167,6 +172,17 @@ pub const STAGED_DIR: &str = "test_progs.d";
 pub fn stage(test_progs: &Path, out_dir: &Path) -> Result<PathBuf> {
     let from = test_progs.parent().unwrap_or(Path::new("."));
     let to = out_dir.join(STAGED_DIR);
+    // Removing the copy must never remove the original, and `cp` cannot
+    // copy a directory into itself: refuse paths that overlap.
+    let (abs_from, abs_to) = (absolute(from)?, absolute(&to)?);
+    if abs_to.starts_with(&abs_from) || abs_from.starts_with(&abs_to) {
+        return Err(Error::Stage {
+            from: from.to_path_buf(),
+            to,
+            why: "the output directory is inside test_progs' directory, or it inside the copy"
+                .into(),
+        });
+    }
     match std::fs::remove_dir_all(&to) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return io(Err(e), &to),
         _ => {}
@@ -198,6 +214,10 @@ pub fn stage(test_progs: &Path, out_dir: &Path) -> Result<PathBuf> {
         }
     }
     Ok(to.join(test_progs.file_name().unwrap_or("test_progs".as_ref())))
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    io(std::path::absolute(path), path)
 }
 
 fn remove_stale(path: &Path) -> Result<()> {

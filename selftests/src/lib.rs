@@ -66,12 +66,18 @@ mod tests {
     #[test]
     fn guest_runs_quote_and_place_their_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let tp = Path::new("/t/bpf_fibneigh/test_progs");
+        let tree = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(tree.path().join("bpf_fibneigh")).expect("mkdir");
+        let tp = &tree.path().join("bpf_fibneigh/test_progs");
+        std::fs::write(tp, "").expect("w");
         let plain = GuestRun::plain(tp, "fib_lookup", dir.path()).expect("plain");
+        // It runs the copy in the output directory, not the tree's.
+        let cd = format!(
+            "cd '{}' || exit $?; w=; ./test_progs --help",
+            dir.path().join(STAGED_DIR).display()
+        );
         assert!(
-            plain
-                .script
-                .starts_with("cd '/t/bpf_fibneigh' || exit $?; w=; ./test_progs --help")
+            plain.script.starts_with(&cd)
                 && plain
                     .script
                     .contains("&& w='-w 0'; ./test_progs $w -t 'fib_lookup' > '"),
@@ -80,6 +86,7 @@ mod tests {
         );
         assert_eq!(plain.output, dir.path().join("test_progs.out"));
         let json = GuestRun::json(tp, "a,b'c", dir.path(), "pristine").expect("json");
+        assert!(json.script.starts_with(&cd[..cd.find(" w=").expect("w=")]));
         assert!(
             json.script.contains("./test_progs $w -t "),
             "{}",
@@ -198,9 +205,16 @@ mod tests {
             Path::new("libbpf.so.1")
         );
         assert!(!copy.join("stale").exists(), "an earlier copy is replaced");
-        // The script runs the copy.
-        let run = GuestRun::plain(&staged, "fib_lookup", out.path()).expect("plain");
-        assert!(run.script.contains(&format!("cd '{}'", copy.display())));
+        // A copy into itself, or into the directory it copies, is refused
+        // before anything is removed.
+        for (tp, dir) in [
+            (staged.clone(), out.path().to_path_buf()),
+            (src.join("test_progs"), src.join("tools")),
+        ] {
+            let err = stage(&tp, &dir).expect_err("overlap").to_string();
+            assert!(err.contains("inside"), "{err}");
+        }
+        assert!(staged.exists() && src.join("test_progs").exists());
 
         let missing = tree.path().join("gone/test_progs");
         let err = stage(&missing, out.path())

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use fibneigh::report;
-use fibneigh::scenario::{self, Cell, Family, MatrixReport, PolicyChoice, Scenario, Verdict};
+use fibneigh::scenario::{self, Cell, Family, MatrixReport, PolicyChoice, Scenario, Spec, Verdict};
 use fibneigh_bpf::Hook;
 
 use super::{exit, write_file, JsonOut, ResultFiles, Stopped, TimingArgs};
@@ -39,7 +39,8 @@ pub struct MatrixArgs {
     #[command(flatten)]
     pub out: ResultFiles,
     /// Write one SVG timeline per scenario into this directory, and
-    /// `headline.svg`: ip-reassign, IPv4, XDP, every policy and the stack.
+    /// `headline.svg`: ip-reassign, IPv4, XDP, every policy run (with
+    /// --policy, those) and the stack if it ran.
     #[arg(long)]
     pub svg_dir: Option<PathBuf>,
     /// Only ip-reassign (forced STALE), state-matrix and
@@ -84,9 +85,27 @@ pub fn cell(args: CellArgs) -> Result<ExitCode> {
     Ok(exit(!matches!(r.verdict, Verdict::Fail(_))))
 }
 
+/// For --expect-header-path: an error unless `cells` hold the header's
+/// example, naming the scenarios that have it.
+fn header_cells_selected(cells: &[Cell]) -> Result<()> {
+    if cells.iter().any(|c| c.policy == PolicyChoice::Header) {
+        return Ok(());
+    }
+    let with: Vec<&str> = Scenario::ALL
+        .iter()
+        .filter(|s| Spec::of(**s).policies().contains(&PolicyChoice::Header))
+        .map(|s| s.name())
+        .collect();
+    anyhow::bail!(
+        "--expect-header-path needs the header's example, which runs only in {} \
+         (with --policy, name header too)",
+        with.join(", ")
+    )
+}
+
 /// The cells of `scenarios`, only those of `policies` if any are named;
-/// an error naming what was asked for when no cell is left (a policy the
-/// matrix never runs, such as `external`, or none of those scenarios').
+/// an error naming what was asked for when no cell is left (a policy none
+/// of those scenarios runs, e.g. `--scenario managed --policy refresh`).
 fn select(scenarios: &[Scenario], policies: &[PolicyChoice]) -> Result<Vec<Cell>> {
     let mut cells = scenario::cells(scenarios);
     if policies.is_empty() {
@@ -125,11 +144,8 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         None => None,
     };
     let cells = select(&scenarios, &args.policies)?;
-    if args.expect_header_path.is_some() && !cells.iter().any(|c| c.policy == PolicyChoice::Header)
-    {
-        anyhow::bail!(
-            "--expect-header-path needs the header's cells: add --policy header, or drop --expect-header-path"
-        );
+    if args.expect_header_path.is_some() {
+        header_cells_selected(&cells)?;
     }
     let support = super::prepare_lab()?;
     let opts = args.timing.options(args.quick);
@@ -168,6 +184,7 @@ pub fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         support,
         options: opts,
         quick: args.quick,
+        policies: args.policies.iter().map(|p| p.name()).collect(),
         cells: &results,
         failures,
     };
@@ -252,12 +269,77 @@ mod tests {
     /// A selection no cell is left of is refused, naming what was asked.
     #[test]
     fn a_policy_the_matrix_never_runs_is_refused() {
-        let err = select(&[Scenario::StateMatrix], &[PolicyChoice::External])
+        let refresh = PolicyChoice::Prog(Policy::Refresh);
+        let err = select(&[Scenario::Managed], &[refresh])
             .expect_err("no cell")
             .to_string();
-        assert!(
-            err.contains("external") && err.contains("state-matrix"),
-            "{err}"
-        );
+        assert!(err.contains("refresh") && err.contains("managed"), "{err}");
+    }
+
+    /// --expect-header-path is refused, before any lab is made, for a
+    /// selection without the header's cells, naming where they are.
+    #[test]
+    fn header_path_needs_the_header_cells() {
+        let baseline = [PolicyChoice::Prog(Policy::Baseline)];
+        let err = header_cells_selected(&select(Scenario::ALL, &baseline).expect("cells"))
+            .expect_err("no header cell")
+            .to_string();
+        assert!(err.contains("ip-reassign"), "{err}");
+        let err = header_cells_selected(&select(&[Scenario::Gateway], &[]).expect("cells"))
+            .expect_err("gateway has none")
+            .to_string();
+        assert!(!err.contains("gateway"), "{err}");
+        assert!(header_cells_selected(&select(Scenario::ALL, &[]).expect("all")).is_ok());
+    }
+
+    /// scripts/test.sh runs the matrix in two guests, each with a
+    /// --policy list: together they are every policy the matrix runs,
+    /// each once; the debug kernel's set the series' flags (the header's
+    /// example does there), the plain kernel's set none.
+    #[test]
+    fn ci_runs_every_policy_once_across_its_two_guests() {
+        use fibneigh_bpf::params::flags;
+        let script = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test.sh"),
+        )
+        .expect("scripts/test.sh");
+        let lists: Vec<Vec<PolicyChoice>> = script
+            .lines()
+            .filter(|l| l.contains(" matrix --check") && l.contains("--policy"))
+            .map(|l| {
+                l.split(" --policy ")
+                    .skip(1)
+                    .map(|w| {
+                        w.split_whitespace()
+                            .next()
+                            .expect("a policy")
+                            .parse()
+                            .expect("a policy name")
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(lists.len(), 2, "a debug and a plain matrix: {lists:?}");
+        let debug = lists
+            .iter()
+            .find(|l| l.contains(&PolicyChoice::Header))
+            .expect("the header's cells run on the debug kernel");
+        let plain = lists.iter().find(|l| *l != debug).expect("plain");
+        let mut both: Vec<PolicyChoice> = debug.iter().chain(plain).copied().collect();
+        both.sort();
+        let mut every = PolicyChoice::all();
+        every.push(PolicyChoice::Header);
+        every.sort();
+        assert_eq!(both, every);
+        let series = flags::NEIGH_STATE | flags::NEIGH_REFRESH;
+        for p in debug {
+            assert!(
+                p.required_flags() & series != 0 || *p == PolicyChoice::Header,
+                "{p} sets none of the series' flags"
+            );
+        }
+        for p in plain {
+            assert_eq!(p.required_flags() & series, 0, "{p} sets the series' flags");
+        }
     }
 }

@@ -187,8 +187,8 @@ impl Ran {
 pub const GUEST_SCRIPT: &str = "run.sh";
 
 /// Build the series' kernel and test_progs (as `--build-only`), copy
-/// test_progs' directory into `dir` ([`st::stage`]) and write
-/// `dir/run.sh`: `sh dir/run.sh` in a guest of that kernel, booted for
+/// test_progs' directory into `dir` (as every [`st::GuestRun`] does) and
+/// write `dir/run.sh`: `sh dir/run.sh` in a guest of that kernel, booted for
 /// other checks too (CI's one boot of the debug kernel), runs `test_progs
 /// -t tests` and leaves its output, exit status and the guest's build in
 /// `dir` for [`read_detached`]. Returns the script's path.
@@ -203,7 +203,6 @@ pub fn write_guest_script(s: &Settings, dir: &Path, tests: &str) -> Result<PathB
         path: dir.to_path_buf(),
         source,
     })?;
-    let test_progs = st::stage(&test_progs, &dir)?;
     let run = st::GuestRun::detached(&test_progs, tests, &dir)?;
     let script = dir.join(GUEST_SCRIPT);
     std::fs::write(&script, format!("#!/bin/sh\n{}\n", run.script)).map_err(|source| {
@@ -274,8 +273,7 @@ pub fn render_results(report: &st::Report) -> String {
 pub fn run_plain(s: &Settings, kernel: PathBuf, test_progs: &Path, tests: &str) -> Result<Ran> {
     let cache = &s.build.cache_dir;
     let out_dir = out_dir(cache)?;
-    let test_progs = st::stage(test_progs, &out_dir)?;
-    let run = st::GuestRun::plain(&test_progs, tests, &out_dir)?;
+    let run = st::GuestRun::plain(test_progs, tests, &out_dir)?;
     let guest = guest(kernel, s.accel.resolve(cache), cache, &[out_dir]);
     let status = run_guest(
         &guest,
@@ -304,8 +302,7 @@ fn run_json(
 ) -> Result<Option<Vec<st::JsonResult>>> {
     let cache = &s.build.cache_dir;
     let out_dir = out_dir(cache)?;
-    let test_progs = st::stage(test_progs, &out_dir)?;
-    let run = st::GuestRun::json(&test_progs, selector, &out_dir, label)?;
+    let run = st::GuestRun::json(test_progs, selector, &out_dir, label)?;
     let guest = guest(
         kernel.to_path_buf(),
         s.accel.resolve(cache),

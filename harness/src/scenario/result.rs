@@ -225,6 +225,9 @@ pub struct MatrixReport<'a> {
     pub support: Support,
     pub options: Options,
     pub quick: bool,
+    /// The policies `--policy` kept (empty: every policy ran), so that a
+    /// report of part of the matrix says so.
+    pub policies: Vec<&'static str>,
     pub cells: &'a [CellResult],
     pub failures: usize,
 }
