@@ -128,32 +128,36 @@ pub fn make_vars(llvm_bin: &str, vmlinux: &Path) -> Vec<String> {
     vars
 }
 
+/// Make `dst` a copy of directory `src` with `rsync -a --delete` (with
+/// `rsync_args`, e.g. excludes): only what changed is copied, and files
+/// gone from `src` are removed from `dst`.
+pub(crate) fn mirror(src: &Path, dst: &Path, rsync_args: &[&str]) -> std::io::Result<()> {
+    let status = Command::new("rsync")
+        .args(["-a", "--delete"])
+        .args(rsync_args)
+        .arg(format!("{}/", src.display()))
+        .arg(dst)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("rsync exited with {status}")))
+    }
+}
+
 /// Make the pruned copy of the selftests (again, if the originals changed).
 pub fn prune(tree: &Path, suite: &Suite) -> Result<PathBuf> {
     let src = tree.join("tools/testing/selftests/bpf");
     let dst = tree.join(PRUNED_DIR);
-    let status = Command::new("rsync")
-        .args(["-a", "--delete"])
-        .arg("--exclude=/prog_tests/*.c")
-        .arg("--exclude=/progs/*.c")
-        .arg(format!("{}/", src.display()))
-        .arg(&dst)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            return Err(Error::Io {
-                path: dst,
-                source: std::io::Error::other(format!("rsync exited with {s}")),
-            })
-        }
-        Err(e) => {
-            return Err(Error::Io {
-                path: dst,
-                source: e,
-            })
-        }
-    }
+    mirror(
+        &src,
+        &dst,
+        &["--exclude=/prog_tests/*.c", "--exclude=/progs/*.c"],
+    )
+    .map_err(|source| Error::Io {
+        path: dst.clone(),
+        source,
+    })?;
     // rsync leaves excluded files alone: remove the sources another suite
     // copied in, so only this suite's tests are built.
     let files = suite.files();

@@ -44,10 +44,15 @@ const NO_WATCHDOG: &str =
 /// output.
 pub const OUTPUT_FILE: &str = "test_progs.out";
 
+/// test_progs' directory, which every run runs it from.
+fn dir_of(test_progs: &Path) -> &Path {
+    test_progs.parent().unwrap_or(Path::new("."))
+}
+
 /// The shell line both plain runs share: test_progs -t SELECTOR run from
 /// its directory, its output into `output` and printed, its status in `$rc`.
 fn plain_line(test_progs: &Path, selector: &str, output: &Path) -> String {
-    let dir = test_progs.parent().unwrap_or(Path::new("."));
+    let dir = dir_of(test_progs);
     format!(
         "cd {} || exit $?; {NO_WATCHDOG}./test_progs $w -t {} > {out} 2>&1; rc=$?; cat {out}",
         quoted(dir),
@@ -114,7 +119,7 @@ impl GuestRun {
         label: &str,
     ) -> Result<GuestRun> {
         let test_progs = stage(test_progs, out_dir)?;
-        let dir = test_progs.parent().unwrap_or(Path::new("."));
+        let dir = dir_of(&test_progs);
         let summary = out_dir.join(format!("{label}.json"));
         let list = out_dir.join(format!("{label}.list"));
         let output = out_dir.join(format!("{label}.out"));
@@ -163,14 +168,15 @@ pub const STAGED_DIR: &str = "test_progs.d";
 
 /// Copy test_progs' directory (the binary with the BPF objects and
 /// helpers it loads from beside it, as the selftests' `make install`
-/// would) into `out_dir/test_progs.d`, replacing an earlier copy, and
-/// return the copy's test_progs. A guest then needs only `out_dir`
+/// would) into `out_dir/test_progs.d`, updating an earlier copy (only
+/// what changed is copied, what is gone is removed), and return the
+/// copy's test_progs. A guest then needs only `out_dir`
 /// shared: the tree test_progs was built in may be neither visible in a
 /// guest (virtme-ng mounts a fresh tmpfs on `/tmp` and `/var/tmp`) nor
 /// shareable (virtme-ng refuses a path with a `~`, which Debian's source
 /// package versions carry).
 pub fn stage(test_progs: &Path, out_dir: &Path) -> Result<PathBuf> {
-    let from = test_progs.parent().unwrap_or(Path::new("."));
+    let from = dir_of(test_progs);
     let to = out_dir.join(STAGED_DIR);
     // Removing the copy must never remove the original, and `cp` cannot
     // copy a directory into itself: refuse paths that overlap.
@@ -183,35 +189,12 @@ pub fn stage(test_progs: &Path, out_dir: &Path) -> Result<PathBuf> {
                 .into(),
         });
     }
-    match std::fs::remove_dir_all(&to) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return io(Err(e), &to),
-        _ => {}
-    }
-    let out = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(&to)
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            return Err(Error::Stage {
-                from: from.to_path_buf(),
-                to,
-                why: format!(
-                    "cp -a: {} ({})",
-                    String::from_utf8_lossy(&o.stderr).trim(),
-                    o.status
-                ),
-            })
-        }
-        Err(e) => {
-            return Err(Error::Stage {
-                from: from.to_path_buf(),
-                to,
-                why: format!("cannot run cp: {e}"),
-            })
-        }
+    if let Err(e) = crate::build::mirror(from, &to, &[]) {
+        return Err(Error::Stage {
+            from: from.to_path_buf(),
+            to,
+            why: e.to_string(),
+        });
     }
     Ok(to.join(test_progs.file_name().unwrap_or("test_progs".as_ref())))
 }
