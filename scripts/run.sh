@@ -20,6 +20,7 @@ bin=$PWD/target/release/fibneigh
 # at -Os (the tiny config).
 "$bin" vm icount --with-pristine --profile o2 --json target/icount/icount-o2.json
 "$bin" vm icount --with-pristine --profile tiny --json target/icount/icount-os.json
-# The patched kernel on the real CPU: User-Mode Linux, lookup cost.
+# The patched kernel on the real CPU: User-Mode Linux, lookup cost (at -O2,
+# the default profile; scripts/uml-bench.sh measures -Os too).
 "$bin" vm build --arch um
-"$bin" vm run --arch um --timeout 1800 -- "$bin" bench --only lookup --json target/bench-uml/lookup.json --svg target/bench-uml/lookup.svg
+"$bin" vm run --arch um --timeout 1800 -- "$bin" bench --only lookup --json target/bench-uml/o2/lookup.json --svg target/bench-uml/o2/lookup.svg

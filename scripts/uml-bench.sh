@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kernel=(--arch um)
+profile=tiny
 out=target/bench-uml
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
 		o2) out=target/bench-uml/o2 ;;
 		*) echo "uml-bench.sh: --profile must be tiny or o2, not '${2:-}'" >&2; exit 2 ;;
 		esac
-		kernel+=(--profile "$2")
+		profile=$2
 		shift 2
 		;;
 	--patches)
@@ -34,6 +35,8 @@ while [ $# -gt 0 ]; do
 	*) break ;;
 	esac
 done
+# Given always: fibneigh's own default profile is o2.
+kernel+=(--profile "$profile")
 cargo build -q --bin fibneigh
 bin=$PWD/target/debug/fibneigh
 mkdir -p "$out"

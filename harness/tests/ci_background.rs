@@ -221,3 +221,66 @@ fn bad_use_is_refused_before_anything_runs() {
     // the run itself is untouched
     assert!(kill(Pid::from_raw(run.0.id() as i32), None).is_ok());
 }
+
+/// `scripts/test.sh` runs the kernel gates in the background beside the
+/// two guests. They switch both trees (`git am`, builds in them), so: they
+/// start after the background builds in those trees are waited for, and
+/// between their start and the wait for them nothing in the foreground
+/// builds in or switches a tree (the guests run built kernels and the
+/// debug kernel's test_progs from its copy); the counts, whose
+/// `--pristine-code` build switches the 7.3 tree, and the 6.12 selftests
+/// come after that wait.
+#[test]
+fn the_background_gates_share_no_tree_with_the_foreground() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test.sh"))
+            .expect("scripts/test.sh");
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let find = |what: &str, from: usize| {
+        lines[from..]
+            .iter()
+            .position(|l| l.contains(what))
+            .map(|i| i + from)
+            .unwrap_or_else(|| {
+                panic!("scripts/test.sh has no line with {what:?} after line {from}")
+            })
+    };
+    let b612 = find("background target/ci-logs/build-6.12.log", 0);
+    let um = find("background target/ci-logs/build-um.log", 0);
+    let gates = find("background target/ci-logs/gates.log", 0);
+    assert!(
+        b612 < gates && um < gates,
+        "the gates start after the background builds start"
+    );
+    let waited = lines[um.max(b612)..gates]
+        .iter()
+        .any(|l| *l == "wait_background");
+    assert!(
+        waited,
+        "the background builds are waited for before the gates start"
+    );
+    let done = find("wait \"$gates_pid\"", gates);
+    for l in &lines[gates + 1..done] {
+        for tree_user in [
+            "vm build",
+            "vm tree",
+            "vm icount",
+            "--test vm_icount",
+            "--test tree_tier",
+            "--guest-script",
+            "selftests --base",
+            "background ",
+        ] {
+            assert!(
+                !l.contains(tree_user),
+                "beside the background gates, the foreground runs {l:?}"
+            );
+        }
+    }
+    assert!(find("--test vm_icount", done) > done);
+    assert!(find("selftests --base 6.12 --junit", done) > done);
+}

@@ -15,7 +15,8 @@ use crate::events::{Event, Phase, Reporter};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Profile {
-    /// tinyconfig + fragment, default warnings.
+    /// tinyconfig + fragment, as tinyconfig selects it: `-Os`
+    /// (CONFIG_CC_OPTIMIZE_FOR_SIZE).
     #[cfg_attr(feature = "clap", value(help = None::<&str>))]
     Tiny,
     /// Tiny plus the debug fragment (`config-debug` next to the fragment):
@@ -30,12 +31,12 @@ pub enum Profile {
     #[cfg_attr(feature = "clap", value(help = None::<&str>))]
     Selftests,
     /// Tiny built at `-O2` (`config-o2`: CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE,
-    /// as distributions ship) instead of tinyconfig's `-Os`: what the cost
-    /// figures lead with.
+    /// as distributions ship) instead of tinyconfig's `-Os`: the default,
+    /// and what the cost figures lead with.
     #[cfg_attr(
         feature = "clap",
         value(
-            help = "The tiny config at -O2 (CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE), as distributions build; tiny is -Os"
+            help = "The default: the tiny config at -O2 (CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE), as distributions build; tiny is -Os"
         )
     )]
     O2,

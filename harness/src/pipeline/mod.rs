@@ -117,12 +117,13 @@ pub struct KernelChoice {
     /// Ask the mirror for the newest package version even if one is cached.
     #[arg(long)]
     pub refresh_source: bool,
-    /// Build profile: tiny (the fragment alone), debug (plus the
-    /// `config-debug` fragment next to it: lockdep, KASAN, UBSAN, ...; for
-    /// correctness runs, never for benchmarks) or selftests (plus
+    /// Build profile: o2 (the fragment plus `config-o2` next to it: -O2, as
+    /// distributions build), tiny (the fragment alone: tinyconfig's -Os),
+    /// debug (the fragment plus `config-debug`: lockdep, KASAN, UBSAN, ...;
+    /// for correctness runs, never for benchmarks) or selftests (plus
     /// `config-selftests`: what the BPF selftests of `selftests --diff`
-    /// need).
-    #[arg(long, value_enum, default_value_t = Profile::Tiny)]
+    /// need). With --config, the profile's fragment is read next to it.
+    #[arg(long, value_enum, default_value_t = Profile::O2)]
     pub profile: Profile,
     /// Architecture: x86_64 (a bzImage booted under virtme-ng) or um
     /// (User-Mode Linux: `kernel-patches/config-um`, the `linux` program,
