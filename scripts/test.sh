@@ -83,6 +83,10 @@ step() {
 		begin_step "host tier's timer-bound steps ended (their output follows)"
 		wait_host_timed
 	fi
+	if [ -n "${gates_pid:-}" ] && ! kill -0 "$gates_pid" 2>/dev/null; then
+		begin_step "kernel gates ended (their output follows: target/ci-logs/gates.log)"
+		finish_gates
+	fi
 	begin_step "$1"
 }
 # Percent of the CPUs busy between two "busy total" samples.
@@ -284,12 +288,44 @@ mkdir -p target/ci-logs
 # within seconds, and they stop too.
 bg_pids=()
 bg_logs=()
+bg_last=
 background() {
 	local log=$1
 	shift
 	bg_logs+=("$log")
 	setsid scripts/background.sh $$ "$@" >"$log" 2>&1 &
-	bg_pids+=("$!")
+	bg_last=$!
+	bg_pids+=("$bg_last")
+}
+# Wait for the one background job that writes $1; with "whole", print its
+# log whole, else its end. A failure prints its log's end and stops the run.
+wait_job() {
+	local log=$1 how=${2:-} i status
+	for i in "${!bg_logs[@]}"; do
+		[ "${bg_logs[$i]}" = "$log" ] || continue
+		status=0
+		wait "${bg_pids[$i]}" || status=$?
+		unset 'bg_pids[i]' 'bg_logs[i]'
+		if [ "$how" = whole ]; then
+			cat "$log"
+		elif [ "$status" = 0 ]; then
+			tail -n 2 "$log"
+		fi
+		if [ "$status" != 0 ]; then
+			[ "$how" = whole ] || tail -n 40 "$log" >&2
+			echo "the background job that writes $log failed (exit $status): see above" >&2
+			exit 1
+		fi
+		return 0
+	done
+	echo "scripts/test.sh: no background job writes $log" >&2
+	exit 1
+}
+# The kernel gates, in the background beside the guests (gates_pid).
+gates_pid=
+finish_gates() {
+	gates_pid=
+	wait_job target/ci-logs/gates.log whole
 }
 # The host's timer-bound steps (host_timed_steps), in the background.
 host_pid=
@@ -322,6 +358,10 @@ host_group_left() {
 stop_background() {
 	local p i status=0
 	for p in "${bg_pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
+	if [ -n "$gates_pid" ]; then
+		echo "the kernel gates were stopped with the run; the end of their log (target/ci-logs/gates.log):" >&2
+		tail -n 20 target/ci-logs/gates.log >&2 || true
+	fi
 	[ -n "$host_pid" ] || return 0
 	if kill -0 "$host_pid" 2>/dev/null; then
 		echo "stopping the host's timer-bound steps" >&2
@@ -340,17 +380,6 @@ stop_background() {
 	echo "the host's timer-bound steps ended with status $status; the end of their log (target/ci-logs/host-timed.log):" >&2
 	tail -n 40 target/ci-logs/host-timed.log >&2 || true
 	"$bin" clean >&2 || true
-}
-wait_background() {
-	local p
-	for p in "${bg_pids[@]}"; do
-		if ! wait "$p"; then
-			echo "a background build failed; see target/ci-logs/" >&2
-			tail -n 40 "${bg_logs[@]}" >&2
-			exit 1
-		fi
-	done
-	bg_pids=()
 }
 trap 'rc=$?; stop_background; step_times "$rc"' EXIT
 
@@ -432,19 +461,19 @@ step "debug kernel (patched 7.3 + config-debug): build"
 step "test_progs for the debug kernel, and the script its boot runs (target/selftests-debug/run.sh)"
 "$bin" selftests --profile debug --guest-script target/selftests-debug
 
-# The kernel gates need both trees to themselves: the 6.12 build in the
-# background is done long before this point (the wait says if not), and
-# nothing else uses the 7.3 tree until the instruction counts below (the
-# debug kernel's test_progs runs from its copy). They run in the background
-# beside the two guests, which leave a core idle for much of their time.
-step "background builds finish (6.12 kernel and test_progs, the UML kernel); the kernel gates (7.3 and 6.12: git am, checkpatch, W=1, bpf_doc and uAPI, filter.o on ARM OABI and i386) start in the background (log: target/ci-logs/gates.log)"
-wait_background
-tail -n 2 "${bg_logs[@]}"
-bg_logs=()
+# The kernel gates need the 7.3 and 6.12 trees to themselves: they start
+# once the 6.12 build in the background is done (long before this point;
+# the wait says if not), and nothing else uses either tree until the
+# instruction counts below (the guests run built kernels, the debug
+# kernel's test_progs runs from its copy; UML builds in a clone of its
+# own). They run in the background beside the two guests, which leave a
+# core idle for much of their time.
+step "6.12 build finished; the kernel gates (7.3 and 6.12: git am, checkpatch, W=1, bpf_doc and uAPI, filter.o on ARM OABI and i386) start in the background (log: target/ci-logs/gates.log)"
+wait_job target/ci-logs/build-6.12.log
 cargo test -q -p fibneigh --test kernel_gates --no-run
 background target/ci-logs/gates.log \
 	cargo test -p fibneigh --test kernel_gates -- --ignored --test-threads=1
-gates_pid=${bg_pids[-1]}
+gates_pid=$bg_last
 
 step "host tier's timer-bound steps finish (their output follows, their step times close the run)"
 if [ -n "$host_pid" ]; then
@@ -469,13 +498,10 @@ step "plain patched kernel, one boot: matrix (the other policies), forwarder on 
 	env FIBNEIGH_XDP_FORWARD="$xdp_forward" bash scripts/test.sh plain-guest
 
 step "kernel gates finish (their output follows: target/ci-logs/gates.log)"
-gates_status=0
-wait "$gates_pid" || gates_status=$?
-bg_pids=()
-cat target/ci-logs/gates.log
-if [ "$gates_status" != 0 ]; then
-	echo "the kernel gates failed (exit $gates_status): see above (target/ci-logs/gates.log)" >&2
-	exit 1
+if [ -n "$gates_pid" ]; then
+	finish_gates
+else
+	echo "they ended earlier: their output is above"
 fi
 
 # The counts are deterministic, so this checks behaviour, not timing: -O2
@@ -493,6 +519,7 @@ cargo test -p fibneigh --test vm_icount -- --ignored --test-threads=1
 # (kernel-patches/config-um, cached under its own key, in its own tree), run
 # natively on the host CPU with the host's root read-only over hostfs.
 step "UML: boot, fibneigh probe (NEIGH_STATE and NEIGH_REFRESH supported), exit status, console, timeout and Ctrl-C"
+wait_job target/ci-logs/build-um.log
 "$bin" vm run --arch um --timeout 600 -- "$bin" probe --expect-patched
 cargo test -p fibneigh --test uml_tier -- --ignored --test-threads=1
 

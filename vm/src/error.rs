@@ -47,6 +47,12 @@ pub enum Error {
     },
     #[error("patch {} does not apply:\n{message}", .patch.display())]
     PatchDoesNotApply { patch: PathBuf, message: String },
+    #[error("profile {profile} merges {} next to the config fragment {}, and there is none: add one, or choose another profile (--profile tiny builds the fragment alone)", .extra.display(), .fragment.display())]
+    NoProfileFragment {
+        profile: &'static str,
+        fragment: PathBuf,
+        extra: PathBuf,
+    },
     #[error("`make olddefconfig` dropped {} option(s) from {}: {}", .dropped.len(), .fragment.display(), .dropped.join(", "))]
     DroppedOptions {
         fragment: PathBuf,

@@ -145,6 +145,13 @@ pub fn effective_fragment(req: &BuildRequest) -> Result<PathBuf> {
         return Ok(req.config.clone());
     };
     let extra = req.config.with_file_name(extra);
+    if !extra.exists() && req.config.exists() {
+        return Err(Error::NoProfileFragment {
+            profile: req.profile.name(),
+            fragment: req.config.clone(),
+            extra,
+        });
+    }
     let mut text = fs::read_to_string(&req.config).at(&req.config)?;
     text.push('\n');
     text.push_str(&fs::read_to_string(&extra).at(&extra)?);
@@ -240,6 +247,49 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A profile with a fragment of its own merges it from next to the
+    /// config; a config with none beside it is refused by name, with the
+    /// way out, before anything is built.
+    #[test]
+    fn a_profile_fragment_missing_next_to_the_config_is_named() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let config = d.path().join("my.frag");
+        fs::write(&config, "CONFIG_NET=y\n").expect("write");
+        let req = |profile| BuildRequest {
+            cache_dir: d.path().join("cache"),
+            source: SourceSpec::Path(d.path().join("src")),
+            patches: d.path().to_path_buf(),
+            config: config.clone(),
+            profile,
+            jobs: 1,
+            refresh_source: false,
+            ccache: false,
+            arch: Arch::X86_64,
+        };
+        assert_eq!(
+            effective_fragment(&req(Profile::Tiny)).expect("tiny"),
+            config
+        );
+        let err = effective_fragment(&req(Profile::O2)).expect_err("no config-o2");
+        let text = err.to_string();
+        assert!(
+            text.contains("profile o2")
+                && text.contains(&d.path().join("config-o2").display().to_string())
+                && text.contains("--profile tiny"),
+            "{text}"
+        );
+        fs::write(
+            d.path().join("config-o2"),
+            "CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE=y\n",
+        )
+        .expect("write");
+        let merged = effective_fragment(&req(Profile::O2)).expect("merged");
+        assert_eq!(
+            fs::read_to_string(merged).expect("read"),
+            "CONFIG_NET=y\n\nCONFIG_CC_OPTIMIZE_FOR_PERFORMANCE=y\n"
+        );
+    }
 
     /// `pristine_code` keeps each patch's uAPI diffs, drops a patch with
     /// none, and leaves the series it was given as it was.

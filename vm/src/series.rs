@@ -221,12 +221,30 @@ pub fn apply_onto(
         format!("{base}-{}", series.digest()?)
     };
     let marker = git_dir.join(APPLIED_FILE);
+    // Files changed since the series was applied (a process killed while
+    // it had them changed, such as the W=1 gate, which builds filter.o
+    // from the pristine files) are applied again, and keep the new
+    // modification time: anything built from what they held is rebuilt.
+    let mut changed = BTreeSet::new();
     if fs::read_to_string(&marker).ok().as_deref() == Some(digest.as_str()) {
-        reporter.event(Event::Cached(
-            Phase::Patch,
-            format!("series {digest} already applied"),
-        ));
-        return Ok(());
+        changed = changed_since_head(tree)?;
+        if changed.is_empty() {
+            reporter.event(Event::Cached(
+                Phase::Patch,
+                format!("series {digest} already applied"),
+            ));
+            return Ok(());
+        }
+        let mut named: Vec<&str> = changed.iter().map(String::as_str).take(3).collect();
+        if changed.len() > named.len() {
+            named.push("...");
+        }
+        reporter.event(Event::Warning(format!(
+            "{}: {} file(s) differ from the applied series ({}), as an interrupted run leaves them: applying it again",
+            tree.display(),
+            changed.len(),
+            named.join(", ")
+        )));
     }
     reporter.event(Event::Start(
         Phase::Patch,
@@ -242,6 +260,7 @@ pub fn apply_onto(
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
+    record.retain(|path, _| !changed.contains(path));
 
     // An `am` left behind by an interrupted run would block the next one.
     let _ = git(tree, &["am", "--abort"]);
@@ -297,6 +316,16 @@ pub fn apply_onto(
     fs::write(&marker, &digest).at(&marker)?;
     reporter.event(Event::End(Phase::Patch));
     Ok(())
+}
+
+/// The tracked files of `tree` whose content is not HEAD's.
+fn changed_since_head(tree: &Path) -> Result<BTreeSet<String>> {
+    Ok(
+        git(tree, &["diff", "--name-only", "--no-renames", "HEAD", "--"])?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 /// The blob ids of `paths` at HEAD (absent files are left out).
@@ -580,6 +609,53 @@ diff --git a/tools/testing/selftests/bpf/x.c b/tools/testing/selftests/bpf/x.c\n
         let mtime = |f: &str| fs::metadata(tree.path.join(f)).unwrap().modified().unwrap();
         assert_eq!(mtime("a.c"), old, "unchanged file keeps its mtime");
         assert_ne!(mtime("b.c"), old, "changed file is new");
+    }
+
+    /// A tree changed after the series was applied (as the W=1 gate
+    /// leaves it when it is killed: the pristine filter.c back in place,
+    /// and filter.o built from it) is applied again, and the changed file
+    /// does not get the recorded old mtime back, so make rebuilds what was
+    /// built from its other content.
+    #[test]
+    fn a_tree_changed_after_the_apply_is_applied_again_with_new_mtimes() {
+        let (_d, tree, patches) = fixture();
+        let series = Series::parse(&patches).unwrap();
+        apply(&tree, &series, &mut crate::events::NullReporter).unwrap();
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let record_path = tree.path.join(".git").join(MTIMES_FILE);
+        let mut record: MtimeRecord =
+            serde_json::from_str(&fs::read_to_string(&record_path).unwrap()).unwrap();
+        for (path, v) in record.iter_mut() {
+            v.1 = old;
+            let file = fs::File::options()
+                .write(true)
+                .open(tree.path.join(path))
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+        fs::write(&record_path, serde_json::to_string(&record).unwrap()).unwrap();
+        // Unchanged: nothing is applied again, mtimes stay.
+        apply(&tree, &series, &mut crate::events::NullReporter).unwrap();
+        let mtime = |f: &str| fs::metadata(tree.path.join(f)).unwrap().modified().unwrap();
+        assert_eq!(mtime("a.c"), old);
+
+        write(&tree.path, "a.c", "int a;\n");
+        let mut warned = Vec::new();
+        let mut reporter = |e: Event| {
+            if let Event::Warning(w) = e {
+                warned.push(w);
+            }
+        };
+        apply(&tree, &series, &mut reporter).unwrap();
+        assert_eq!(
+            fs::read_to_string(tree.path.join("a.c")).unwrap(),
+            "int a = 1;\n"
+        );
+        assert_ne!(mtime("a.c"), old, "the changed file keeps a new mtime");
+        assert_eq!(mtime("b.c"), old, "an unchanged file gets its old one back");
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].contains("1 file(s) differ") && warned[0].contains("a.c"));
+        assert!(changed_since_head(&tree.path).unwrap().is_empty());
     }
 
     #[test]
