@@ -289,11 +289,7 @@ pub fn apply_onto(
         });
     }
 
-    let mut paths: BTreeSet<String> =
-        git(tree, &["diff", "--name-only", "--no-renames", base, "HEAD"])?
-            .lines()
-            .map(str::to_string)
-            .collect();
+    let mut paths = diff_names(tree, &[base, "HEAD"])?;
     paths.extend(record.keys().cloned());
     let blobs = blobs(tree, &paths)?;
     for path in &paths {
@@ -318,14 +314,18 @@ pub fn apply_onto(
     Ok(())
 }
 
+/// The files `git diff` names between `revs` (one revision: the work tree
+/// against it).
+fn diff_names(tree: &Path, revs: &[&str]) -> Result<BTreeSet<String>> {
+    let mut args = vec!["diff", "--name-only", "--no-renames"];
+    args.extend_from_slice(revs);
+    args.push("--");
+    Ok(git(tree, &args)?.lines().map(str::to_string).collect())
+}
+
 /// The tracked files of `tree` whose content is not HEAD's.
 fn changed_since_head(tree: &Path) -> Result<BTreeSet<String>> {
-    Ok(
-        git(tree, &["diff", "--name-only", "--no-renames", "HEAD", "--"])?
-            .lines()
-            .map(str::to_string)
-            .collect(),
-    )
+    diff_names(tree, &["HEAD"])
 }
 
 /// The blob ids of `paths` at HEAD (absent files are left out).
