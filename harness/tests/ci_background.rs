@@ -292,4 +292,16 @@ fn the_background_gates_share_no_tree_with_the_foreground() {
     }
     assert!(find("--test vm_icount", done) > done);
     assert!(find("selftests --base 6.12 --junit", done) > done);
+
+    // The UML build starts once the `--tree` tier and the debug kernel's
+    // build are done: beside the first it slowed the removal of two
+    // 96,000-file trees tenfold, beside the second it took that build's
+    // CPU. It starts before the gates (nothing new starts beside them).
+    let uml = find("background target/ci-logs/build-um.log", 0);
+    assert!(find("--test tree_tier", 0) < uml, "UML beside --tree");
+    assert!(
+        find("vm build --profile debug", 0) < uml,
+        "UML beside the debug kernel's build"
+    );
+    assert!(uml < gates, "the UML build starts before the gates");
 }
