@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=()
 if [ "${1:-}" = --profile ]; then
-	[ -n "${2:-}" ] || { echo "criterion-vm.sh: --profile needs a profile (tiny, o2, debug)" >&2; exit 2; }
+	[ -n "${2:-}" ] || { echo "criterion-vm.sh: --profile needs a value (fibneigh vm run --help names the profiles)" >&2; exit 2; }
 	profile=(--profile "$2")
 	shift 2
 fi
