@@ -207,9 +207,10 @@ fn gated_by_default() -> bool {
 
 /// Why the neighbour flags' own goals are reported, not gated.
 pub const NEIGH_GOALS_NOTE: &str = "reported, not gated: the flags run their own out-of-line \
-instance of the lookup so that flags 0 pays nothing; that instance tests SKIP_NEIGH (-EINVAL) \
-and the skb it may check, picks the step for the flag combination, and NEIGH_STATE copies the \
-MAC under ha_lock (the seqlock's reads and retry test); see BENCHMARKS.md";
+instance of the lookup so that flags 0 pays nothing; their path checks plen and the flags again \
+(SKIP_NEIGH: -EINVAL), the instance tests the skb it may check, picks the step for the flag \
+combination, and NEIGH_STATE copies the MAC under ha_lock (the seqlock's reads and retry test); \
+see BENCHMARKS.md";
 
 /// Everything `vm icount` reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
