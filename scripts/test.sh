@@ -140,7 +140,15 @@ print_guest_steps() {
 	[ -f "$f" ] || return 0
 	print_steps "the steps inside the $1 kernel's guest, one boot (% of the guest's vCPUs busy)" "$f"
 }
-trap step_times EXIT
+# Interrupted (Ctrl-C, or SIGTERM/SIGHUP from whoever runs it): leave
+# with the signal's status, and the table says so (bash gives an EXIT
+# trap run from a signal's trap the status from before the signal, 0 if
+# the interrupted command had succeeded, hence the variable).
+signal_status=
+trap 'step_times "${signal_status:-$?}"' EXIT
+trap 'signal_status=130; exit 130' INT
+trap 'signal_status=143; exit 143' TERM
+trap 'signal_status=129; exit 129' HUP
 
 # The host tier's steps that mostly wait on neighbour timers (a few
 # percent of the CPUs). A full run starts them in the background beside
@@ -175,7 +183,7 @@ if [ "$tier" = host-timed ]; then
 	: "${FIBNEIGH_CI_PARENT:?set by scripts/test.sh}"
 	# stopped by the run that started it: exit through the EXIT trap with
 	# the status of SIGTERM, so that its table says so
-	trap 'exit 143' TERM
+	trap 'signal_status=143; exit 143' TERM
 	bin=$PWD/target/debug/fibneigh
 	xdp_forward=${FIBNEIGH_XDP_FORWARD:?set by scripts/test.sh}
 	host_timed_steps
@@ -381,7 +389,7 @@ stop_background() {
 	tail -n 40 target/ci-logs/host-timed.log >&2 || true
 	"$bin" clean >&2 || true
 }
-trap 'rc=$?; stop_background; step_times "$rc"' EXIT
+trap 'rc=$?; rc=${signal_status:-$rc}; stop_background; step_times "$rc"' EXIT
 
 if [ "$tier" = all ]; then
 	# The 6.12 backport's kernel and its test_progs, in the 6.12 tree.
