@@ -140,7 +140,8 @@ print_guest_steps() {
 	[ -f "$f" ] || return 0
 	print_steps "the steps inside the $1 kernel's guest, one boot (% of the guest's vCPUs busy)" "$f"
 }
-# Interrupted (Ctrl-C, or SIGTERM/SIGHUP from whoever runs it): leave
+# Interrupted (Ctrl-C, or SIGTERM/SIGHUP from whoever runs it, the
+# background host steps' stop by the run that started them included): leave
 # with the signal's status, and the table says so (bash gives an EXIT
 # trap run from a signal's trap the status from before the signal, 0 if
 # the interrupted command had succeeded, hence the variable).
@@ -181,9 +182,6 @@ host_timed_steps() {
 
 if [ "$tier" = host-timed ]; then
 	: "${FIBNEIGH_CI_PARENT:?set by scripts/test.sh}"
-	# stopped by the run that started it: exit through the EXIT trap with
-	# the status of SIGTERM, so that its table says so
-	trap 'signal_status=143; exit 143' TERM
 	bin=$PWD/target/debug/fibneigh
 	xdp_forward=${FIBNEIGH_XDP_FORWARD:?set by scripts/test.sh}
 	host_timed_steps
@@ -389,7 +387,7 @@ stop_background() {
 	tail -n 40 target/ci-logs/host-timed.log >&2 || true
 	"$bin" clean >&2 || true
 }
-trap 'rc=$?; rc=${signal_status:-$rc}; stop_background; step_times "$rc"' EXIT
+trap 'rc=${signal_status:-$?}; stop_background; step_times "$rc"' EXIT
 
 if [ "$tier" = all ]; then
 	# The 6.12 backport's kernel and its test_progs, in the 6.12 tree.
