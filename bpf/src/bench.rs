@@ -38,6 +38,78 @@ pub struct LookupTiming {
     pub last: FibParams,
 }
 
+/// Whether the kernel runs XDP live-frames test runs
+/// (`BPF_F_TEST_XDP_LIVE_FRAMES`), which the forwarding generator needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveFrames {
+    Supported,
+    /// The kernel refused the test run with `errno`: EPERM from a kernel
+    /// whose security policy forbids them (seen on a sandbox's host
+    /// kernel), EINVAL from one older than Linux 5.18, EOPNOTSUPP.
+    Refused {
+        errno: i32,
+    },
+}
+
+impl LiveFrames {
+    /// The errors that mean the kernel does not run live frames at all,
+    /// rather than that this run failed.
+    fn refusal(errno: i32) -> bool {
+        [libc::EPERM, libc::EACCES, libc::EINVAL, libc::EOPNOTSUPP].contains(&errno)
+    }
+
+    /// Why the kernel does not run them, for a report ("" when it does).
+    pub fn reason(&self) -> String {
+        match self {
+            LiveFrames::Supported => String::new(),
+            LiveFrames::Refused { errno } => format!(
+                "the kernel refuses XDP live-frames test runs (BPF_PROG_TEST_RUN with \
+                 BPF_F_TEST_XDP_LIVE_FRAMES: {})",
+                nix::errno::Errno::from_raw(*errno)
+            ),
+        }
+    }
+}
+
+/// One XDP live-frames test run of the program `fd`: `frame` run `repeat`
+/// times, `batch` frames at a time, with `ifindex` (of the calling
+/// thread's namespace) as the receiving device. The errno on failure.
+fn live_run(
+    fd: BorrowedFd<'_>,
+    frame: &[u8; GEN_FRAME_LEN],
+    ifindex: u32,
+    repeat: u32,
+    batch: u32,
+) -> std::result::Result<(), i32> {
+    use std::os::fd::AsRawFd;
+    // struct xdp_md: data_end at 4 (the linear length), ingress_ifindex
+    // at 12 (the device the frames are transmitted on).
+    let mut md = [0u8; 24];
+    md[4..8].copy_from_slice(&(GEN_FRAME_LEN as u32).to_ne_bytes());
+    md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    // libbpf-rs's test-run input has no batch_size, so the options are
+    // filled here.
+    let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_test_run_opts>() as _,
+        data_in: frame.as_ptr().cast(),
+        data_size_in: GEN_FRAME_LEN as u32,
+        ctx_in: md.as_ptr().cast(),
+        ctx_size_in: md.len() as u32,
+        repeat: i32::try_from(repeat.max(1)).unwrap_or(i32::MAX),
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size: batch,
+        ..Default::default()
+    };
+    // SAFETY: every pointer in `opts` points at a live buffer of the
+    // stated size for the duration of the call.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(fd.as_raw_fd(), &mut opts) };
+    match rc {
+        0 => Ok(()),
+        rc if rc < 0 => Err(-rc),
+        _ => Err(libc::EIO),
+    }
+}
+
 skel_owner!(
     /// The loaded benchmark programs.
     pub struct Bench(skel::BenchSkel<'static>) from skel::BenchSkelBuilder,
@@ -112,38 +184,29 @@ impl Bench {
     /// carry a batch through the receivers run on this CPU before the next
     /// batch is made.
     pub fn generate(&mut self, ifindex: u32, frames: u32, batch: u32) -> Result<()> {
-        use std::os::fd::AsRawFd;
-        // struct xdp_md: data_end at 4 (the linear length), ingress_ifindex
-        // at 12 (the device the frames are transmitted on).
-        let mut md = [0u8; 24];
-        md[4..8].copy_from_slice(&(GEN_FRAME_LEN as u32).to_ne_bytes());
-        md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let frame = self.bss()?.gen.frame;
-        // libbpf-rs's test-run input has no batch_size, so the options are
-        // filled here.
-        let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
-            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_test_run_opts>() as _,
-            data_in: frame.as_ptr().cast(),
-            data_size_in: GEN_FRAME_LEN as u32,
-            ctx_in: md.as_ptr().cast(),
-            ctx_size_in: md.len() as u32,
-            repeat: i32::try_from(frames.max(1)).unwrap_or(i32::MAX),
-            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-            batch_size: batch,
-            ..Default::default()
-        };
-        let fd = self.skel.progs.gen_xdp.as_fd().as_raw_fd();
-        // SAFETY: every pointer in `opts` points at a live buffer of the
-        // stated size for the duration of the call.
-        let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(fd, &mut opts) };
-        if rc != 0 {
-            let errno = if rc < 0 { -rc } else { libc::EIO };
-            return Err(libbpf_rs::Error::from(std::io::Error::from_raw_os_error(
+        let fd = self.skel.progs.gen_xdp.as_fd();
+        live_run(fd, &frame, ifindex, frames, batch)
+            .map_err(std::io::Error::from_raw_os_error)
+            .map_err(libbpf_rs::Error::from)
+            .ctx("run the XDP live-frames generator")
+    }
+
+    /// Whether the kernel runs XDP live-frames test runs, the generator's
+    /// mode: one live run of the sink, which counts the frame and drops
+    /// it, so nothing is transmitted. `ifindex` (of the calling thread's
+    /// namespace) is the device the generator will use.
+    pub fn live_frames(&mut self, ifindex: u32) -> Result<LiveFrames> {
+        let frame = [0u8; GEN_FRAME_LEN];
+        let fd = self.skel.progs.sink_xdp.as_fd();
+        match live_run(fd, &frame, ifindex, 1, 1) {
+            Ok(()) => Ok(LiveFrames::Supported),
+            Err(errno) if LiveFrames::refusal(errno) => Ok(LiveFrames::Refused { errno }),
+            Err(errno) => Err(libbpf_rs::Error::from(std::io::Error::from_raw_os_error(
                 errno,
             )))
-            .ctx("run the XDP live-frames generator");
+            .ctx("probe XDP live-frames test runs"),
         }
-        Ok(())
     }
 
     /// Attach the sink (count, drop) to `ifindex` in namespace `netns`.

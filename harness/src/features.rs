@@ -1,8 +1,10 @@
 //! What the running kernel offers the project (`fibneigh probe`): its
 //! release, whether a tc and an XDP program calling `bpf_fib_lookup()` load
 //! and run, the series' flags (through [`Support::from_probe`], the one
-//! probe of them, on the same loaded probe) and tcx.
+//! probe of them, on the same loaded probe), tcx, and whether XDP
+//! live-frames test runs (the forwarding bench's generator) are allowed.
 
+use fibneigh_bpf::bench::{Bench, LiveFrames};
 use fibneigh_bpf::probe::Probe;
 use fibneigh_bpf::{ret, FibParams, Hook};
 use serde::Serialize;
@@ -21,6 +23,11 @@ pub struct Features {
     pub neigh_refresh: bool,
     /// The kernel knows tcx links (from its BTF); None without BTF.
     pub tcx: Option<bool>,
+    /// XDP live-frames test runs, the forwarding bench's generator, run.
+    pub xdp_live_frames: bool,
+    /// Why not, when they do not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp_live_frames_refused: Option<String>,
 }
 
 /// What `fibneigh probe` expects of the kernel.
@@ -72,6 +79,10 @@ impl Features {
         let fib_lookup_tc = ret::name(probe.lookup(Hook::Tc, &lo, 0)?.rc);
         let fib_lookup_xdp = ret::name(probe.lookup(Hook::Xdp, &lo, 0)?.rc);
         let support = Support::from_probe(&mut probe)?;
+        // The sink drops the one frame: nothing is transmitted. Without a
+        // device in the context the kernel takes the namespace's loopback
+        // as the receiving one.
+        let live = Bench::load()?.live_frames(0)?;
         Ok(Features {
             release,
             fib_lookup_tc,
@@ -79,6 +90,8 @@ impl Features {
             neigh_state: support.neigh_state,
             neigh_refresh: support.neigh_refresh,
             tcx: fibneigh_bpf::probe::kernel_knows_tcx(),
+            xdp_live_frames: live == LiveFrames::Supported,
+            xdp_live_frames_refused: (live != LiveFrames::Supported).then(|| live.reason()),
         })
     }
 
@@ -103,13 +116,18 @@ impl Features {
             Some(false) => "not known to the kernel; tc programs attach with clsact",
             None => "unknown (no kernel BTF)",
         };
+        let live = match &self.xdp_live_frames_refused {
+            None => "supported (the forwarding bench's generator)".to_string(),
+            Some(why) => format!("not supported: {why}; the forwarding bench cannot run"),
+        };
         format!(
             "kernel release        {}\n\
              bpf_fib_lookup (tc)   loads and runs; loopback lookup -> {}\n\
              bpf_fib_lookup (xdp)  loads and runs; loopback lookup -> {}\n\
              NEIGH_STATE           {}\n\
              NEIGH_REFRESH         {}\n\
-             tcx                   {tcx}\n",
+             tcx                   {tcx}\n\
+             XDP live frames       {live}\n",
             self.release,
             self.fib_lookup_tc,
             self.fib_lookup_xdp,
@@ -132,6 +150,8 @@ mod tests {
             neigh_state: true,
             neigh_refresh: false,
             tcx: None,
+            xdp_live_frames: false,
+            xdp_live_frames_refused: Some("the kernel refuses them (EPERM)".into()),
         };
         assert_eq!(
             f.render(),
@@ -140,7 +160,8 @@ mod tests {
              bpf_fib_lookup (xdp)  loads and runs; loopback lookup -> SUCCESS\n\
              NEIGH_STATE           supported\n\
              NEIGH_REFRESH         not supported (-EINVAL)\n\
-             tcx                   unknown (no kernel BTF)\n"
+             tcx                   unknown (no kernel BTF)\n\
+             XDP live frames       not supported: the kernel refuses them (EPERM); the forwarding bench cannot run\n"
         );
     }
 }

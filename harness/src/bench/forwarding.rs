@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use fibneigh_bpf::bench::{run_stats, Bench, RunTimeStats, GEN_FRAME_LEN};
+use fibneigh_bpf::bench::{run_stats, Bench, LiveFrames, RunTimeStats, GEN_FRAME_LEN};
 use fibneigh_bpf::Hook;
 use fibneigh_bpf::{nud, AttachIn, Attachment, Counters, EnteredNetns, Forwarder, Policy, XdpPass};
 use pnet::packet::ip::IpNextHeaderProtocols;
@@ -177,6 +177,14 @@ impl FwdLab {
             _sink: sink,
             xdp_pass: XdpPass::load()?,
         })
+    }
+
+    /// Whether the kernel runs the generator's XDP live-frames test runs,
+    /// asked in the generator's namespace with its device.
+    pub fn live_frames(&mut self) -> Result<LiveFrames> {
+        let ns = self.lab.open_ns(&self.n.client)?;
+        let _inside = EnteredNetns::enter(ns.as_fd())?;
+        Ok(self.bench.live_frames(self.gen_if)?)
     }
 
     /// Install (again) a REACHABLE entry for every destination of `flows`
@@ -387,8 +395,7 @@ struct Measurement {
 
 /// Measure every row: the interleaved rounds for each hook and flow
 /// count, then the generator's ceiling.
-fn measure(opts: &Options, support: Support) -> Result<Measurement> {
-    let mut lab = FwdLab::new()?;
+fn measure(mut lab: FwdLab, opts: &Options, support: Support) -> Result<Measurement> {
     let measurable: Vec<PolicyChoice> = columns()
         .into_iter()
         .filter(|p| support.missing(p.required_flags()).is_empty())
@@ -561,13 +568,56 @@ fn method(opts: &Options, m: &Measurement, rows: &[Row]) -> Vec<String> {
     method
 }
 
-/// Measure every row; returns the rows and how they were measured.
+/// Measure every row; returns the rows and how they were measured. On a
+/// kernel that refuses the generator's live-frames test runs nothing is
+/// measured: every figure is unsupported, with the reason.
 pub fn run(opts: &Options, support: Support) -> Result<(Vec<Row>, Vec<String>)> {
-    let m = measure(opts, support)?;
+    let mut lab = FwdLab::new()?;
+    let live = lab.live_frames()?;
+    if live != LiveFrames::Supported {
+        return Ok(refused(opts, &live.reason()));
+    }
+    let m = measure(lab, opts, support)?;
     let rows = figures(&m, support);
     let method = method(opts, &m, &rows);
     Ok((rows, method))
 }
+
+/// The rows [`run`] would measure, every figure unsupported because of
+/// `reason`, and the method line that says so.
+fn refused(opts: &Options, reason: &str) -> (Vec<Row>, Vec<String>) {
+    let mut rows = Vec::new();
+    for hook in &opts.hooks {
+        for flows in &opts.flows {
+            let label = format!("{} {}", hook.name(), flows.label());
+            for (unit, what) in [
+                (Unit::Pps, "rate"),
+                (Unit::NsPerPacket, "time"),
+                (Unit::NsPerPacket, "forwarder run time"),
+            ] {
+                let figures = columns()
+                    .iter()
+                    .map(|p| Figure::unsupported(p.name(), &[LIVE_FRAMES_FLAG]))
+                    .collect();
+                rows.push(Row {
+                    section: "forwarding".into(),
+                    label: format!("{label} {what}"),
+                    unit,
+                    reference: "baseline".into(),
+                    figures,
+                });
+            }
+        }
+    }
+    let method = format!(
+        "forwarding: not measured: {reason}, and the generator is an XDP live-frames test run"
+    );
+    (rows, vec![method])
+}
+
+/// What an unsupported forwarding figure names when the kernel refuses
+/// the generator.
+pub const LIVE_FRAMES_FLAG: &str = "BPF_F_TEST_XDP_LIVE_FRAMES";
 
 #[cfg(test)]
 mod tests {
