@@ -282,4 +282,21 @@ mod tests {
     fn fib_params_round_trip_through_the_skeleton() {
         crate::params::assert_round_trip::<skel::types::fib_neigh_params>();
     }
+
+    #[test]
+    fn only_a_kernel_s_refusal_counts_as_unsupported() {
+        for errno in [libc::EPERM, libc::EACCES, libc::EINVAL, libc::EOPNOTSUPP] {
+            assert!(LiveFrames::refusal(errno), "{errno}");
+        }
+        // A failed run (no memory, a bad descriptor) is an error, not a
+        // kernel without the feature.
+        for errno in [libc::ENOMEM, libc::EBADF, libc::EFAULT, libc::E2BIG] {
+            assert!(!LiveFrames::refusal(errno), "{errno}");
+        }
+        let why = LiveFrames::Refused { errno: libc::EPERM }.reason();
+        assert!(
+            why.contains("BPF_F_TEST_XDP_LIVE_FRAMES") && why.contains("EPERM"),
+            "{why}"
+        );
+    }
 }

@@ -522,16 +522,21 @@ fn figures(m: &Measurement, support: Support) -> Vec<Row> {
                     }
                 }
             }
-            rows.push(Row {
-                section: "forwarding".into(),
-                label: format!("{label} {what}"),
-                unit,
-                reference: "baseline".into(),
-                figures,
-            });
+            rows.push(row(&label, what, unit, figures));
         }
     }
     rows
+}
+
+/// One row of the section: `group` (hook and flows), `what` is measured.
+fn row(group: &str, what: &str, unit: Unit, figures: Vec<Figure>) -> Row {
+    Row {
+        section: "forwarding".into(),
+        label: format!("{group} {what}"),
+        unit,
+        reference: "baseline".into(),
+        figures,
+    }
 }
 
 /// How the rows were measured, and the generator's ceiling against the
@@ -599,13 +604,7 @@ fn refused(opts: &Options, reason: &str) -> (Vec<Row>, Vec<String>) {
                     .iter()
                     .map(|p| Figure::unsupported(p.name(), &[LIVE_FRAMES_FLAG]))
                     .collect();
-                rows.push(Row {
-                    section: "forwarding".into(),
-                    label: format!("{label} {what}"),
-                    unit,
-                    reference: "baseline".into(),
-                    figures,
-                });
+                rows.push(row(&label, what, unit, figures));
             }
         }
     }
@@ -641,6 +640,35 @@ mod tests {
 
     const BASELINE: PolicyChoice = PolicyChoice::Prog(Policy::Baseline);
     const ALWAYS: PolicyChoice = PolicyChoice::Prog(Policy::AlwaysNeigh);
+
+    #[test]
+    fn a_kernel_refusing_live_frames_gets_every_row_unsupported_with_the_reason() {
+        let opts = Options {
+            rounds: 3,
+            sample: Duration::from_millis(20),
+            hooks: vec![Hook::Tc, Hook::Xdp],
+            flows: vec![Flows::ONE, Flows::MANY],
+        };
+        let reason = LiveFrames::Refused { errno: libc::EPERM }.reason();
+        assert!(reason.contains("EPERM"), "{reason}");
+        let (rows, method) = refused(&opts, &reason);
+        assert_eq!(rows.len(), 12, "rate, time and run time per hook and flows");
+        assert_eq!(rows[0].label, "tc 1 flow rate");
+        assert_eq!(
+            rows[11].label,
+            "xdp 1024 flows (64 dsts) forwarder run time"
+        );
+        for r in &rows {
+            assert_eq!(r.figures.len(), columns().len());
+            for f in &r.figures {
+                assert!(f.is_unsupported(), "{f:?}");
+                assert!(f.note.as_deref().unwrap().contains(LIVE_FRAMES_FLAG));
+            }
+        }
+        assert_eq!(method.len(), 1);
+        assert!(method[0].contains(&reason), "{method:?}");
+        assert_eq!(LiveFrames::Supported.reason(), "");
+    }
 
     #[test]
     fn heavy_loss_at_a_ring_is_not_a_failure() {
