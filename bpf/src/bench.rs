@@ -43,19 +43,30 @@ pub struct LookupTiming {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveFrames {
     Supported,
-    /// The kernel refused the test run with `errno`: EPERM from a kernel
-    /// whose security policy forbids them (seen on a sandbox's host
-    /// kernel), EINVAL from one older than Linux 5.18, EOPNOTSUPP.
+    /// The kernel refused the live run with `errno` after the same run
+    /// without the flag succeeded: EPERM or EACCES from a kernel that
+    /// forbids them without saying why (this machine's host kernel,
+    /// 6.18.44-fc-v1300, returns EPERM), EINVAL from one older than Linux
+    /// 5.18, which does not know the flag.
     Refused {
         errno: i32,
     },
 }
 
 impl LiveFrames {
-    /// The errors that mean the kernel does not run live frames at all,
-    /// rather than that this run failed.
+    /// The errors of a live run that mean the kernel does not run live
+    /// frames at all, once the same run without the flag succeeded (so
+    /// that EINVAL is not a malformed run). ENOTSUPP is the kernel's 524.
     fn refusal(errno: i32) -> bool {
-        [libc::EPERM, libc::EACCES, libc::EINVAL, libc::EOPNOTSUPP].contains(&errno)
+        const ENOTSUPP: i32 = 524;
+        [
+            libc::EPERM,
+            libc::EACCES,
+            libc::EINVAL,
+            libc::EOPNOTSUPP,
+            ENOTSUPP,
+        ]
+        .contains(&errno)
     }
 
     /// Why the kernel does not run them, for a report ("" when it does).
@@ -71,15 +82,17 @@ impl LiveFrames {
     }
 }
 
-/// One XDP live-frames test run of the program `fd`: `frame` run `repeat`
-/// times, `batch` frames at a time, with `ifindex` (of the calling
-/// thread's namespace) as the receiving device. The errno on failure.
+/// One XDP test run of the program `fd`: `frame` run `repeat` times with
+/// `ifindex` (of the calling thread's namespace) as the receiving device;
+/// with `live`, as live frames, `batch` frames at a time. The errno on
+/// failure.
 fn live_run(
     fd: BorrowedFd<'_>,
     frame: &[u8; GEN_FRAME_LEN],
     ifindex: u32,
     repeat: u32,
     batch: u32,
+    live: bool,
 ) -> std::result::Result<(), i32> {
     use std::os::fd::AsRawFd;
     // struct xdp_md: data_end at 4 (the linear length), ingress_ifindex
@@ -96,8 +109,8 @@ fn live_run(
         ctx_in: md.as_ptr().cast(),
         ctx_size_in: md.len() as u32,
         repeat: i32::try_from(repeat.max(1)).unwrap_or(i32::MAX),
-        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-        batch_size: batch,
+        flags: if live { BPF_F_TEST_XDP_LIVE_FRAMES } else { 0 },
+        batch_size: if live { batch } else { 0 },
         ..Default::default()
     };
     // SAFETY: every pointer in `opts` points at a live buffer of the
@@ -186,20 +199,27 @@ impl Bench {
     pub fn generate(&mut self, ifindex: u32, frames: u32, batch: u32) -> Result<()> {
         let frame = self.bss()?.gen.frame;
         let fd = self.skel.progs.gen_xdp.as_fd();
-        live_run(fd, &frame, ifindex, frames, batch)
+        live_run(fd, &frame, ifindex, frames, batch, true)
             .map_err(std::io::Error::from_raw_os_error)
             .map_err(libbpf_rs::Error::from)
             .ctx("run the XDP live-frames generator")
     }
 
     /// Whether the kernel runs XDP live-frames test runs, the generator's
-    /// mode: one live run of the sink, which counts the frame and drops
-    /// it, so nothing is transmitted. `ifindex` (of the calling thread's
-    /// namespace) is the device the generator will use.
+    /// mode: one run of the sink as a plain test run, whose every error
+    /// is an error, then the same as a live run, whose refusal is the
+    /// answer. The sink counts the frame and drops it (`XDP_DROP`), so
+    /// nothing is transmitted. `ifindex` (of the calling thread's
+    /// namespace) is the device the generator will use; 0, the
+    /// namespace's loopback.
     pub fn live_frames(&mut self, ifindex: u32) -> Result<LiveFrames> {
         let frame = [0u8; GEN_FRAME_LEN];
         let fd = self.skel.progs.sink_xdp.as_fd();
-        match live_run(fd, &frame, ifindex, 1, 1) {
+        live_run(fd, &frame, ifindex, 1, 0, false)
+            .map_err(std::io::Error::from_raw_os_error)
+            .map_err(libbpf_rs::Error::from)
+            .ctx("test-run the sink (before asking for live frames)")?;
+        match live_run(fd, &frame, ifindex, 1, 1, true) {
             Ok(()) => Ok(LiveFrames::Supported),
             Err(errno) if LiveFrames::refusal(errno) => Ok(LiveFrames::Refused { errno }),
             Err(errno) => Err(libbpf_rs::Error::from(std::io::Error::from_raw_os_error(
@@ -285,7 +305,13 @@ mod tests {
 
     #[test]
     fn only_a_kernel_s_refusal_counts_as_unsupported() {
-        for errno in [libc::EPERM, libc::EACCES, libc::EINVAL, libc::EOPNOTSUPP] {
+        for errno in [
+            libc::EPERM,
+            libc::EACCES,
+            libc::EINVAL,
+            libc::EOPNOTSUPP,
+            524,
+        ] {
             assert!(LiveFrames::refusal(errno), "{errno}");
         }
         // A failed run (no memory, a bad descriptor) is an error, not a

@@ -135,6 +135,10 @@ int gen_xdp(struct xdp_md *xdp)
 	return XDP_TX;
 }
 
+/* Counts and drops. Bench::live_frames() runs it as a live-frames test
+ * run to ask whether the kernel allows those: that sends nothing only
+ * because this returns XDP_DROP, always.
+ */
 SEC("xdp")
 int sink_xdp(struct xdp_md *xdp)
 {
