@@ -88,7 +88,7 @@ pub(crate) fn xdp(prog: &ProgramMut<'_>, ifindex: u32) -> Result<Attachment> {
 /// An interface index as libbpf's calls take it.
 pub(crate) fn to_i32(ifindex: u32) -> Result<i32> {
     i32::try_from(ifindex)
-        .map_err(|_| libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::ENODEV)))
+        .map_err(|_| crate::os_error(libc::ENODEV))
         .ctx("use the interface index")
 }
 

@@ -82,24 +82,19 @@ impl LiveFrames {
     }
 }
 
-/// One XDP test run of the program `fd`: `frame` run `repeat` times with
-/// `ifindex` (of the calling thread's namespace) as the receiving device;
-/// with `live`, as live frames, `batch` frames at a time. The errno on
-/// failure.
+/// One XDP live-frames test run of the program `fd`: `frame` run `repeat`
+/// times, `batch` frames at a time, with `ifindex` (of the calling
+/// thread's namespace) as the receiving device, the one XDP_TX transmits
+/// on. The errno on failure.
 fn live_run(
     fd: BorrowedFd<'_>,
     frame: &[u8; GEN_FRAME_LEN],
     ifindex: u32,
     repeat: u32,
     batch: u32,
-    live: bool,
 ) -> std::result::Result<(), i32> {
     use std::os::fd::AsRawFd;
-    // struct xdp_md: data_end at 4 (the linear length), ingress_ifindex
-    // at 12 (the device the frames are transmitted on).
-    let mut md = [0u8; 24];
-    md[4..8].copy_from_slice(&(GEN_FRAME_LEN as u32).to_ne_bytes());
-    md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let md = crate::xdp_md(frame, ifindex);
     // libbpf-rs's test-run input has no batch_size, so the options are
     // filled here.
     let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
@@ -109,8 +104,8 @@ fn live_run(
         ctx_in: md.as_ptr().cast(),
         ctx_size_in: md.len() as u32,
         repeat: i32::try_from(repeat.max(1)).unwrap_or(i32::MAX),
-        flags: if live { BPF_F_TEST_XDP_LIVE_FRAMES } else { 0 },
-        batch_size: if live { batch } else { 0 },
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size: batch,
         ..Default::default()
     };
     // SAFETY: every pointer in `opts` points at a live buffer of the
@@ -199,9 +194,8 @@ impl Bench {
     pub fn generate(&mut self, ifindex: u32, frames: u32, batch: u32) -> Result<()> {
         let frame = self.bss()?.gen.frame;
         let fd = self.skel.progs.gen_xdp.as_fd();
-        live_run(fd, &frame, ifindex, frames, batch, true)
-            .map_err(std::io::Error::from_raw_os_error)
-            .map_err(libbpf_rs::Error::from)
+        live_run(fd, &frame, ifindex, frames, batch)
+            .map_err(crate::os_error)
             .ctx("run the XDP live-frames generator")
     }
 
@@ -214,18 +208,18 @@ impl Bench {
     /// namespace's loopback.
     pub fn live_frames(&mut self, ifindex: u32) -> Result<LiveFrames> {
         let frame = [0u8; GEN_FRAME_LEN];
+        crate::test_run_once(
+            &self.skel.progs.sink_xdp,
+            Hook::Xdp,
+            &frame,
+            ifindex,
+            "test-run the sink (before asking for live frames)",
+        )?;
         let fd = self.skel.progs.sink_xdp.as_fd();
-        live_run(fd, &frame, ifindex, 1, 0, false)
-            .map_err(std::io::Error::from_raw_os_error)
-            .map_err(libbpf_rs::Error::from)
-            .ctx("test-run the sink (before asking for live frames)")?;
-        match live_run(fd, &frame, ifindex, 1, 1, true) {
+        match live_run(fd, &frame, ifindex, 1, 1) {
             Ok(()) => Ok(LiveFrames::Supported),
             Err(errno) if LiveFrames::refusal(errno) => Ok(LiveFrames::Refused { errno }),
-            Err(errno) => Err(libbpf_rs::Error::from(std::io::Error::from_raw_os_error(
-                errno,
-            )))
-            .ctx("probe XDP live-frames test runs"),
+            Err(errno) => Err(crate::os_error(errno)).ctx("probe XDP live-frames test runs"),
         }
     }
 
@@ -260,10 +254,7 @@ impl RunTimeStats {
             libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
         };
         if fd < 0 {
-            return Err(libbpf_rs::Error::from(std::io::Error::from_raw_os_error(
-                -fd,
-            )))
-            .ctx("enable BPF run-time statistics");
+            return Err(crate::os_error(-fd)).ctx("enable BPF run-time statistics");
         }
         // SAFETY: the kernel just gave us this descriptor.
         Ok(Self {
@@ -286,10 +277,7 @@ pub fn run_stats(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
         )
     };
     if rc != 0 {
-        return Err(libbpf_rs::Error::from(std::io::Error::from_raw_os_error(
-            -rc,
-        )))
-        .ctx("read the program's run-time statistics");
+        return Err(crate::os_error(-rc)).ctx("read the program's run-time statistics");
     }
     Ok((raw.run_time_ns, raw.run_cnt))
 }

@@ -135,15 +135,7 @@ pub(crate) fn test_run_repeat(
             skb[40..44].copy_from_slice(&ingress_ifindex.to_ne_bytes());
             skb.to_vec()
         }
-        Hook::Xdp => {
-            // struct xdp_md: data_end at 4 (the linear length),
-            // ingress_ifindex at 12.
-            let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-            let mut md = [0u8; 24];
-            md[4..8].copy_from_slice(&len.to_ne_bytes());
-            md[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-            md.to_vec()
-        }
+        Hook::Xdp => xdp_md(frame, ingress_ifindex).to_vec(),
     };
     let input = libbpf_rs::ProgramInput {
         context_in: Some(&mut ctx),
@@ -152,6 +144,21 @@ pub(crate) fn test_run_repeat(
         ..Default::default()
     };
     Ok(prog.test_run(input).ctx(what)?.return_value)
+}
+
+/// The leading fields of a `struct xdp_md` for a test run of `frame`:
+/// data_end at 4 (the linear length), ingress_ifindex at 12.
+pub(crate) fn xdp_md(frame: &[u8], ingress_ifindex: u32) -> [u8; 24] {
+    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+    let mut md = [0u8; 24];
+    md[4..8].copy_from_slice(&len.to_ne_bytes());
+    md[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    md
+}
+
+/// A libbpf error for the errno a raw libbpf call returned.
+pub(crate) fn os_error(errno: i32) -> libbpf_rs::Error {
+    libbpf_rs::Error::from(std::io::Error::from_raw_os_error(errno))
 }
 
 /// Open a skeleton. A skeleton borrows its object storage for its whole

@@ -488,11 +488,13 @@ fn figures(m: &Measurement, support: Support) -> Vec<Row> {
     for g in &m.groups {
         let label = format!("{} {}", g.hook.name(), g.flows.label());
         // (unit, what, figures, whether only programs have the figure)
-        for (unit, what, data, programs_only) in [
-            (Unit::Pps, "rate", &g.pps, false),
-            (Unit::NsPerPacket, "time", &g.ns_per_packet, false),
-            (Unit::NsPerPacket, "forwarder run time", &g.prog_ns, true),
-        ] {
+        // In PARTS' order; only programs have a run time.
+        let data = [
+            (&g.pps, false),
+            (&g.ns_per_packet, false),
+            (&g.prog_ns, true),
+        ];
+        for ((unit, what), (data, programs_only)) in PARTS.into_iter().zip(data) {
             let r = reference(data);
             let mut figures: Vec<Figure> = cols
                 .iter()
@@ -527,6 +529,13 @@ fn figures(m: &Measurement, support: Support) -> Vec<Row> {
     }
     rows
 }
+
+/// What each hook and flow count has a row of, in order.
+const PARTS: [(Unit, &str); 3] = [
+    (Unit::Pps, "rate"),
+    (Unit::NsPerPacket, "time"),
+    (Unit::NsPerPacket, "forwarder run time"),
+];
 
 /// One row of the section: `group` (hook and flows), `what` is measured.
 fn row(group: &str, what: &str, unit: Unit, figures: Vec<Figure>) -> Row {
@@ -595,11 +604,7 @@ fn refused(opts: &Options, reason: &str) -> (Vec<Row>, Vec<String>) {
     for hook in &opts.hooks {
         for flows in &opts.flows {
             let label = format!("{} {}", hook.name(), flows.label());
-            for (unit, what) in [
-                (Unit::Pps, "rate"),
-                (Unit::NsPerPacket, "time"),
-                (Unit::NsPerPacket, "forwarder run time"),
-            ] {
+            for (unit, what) in PARTS {
                 let figures = columns()
                     .iter()
                     .map(|p| Figure::unsupported(p.name(), &[LIVE_FRAMES_FLAG]))
