@@ -17,12 +17,14 @@
 #   scripts/series.sh post [-v N] [--tree PATH] [OUTDIR]
 #       The postable series (default v3, into target/posting/v<N>-<base>):
 #       applied on a throwaway branch authored by your git identity (user.name and
-#       user.email, or GIT_AUTHOR_NAME/GIT_AUTHOR_EMAIL), signed off by you
+#       user.email, with --tree that checkout's, or GIT_AUTHOR_NAME/
+#       GIT_AUTHOR_EMAIL), signed off by you
 #       (format-patch --signoff: by running it you certify the DCO for your
 #       contribution), -vN subjects, each patch's changelog below its ---,
 #       To:/Cc: from the tree's scripts/get_maintainer.pl, then checked
 #       with checkpatch.pl --strict --codespell, which must report nothing.
-#       Nothing in kernel-patches/ or in your branches changes. Send the
+#       Nothing in kernel-patches/, in your branches, notes or git config
+#       (the pipeline tree's, or your checkout's) changes. Send the
 #       result with git send-email after reading it. OUTDIR must be new,
 #       empty, or hold only an earlier post's v*-NNNN-*.patch files (which
 #       are replaced); anything else there is refused, never removed.
@@ -64,7 +66,9 @@ git_t() { git -C "$tree" "$@"; }
 # checks git's identity (a name; no placeholder email unless ANY is "any").
 identity() {
 	local ident any=()
-	ident=$(git -C "$tree" var GIT_AUTHOR_IDENT 2>/dev/null) || ident=
+	# with post --tree, the user's checkout: its own user.name and
+	# user.email, if it has them, are the identity it commits with
+	ident=$(git -C "${user_tree:-$tree}" var GIT_AUTHOR_IDENT 2>/dev/null) || ident=
 	[ "${1:-}" != any ] || any=(--allow-placeholder)
 	series --check-author "$ident" "${any[@]}"
 }
@@ -227,15 +231,22 @@ post)
 	email=${email%>}
 	wt=$(mktemp -d /tmp/fibneigh-post.XXXXXX)
 	branch=fibneigh-post-$$
+	# The identity and the changelog notes of the throwaway branch live in
+	# this process's environment and in a notes ref of its own: git config
+	# written in a worktree is the whole repository's (the pipeline's tree,
+	# or with --tree the user's checkout), and refs/notes/commits may be
+	# the user's. Nothing of the post stays in either repository.
+	export GIT_AUTHOR_NAME=$name GIT_AUTHOR_EMAIL=$email \
+		GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email
+	export GIT_NOTES_REF=refs/notes/$branch
 	cleanup() {
 		git_t worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"
 		git_t worktree prune
 		git_t branch -q -D "$branch" >/dev/null 2>&1 || true
+		git_t update-ref -d "$GIT_NOTES_REF" >/dev/null 2>&1 || true
 	}
 	trap cleanup EXIT
 	git_t worktree add -q -b "$branch" "$wt" "$base_rev"
-	git -C "$wt" config user.name "$name"
-	git -C "$wt" config user.email "$email"
 	for p in "${files[@]}"; do
 		am_as "$wt" "$author" "$p" || {
 			echo "series.sh: $(basename "$p") does not apply on $base_rev; rebase the series (import, fix, export) first" >&2
@@ -278,6 +289,9 @@ post)
 		--cover-letter --cover-from-description=subject \
 		--subject-prefix="$prefix" --base="$base_rev" \
 		"${to[@]}" "${cc[@]}" -o "$out" "$base_rev..HEAD"
+	# format-patch names a notes ref other than refs/notes/commits in the
+	# changelog's heading; the list expects the plain one
+	sed -i "s|^Notes (${GIT_NOTES_REF#refs/notes/}):\$|Notes:|" "$out"/*.patch
 	echo "series.sh post: $(ls "$out" | wc -l) file(s) in $out, authored and signed off by $author"
 	dict=
 	for d in /usr/share/codespell/dictionary.txt \

@@ -27,6 +27,39 @@ fn tree(base: &str) -> PathBuf {
     PathBuf::from(out.trim())
 }
 
+/// What `series.sh post` must leave as it was in a repository: its own
+/// config, its refs (branches, tags, notes) and its worktrees.
+fn repo_state(dir: &Path) -> String {
+    let mut state = String::new();
+    for args in [
+        &["config", "--local", "--list"][..],
+        &["for-each-ref", "--format=%(refname) %(objectname)"][..],
+        &["worktree", "list", "--porcelain"][..],
+    ] {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?} in {}", dir.display());
+        state.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    state
+}
+
+/// Fails naming the lines `after` gained and lost against `before`.
+fn assert_unchanged(before: &str, after: &str, what: &str) {
+    let b: std::collections::BTreeSet<&str> = before.lines().collect();
+    let a: std::collections::BTreeSet<&str> = after.lines().collect();
+    let gained: Vec<&&str> = a.difference(&b).collect();
+    let lost: Vec<&&str> = b.difference(&a).collect();
+    assert!(
+        gained.is_empty() && lost.is_empty(),
+        "{what}: gained {gained:?}, lost {lost:?}"
+    );
+}
+
 fn series(patches: &str) -> Vec<PathBuf> {
     let dir = repo().join(patches);
     std::fs::read_to_string(dir.join("series"))
@@ -270,7 +303,8 @@ fn gate4_bpf_doc_parses_and_uapi_copies_match() {
 #[ignore = "kernel gates: need the kernel trees from `fibneigh vm tree`"]
 fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
     for (base, patches) in BASES {
-        tree(base);
+        let pipeline = tree(base);
+        let pipeline_before = repo_state(&pipeline);
         let dir = repo().join(patches);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -312,6 +346,13 @@ fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
         assert!(
             log.contains("checkpatch --strict --codespell: clean"),
             "{log}"
+        );
+        // The identity, the throwaway branch and its notes were the
+        // post's own: the tree's config, refs and worktrees are as they were.
+        assert_unchanged(
+            &pipeline_before,
+            &repo_state(&pipeline),
+            &format!("{base}: post changed the pipeline tree"),
         );
         let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
             .unwrap()
@@ -366,7 +407,103 @@ fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
             !status.status.success(),
             "{base}: a placeholder identity was accepted"
         );
+        if base == "7.3" {
+            post_onto_a_users_checkout(&pipeline);
+        }
     }
+}
+
+/// `post --tree`: a shared clone of the pipeline's tree at its base
+/// stands in for the user's bpf-next checkout, with an identity of its
+/// own. The series is made on its HEAD, as that identity, and neither
+/// repository keeps anything of the post.
+fn post_onto_a_users_checkout(pipeline: &Path) {
+    let user = tempfile::tempdir().unwrap();
+    let checkout = user.path().join("bpf-next");
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let status = Command::new("git")
+        .args(["clone", "-q", "--shared", "--no-checkout"])
+        .args(["--branch", "fibneigh-base"])
+        .arg(pipeline)
+        .arg(&checkout)
+        .status()
+        .expect("git clone runs");
+    assert!(status.success(), "git clone of {}", pipeline.display());
+    git(&checkout, &["config", "user.name", "Tree Owner"]);
+    git(&checkout, &["config", "user.email", "tree@owner.test"]);
+    let head = git(&checkout, &["rev-parse", "HEAD"]);
+    let checkout_before = repo_state(&checkout);
+    let pipeline_before = repo_state(pipeline);
+    let out = user.path().join("out");
+    let status = Command::new(repo().join("scripts/series.sh"))
+        .args(["post", "--tree"])
+        .arg(&checkout)
+        .arg(&out)
+        .env("FIBNEIGH", env!("CARGO_BIN_EXE_fibneigh"))
+        .env("BASE", "7.3")
+        .env_remove("GIT_AUTHOR_NAME")
+        .env_remove("GIT_AUTHOR_EMAIL")
+        .env_remove("GIT_COMMITTER_NAME")
+        .env_remove("GIT_COMMITTER_EMAIL")
+        .output()
+        .expect("series.sh runs");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(status.status.success(), "series.sh post --tree:\n{log}");
+    assert!(
+        log.contains("checkpatch --strict --codespell: clean"),
+        "{log}"
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), series("kernel-patches").len() + 1, "{files:?}");
+    for (i, f) in files.iter().enumerate() {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(
+            text.contains("From: Tree Owner <tree@owner.test>"),
+            "{}: not the checkout's identity",
+            f.display()
+        );
+        if i == 0 {
+            assert!(
+                text.contains(&format!("\nbase-commit: {head}\n")),
+                "{}: base-commit is not the checkout's HEAD",
+                f.display()
+            );
+            assert!(!text.contains("not a bpf-next commit"), "{}", f.display());
+        } else {
+            assert!(
+                text.contains("\nSigned-off-by: Tree Owner <tree@owner.test>\n"),
+                "{}: not signed off by the checkout's identity",
+                f.display()
+            );
+        }
+    }
+    assert_unchanged(
+        &checkout_before,
+        &repo_state(&checkout),
+        "post --tree changed the user's checkout",
+    );
+    assert_unchanged(
+        &pipeline_before,
+        &repo_state(pipeline),
+        "post --tree changed the pipeline tree",
+    );
 }
 
 #[test]
