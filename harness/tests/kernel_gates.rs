@@ -27,25 +27,33 @@ fn tree(base: &str) -> PathBuf {
     PathBuf::from(out.trim())
 }
 
+/// `git -C dir args`, which must succeed; its standard output.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {out:?}",
+        dir.display()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// What `series.sh post` must leave as it was in a repository: its own
 /// config, its refs (branches, tags, notes) and its worktrees.
 fn repo_state(dir: &Path) -> String {
-    let mut state = String::new();
-    for args in [
+    [
         &["config", "--local", "--list"][..],
         &["for-each-ref", "--format=%(refname) %(objectname)"][..],
         &["worktree", "list", "--porcelain"][..],
-    ] {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "git {args:?} in {}", dir.display());
-        state.push_str(&String::from_utf8_lossy(&out.stdout));
-    }
-    state
+    ]
+    .iter()
+    .map(|args| git(dir, args))
+    .collect()
 }
 
 /// Fails naming the lines `after` gained and lost against `before`.
@@ -299,6 +307,61 @@ fn gate4_bpf_doc_parses_and_uapi_copies_match() {
     }
 }
 
+/// Runs `scripts/series.sh post` for `base` with `args`, as `identity`
+/// (name, email) from the environment or, with None, as the identity
+/// git finds; it must succeed with checkpatch clean. Returns the posted
+/// files, sorted, with their text.
+fn post(
+    base: &str,
+    args: &[&std::ffi::OsStr],
+    identity: Option<(&str, &str)>,
+) -> Vec<(PathBuf, String)> {
+    let mut cmd = Command::new(repo().join("scripts/series.sh"));
+    cmd.arg("post")
+        .args(args)
+        .env("FIBNEIGH", env!("CARGO_BIN_EXE_fibneigh"))
+        .env("BASE", base);
+    for var in ["AUTHOR", "COMMITTER"] {
+        match identity {
+            Some((name, email)) => cmd
+                .env(format!("GIT_{var}_NAME"), name)
+                .env(format!("GIT_{var}_EMAIL"), email),
+            None => cmd
+                .env_remove(format!("GIT_{var}_NAME"))
+                .env_remove(format!("GIT_{var}_EMAIL")),
+        };
+    }
+    let status = cmd.output().expect("series.sh runs");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        status.status.success(),
+        "{base}: series.sh post {args:?}:\n{log}"
+    );
+    assert!(
+        log.contains("checkpatch --strict --codespell: clean"),
+        "{log}"
+    );
+    let out = PathBuf::from(args.last().expect("an OUTDIR"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let patches = BASES.iter().find(|(b, _)| *b == base).expect("a base").1;
+    assert_eq!(files.len(), series(patches).len() + 1, "{files:?}");
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            (f, text)
+        })
+        .collect()
+}
+
 #[test]
 #[ignore = "kernel gates: need the kernel trees from `fibneigh vm tree`"]
 fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
@@ -326,26 +389,10 @@ fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
         }
         // What a user gets from `scripts/series.sh post` with their identity.
         let out = tempfile::tempdir().unwrap();
-        let status = Command::new(repo().join("scripts/series.sh"))
-            .args(["post", "-v", "3"])
-            .arg(out.path())
-            .env("FIBNEIGH", env!("CARGO_BIN_EXE_fibneigh"))
-            .env("BASE", base)
-            .env("GIT_AUTHOR_NAME", "Ada Poster")
-            .env("GIT_AUTHOR_EMAIL", "ada@poster.test")
-            .env("GIT_COMMITTER_NAME", "Ada Poster")
-            .env("GIT_COMMITTER_EMAIL", "ada@poster.test")
-            .output()
-            .expect("series.sh runs");
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&status.stdout),
-            String::from_utf8_lossy(&status.stderr)
-        );
-        assert!(status.status.success(), "{base}: series.sh post:\n{log}");
-        assert!(
-            log.contains("checkpatch --strict --codespell: clean"),
-            "{log}"
+        let files = post(
+            base,
+            &["-v".as_ref(), "3".as_ref(), out.path().as_os_str()],
+            Some(("Ada Poster", "ada@poster.test")),
         );
         // The identity, the throwaway branch and its notes were the
         // post's own: the tree's config, refs and worktrees are as they were.
@@ -354,14 +401,7 @@ fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
             &repo_state(&pipeline),
             &format!("{base}: post changed the pipeline tree"),
         );
-        let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        assert_eq!(files.len(), series(patches).len() + 1, "{files:?}");
-        for (i, f) in files.iter().enumerate() {
-            let text = std::fs::read_to_string(f).unwrap();
+        for (i, (f, text)) in files.iter().enumerate() {
             assert!(
                 text.contains("From: Ada Poster <ada@poster.test>"),
                 "{}",
@@ -420,16 +460,6 @@ fn gate5_the_committed_series_is_unsigned_and_post_makes_a_postable_one() {
 fn post_onto_a_users_checkout(pipeline: &Path) {
     let user = tempfile::tempdir().unwrap();
     let checkout = user.path().join("bpf-next");
-    let git = |dir: &Path, args: &[&str]| {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
     let status = Command::new("git")
         .args(["clone", "-q", "--shared", "--no-checkout"])
         .args(["--branch", "fibneigh-base"])
@@ -440,40 +470,16 @@ fn post_onto_a_users_checkout(pipeline: &Path) {
     assert!(status.success(), "git clone of {}", pipeline.display());
     git(&checkout, &["config", "user.name", "Tree Owner"]);
     git(&checkout, &["config", "user.email", "tree@owner.test"]);
-    let head = git(&checkout, &["rev-parse", "HEAD"]);
+    let head = git(&checkout, &["rev-parse", "HEAD"]).trim().to_string();
     let checkout_before = repo_state(&checkout);
     let pipeline_before = repo_state(pipeline);
     let out = user.path().join("out");
-    let status = Command::new(repo().join("scripts/series.sh"))
-        .args(["post", "--tree"])
-        .arg(&checkout)
-        .arg(&out)
-        .env("FIBNEIGH", env!("CARGO_BIN_EXE_fibneigh"))
-        .env("BASE", "7.3")
-        .env_remove("GIT_AUTHOR_NAME")
-        .env_remove("GIT_AUTHOR_EMAIL")
-        .env_remove("GIT_COMMITTER_NAME")
-        .env_remove("GIT_COMMITTER_EMAIL")
-        .output()
-        .expect("series.sh runs");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&status.stdout),
-        String::from_utf8_lossy(&status.stderr)
+    let files = post(
+        "7.3",
+        &["--tree".as_ref(), checkout.as_os_str(), out.as_os_str()],
+        None,
     );
-    assert!(status.status.success(), "series.sh post --tree:\n{log}");
-    assert!(
-        log.contains("checkpatch --strict --codespell: clean"),
-        "{log}"
-    );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert_eq!(files.len(), series("kernel-patches").len() + 1, "{files:?}");
-    for (i, f) in files.iter().enumerate() {
-        let text = std::fs::read_to_string(f).unwrap();
+    for (i, (f, text)) in files.iter().enumerate() {
         assert!(
             text.contains("From: Tree Owner <tree@owner.test>"),
             "{}: not the checkout's identity",
