@@ -340,14 +340,14 @@ impl Measured {
         }
     }
 
-    /// Whether a gated goal that could be measured was missed, in the
-    /// figures' goals or the series' (before and after).
-    pub fn gated_goal_missed(&self) -> bool {
+    /// Whether a goal that could be measured was missed, in the figures'
+    /// goals or the series' (before and after).
+    pub fn goal_missed(&self) -> bool {
         self.report
             .goals
             .iter()
             .chain(self.series_goals.iter().flatten())
-            .any(|g| g.gated && g.met == Some(false))
+            .any(|g| g.met == Some(false))
     }
 }
 

@@ -191,26 +191,10 @@ pub struct Goal {
     pub limit: i64,
     /// The largest delta among the rows the goal covers, and its row.
     pub worst: Option<(i64, String)>,
-    /// `None` when no row could be measured.
+    /// `None` when no row could be measured. `vm icount --check` fails
+    /// when a goal is missed.
     pub met: Option<bool>,
-    /// Whether `vm icount --check` fails when it is missed. A goal that is
-    /// reported but not gated says why in `note`.
-    #[serde(default = "gated_by_default")]
-    pub gated: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
 }
-
-fn gated_by_default() -> bool {
-    true
-}
-
-/// Why the neighbour flags' own goals are reported, not gated.
-pub const NEIGH_GOALS_NOTE: &str = "reported, not gated: the flags run their own out-of-line \
-instance of the lookup so that flags 0 pays nothing; their path checks plen and the flags again \
-(SKIP_NEIGH: -EINVAL), the instance tests the skb it may check, picks the step for the flag \
-combination, and NEIGH_STATE copies the MAC under ha_lock (the seqlock's reads and retry test); \
-see BENCHMARKS.md";
 
 /// Everything `vm icount` reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -345,14 +329,7 @@ pub fn analyse(guest: &GuestRun, report: &Report) -> Result<IcountReport> {
             12,
             |r| r.state == nud::REACHABLE,
         ),
-    ]
-    .into_iter()
-    .map(|g| Goal {
-        gated: false,
-        note: Some(NEIGH_GOALS_NOTE.into()),
-        ..g
-    })
-    .collect();
+    ];
     Ok(IcountReport {
         release: guest.release.clone(),
         runs: guest.runs,
@@ -415,7 +392,7 @@ pub fn series_cost(pristine: &IcountReport, series: &IcountReport) -> Vec<Series
 /// 0 and for SKIP_NEIGH. `vm icount --check` gates it.
 pub const SERIES_ADDED_LIMIT: i64 = 2;
 
-/// The goals on [`series_cost`]'s rows, gated: flags 0 and SKIP_NEIGH.
+/// The goals on [`series_cost`]'s rows: flags 0 and SKIP_NEIGH.
 pub fn series_goals(rows: &[SeriesCost]) -> Vec<Goal> {
     let worst = |added: &dyn Fn(&SeriesCost) -> Option<i64>| {
         rows.iter()
@@ -427,8 +404,6 @@ pub fn series_goals(rows: &[SeriesCost]) -> Vec<Goal> {
         limit: SERIES_ADDED_LIMIT,
         met: worst.as_ref().map(|(d, _)| *d <= SERIES_ADDED_LIMIT),
         worst,
-        gated: true,
-        note: None,
     };
     vec![
         goal(
@@ -459,8 +434,6 @@ fn goal(rows: &[Row], text: &str, column: &str, limit: i64, covers: impl Fn(&Row
         limit,
         met: worst.as_ref().map(|(d, _)| *d <= limit),
         worst,
-        gated: true,
-        note: None,
     }
 }
 
@@ -500,7 +473,6 @@ mod tests {
         assert_eq!(g[0].met, Some(true));
         assert_eq!(g[1].worst, Some((3, "v6 xdp".into())));
         assert_eq!(g[1].met, Some(false));
-        assert!(g.iter().all(|g| g.gated), "both goals are gated");
         let v2 = [row("v4 xdp", (565, 591), (491, 515))];
         assert_eq!(series_goals(&v2)[0].met, Some(false), "v2's +26 misses");
         assert_eq!(series_goals(&[])[0].met, None);

@@ -11,11 +11,10 @@ use crate::present::Table;
 pub fn goal_lines(goals: &[Goal]) -> String {
     let mut out = String::new();
     for g in goals {
-        let verdict = match (g.met, g.gated) {
-            (Some(true), _) => "met",
-            (Some(false), true) => "MISSED",
-            (Some(false), false) => "missed (reported, not gated)",
-            (None, _) => "not measured (flag unsupported)",
+        let verdict = match g.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured (flag unsupported)",
         };
         let worst = g
             .worst
@@ -23,9 +22,6 @@ pub fn goal_lines(goals: &[Goal]) -> String {
             .map(|(d, row)| format!(" (largest {d:+}, {row})"))
             .unwrap_or_default();
         out.push_str(&format!("  {}: <= {}: {verdict}{worst}\n", g.text, g.limit));
-        if let (Some(false), Some(note)) = (g.met, &g.note) {
-            out.push_str(&format!("    ({note})\n"));
-        }
     }
     out
 }
