@@ -531,10 +531,9 @@ fi
 # The counts are deterministic, so this checks behaviour, not timing: -O2
 # against the pristine base (flags 0 and SKIP_NEIGH against the base, the
 # neighbour flags against flags 0, all gated), and the series' counts twice
-# identical. The series' kernel is
-# the default (o2) one built above; the base's code on the series' uAPI
-# header is built here (--pristine-code, mostly from ccache); this step
-# boots them. The -Os counts are a benchmark (scripts/run.sh): the -Os
+# identical. The series' kernel is the default (o2) one built above; the
+# base's code on the series' uAPI header is built here (--pristine-code,
+# mostly from ccache); this step boots them. The -Os counts are a benchmark (scripts/run.sh): the -Os
 # kernel would be one more full build.
 step "instruction counts (QEMU TCG plugin): vm icount --with-pristine --pristine-code --check at -O2 (flags 0 and SKIP_NEIGH at most +2 over the base's code in every row, NEIGH_STATE at most +4 and REFRESH on REACHABLE at most +12 over flags 0, all gated), counts repeat"
 cargo build -q -p fibneigh-icount-plugin

@@ -51,22 +51,20 @@ fn icount(json: &Path, args: &[&str]) -> Vec<(String, String, Option<u64>)> {
     );
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(json).expect("the report")).expect("JSON");
-    if args.contains(&"--with-pristine") {
-        // Flags 0 and SKIP_NEIGH against the pristine base: both
-        // measured and met.
-        let goals = v["series_goals"].as_array().expect("series goals");
-        assert_eq!(goals.len(), 2, "{goals:?}");
+    // Two goals under `key`, both measured and met.
+    let both_met = |key: &str| {
+        let goals = v[key].as_array().expect(key);
+        assert_eq!(goals.len(), 2, "{key}: {goals:?}");
         for g in goals {
-            assert_eq!(g["met"], true, "measured and met: {g}");
+            assert_eq!(g["met"], true, "{key}: measured and met: {g}");
         }
+    };
+    if args.contains(&"--with-pristine") {
+        // Flags 0 and SKIP_NEIGH against the pristine base.
+        both_met("series_goals");
     }
-    // The neighbour flags' own goals (NEIGH_STATE, NEIGH_REFRESH): both
-    // measured and met.
-    let goals = v["goals"].as_array().expect("goals");
-    assert_eq!(goals.len(), 2, "{goals:?}");
-    for g in goals {
-        assert_eq!(g["met"], true, "measured and met: {g}");
-    }
+    // The neighbour flags' own goals (NEIGH_STATE, NEIGH_REFRESH).
+    both_met("goals");
     let mut cells = Vec::new();
     for row in v["rows"].as_array().expect("rows") {
         for f in row["figures"].as_array().expect("figures") {
