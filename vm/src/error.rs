@@ -67,6 +67,8 @@ pub enum Error {
     },
     #[error("kernel build failed; full log: {}\n{tail}", .log.display())]
     Build { log: PathBuf, tail: String },
+    #[error("{} is not the kernel just built: {why}", .bzimage.display())]
+    Payload { bzimage: PathBuf, why: String },
     #[error("kernel image {} does not exist", .0.display())]
     NoKernel(PathBuf),
     #[error("the project's virtme-ng in {} cannot be used: {what}; run scripts/setup.sh (FIBNEIGH_VNG_VENV names another venv)", .venv.display())]

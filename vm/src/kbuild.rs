@@ -194,6 +194,17 @@ pub enum Ccache {
 }
 
 /// `make -jN bzImage` (`linux` for UML) in `tree`; output goes to `log`.
+///
+/// x86-64 builds in two steps: `vmlinux` with ccache, then `bzImage` with
+/// ccache disabled. The boot stage assembles
+/// `arch/x86/boot/compressed/piggy.S`, whose `.incbin` pulls in the
+/// compressed kernel: depend mode never sees that file, so a `piggy.S`
+/// with the same sizes as an earlier build's (the same code built again,
+/// or a coincidence) got that build's `piggy.o` back, and a `bzImage`
+/// that booted another kernel than the `vmlinux` beside it (2026-12-07:
+/// the icount plugin's markers, taken from the `vmlinux`, never fired).
+/// The same `CC` keeps kbuild's recorded command lines, so nothing is
+/// rebuilt for the change; [`check_payload`] then proves the result.
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     tree: &Path,
@@ -209,60 +220,145 @@ pub fn build(
         Phase::Build,
         format!("{target} ({}), -j{jobs}", arch.name()),
     ));
-    let mut make = arch.make(tree);
-    make.arg(format!("-j{jobs}"))
-        .args(ccache_args())
-        .args(profile.make_args())
-        .arg(target)
-        .env("CCACHE_BASEDIR", tree)
-        .env("CCACHE_NOHASHDIR", "1");
-    match ccache {
-        // Depend mode: ccache reads the headers a file used from the
-        // dependency file the compiler writes anyway (kbuild's
-        // -Wp,-MMD), instead of running the preprocessor once more to
-        // hash its output on every miss. That second pass cost an empty
-        // cache a third more CPU than compiling without ccache (net/ipv4,
-        // net/core and kernel/bpf at -O2: 230 CPU-s against 172; depend
-        // mode 172); hits are found as before (README, "The VM pipeline").
-        // The dependency file leaves system headers out (-MMD), which the
-        // kernel proper does not use (-nostdinc) but host programs and
-        // UML's user-space objects do: the versions of the packages that
-        // hold them go into every hash instead (CCACHE_EXTRAFILES), and
-        // without dpkg the default mode hashes the headers themselves.
-        Ccache::In(dir) => {
-            make.env("CCACHE_DIR", dir).env_remove("CCACHE_DISABLE");
-            if let Some(stamp) = system_headers_stamp(dir)? {
-                make.env("CCACHE_DEPEND", "1")
-                    .env("CCACHE_EXTRAFILES", stamp);
-            }
-            &mut make
-        }
-        Ccache::Disabled => make.env("CCACHE_DISABLE", "1"),
-    };
     let mut done = 0;
-    let ok = cmd::stream(make, log, |line| {
-        if let Some(item) = object_line(line) {
-            done += 1;
-            reporter.event(Event::Progress {
-                done,
-                item: item.to_string(),
+    let steps: Vec<(&str, bool, PathBuf)> = match arch {
+        Arch::X86_64 => vec![
+            ("vmlinux", true, log.to_path_buf()),
+            (target, false, log.with_file_name(BOOT_LOG)),
+        ],
+        Arch::Um => vec![(target, true, log.to_path_buf())],
+    };
+    for (goal, cached, log) in steps {
+        let mut make = arch.make(tree);
+        make.arg(format!("-j{jobs}"))
+            .args(ccache_args())
+            .args(profile.make_args())
+            .arg(goal)
+            .env("CCACHE_BASEDIR", tree)
+            .env("CCACHE_NOHASHDIR", "1");
+        match ccache {
+            // Depend mode: ccache reads the headers a file used from the
+            // dependency file the compiler writes anyway (kbuild's
+            // -Wp,-MMD), instead of running the preprocessor once more to
+            // hash its output on every miss. That second pass cost an empty
+            // cache a third more CPU than compiling without ccache (net/ipv4,
+            // net/core and kernel/bpf at -O2: 230 CPU-s against 172; depend
+            // mode 172); hits are found as before (README, "The VM pipeline").
+            // The dependency file leaves system headers out (-MMD), which the
+            // kernel proper does not use (-nostdinc) but host programs and
+            // UML's user-space objects do: the versions of the packages that
+            // hold them go into every hash instead (CCACHE_EXTRAFILES), and
+            // without dpkg the default mode hashes the headers themselves.
+            Ccache::In(dir) if cached => {
+                make.env("CCACHE_DIR", dir).env_remove("CCACHE_DISABLE");
+                if let Some(stamp) = system_headers_stamp(dir)? {
+                    make.env("CCACHE_DEPEND", "1")
+                        .env("CCACHE_EXTRAFILES", stamp);
+                }
+                &mut make
+            }
+            Ccache::In(_) | Ccache::Disabled => make.env("CCACHE_DISABLE", "1"),
+        };
+        let ok = cmd::stream(make, &log, |line| {
+            if let Some(item) = object_line(line) {
+                done += 1;
+                reporter.event(Event::Progress {
+                    done,
+                    item: item.to_string(),
+                });
+            }
+        })?;
+        if !ok {
+            let text = fs::read_to_string(&log).at(&log)?;
+            let interesting: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("error") || l.contains("Error") || l.starts_with("make"))
+                .collect();
+            let start = interesting.len().saturating_sub(20);
+            return Err(Error::Build {
+                log,
+                tail: interesting[start..].join("\n"),
             });
         }
-    })?;
-    if !ok {
-        let text = fs::read_to_string(log).at(log)?;
-        let interesting: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("error") || l.contains("Error") || l.starts_with("make"))
-            .collect();
-        let start = interesting.len().saturating_sub(20);
-        return Err(Error::Build {
-            log: log.to_path_buf(),
-            tail: interesting[start..].join("\n"),
-        });
+    }
+    if arch == Arch::X86_64 {
+        check_payload(tree)?;
     }
     reporter.event(Event::End(Phase::Build));
     Ok(())
+}
+
+/// The log of x86-64's second step (`bzImage`), beside the build's log.
+pub const BOOT_LOG: &str = "build-bzimage.log";
+
+/// Where kbuild leaves x86-64's compressed-kernel wrapper, relative to the
+/// tree.
+const PIGGY: &str = "arch/x86/boot/compressed/piggy.S";
+
+/// Does the `bzImage` in `tree` carry the kernel linked beside it? Its
+/// payload (the boot protocol's `payload_offset` and `payload_length`)
+/// must be, byte for byte, the compressed `vmlinux.bin` that `piggy.S`
+/// includes.
+pub fn check_payload(tree: &Path) -> Result<()> {
+    let bzimage = tree.join(Arch::X86_64.image_in_tree());
+    let image = fs::read(&bzimage).at(&bzimage)?;
+    let piggy = tree.join(PIGGY);
+    let text = fs::read_to_string(&piggy).at(&piggy)?;
+    let Some(included) = incbin_path(&text) else {
+        return Err(Error::Payload {
+            bzimage,
+            why: format!("{} has no .incbin line", piggy.display()),
+        });
+    };
+    let compressed = tree.join(included);
+    let want = fs::read(&compressed).at(&compressed)?;
+    match bzimage_payload(&image) {
+        None => Err(Error::Payload {
+            bzimage,
+            why: "no x86 boot header, or a payload outside the file".into(),
+        }),
+        Some(got) if got != want.as_slice() => Err(Error::Payload {
+            bzimage,
+            why: format!(
+                "its payload ({} bytes) is not {} ({} bytes): it would boot another build's kernel",
+                got.len(),
+                compressed.display(),
+                want.len()
+            ),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The file `piggy.S` includes, as written there (relative to the tree).
+fn incbin_path(piggy: &str) -> Option<&str> {
+    piggy.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(".incbin")?
+            .trim()
+            .strip_prefix('"')?
+            .strip_suffix('"')
+    })
+}
+
+/// The compressed kernel inside a `bzImage`: x86 boot protocol 2.08+, the
+/// setup header's `payload_offset` (0x248) and `payload_length` (0x24c),
+/// counted from the protected-mode code after `setup_sects` (0x1f1; 0
+/// means 4) sectors and the boot sector.
+fn bzimage_payload(image: &[u8]) -> Option<&[u8]> {
+    if image.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let word = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = image.get(at..at + 4)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
+    };
+    let sects = match *image.get(0x1f1)? {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (sects + 1) * 512 + word(0x248)?;
+    image.get(start..start.checked_add(word(0x24c)?)?)
 }
 
 /// The Debian packages whose headers host programs and UML's user-space
@@ -331,5 +427,77 @@ mod tests {
         assert_eq!(object_line("make[1]: Entering directory"), None);
         assert_eq!(object_line("net/core/filter.c:12: warning: unused"), None);
         assert_eq!(object_line("  FOO     bar"), None);
+    }
+
+    /// A `bzImage`-shaped buffer: boot header magic, `setup_sects`, and a
+    /// payload at `payload_offset` from the protected-mode code.
+    fn image(setup_sects: u8, offset: u32, payload: &[u8]) -> Vec<u8> {
+        let sects = if setup_sects == 0 {
+            4
+        } else {
+            usize::from(setup_sects)
+        };
+        let start = (sects + 1) * 512 + offset as usize;
+        let mut v = vec![0u8; start];
+        v[0x1f1] = setup_sects;
+        v[0x202..0x206].copy_from_slice(b"HdrS");
+        v[0x248..0x24c].copy_from_slice(&offset.to_le_bytes());
+        v[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        v.extend_from_slice(payload);
+        v.extend_from_slice(b"trailer");
+        v
+    }
+
+    #[test]
+    fn finds_the_payload_by_the_boot_header() {
+        assert_eq!(bzimage_payload(&image(31, 675, b"xz!")), Some(&b"xz!"[..]));
+        // setup_sects 0 means 4
+        assert_eq!(bzimage_payload(&image(0, 8, b"gz")), Some(&b"gz"[..]));
+        // no magic: not a bzImage
+        let mut bad = image(31, 675, b"xz!");
+        bad[0x202] = b'X';
+        assert_eq!(bzimage_payload(&bad), None);
+        // a length past the end
+        let mut short = image(31, 675, b"xz!");
+        short[0x24c..0x250].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(bzimage_payload(&short), None);
+        assert_eq!(bzimage_payload(b"tiny"), None);
+    }
+
+    #[test]
+    fn reads_the_file_piggy_includes() {
+        let piggy = ".globl input_data, input_data_end\ninput_data:\n\
+                     .incbin \"arch/x86/boot/compressed/vmlinux.bin.xz\"\ninput_data_end:\n";
+        assert_eq!(
+            incbin_path(piggy),
+            Some("arch/x86/boot/compressed/vmlinux.bin.xz")
+        );
+        assert_eq!(incbin_path("input_data:\n"), None);
+    }
+
+    /// The defect this check exists for: a `bzImage` whose payload is an
+    /// earlier build's compressed kernel, beside this build's.
+    #[test]
+    fn a_bzimage_carrying_another_kernel_is_refused_by_name() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let boot = d.path().join("arch/x86/boot");
+        fs::create_dir_all(boot.join("compressed")).expect("mkdir");
+        fs::write(
+            d.path().join(PIGGY),
+            "input_data:\n.incbin \"arch/x86/boot/compressed/vmlinux.bin.xz\"\n",
+        )
+        .expect("piggy");
+        fs::write(boot.join("compressed/vmlinux.bin.xz"), b"this build").expect("xz");
+        fs::write(boot.join("bzImage"), image(31, 675, b"this build")).expect("bz");
+        check_payload(d.path()).expect("the same payload passes");
+
+        fs::write(boot.join("bzImage"), image(31, 675, b"that build")).expect("bz");
+        let e = check_payload(d.path()).expect_err("another build's payload");
+        let text = e.to_string();
+        assert!(
+            text.contains("bzImage is not the kernel just built"),
+            "{text}"
+        );
+        assert!(text.contains("vmlinux.bin.xz"), "{text}");
     }
 }
