@@ -194,17 +194,8 @@ pub enum Ccache {
 }
 
 /// `make -jN bzImage` (`linux` for UML) in `tree`; output goes to `log`.
-///
-/// x86-64 builds in two steps: `vmlinux` with ccache, then `bzImage` with
-/// ccache disabled. The boot stage assembles
-/// `arch/x86/boot/compressed/piggy.S`, whose `.incbin` pulls in the
-/// compressed kernel: depend mode never sees that file, so a `piggy.S`
-/// with the same sizes as an earlier build's (the same code built again,
-/// or a coincidence) got that build's `piggy.o` back, and a `bzImage`
-/// that booted another kernel than the `vmlinux` beside it (2026-12-07:
-/// the icount plugin's markers, taken from the `vmlinux`, never fired).
-/// The same `CC` keeps kbuild's recorded command lines, so nothing is
-/// rebuilt for the change; [`check_payload`] then proves the result.
+/// An x86-64 `bzImage` is then checked to carry the kernel just linked
+/// ([`check_payload`]).
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     tree: &Path,
@@ -220,66 +211,60 @@ pub fn build(
         Phase::Build,
         format!("{target} ({}), -j{jobs}", arch.name()),
     ));
-    let mut done = 0;
-    let steps: Vec<(&str, bool, PathBuf)> = match arch {
-        Arch::X86_64 => vec![
-            ("vmlinux", true, log.to_path_buf()),
-            (target, false, log.with_file_name(BOOT_LOG)),
-        ],
-        Arch::Um => vec![(target, true, log.to_path_buf())],
+    let mut make = arch.make(tree);
+    make.arg(format!("-j{jobs}"))
+        .args(ccache_args(ccache)?)
+        .args(profile.make_args())
+        .arg(target)
+        .env("CCACHE_BASEDIR", tree)
+        .env("CCACHE_NOHASHDIR", "1");
+    match ccache {
+        // Depend mode: ccache reads the headers a file used from the
+        // dependency file the compiler writes anyway (kbuild's
+        // -Wp,-MMD), instead of running the preprocessor once more to
+        // hash its output on every miss. That second pass cost an empty
+        // cache a third more CPU than compiling without ccache (net/ipv4,
+        // net/core and kernel/bpf at -O2: 230 CPU-s against 172; depend
+        // mode 172); hits are found as before (README, "The VM pipeline").
+        // The dependency file leaves system headers out (-MMD), which the
+        // kernel proper does not use (-nostdinc) but host programs and
+        // UML's user-space objects do: the versions of the packages that
+        // hold them go into every hash instead (CCACHE_EXTRAFILES), and
+        // without dpkg the default mode hashes the headers themselves.
+        // Nor does the dependency file name what `.incbin` pulls in: the
+        // compiler wrapper (`incbin_wrapper`) keeps those sources from
+        // ccache.
+        Ccache::In(dir) => {
+            make.env("CCACHE_DIR", dir).env_remove("CCACHE_DISABLE");
+            if let Some(stamp) = system_headers_stamp(dir)? {
+                make.env("CCACHE_DEPEND", "1")
+                    .env("CCACHE_EXTRAFILES", stamp);
+            }
+            &mut make
+        }
+        Ccache::Disabled => make.env("CCACHE_DISABLE", "1"),
     };
-    for (goal, cached, log) in steps {
-        let mut make = arch.make(tree);
-        make.arg(format!("-j{jobs}"))
-            .args(ccache_args())
-            .args(profile.make_args())
-            .arg(goal)
-            .env("CCACHE_BASEDIR", tree)
-            .env("CCACHE_NOHASHDIR", "1");
-        match ccache {
-            // Depend mode: ccache reads the headers a file used from the
-            // dependency file the compiler writes anyway (kbuild's
-            // -Wp,-MMD), instead of running the preprocessor once more to
-            // hash its output on every miss. That second pass cost an empty
-            // cache a third more CPU than compiling without ccache (net/ipv4,
-            // net/core and kernel/bpf at -O2: 230 CPU-s against 172; depend
-            // mode 172); hits are found as before (README, "The VM pipeline").
-            // The dependency file leaves system headers out (-MMD), which the
-            // kernel proper does not use (-nostdinc) but host programs and
-            // UML's user-space objects do: the versions of the packages that
-            // hold them go into every hash instead (CCACHE_EXTRAFILES), and
-            // without dpkg the default mode hashes the headers themselves.
-            Ccache::In(dir) if cached => {
-                make.env("CCACHE_DIR", dir).env_remove("CCACHE_DISABLE");
-                if let Some(stamp) = system_headers_stamp(dir)? {
-                    make.env("CCACHE_DEPEND", "1")
-                        .env("CCACHE_EXTRAFILES", stamp);
-                }
-                &mut make
-            }
-            Ccache::In(_) | Ccache::Disabled => make.env("CCACHE_DISABLE", "1"),
-        };
-        let ok = cmd::stream(make, &log, |line| {
-            if let Some(item) = object_line(line) {
-                done += 1;
-                reporter.event(Event::Progress {
-                    done,
-                    item: item.to_string(),
-                });
-            }
-        })?;
-        if !ok {
-            let text = fs::read_to_string(&log).at(&log)?;
-            let interesting: Vec<&str> = text
-                .lines()
-                .filter(|l| l.contains("error") || l.contains("Error") || l.starts_with("make"))
-                .collect();
-            let start = interesting.len().saturating_sub(20);
-            return Err(Error::Build {
-                log,
-                tail: interesting[start..].join("\n"),
+    let mut done = 0;
+    let ok = cmd::stream(make, log, |line| {
+        if let Some(item) = object_line(line) {
+            done += 1;
+            reporter.event(Event::Progress {
+                done,
+                item: item.to_string(),
             });
         }
+    })?;
+    if !ok {
+        let text = fs::read_to_string(log).at(log)?;
+        let interesting: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("error") || l.contains("Error") || l.starts_with("make"))
+            .collect();
+        let start = interesting.len().saturating_sub(20);
+        return Err(Error::Build {
+            log: log.to_path_buf(),
+            tail: interesting[start..].join("\n"),
+        });
     }
     if arch == Arch::X86_64 {
         check_payload(tree)?;
@@ -288,8 +273,52 @@ pub fn build(
     Ok(())
 }
 
-/// The log of x86-64's second step (`bzImage`), beside the build's log.
-pub const BOOT_LOG: &str = "build-bzimage.log";
+/// The kernel's compiler (`CC`) with a cache: ccache, except for a source
+/// that has `.incbin` in it, which runs the compiler alone. `.incbin`
+/// pulls a file into the object that neither the preprocessor nor the
+/// dependency file sees, so ccache's depend mode never hashes it: a source
+/// whose text matched an earlier build's got that build's object back.
+/// That happened to `arch/x86/boot/compressed/piggy.S`, which holds only
+/// the compressed kernel's sizes: on 2026-12-07 a cached `bzImage` booted
+/// another build's kernel than the `vmlinux` beside it (the icount
+/// plugin's markers, taken from the `vmlinux`, never fired). The same
+/// holds for `arch/x86/realmode/rmpiggy.S`, `kernel/configs.c`,
+/// `usr/initramfs_data.S` and UML's `stub_exe_embed.S`. A `.incbin` that
+/// came from a header would not be seen; the kernel has none.
+const INCBIN_WRAPPER: &str = "#!/bin/sh
+# Written by fibneigh (vm/src/kbuild.rs): the kernel's CC, through ccache
+# unless the source has .incbin in it (ccache's depend mode never hashes
+# the file .incbin pulls in).
+for a; do
+	case $a in
+	*.c | *.S | *.s)
+		if [ -f \"$a\" ] && grep -q '\\.incbin' \"$a\"; then
+			exec \"$@\"
+		fi
+		;;
+	esac
+done
+exec ccache \"$@\"
+";
+
+/// [`INCBIN_WRAPPER`] written (executable) beside the ccache directory,
+/// unless it is there already.
+fn incbin_wrapper(ccache_dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let path = ccache_dir.with_file_name("ccache-incbin-cc");
+    if fs::read(&path).ok().as_deref() == Some(INCBIN_WRAPPER.as_bytes()) {
+        return Ok(path);
+    }
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).at(dir)?;
+    }
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    fs::write(&tmp, INCBIN_WRAPPER).at(&tmp)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).at(&tmp)?;
+    fs::rename(&tmp, &path).at(&path)?;
+    Ok(path)
+}
 
 /// Where kbuild leaves x86-64's compressed-kernel wrapper, relative to the
 /// tree.
@@ -357,7 +386,7 @@ fn bzimage_payload(image: &[u8]) -> Option<&[u8]> {
         0 => 4,
         n => usize::from(n),
     };
-    let start = (sects + 1) * 512 + word(0x248)?;
+    let start = ((sects + 1) * 512).checked_add(word(0x248)?)?;
     image.get(start..start.checked_add(word(0x24c)?)?)
 }
 
@@ -393,17 +422,23 @@ fn system_headers_stamp(ccache_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
-/// `CC=ccache gcc` when ccache exists (setup installs it).
-fn ccache_args() -> Vec<String> {
+/// `CC` and `HOSTCC` through ccache when it exists (setup installs it):
+/// with a cache, `CC` is [`incbin_wrapper`]; without one (`Disabled`,
+/// nothing looked up or stored), plain `ccache gcc`. Host programs do not
+/// use `.incbin`.
+fn ccache_args(ccache: &Ccache) -> Result<Vec<String>> {
     let have = Command::new("ccache")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if have {
-        vec!["CC=ccache gcc".into(), "HOSTCC=ccache gcc".into()]
-    } else {
-        Vec::new()
+    if !have {
+        return Ok(Vec::new());
     }
+    let cc = match ccache {
+        Ccache::In(dir) => format!("CC={} gcc", incbin_wrapper(dir)?.display()),
+        Ccache::Disabled => "CC=ccache gcc".into(),
+    };
+    Ok(vec![cc, "HOSTCC=ccache gcc".into()])
 }
 
 /// `uname -r` of the configured tree.
@@ -462,6 +497,78 @@ mod tests {
         short[0x24c..0x250].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(bzimage_payload(&short), None);
         assert_eq!(bzimage_payload(b"tiny"), None);
+    }
+
+    /// The header of a real 7.3 bzImage: 31 setup sectors, the payload
+    /// 675 bytes into the protected-mode code, so at byte 17,059.
+    #[test]
+    fn a_real_header_puts_the_payload_at_17059() {
+        let mut v = vec![0u8; 17_059];
+        v[0x1f1] = 31;
+        v[0x202..0x206].copy_from_slice(b"HdrS");
+        v[0x248..0x24c].copy_from_slice(&675u32.to_le_bytes());
+        v[0x24c..0x250].copy_from_slice(&6u32.to_le_bytes());
+        v.extend_from_slice(&[0xfd, b'7', b'z', b'X', b'Z', 0]);
+        assert_eq!(
+            bzimage_payload(&v),
+            Some(&[0xfd, b'7', b'z', b'X', b'Z', 0][..])
+        );
+    }
+
+    /// The wrapper runs the compiler alone for a source with `.incbin`
+    /// and through ccache for any other; a fake `ccache` on `PATH` says
+    /// which ran.
+    #[test]
+    fn the_wrapper_keeps_incbin_sources_from_ccache() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let d = tempfile::tempdir().expect("tempdir");
+        let wrapper = incbin_wrapper(&d.path().join("ccache")).expect("wrapper");
+        assert_eq!(wrapper, d.path().join("ccache-incbin-cc"));
+        // written once, found again
+        assert_eq!(
+            incbin_wrapper(&d.path().join("ccache")).expect("again"),
+            wrapper
+        );
+        let bin = d.path().join("bin");
+        fs::create_dir_all(&bin).expect("bin");
+        let out = d.path().join("ran");
+        for (name, says) in [("ccache", "ccache"), ("fakecc", "compiler")] {
+            let tool = bin.join(name);
+            let body = if name == "ccache" {
+                format!(
+                    "#!/bin/sh\necho {says} >> {}\nshift\nexit 0\n",
+                    out.display()
+                )
+            } else {
+                format!("#!/bin/sh\necho {says} >> {}\n", out.display())
+            };
+            fs::write(&tool, body).expect("tool");
+            fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let piggy = d.path().join("piggy.S");
+        fs::write(&piggy, "input_data:\n.incbin \"vmlinux.bin.xz\"\n").expect("piggy");
+        let plain = d.path().join("filter.c");
+        fs::write(&plain, "int x;\n").expect("c");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        for source in [&piggy, &plain] {
+            let status = Command::new(&wrapper)
+                .env("PATH", &path)
+                .args(["fakecc", "-c", "-o", "x.o"])
+                .arg(source)
+                .status()
+                .expect("run the wrapper");
+            assert!(status.success());
+        }
+        let ran = fs::read_to_string(&out).expect("ran");
+        assert_eq!(
+            ran, "compiler\nccache\n",
+            "piggy.S alone, filter.c through ccache"
+        );
     }
 
     #[test]
