@@ -189,8 +189,10 @@ pub enum Ccache {
     /// the same entries).
     In(PathBuf),
     /// Compiled as with ccache, but nothing is looked up or stored
-    /// (`CCACHE_DISABLE`): what a clean build costs.
-    Disabled,
+    /// (`CCACHE_DISABLE`): what a clean build costs. The directory is
+    /// where the compiler wrapper is (`incbin_wrapper`), so that `CC`, which
+    /// kbuild records for every object, is the same in both modes.
+    Disabled(PathBuf),
 }
 
 /// `make -jN bzImage` (`linux` for UML) in `tree`; output goes to `log`.
@@ -242,7 +244,7 @@ pub fn build(
             }
             &mut make
         }
-        Ccache::Disabled => make.env("CCACHE_DISABLE", "1"),
+        Ccache::Disabled(_) => make.env("CCACHE_DISABLE", "1"),
     };
     let mut done = 0;
     let ok = cmd::stream(make, log, |line| {
@@ -282,8 +284,9 @@ pub fn build(
 /// the compressed kernel's sizes: on 2026-12-07 a cached `bzImage` booted
 /// another build's kernel than the `vmlinux` beside it (the icount
 /// plugin's markers, taken from the `vmlinux`, never fired). The same
-/// holds for `arch/x86/realmode/rmpiggy.S`, `kernel/configs.c`,
-/// `usr/initramfs_data.S` and UML's `stub_exe_embed.S`. A `.incbin` that
+/// holds for, among others, `arch/x86/realmode/rmpiggy.S`,
+/// `kernel/configs.c`, `usr/initramfs_data.S` and UML's
+/// `stub_exe_embed.S`. A `.incbin` that
 /// came from a header would not be seen; the kernel has none.
 const INCBIN_WRAPPER: &str = "#!/bin/sh
 # Written by fibneigh (vm/src/kbuild.rs): the kernel's CC, through ccache
@@ -292,7 +295,7 @@ const INCBIN_WRAPPER: &str = "#!/bin/sh
 for a; do
 	case $a in
 	*.c | *.S | *.s)
-		if [ -f \"$a\" ] && grep -q '\\.incbin' \"$a\"; then
+		if [ -f \"$a\" ] && grep -q -e '\\.incbin' -- \"$a\"; then
 			exec \"$@\"
 		fi
 		;;
@@ -423,9 +426,9 @@ fn system_headers_stamp(ccache_dir: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// `CC` and `HOSTCC` through ccache when it exists (setup installs it):
-/// with a cache, `CC` is [`incbin_wrapper`]; without one (`Disabled`,
-/// nothing looked up or stored), plain `ccache gcc`. Host programs do not
-/// use `.incbin`.
+/// `CC` is [`incbin_wrapper`], in both modes (a changed `CC` would make
+/// kbuild compile every object again). Host programs do not use
+/// `.incbin`.
 fn ccache_args(ccache: &Ccache) -> Result<Vec<String>> {
     let have = Command::new("ccache")
         .arg("--version")
@@ -434,11 +437,12 @@ fn ccache_args(ccache: &Ccache) -> Result<Vec<String>> {
     if !have {
         return Ok(Vec::new());
     }
-    let cc = match ccache {
-        Ccache::In(dir) => format!("CC={} gcc", incbin_wrapper(dir)?.display()),
-        Ccache::Disabled => "CC=ccache gcc".into(),
-    };
-    Ok(vec![cc, "HOSTCC=ccache gcc".into()])
+    let (Ccache::In(dir) | Ccache::Disabled(dir)) = ccache;
+    let wrapper = incbin_wrapper(dir)?;
+    Ok(vec![
+        format!("CC={} gcc", wrapper.display()),
+        "HOSTCC=ccache gcc".into(),
+    ])
 }
 
 /// `uname -r` of the configured tree.
@@ -558,7 +562,7 @@ mod tests {
         for source in [&piggy, &plain] {
             let status = Command::new(&wrapper)
                 .env("PATH", &path)
-                .args(["fakecc", "-c", "-o", "x.o"])
+                .args(["fakecc", "-DX=\"a b\"", "-c", "-o", "x.o"])
                 .arg(source)
                 .status()
                 .expect("run the wrapper");
@@ -569,6 +573,18 @@ mod tests {
             ran, "compiler\nccache\n",
             "piggy.S alone, filter.c through ccache"
         );
+    }
+
+    /// kbuild records `CC` for every object: a clean build (`Disabled`)
+    /// and a cached one must pass the same, or switching compiles
+    /// everything again.
+    #[test]
+    fn both_modes_pass_the_same_cc() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("ccache");
+        let cached = ccache_args(&Ccache::In(dir.clone())).expect("cached");
+        let clean = ccache_args(&Ccache::Disabled(dir)).expect("clean");
+        assert_eq!(cached, clean);
     }
 
     #[test]

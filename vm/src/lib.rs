@@ -119,7 +119,7 @@ impl BuildRequest {
         if self.ccache {
             kbuild::Ccache::In(self.cache_dir.join("ccache"))
         } else {
-            kbuild::Ccache::Disabled
+            kbuild::Ccache::Disabled(self.cache_dir.join("ccache"))
         }
     }
 }
