@@ -533,8 +533,8 @@ fi
 # neighbour flags against flags 0, all gated), and the series' counts twice
 # identical. The series' kernel is the default (o2) one built above; the
 # base's code on the series' uAPI header is built here (--pristine-code,
-# mostly from ccache); this step boots them. The -Os counts are a benchmark (scripts/run.sh): the -Os
-# kernel would be one more full build.
+# mostly from ccache); this step boots them. The -Os counts are a
+# benchmark (scripts/run.sh): the -Os kernel would be one more full build.
 step "instruction counts (QEMU TCG plugin): vm icount --with-pristine --pristine-code --check at -O2 (flags 0 and SKIP_NEIGH at most +2 over the base's code in every row, NEIGH_STATE at most +4 and REFRESH on REACHABLE at most +12 over flags 0, all gated), counts repeat"
 cargo build -q -p fibneigh-icount-plugin
 cargo test -p fibneigh --test vm_icount -- --ignored --test-threads=1

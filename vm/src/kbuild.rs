@@ -286,8 +286,8 @@ pub fn build(
 /// plugin's markers, taken from the `vmlinux`, never fired). The same
 /// holds for, among others, `arch/x86/realmode/rmpiggy.S`,
 /// `kernel/configs.c`, `usr/initramfs_data.S` and UML's
-/// `stub_exe_embed.S`. A `.incbin` that
-/// came from a header would not be seen; the kernel has none.
+/// `stub_exe_embed.S`. A `.incbin` that came from a header would not be
+/// seen; the kernel has none.
 const INCBIN_WRAPPER: &str = "#!/bin/sh
 # Written by fibneigh (vm/src/kbuild.rs): the kernel's CC, through ccache
 # unless the source has .incbin in it (ccache's depend mode never hashes
@@ -307,20 +307,29 @@ exec ccache \"$@\"
 /// [`INCBIN_WRAPPER`] written (executable) beside the ccache directory,
 /// unless it is there already.
 fn incbin_wrapper(ccache_dir: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-
     let path = ccache_dir.with_file_name("ccache-incbin-cc");
-    if fs::read(&path).ok().as_deref() == Some(INCBIN_WRAPPER.as_bytes()) {
-        return Ok(path);
-    }
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).at(dir)?;
     }
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    fs::write(&tmp, INCBIN_WRAPPER).at(&tmp)?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).at(&tmp)?;
-    fs::rename(&tmp, &path).at(&path)?;
+    write_if_changed(&path, INCBIN_WRAPPER.as_bytes(), Some(0o755))?;
     Ok(path)
+}
+
+/// Write `bytes` to `path` unless it holds them already: through a
+/// temporary file renamed over it (with `mode`, if given), so that another
+/// process never reads half a file.
+fn write_if_changed(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+
+    if fs::read(path).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    fs::write(&tmp, bytes).at(&tmp)?;
+    if let Some(mode) = mode {
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).at(&tmp)?;
+    }
+    fs::rename(&tmp, path).at(path)
 }
 
 /// Where kbuild leaves x86-64's compressed-kernel wrapper, relative to the
@@ -417,11 +426,7 @@ fn system_headers_stamp(ccache_dir: &Path) -> Result<Option<PathBuf>> {
         return Ok(None);
     }
     let path = ccache_dir.with_file_name("ccache-system-headers");
-    if fs::read(&path).ok().as_deref() != Some(&out.stdout[..]) {
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-        fs::write(&tmp, &out.stdout).at(&tmp)?;
-        fs::rename(&tmp, &path).at(&path)?;
-    }
+    write_if_changed(&path, &out.stdout, None)?;
     Ok(Some(path))
 }
 
