@@ -5,8 +5,9 @@
 use std::os::fd::BorrowedFd;
 
 use crate::attach::{self, Attachment, EnteredNetns};
+use crate::probe::FRAME;
 use crate::skel::xdp_pass as skel;
-use crate::Result;
+use crate::{Hook, Result};
 
 skel_owner!(
     /// The loaded pass-through program; attach it as often as needed.
@@ -20,5 +21,20 @@ impl XdpPass {
     pub fn attach_in(&self, netns: BorrowedFd<'_>, ifindex: u32) -> Result<Attachment> {
         let _inside = EnteredNetns::enter(netns)?;
         attach::xdp(&self.skel.progs.xdp_pass, ifindex)
+    }
+
+    /// One `BPF_PROG_TEST_RUN` of two repeats: with more than one, the
+    /// kernel adds the program to the XDP dispatcher for the run and
+    /// removes it after, rewriting the `jmp` in `bpf_dispatcher_xdp_func`
+    /// twice. Returns the verdict (`XDP_PASS`).
+    pub fn test_run_through_dispatcher(&self) -> Result<u32> {
+        crate::test_run_repeat(
+            &self.skel.progs.xdp_pass,
+            Hook::Xdp,
+            &FRAME,
+            0,
+            2,
+            "test-run xdp_pass through the XDP dispatcher",
+        )
     }
 }

@@ -8,10 +8,11 @@
 //!   `neigh->lock` is taken inside it (root_lock -> neigh->lock);
 //! - by test runs of the tc program pinned to every CPU the process may
 //!   run on (its affinity mask), and of the XDP program on the first.
-//!   (XDP test runs of several programs at once re-patch the XDP
-//!   dispatcher under each other: on the debug kernel under TCG that ended
-//!   in an int3 Oops in `bpf_dispatcher_xdp_func`, in code the series does
-//!   not touch, so XDP runs from one thread.)
+//!   (XDP test runs of several programs at once rewrite the XDP
+//!   dispatcher under each other: under TCG with a host thread per vCPU
+//!   that ended in an int3 Oops in `bpf_dispatcher_xdp_func`, in code the
+//!   series does not touch (`fibneigh_vm::TcgThreads`), so XDP runs from
+//!   one thread.)
 //!
 //! Whether a site finds the entry STALE while all of them run is chance
 //! (the first lookup after a forced STALE kicks it; the others then see
@@ -480,7 +481,7 @@ struct Runs {
 
 /// The CPUs this process may run on (its affinity mask, which `taskset`
 /// or a cpuset may have narrowed), lowest first.
-fn allowed_cpus() -> Result<Vec<usize>> {
+pub(crate) fn allowed_cpus() -> Result<Vec<usize>> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
         .map_err(|e| Error::Setup(format!("failed to read the CPU affinity: {e}")))?;
     let cpus = cpus_in(&set);
@@ -497,6 +498,14 @@ fn cpus_in(set: &nix::sched::CpuSet) -> Vec<usize> {
         .collect()
 }
 
+/// Pin the calling thread to `cpu`.
+pub(crate) fn pin_to(cpu: usize) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)
+        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set))
+        .map_err(|e| Error::Setup(format!("failed to pin a test-run thread to CPU {cpu}: {e}")))
+}
+
 /// Test runs on `cpu` in the DUT's namespace until `end`: tc, and with
 /// `xdp` (one thread only) XDP in turn with it; with an object of the
 /// thread's own (a skeleton stays in its thread).
@@ -509,10 +518,7 @@ fn test_runs(
     end: Instant,
     stop_early: &std::sync::atomic::AtomicBool,
 ) -> Result<Runs> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu)
-        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set))
-        .map_err(|e| Error::Setup(format!("failed to pin a test-run thread to CPU {cpu}: {e}")))?;
+    pin_to(cpu)?;
     let _inside = EnteredNetns::enter(ns)?;
     let stress = LockStress::load(target)?;
     let (mut tc_runs, mut xdp_runs) = (0, 0);

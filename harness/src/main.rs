@@ -59,6 +59,10 @@ enum Command {
     /// filter under an htb qdisc and test runs on every CPU it may run on
     /// look up one entry that is kept forced STALE
     LockStress(cli::lock_stress::LockStressArgs),
+    /// Test runs that add an XDP program to the kernel's XDP dispatcher
+    /// and remove it, from every CPU at once: a check of the emulator a
+    /// guest runs under (`scripts/tcg-threads.sh`), not of the series.
+    DispatcherStress(cli::dispatcher_stress::DispatcherStressArgs),
     /// Write the public header's example objects (tc and XDP, built from
     /// bpf/include/fib_neigh.h) for loading with tc or ip link.
     Examples(cli::examples::ExamplesArgs),
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         Command::Churn(args) => cli::churn::run(args),
         Command::Scale(args) => cli::scale::run(args),
         Command::LockStress(args) => cli::lock_stress::run(args),
+        Command::DispatcherStress(args) => cli::dispatcher_stress::run(args),
         Command::Examples(args) => cli::examples::run(args),
         Command::Clean => cli::clean::run(),
         Command::IcountGuest(args) => cli::icount::guest(args),

@@ -15,6 +15,41 @@ pub enum Accel {
     Tcg,
 }
 
+/// How TCG runs a guest's vCPUs: all in one host thread, taking turns
+/// (QEMU's `-accel tcg,thread=single`), or one host thread each (MTTCG,
+/// QEMU's default for an x86-64 guest on an x86-64 host).
+///
+/// Single is the default for a guest of more than one vCPU. Under MTTCG,
+/// QEMU 7.2 (Debian 12's) lets a vCPU run code another vCPU has already
+/// rewritten: the XDP dispatcher's `jmp`, patched through an `int3` by
+/// `text_poke`, is met as the `int3` after the kernel has finished the
+/// patch, and the guest dies with `Oops: int3` in
+/// `bpf_dispatcher_xdp_func`. Any guest that adds or removes an XDP
+/// program (an attach, a detach, a test run of more than one repeat)
+/// while another vCPU runs XDP can meet it, the pristine kernel as much
+/// as the patched one. Measured here with XDP test runs of two
+/// repeats from a thread on each vCPU for 240 s: MTTCG died in two of
+/// three boots, one thread in none of four (`scripts/tcg-threads.sh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum TcgThreads {
+    /// One host thread for every vCPU.
+    #[default]
+    Single,
+    /// One host thread per vCPU (exposed to the hazard above).
+    Multi,
+}
+
+impl TcgThreads {
+    /// The word QEMU's `thread=` takes, and the run manifest shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcgThreads::Single => "single",
+            TcgThreads::Multi => "multi",
+        }
+    }
+}
+
 /// The outcome of checking whether KVM can run an ordinary guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccelProbe {

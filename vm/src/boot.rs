@@ -6,7 +6,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::accel::{Accel, KVM_FIRST_OUTPUT};
+use crate::accel::{Accel, TcgThreads, KVM_FIRST_OUTPUT};
 use crate::console::{split_console, START_MARKER};
 use crate::error::{Error, IoContext, Result};
 use crate::events::{Event, Phase, Reporter};
@@ -26,6 +26,8 @@ pub struct RunRequest {
     pub memory: String,
     pub cpus: u32,
     pub accel: Accel,
+    /// How TCG runs more than one vCPU (not used under KVM or for one).
+    pub tcg_threads: TcgThreads,
     /// Where the guest's serial console (everything virtme-ng prints on
     /// stderr) is written.
     pub console_log: PathBuf,
@@ -69,7 +71,8 @@ impl Default for RunRequest {
     /// for a netns lab and `test_progs`), a 900 s timeout (a TCG guest
     /// running the scenario matrix on a debug kernel needs minutes), TCG
     /// (the accelerator that works everywhere; [`crate::accel::detect_accel`] finds out
-    /// whether KVM does), the guest starting in `/`, the console in
+    /// whether KVM does) with its vCPUs in one host thread
+    /// ([`TcgThreads`] says why), the guest starting in `/`, the console in
     /// `console.log` of the working directory.
     fn default() -> Self {
         RunRequest {
@@ -81,6 +84,7 @@ impl Default for RunRequest {
             memory: "2G".into(),
             cpus: 2,
             accel: Accel::Tcg,
+            tcg_threads: TcgThreads::default(),
             console_log: PathBuf::from("console.log"),
             qemu_args: Vec::new(),
         }
@@ -108,6 +112,21 @@ pub fn guest_script(command: &[String]) -> String {
 /// boot, not the code under test, and hardware without LA57 (most of it)
 /// never runs that path, so the guest runs with 4-level paging.
 pub const TCG_CPU: &[&str] = &["-cpu", "max,la57=off"];
+
+/// QEMU's arguments for `req`'s TCG: the CPU model, and for more than one
+/// vCPU the threads they run in (virtme-ng, without KVM, names no
+/// accelerator, so this `-accel` is the only one).
+fn tcg_args(req: &RunRequest) -> Vec<String> {
+    if req.accel != Accel::Tcg {
+        return Vec::new();
+    }
+    let mut args: Vec<String> = TCG_CPU.iter().map(|a| a.to_string()).collect();
+    if req.cpus > 1 {
+        args.push("-accel".into());
+        args.push(format!("tcg,thread={}", req.tcg_threads.as_str()));
+    }
+    args
+}
 
 /// virtme-ng's arguments for `req`; a pure function so the command line can
 /// be tested.
@@ -137,11 +156,10 @@ pub fn vng_args(req: &RunRequest) -> Vec<String> {
     // virtme-ng runs QEMU through a shell line: each argument is quoted
     // for it, and passed with `=` so that one starting with `-` stays a
     // value. They come after virtme-ng's own, so a `-cpu` here wins.
-    let tcg_cpu = (req.accel == Accel::Tcg).then_some(TCG_CPU);
-    for arg in tcg_cpu
-        .into_iter()
-        .flatten()
-        .copied()
+    let tcg = tcg_args(req);
+    for arg in tcg
+        .iter()
+        .map(String::as_str)
         .chain(req.qemu_args.iter().map(String::as_str))
     {
         let quoted = shlex::try_quote(arg).map_or_else(|_| arg.to_string(), |q| q.into_owned());
@@ -170,9 +188,13 @@ pub fn run(
         format!(
             "{} under {}, {}",
             req.kernel.display(),
-            match req.accel {
-                Accel::Kvm => "KVM",
-                Accel::Tcg => "TCG (software emulation)",
+            match (req.accel, req.cpus > 1, req.tcg_threads) {
+                (Accel::Kvm, ..) => "KVM",
+                (Accel::Tcg, true, TcgThreads::Single) =>
+                    "TCG (software emulation, the vCPUs in one host thread)",
+                (Accel::Tcg, true, TcgThreads::Multi) =>
+                    "TCG (software emulation, a host thread per vCPU)",
+                (Accel::Tcg, false, _) => "TCG (software emulation)",
             },
             vng.describe()
         ),
@@ -244,6 +266,16 @@ mod tests {
         RunRequest::for_tests("/k/bzImage", "/repo")
     }
 
+    /// The QEMU arguments, as QEMU gets them after virtme-ng's shell line.
+    fn opts(r: &RunRequest) -> Vec<String> {
+        let line: Vec<String> = vng_args(r)
+            .iter()
+            .filter_map(|a| a.strip_prefix("--qemu-opts="))
+            .map(str::to_string)
+            .collect();
+        shlex::split(&line.join(" ")).unwrap_or_default()
+    }
+
     fn has_pair(args: &[String], a: &str, b: &str) -> bool {
         args.windows(2).any(|w| w[0] == a && w[1] == b)
     }
@@ -283,16 +315,29 @@ mod tests {
 
     #[test]
     fn tcg_guests_run_without_5_level_paging() {
-        // As QEMU gets them, after virtme-ng's shell line.
-        let opts = |r: &RunRequest| -> Vec<String> {
-            let line: Vec<String> = vng_args(r)
-                .iter()
-                .filter_map(|a| a.strip_prefix("--qemu-opts="))
-                .map(str::to_string)
-                .collect();
-            shlex::split(&line.join(" ")).unwrap_or_default()
-        };
-        assert_eq!(opts(&req()), TCG_CPU);
+        let mut r = req();
+        r.cpus = 1;
+        assert_eq!(opts(&r), TCG_CPU);
+        r.accel = Accel::Kvm;
+        assert!(opts(&r).is_empty());
+    }
+
+    #[test]
+    fn tcg_runs_several_vcpus_in_one_thread_unless_asked() {
+        // The default: two vCPUs, one host thread.
+        let r = req();
+        assert_eq!(r.cpus, 2);
+        assert!(
+            has_pair(&opts(&r), "-accel", "tcg,thread=single"),
+            "{:?}",
+            opts(&r)
+        );
+        let mut r = req();
+        r.tcg_threads = TcgThreads::Multi;
+        assert!(has_pair(&opts(&r), "-accel", "tcg,thread=multi"));
+        // One vCPU: QEMU's default; KVM: no TCG at all.
+        r.cpus = 1;
+        assert!(!opts(&r).iter().any(|a| a == "-accel"));
         let mut r = req();
         r.accel = Accel::Kvm;
         assert!(opts(&r).is_empty());

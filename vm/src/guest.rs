@@ -8,7 +8,7 @@ use std::process::ExitStatus;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::accel::{self, Accel};
+use crate::accel::{self, Accel, TcgThreads};
 use crate::boot::{self, RunRequest};
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
@@ -24,6 +24,8 @@ pub struct Guest {
     pub cache: PathBuf,
     pub memory: String,
     pub cpus: u32,
+    /// How TCG runs more than one vCPU ([`TcgThreads`]).
+    pub tcg_threads: TcgThreads,
     /// Host directories shared read-write (the caller's repository first).
     pub rwdirs: Vec<PathBuf>,
     /// Working directory inside the guest.
@@ -55,6 +57,7 @@ impl Guest {
             cache,
             memory: d.memory,
             cpus: d.cpus,
+            tcg_threads: d.tcg_threads,
             cwd: rwdirs.first().cloned().unwrap_or(d.cwd),
             rwdirs,
             qemu_args: d.qemu_args,
@@ -82,6 +85,7 @@ impl Guest {
             memory: self.memory.clone(),
             cpus: self.cpus,
             accel: self.accel,
+            tcg_threads: self.tcg_threads,
             console_log: console_log_path(&self.cache),
             qemu_args: self.qemu_args.clone(),
         };

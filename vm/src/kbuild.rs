@@ -356,7 +356,7 @@ pub fn check_payload(tree: &Path) -> Result<()> {
     match bzimage_payload(&image) {
         None => Err(Error::Payload {
             bzimage,
-            why: "no x86 boot header, or a payload outside the file".into(),
+            why: "no x86 boot header, a boot protocol before 2.08 (no payload fields), or a payload outside the file".into(),
         }),
         Some(got) if got != want.as_slice() => Err(Error::Payload {
             bzimage,
@@ -382,12 +382,17 @@ fn incbin_path(piggy: &str) -> Option<&str> {
     })
 }
 
-/// The compressed kernel inside a `bzImage`: x86 boot protocol 2.08+, the
-/// setup header's `payload_offset` (0x248) and `payload_length` (0x24c),
-/// counted from the protected-mode code after `setup_sects` (0x1f1; 0
-/// means 4) sectors and the boot sector.
+/// The compressed kernel inside a `bzImage`: the setup header's
+/// `payload_offset` (0x248) and `payload_length` (0x24c), counted from the
+/// protected-mode code after `setup_sects` (0x1f1; 0 means 4) sectors and
+/// the boot sector. Those fields exist from boot protocol 2.08 (the
+/// `version` word at 0x206); an older header has other data there.
 fn bzimage_payload(image: &[u8]) -> Option<&[u8]> {
     if image.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let version = u16::from_le_bytes(image.get(0x206..0x208)?.try_into().ok()?);
+    if version < 0x0208 {
         return None;
     }
     let word = |at: usize| -> Option<usize> {
@@ -485,6 +490,7 @@ mod tests {
         let mut v = vec![0u8; start];
         v[0x1f1] = setup_sects;
         v[0x202..0x206].copy_from_slice(b"HdrS");
+        v[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
         v[0x248..0x24c].copy_from_slice(&offset.to_le_bytes());
         v[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
         v.extend_from_slice(payload);
@@ -506,15 +512,23 @@ mod tests {
         short[0x24c..0x250].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(bzimage_payload(&short), None);
         assert_eq!(bzimage_payload(b"tiny"), None);
+        // boot protocol 2.07: no payload fields yet; 2.08 has them
+        let mut old = image(31, 675, b"xz!");
+        old[0x206..0x208].copy_from_slice(&0x0207u16.to_le_bytes());
+        assert_eq!(bzimage_payload(&old), None);
+        old[0x206..0x208].copy_from_slice(&0x0208u16.to_le_bytes());
+        assert_eq!(bzimage_payload(&old), Some(&b"xz!"[..]));
     }
 
-    /// The header of a real 7.3 bzImage: 31 setup sectors, the payload
-    /// 675 bytes into the protected-mode code, so at byte 17,059.
+    /// The header of a real 7.3 bzImage: boot protocol 2.15, 31 setup
+    /// sectors, the payload 675 bytes into the protected-mode code, so at
+    /// byte 17,059.
     #[test]
     fn a_real_header_puts_the_payload_at_17059() {
         let mut v = vec![0u8; 17_059];
         v[0x1f1] = 31;
         v[0x202..0x206].copy_from_slice(b"HdrS");
+        v[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
         v[0x248..0x24c].copy_from_slice(&675u32.to_le_bytes());
         v[0x24c..0x250].copy_from_slice(&6u32.to_le_bytes());
         v.extend_from_slice(&[0xfd, b'7', b'z', b'X', b'Z', 0]);

@@ -31,7 +31,7 @@ pub mod xdp_tools;
 use std::fs;
 use std::path::PathBuf;
 
-pub use accel::{detect_accel, Accel, AccelProbe};
+pub use accel::{detect_accel, Accel, AccelProbe, TcgThreads};
 pub use boot::RunRequest;
 pub use cache::{CacheKey, KernelImage};
 pub use error::{Error, Result};

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod churn;
 pub mod clean;
+pub mod dispatcher_stress;
 pub mod examples;
 pub mod fuzz;
 pub mod icount;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use fibneigh_vm::{Accel, Arch, Guest, RunRequest, VirtmeNg};
+use fibneigh_vm::{Accel, Arch, Guest, RunRequest, TcgThreads, VirtmeNg};
 
 use super::render::describe_build;
 use super::{guest, run_guest, AccelChoice, Error, KernelChoice, Result};
@@ -25,6 +25,7 @@ pub struct RunSpec {
     pub rwdirs: Vec<PathBuf>,
     pub memory: String,
     pub cpus: u32,
+    pub tcg_threads: TcgThreads,
     pub command: Vec<String>,
     pub timeout: Duration,
     pub keep_console: bool,
@@ -52,6 +53,13 @@ pub struct GuestChoice {
     pub cpus: u32,
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
+    /// Under TCG with more than one vCPU: run them all in one host thread
+    /// (single), or one thread each (multi: faster when the guest keeps
+    /// both busy, but QEMU 7.2 can then run XDP dispatcher code another
+    /// vCPU has rewritten, and the guest dies with `Oops: int3` in
+    /// `bpf_dispatcher_xdp_func`; README, "The VM pipeline").
+    #[arg(long, value_enum, default_value_t = TcgThreads::default())]
+    pub tcg_threads: TcgThreads,
     /// Extra host directories shared read-write (the repository always is).
     #[arg(long)]
     pub rwdir: Vec<PathBuf>,
@@ -80,6 +88,7 @@ impl GuestChoice {
             rwdirs: self.rwdir.clone(),
             memory: self.memory.clone(),
             cpus: self.cpus,
+            tcg_threads: self.tcg_threads,
             command: command.to_vec(),
             timeout: Duration::from_secs(self.timeout),
             keep_console: self.keep_console,
@@ -146,6 +155,7 @@ pub fn run(spec: &RunSpec) -> Result<Ran> {
         guest.cpus = 1;
     } else {
         guest.cpus = spec.cpus;
+        guest.tcg_threads = spec.tcg_threads;
     }
     let status = match run_guest(
         &guest,
@@ -179,6 +189,8 @@ impl Ran {
                 _ if um => "native (User-Mode Linux)",
                 _ => "tcg",
             },
+            tcg_threads: (self.accel == Accel::Tcg && !um && self.guest.cpus > 1)
+                .then(|| self.guest.tcg_threads.as_str()),
             runner: self.runner.as_ref(),
             command,
             exit_code,
@@ -196,6 +208,10 @@ pub struct RunManifest<'a> {
     pub build: Option<&'a str>,
     pub arch: &'static str,
     pub accel: &'static str,
+    /// Under TCG with more than one vCPU, how they ran: `single` (one host
+    /// thread) or `multi` (one each).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcg_threads: Option<&'static str>,
     /// The virtme-ng that booted the guest (none for User-Mode Linux).
     pub runner: Option<&'a VirtmeNg>,
     pub command: &'a [String],
