@@ -20,7 +20,9 @@ boots=${1:-3}
 seconds=${2:-240}
 case $boots in '' | *[!0-9]* | 0) echo "tcg-threads.sh: BOOTS must be a positive number, not '$boots'" >&2; exit 2 ;; esac
 case $seconds in '' | *[!0-9]* | 0) echo "tcg-threads.sh: SECONDS must be a positive number, not '$seconds'" >&2; exit 2 ;; esac
-cargo build -q --bin fibneigh
+cargo build -q --bin fibneigh || { echo "tcg-threads.sh: cargo build failed" >&2; exit 2; }
+# Built (or found in the cache) first, so that no boot's time includes it.
+target/debug/fibneigh vm build >/dev/null || { echo "tcg-threads.sh: vm build failed" >&2; exit 2; }
 out=target/tcg-threads
 mkdir -p "$out"
 declare -A died=([single]=0 [multi]=0)
@@ -38,7 +40,7 @@ for mode in single multi; do
 			echo "$mode boot $i: lived, ${runs:-?} test runs ($took s)"
 			continue
 		fi
-		console=$(sed -n 's/.*console log: \(\/[^ ]*\.log\).*/\1/p' "$log" | tail -n1)
+		console=$(sed -n 's/^.*console log: \(.*\)$/\1/p' "$log" | tail -n1)
 		if [ -n "$console" ] && grep -q 'Oops: int3' "$console" &&
 			grep -q 'RIP: .*bpf_dispatcher_xdp_func' "$console"; then
 			died[$mode]=$((died[$mode] + 1))

@@ -289,13 +289,7 @@ pub fn run(seconds: u64, seed: u64) -> Result<LockStressReport> {
         if actions.is_err() {
             churn_failed.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut runs = Vec::new();
-        for w in workers {
-            runs.push(
-                w.join()
-                    .map_err(|_| Error::Setup("a test-run thread panicked".into()))??,
-            );
-        }
+        let runs = join_all(workers)?;
         Ok((actions?, runs))
     })?;
     // The kicks on purpose: the filter's while the flow still runs through
@@ -495,6 +489,20 @@ pub(crate) fn allowed_cpus() -> Result<Vec<usize>> {
 fn cpus_in(set: &nix::sched::CpuSet) -> Vec<usize> {
     (0..nix::sched::CpuSet::count())
         .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect()
+}
+
+/// The results of scoped test-run threads, in order; the first error, or
+/// a panic as one.
+pub(crate) fn join_all<T>(
+    workers: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>,
+) -> Result<Vec<T>> {
+    workers
+        .into_iter()
+        .map(|w| {
+            w.join()
+                .map_err(|_| Error::Setup("a test-run thread panicked".into()))?
+        })
         .collect()
 }
 

@@ -28,8 +28,8 @@ pub enum Accel {
 /// program (an attach, a detach, a test run of more than one repeat)
 /// while another vCPU runs XDP can meet it, the pristine kernel as much
 /// as the patched one. Measured here with XDP test runs of two
-/// repeats from a thread on each vCPU for 240 s: MTTCG died in two of
-/// three boots, one thread in none of four (`scripts/tcg-threads.sh`).
+/// repeats from a thread on each vCPU: README, "The VM pipeline", has
+/// the figures and `scripts/tcg-threads.sh` measures them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum TcgThreads {
@@ -41,6 +41,11 @@ pub enum TcgThreads {
 }
 
 impl TcgThreads {
+    /// `threads`, when it applies: under TCG, to more than one vCPU.
+    pub fn in_effect(accel: Accel, cpus: u32, threads: TcgThreads) -> Option<TcgThreads> {
+        (accel == Accel::Tcg && cpus > 1).then_some(threads)
+    }
+
     /// The word QEMU's `thread=` takes, and the run manifest shows.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -55,6 +55,11 @@ impl RunRequest {
 impl RunRequest {
     /// Before a boot: the kernel must exist (else [`Error::NoKernel`]) and
     /// the console log's directory is made.
+    /// How its vCPUs run under TCG, when that applies ([`TcgThreads::in_effect`]).
+    pub fn tcg_threads_in_effect(&self) -> Option<TcgThreads> {
+        TcgThreads::in_effect(self.accel, self.cpus, self.tcg_threads)
+    }
+
     pub(crate) fn check_kernel_and_console(&self) -> Result<()> {
         if !self.kernel.is_file() {
             return Err(Error::NoKernel(self.kernel.clone()));
@@ -121,9 +126,9 @@ fn tcg_args(req: &RunRequest) -> Vec<String> {
         return Vec::new();
     }
     let mut args: Vec<String> = TCG_CPU.iter().map(|a| a.to_string()).collect();
-    if req.cpus > 1 {
+    if let Some(threads) = req.tcg_threads_in_effect() {
         args.push("-accel".into());
-        args.push(format!("tcg,thread={}", req.tcg_threads.as_str()));
+        args.push(format!("tcg,thread={}", threads.as_str()));
     }
     args
 }
@@ -188,13 +193,13 @@ pub fn run(
         format!(
             "{} under {}, {}",
             req.kernel.display(),
-            match (req.accel, req.cpus > 1, req.tcg_threads) {
-                (Accel::Kvm, ..) => "KVM",
-                (Accel::Tcg, true, TcgThreads::Single) =>
+            match (req.accel, req.tcg_threads_in_effect()) {
+                (Accel::Kvm, _) => "KVM",
+                (Accel::Tcg, Some(TcgThreads::Single)) =>
                     "TCG (software emulation, the vCPUs in one host thread)",
-                (Accel::Tcg, true, TcgThreads::Multi) =>
+                (Accel::Tcg, Some(TcgThreads::Multi)) =>
                     "TCG (software emulation, a host thread per vCPU)",
-                (Accel::Tcg, false, _) => "TCG (software emulation)",
+                (Accel::Tcg, None) => "TCG (software emulation)",
             },
             vng.describe()
         ),

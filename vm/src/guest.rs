@@ -43,6 +43,8 @@ pub struct Guest {
 #[derive(Debug)]
 pub struct Finished {
     pub status: ExitStatus,
+    /// The accelerator the command ran under: TCG after a KVM stall.
+    pub accel: Accel,
     pub console_log: PathBuf,
     pub console_kept: bool,
 }
@@ -90,6 +92,7 @@ impl Guest {
             qemu_args: self.qemu_args.clone(),
         };
         let mut console_log = req.console_log.clone();
+        let mut accel = req.accel;
         let first = match self.arch {
             Arch::X86_64 => boot::run(&req, cancel, reporter),
             Arch::Um => crate::uml::run(&req, &self.cache.join("uml"), cancel, reporter),
@@ -98,6 +101,7 @@ impl Guest {
             Err(e @ Error::KvmStalled { .. }) => {
                 reporter.event(Event::Warning(format!("{e}; retrying under TCG")));
                 console_log = console_log_path(&self.cache);
+                accel = Accel::Tcg;
                 let req = RunRequest {
                     accel: Accel::Tcg,
                     console_log: console_log.clone(),
@@ -120,6 +124,7 @@ impl Guest {
         }
         Ok(Finished {
             status,
+            accel,
             console_log,
             console_kept,
         })

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::JsonOut;
+use super::{JsonOut, Stopped};
 
 #[derive(Args, Debug)]
 pub struct DispatcherStressArgs {
@@ -18,7 +18,11 @@ pub struct DispatcherStressArgs {
 }
 
 pub fn run(args: DispatcherStressArgs) -> Result<ExitCode> {
-    let r = fibneigh::dispatcher_stress::run(args.seconds).context("dispatcher-stress run")?;
+    fibneigh::stop::install().context("failed to install the signal handlers")?;
+    let r = fibneigh::dispatcher_stress::run(args.seconds).map_err(|e| match e {
+        fibneigh::error::Error::Interrupted(_) => Stopped::Quiet.into(),
+        e => anyhow::Error::new(e).context("dispatcher-stress run failed"),
+    })?;
     print!("{}", r.render());
     args.out.write(&r)?;
     println!("dispatcher-stress: ok");

@@ -9,7 +9,6 @@ pub mod selftests;
 pub mod series;
 
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 use std::time::Duration;
 
 use fibneigh_vm::base::KernelBase;
@@ -305,7 +304,7 @@ pub fn run_guest(
     command: Vec<String>,
     timeout: Duration,
     keep_console: bool,
-) -> Result<ExitStatus> {
+) -> Result<fibneigh_vm::guest::Finished> {
     stop::install().map_err(Error::Signals)?;
     let mut reporter = progress::reporter();
     let done = guest
@@ -320,5 +319,5 @@ pub fn run_guest(
     if done.console_kept {
         eprintln!("console log: {}", done.console_log.display());
     }
-    Ok(done.status)
+    Ok(done)
 }

@@ -112,6 +112,7 @@ pub fn guest_command(command: &[String], build: Option<&str>) -> Vec<String> {
 #[derive(Debug)]
 pub struct Ran {
     pub guest: Guest,
+    /// The accelerator the command ran under.
     pub accel: Accel,
     /// The virtme-ng that booted it (none for User-Mode Linux).
     pub runner: Option<VirtmeNg>,
@@ -157,21 +158,22 @@ pub fn run(spec: &RunSpec) -> Result<Ran> {
         guest.cpus = spec.cpus;
         guest.tcg_threads = spec.tcg_threads;
     }
-    let status = match run_guest(
+    let done = match run_guest(
         &guest,
         guest_command(&spec.command, spec.build.as_deref()),
         spec.timeout,
         spec.keep_console,
     ) {
-        Ok(s) => s,
+        Ok(done) => done,
         Err(e) if stop::requested() => return Err(Error::Stopped(Box::new(e))),
         Err(e) => return Err(e),
     };
     Ok(Ran {
         guest,
-        accel,
+        // TCG after a KVM stall, whatever was chosen before the boot.
+        accel: done.accel,
         runner,
-        status,
+        status: done.status,
         build: spec.build.clone(),
     })
 }
@@ -189,8 +191,10 @@ impl Ran {
                 _ if um => "native (User-Mode Linux)",
                 _ => "tcg",
             },
-            tcg_threads: (self.accel == Accel::Tcg && !um && self.guest.cpus > 1)
-                .then(|| self.guest.tcg_threads.as_str()),
+            tcg_threads: (!um)
+                .then(|| TcgThreads::in_effect(self.accel, self.guest.cpus, self.guest.tcg_threads))
+                .flatten()
+                .map(TcgThreads::as_str),
             runner: self.runner.as_ref(),
             command,
             exit_code,

@@ -280,7 +280,8 @@ pub fn run_plain(s: &Settings, kernel: PathBuf, test_progs: &Path, tests: &str) 
         vec!["sh".into(), "-c".into(), run.script.clone()],
         s.timeout,
         false,
-    )?;
+    )?
+    .status;
     let output = std::fs::read_to_string(&run.output).map_err(|source| Error::NoOutput {
         path: run.output.clone(),
         source,

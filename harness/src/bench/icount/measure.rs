@@ -254,7 +254,7 @@ pub fn measure(req: &Request, pristine: bool) -> Result<(KernelImage, IcountRepo
         req.runs
     );
     let status = match pipeline::run_guest(&guest, command, req.timeout, req.keep_console) {
-        Ok(s) => s,
+        Ok(done) => done.status,
         Err(e) if stop::requested() => return Err(Error::Stopped(e)),
         Err(e) => return Err(e.into()),
     };
