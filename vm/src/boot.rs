@@ -53,13 +53,13 @@ impl RunRequest {
 }
 
 impl RunRequest {
-    /// Before a boot: the kernel must exist (else [`Error::NoKernel`]) and
-    /// the console log's directory is made.
     /// How its vCPUs run under TCG, when that applies ([`TcgThreads::in_effect`]).
     pub fn tcg_threads_in_effect(&self) -> Option<TcgThreads> {
         TcgThreads::in_effect(self.accel, self.cpus, self.tcg_threads)
     }
 
+    /// Before a boot: the kernel must exist (else [`Error::NoKernel`]) and
+    /// the console log's directory is made.
     pub(crate) fn check_kernel_and_console(&self) -> Result<()> {
         if !self.kernel.is_file() {
             return Err(Error::NoKernel(self.kernel.clone()));
