@@ -26,8 +26,8 @@ pub enum Accel {
 /// patch, and the guest dies with `Oops: int3` in
 /// `bpf_dispatcher_xdp_func`. Any guest that adds or removes an XDP
 /// program (an attach, a detach, a test run of more than one repeat)
-/// while another vCPU runs XDP can meet it, the pristine kernel as much
-/// as the patched one. Measured here with XDP test runs of two
+/// while another vCPU runs XDP can meet it, with the pristine kernel
+/// too. Measured here with XDP test runs of two
 /// repeats from a thread on each vCPU: README, "The VM pipeline", has
 /// the figures and `scripts/tcg-threads.sh` measures them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -191,9 +191,8 @@ impl Ran {
                 _ if um => "native (User-Mode Linux)",
                 _ => "tcg",
             },
-            tcg_threads: (!um)
-                .then(|| TcgThreads::in_effect(self.accel, self.guest.cpus, self.guest.tcg_threads))
-                .flatten()
+            // None for User-Mode Linux too: `run` gives it one CPU.
+            tcg_threads: TcgThreads::in_effect(self.accel, self.guest.cpus, self.guest.tcg_threads)
                 .map(TcgThreads::as_str),
             runner: self.runner.as_ref(),
             command,
