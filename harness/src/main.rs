@@ -75,7 +75,7 @@ enum Command {
 }
 
 /// `fibneigh vm`'s subcommands: the kernel pipeline (`cli/vm.rs`) and the
-/// instruction counts (`cli/icount.rs`).
+/// instruction counts (`cli/icount.rs`) and the kernel cache (`cli/cache.rs`).
 #[derive(Subcommand)]
 enum VmCommand {
     /// Fetch the base source, apply kernel-patches/series, configure and
@@ -96,6 +96,11 @@ enum VmCommand {
     /// Instructions per bpf_fib_lookup() call by flag, counted by a QEMU
     /// TCG plugin in a 1-vCPU guest: deterministic cost figures.
     Icount(cli::icount::IcountArgs),
+    /// The kernel cache: list what it holds, or prune the kernels used
+    /// least recently (each build also keeps it within
+    /// --kernel-cache-max).
+    #[command(subcommand)]
+    Cache(cli::cache::CacheCmd),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
         Command::Vm(VmCommand::Tree(args)) => cli::vm::tree(args),
         Command::Vm(VmCommand::Series(args)) => cli::vm::series(args),
         Command::Vm(VmCommand::Icount(args)) => cli::icount::run(args),
+        Command::Vm(VmCommand::Cache(cmd)) => cli::cache::run(cmd),
         Command::Probe(args) => cli::probe::run(args),
         Command::Selftests(args) => cli::selftests::run(args),
         Command::Cell(args) => cli::scenarios::cell(args),
@@ -177,6 +183,43 @@ mod tests {
         assert!(
             Cli::try_parse_from(["fibneigh", "vm", "run", "--cpus", "1", "--", "true"]).is_ok()
         );
+    }
+
+    /// The cache's sizes are checked by clap, naming the option: a prune
+    /// needs its limit, and a limit that is no size is refused.
+    #[test]
+    fn cache_sizes_are_refused_by_name() {
+        let cases: [(&[&str], &str); 4] = [
+            (&["vm", "cache", "prune"], "--max-size"),
+            (&["vm", "cache", "prune", "--max-size", "big"], "--max-size"),
+            (
+                &["vm", "build", "--kernel-cache-max", "lots"],
+                "--kernel-cache-max",
+            ),
+            (&["vm", "build", "--min-free", "some"], "--min-free"),
+        ];
+        for (args, flag) in cases {
+            let argv = std::iter::once("fibneigh").chain(args.iter().copied());
+            match Cli::try_parse_from(argv) {
+                Ok(_) => panic!("{args:?} was accepted"),
+                Err(e) => assert!(e.to_string().contains(flag), "{args:?}: {e}"),
+            }
+        }
+        for args in [
+            &["vm", "cache", "prune", "--max-size", "8GiB", "--dry-run"][..],
+            &[
+                "vm",
+                "build",
+                "--kernel-cache-max",
+                "unlimited",
+                "--min-free",
+                "0",
+            ],
+            &["vm", "cache", "list"],
+        ] {
+            let argv = std::iter::once("fibneigh").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_ok(), "{args:?}");
+        }
     }
 
     /// `vm icount --pristine-code` changes how the pristine base is built,

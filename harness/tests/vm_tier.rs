@@ -219,3 +219,103 @@ fn vm_run(command: &[&str]) -> std::process::Output {
         .args(["vm", "run", "--timeout", "600", "--"])
         .args(command))
 }
+
+/// The kernel cache: the kernel `vm build` just found is listed, complete
+/// and used moments ago, and a prune down to nothing (a dry run) keeps it,
+/// since it was used within the last two hours.
+#[test]
+#[ignore = "VM tier: needs the kernel built by the first VM test"]
+fn the_cache_lists_the_kernel_just_used_and_a_prune_keeps_it() {
+    let image = kernel();
+    let dir = Path::new(image["bzimage"].as_str().expect("bzimage path"))
+        .parent()
+        .expect("the kernel's directory")
+        .to_path_buf();
+    let digest = dir.file_name().expect("a digest").to_string_lossy();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs();
+
+    let out = run(fibneigh().args(["vm", "cache", "list", "--json", "-"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let kernels = list["kernels"].as_array().expect("kernels");
+    let row = kernels
+        .iter()
+        .find(|k| k["digest"] == *digest)
+        .unwrap_or_else(|| panic!("{digest} is not listed: {list}"));
+    assert_eq!(row["complete"], true, "{row}");
+    let used = row["used"].as_u64().expect("used");
+    assert!(now.abs_diff(used) < 120, "used {used}, now {now}: {row}");
+    assert!(row["bytes"].as_u64().expect("bytes") > 1 << 20, "{row}");
+    assert_eq!(
+        kernels.last(),
+        Some(row),
+        "the most recently used comes last"
+    );
+
+    let out = run(fibneigh().args([
+        "vm",
+        "cache",
+        "prune",
+        "--max-size",
+        "0",
+        "--dry-run",
+        "--json",
+        "-",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pruned: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let named = |part: &str| {
+        pruned[part]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|k| k["digest"] == *digest)
+    };
+    assert!(named("kept") && !named("removed"), "{pruned}");
+    assert!(dir.join("bzImage").is_file(), "a dry run removes nothing");
+}
+
+/// A build that needs more free space than the cache's file system has is
+/// refused before anything is applied or compiled, naming the free space
+/// and the option, and leaves no kernel directory behind.
+#[test]
+#[ignore = "VM tier: needs the base source the first VM test fetched"]
+fn a_build_without_the_free_space_it_needs_stops_before_make() {
+    let patches = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-patches");
+    let frag = tempfile::tempdir().expect("tempdir");
+    // a config of its own, so that the kernel is not cached
+    let mut config = std::fs::read_to_string(patches.join("config")).expect("config");
+    config.push_str("\n# a_build_without_the_free_space_it_needs_stops_before_make\n");
+    std::fs::write(frag.path().join("config"), config).expect("write");
+    std::fs::copy(patches.join("config-o2"), frag.path().join("config-o2")).expect("copy");
+    let cache = kernel()["bzimage"]
+        .as_str()
+        .map(|p| {
+            Path::new(p)
+                .ancestors()
+                .nth(3)
+                .expect("<cache>")
+                .to_path_buf()
+        })
+        .expect("bzimage path");
+    let count = || {
+        std::fs::read_dir(cache.join("kernels"))
+            .expect("kernels")
+            .count()
+    };
+    let before = count();
+
+    let out = run(fibneigh()
+        .args(["vm", "build", "--min-free", "1EiB", "--config"])
+        .arg(frag.path().join("config")));
+    assert!(!out.status.success(), "1 EiB free was found");
+    let err = stderr(&out);
+    assert!(
+        err.contains("free on the file system of") && err.contains("--min-free"),
+        "{err}"
+    );
+    assert_eq!(count(), before, "a kernel directory was left");
+}

@@ -65,6 +65,12 @@ pub enum Error {
         args: String,
         trees: PathBuf,
     },
+    #[error("only {} free on the file system of {}, and a kernel build may need {} (a tree unpacked and built takes about 3.5 GB): free some space (`fibneigh vm cache list` shows what the cache holds, `fibneigh vm cache prune --max-size SIZE` removes the kernels used least recently), or lower --min-free", .free.display().iec(), .dir.display(), .need.display().iec())]
+    DiskSpace {
+        dir: PathBuf,
+        free: bytesize::ByteSize,
+        need: bytesize::ByteSize,
+    },
     #[error("kernel build failed; full log: {}\n{tail}", .log.display())]
     Build { log: PathBuf, tail: String },
     #[error("{} is not the kernel just built: {why}", .bzimage.display())]

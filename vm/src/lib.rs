@@ -33,7 +33,8 @@ use std::path::PathBuf;
 
 pub use accel::{detect_accel, Accel, AccelProbe, TcgThreads};
 pub use boot::RunRequest;
-pub use cache::{CacheKey, KernelImage};
+pub use bytesize::ByteSize;
+pub use cache::{CacheKey, CacheLimit, KernelImage};
 pub use error::{Error, Result};
 pub use events::{Event, NullReporter, Phase, Reporter};
 pub use guest::Guest;
@@ -63,7 +64,23 @@ pub struct BuildRequest {
     /// [`uml::run`]; `config` is then a UML fragment, see
     /// [`Arch::fragment`]).
     pub arch: Arch,
+    /// Refuse to build (or prepare a tree) with less free than this on the
+    /// cache's file system: a clear error before make, rather than the
+    /// compiler's "No space left on device" minutes in.
+    pub min_free: ByteSize,
+    /// After a kernel is stored, remove the least recently used others
+    /// until `<cache>/kernels` fits ([`cache::prune`]).
+    pub kernel_cache_limit: CacheLimit,
 }
+
+/// What [`BuildRequest::min_free`] is unless given: a tree unpacked and
+/// built (x86-64, -O2 and the debug and selftests profiles) takes about
+/// 3.5 GB.
+pub const DEFAULT_MIN_FREE: ByteSize = ByteSize::gib(4);
+
+/// What [`BuildRequest::kernel_cache_limit`] is unless given: about 80
+/// kernels of 190 MB; one CI run uses about ten.
+pub const DEFAULT_KERNEL_CACHE_LIMIT: CacheLimit = CacheLimit::Bytes(ByteSize::gib(16));
 
 impl BuildRequest {
     /// The same request for the pristine base: the same source, config
@@ -177,6 +194,7 @@ pub fn effective_fragment(req: &BuildRequest) -> Result<PathBuf> {
 pub fn prepare_tree(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<SourceTree> {
     let series = Series::parse(&req.patches)?;
     let base = tree::locate(req, reporter)?;
+    cache::check_free(&req.cache_dir, req.min_free)?;
     let tree = base.patched(&req.cache_dir, req.arch, &series, reporter)?;
     let fragment = effective_fragment(req)?;
     let stamp = base.config_stamp(&series.digest()?, &cache::file_digest(&fragment)?);
@@ -197,6 +215,7 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         arch: req.arch.name().to_string(),
     };
     if let Some(image) = cache::lookup(&req.cache_dir, &key) {
+        cache::mark_used(&cache::kernel_dir(&req.cache_dir, &key))?;
         reporter.event(Event::Cached(
             Phase::Build,
             format!("kernel {} is cached", key.digest()),
@@ -204,6 +223,7 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         return Ok(image);
     }
 
+    cache::check_free(&req.cache_dir, req.min_free)?;
     let tree = base.patched(&req.cache_dir, req.arch, &series, reporter)?;
     let stamp = base.config_stamp(&key.series, &key.config);
     kconfig::configure(&tree.path, req.arch, &fragment, &stamp, reporter)?;
@@ -241,6 +261,19 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         fs::copy(&from, to).at(&from)?;
     }
     cache::store(&image, &out)?;
+    if let CacheLimit::Bytes(limit) = req.kernel_cache_limit {
+        let pruned = cache::prune(&req.cache_dir, limit.as_u64(), false)?;
+        if !pruned.removed.is_empty() {
+            reporter.event(Event::Note(format!(
+                "removed {} cached kernel(s) used least recently ({}) to keep the kernel cache within {} (--kernel-cache-max); {} kept ({})",
+                pruned.removed.len(),
+                ByteSize(pruned.removed_bytes()).display().iec(),
+                req.kernel_cache_limit,
+                pruned.kept.len(),
+                ByteSize(pruned.kept_bytes()).display().iec(),
+            )));
+        }
+    }
     Ok(image)
 }
 
@@ -266,6 +299,8 @@ mod tests {
             refresh_source: false,
             ccache: false,
             arch: Arch::X86_64,
+            min_free: DEFAULT_MIN_FREE,
+            kernel_cache_limit: DEFAULT_KERNEL_CACHE_LIMIT,
         };
         assert_eq!(
             effective_fragment(&req(Profile::Tiny)).expect("tiny"),
@@ -316,6 +351,8 @@ diff --git a/tools/testing/selftests/bpf/x.c b/tools/testing/selftests/bpf/x.c\n
             refresh_source: false,
             ccache: false,
             arch: Arch::X86_64,
+            min_free: DEFAULT_MIN_FREE,
+            kernel_cache_limit: DEFAULT_KERNEL_CACHE_LIMIT,
         };
         let reduced = req.pristine_code().expect("reduced");
         let series = Series::parse(&reduced.patches).expect("a series");

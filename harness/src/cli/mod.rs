@@ -3,6 +3,7 @@
 //! pipeline, `fibneigh_vm`). No file here imports another but this one.
 
 pub mod bench;
+pub mod cache;
 pub mod churn;
 pub mod clean;
 pub mod dispatcher_stress;

@@ -129,6 +129,15 @@ pub struct KernelChoice {
     /// run natively on the host CPU with interpreted BPF).
     #[arg(long, value_enum, default_value_t = Arch::X86_64)]
     pub arch: Arch,
+    /// Refuse to build a kernel or prepare a tree with less than this free
+    /// on the cache's file system (e.g. 4GiB, 500MB).
+    #[arg(long, value_name = "SIZE", env = "FIBNEIGH_MIN_FREE", default_value_t = vm::DEFAULT_MIN_FREE)]
+    pub min_free: vm::ByteSize,
+    /// After a kernel is built, remove the cached kernels used least
+    /// recently until `<cache>/kernels` fits in SIZE (e.g. 16GiB), or
+    /// `unlimited`. None used in the last two hours is removed.
+    #[arg(long, value_name = "SIZE", env = "FIBNEIGH_KERNEL_CACHE_MAX", default_value_t = vm::DEFAULT_KERNEL_CACHE_LIMIT)]
+    pub kernel_cache_max: vm::CacheLimit,
 }
 
 impl KernelChoice {
@@ -157,6 +166,8 @@ impl KernelChoice {
             refresh_source: self.refresh_source,
             ccache: true,
             arch: self.arch,
+            min_free: self.min_free,
+            kernel_cache_limit: self.kernel_cache_max,
         };
         if self.no_series {
             return Ok(req.pristine()?);

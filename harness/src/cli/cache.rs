@@ -1,0 +1,263 @@
+//! `fibneigh vm cache ...`: what the kernel cache holds, and its pruning.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use fibneigh::present::table::Table;
+use fibneigh_vm::cache::{self, CachedKernel};
+use fibneigh_vm::{ByteSize, DEFAULT_KERNEL_CACHE_LIMIT};
+use serde::Serialize;
+
+use super::write_json;
+
+#[derive(Subcommand)]
+pub enum CacheCmd {
+    /// Every cached kernel, least recently used first (its key, size and
+    /// last use), and the size of the rest of the cache.
+    List(ListArgs),
+    /// Remove the cached kernels used least recently until
+    /// `<cache>/kernels` fits in --max-size, and what failed builds left.
+    /// Kernels used in the last two hours stay, whatever the size.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub cache: CacheDir,
+    /// Write the listing as JSON here (`-`: standard output).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub cache: CacheDir,
+    /// What `<cache>/kernels` may hold afterwards (e.g. 8GiB, 500MB, 0).
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: ByteSize,
+    /// Say what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write what was (or would be) removed and kept as JSON here (`-`:
+    /// standard output).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CacheDir {
+    /// Cache directory for sources, trees and kernels.
+    #[arg(long, env = "FIBNEIGH_CACHE", default_value_os_t = fibneigh_vm::default_cache_dir())]
+    pub cache_dir: PathBuf,
+}
+
+pub fn run(cmd: CacheCmd) -> Result<ExitCode> {
+    match cmd {
+        CacheCmd::List(args) => list(&args),
+        CacheCmd::Prune(args) => prune(&args),
+    }
+}
+
+/// One directory under `<cache>/kernels`, as the JSON reports give it.
+#[derive(Serialize)]
+struct KernelRow {
+    digest: String,
+    dir: PathBuf,
+    /// False: no manifest (a build that failed, was killed or is running).
+    complete: bool,
+    bytes: u64,
+    /// Last use, seconds since the epoch.
+    used: u64,
+    key: Option<cache::CacheKey>,
+    release: Option<String>,
+}
+
+impl KernelRow {
+    fn of(k: &CachedKernel) -> Self {
+        Self {
+            digest: digest(k),
+            dir: k.dir.clone(),
+            complete: k.image.is_some(),
+            bytes: k.bytes,
+            used: k.used.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            key: k.image.as_ref().map(|i| i.key.clone()),
+            release: k.image.as_ref().map(|i| i.release.clone()),
+        }
+    }
+}
+
+fn digest(k: &CachedKernel) -> String {
+    k.dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// How long ago `t` was, in the largest whole unit.
+fn age(t: SystemTime, now: SystemTime) -> String {
+    let s = now.duration_since(t).map_or(0, |d| d.as_secs());
+    match s {
+        0..=119 => format!("{s} s ago"),
+        120..=7199 => format!("{} min ago", s / 60),
+        7200..=172_799 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86_400),
+    }
+}
+
+fn size(bytes: u64) -> String {
+    ByteSize(bytes).display().iec().to_string()
+}
+
+fn kernel_table(kernels: &[CachedKernel], now: SystemTime) -> Table {
+    let mut t = Table::new()
+        .header([
+            "kernel", "used", "size", "profile", "arch", "base", "series",
+        ])
+        .rule();
+    for k in kernels {
+        let row = match &k.image {
+            Some(i) => vec![
+                digest(k),
+                age(k.used, now),
+                size(k.bytes),
+                i.key.profile.clone(),
+                i.key.arch.clone(),
+                i.key.base.clone(),
+                i.key.series.clone(),
+            ],
+            None => vec![
+                digest(k),
+                age(k.used, now),
+                size(k.bytes),
+                "(no kernel: a build that failed, was stopped or is running)".into(),
+            ],
+        };
+        t.row(row);
+    }
+    t
+}
+
+#[derive(Serialize)]
+struct Listing {
+    cache_dir: PathBuf,
+    kernels: Vec<KernelRow>,
+    kernels_bytes: u64,
+    /// Every other entry of the cache directory, by name.
+    other: Vec<(String, u64)>,
+}
+
+fn list(args: &ListArgs) -> Result<ExitCode> {
+    let dir = &args.cache.cache_dir;
+    let kernels = cache::entries(dir)
+        .with_context(|| format!("failed to read the kernel cache in {}", dir.display()))?;
+    let other = other_parts(dir)?;
+    let now = SystemTime::now();
+    let total: u64 = kernels.iter().map(|k| k.bytes).sum();
+    print!("{}", kernel_table(&kernels, now).render());
+    println!(
+        "{} kernel director{} in {}, {} (each build keeps them within --kernel-cache-max, {} unless given)",
+        kernels.len(),
+        if kernels.len() == 1 { "y" } else { "ies" },
+        dir.join("kernels").display(),
+        size(total),
+        DEFAULT_KERNEL_CACHE_LIMIT,
+    );
+    if !other.is_empty() {
+        let parts: Vec<String> = other
+            .iter()
+            .map(|(name, b)| format!("{name} {}", size(*b)))
+            .collect();
+        println!("the rest of the cache: {}", parts.join(", "));
+    }
+    write_json(
+        args.json.as_deref(),
+        &Listing {
+            cache_dir: dir.clone(),
+            kernels: kernels.iter().map(KernelRow::of).collect(),
+            kernels_bytes: total,
+            other,
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The size of every entry of the cache directory but `kernels`, largest
+/// first.
+fn other_parts(dir: &Path) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    let listing = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", dir.display())),
+    };
+    for item in listing {
+        let item = item.with_context(|| format!("failed to read {}", dir.display()))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name != "kernels" {
+            out.push((name, cache::disk_usage(&item.path())?));
+        }
+    }
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct PruneReport {
+    cache_dir: PathBuf,
+    max_size: u64,
+    dry_run: bool,
+    removed: Vec<KernelRow>,
+    kept: Vec<KernelRow>,
+    kept_bytes: u64,
+}
+
+fn prune(args: &PruneArgs) -> Result<ExitCode> {
+    let dir = &args.cache.cache_dir;
+    let pruned = cache::prune(dir, args.max_size.as_u64(), args.dry_run)
+        .with_context(|| format!("failed to prune the kernel cache in {}", dir.display()))?;
+    let now = SystemTime::now();
+    if !pruned.removed.is_empty() {
+        print!("{}", kernel_table(&pruned.removed, now).render());
+    }
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    println!(
+        "{verb} {} kernel director{} ({}); {} kept ({}, limit {})",
+        pruned.removed.len(),
+        if pruned.removed.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        size(pruned.removed_bytes()),
+        pruned.kept.len(),
+        size(pruned.kept_bytes()),
+        size(args.max_size.as_u64()),
+    );
+    if pruned.kept_bytes() > args.max_size.as_u64() {
+        println!(
+            "still over the limit: the rest were used within the last {} h",
+            cache::IN_USE.as_secs() / 3600
+        );
+    }
+    write_json(
+        args.json.as_deref(),
+        &PruneReport {
+            cache_dir: dir.clone(),
+            max_size: args.max_size.as_u64(),
+            dry_run: args.dry_run,
+            removed: pruned.removed.iter().map(KernelRow::of).collect(),
+            kept: pruned.kept.iter().map(KernelRow::of).collect(),
+            kept_bytes: pruned.kept_bytes(),
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
