@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use fibneigh_bpf::XdpPass;
 use serde::Serialize;
 
+use crate::cpus::{allowed_cpus, join_all, pin_to};
 use crate::error::{Error, Result};
-use crate::lock_stress::{allowed_cpus, join_all, pin_to};
 use crate::stop;
 
 /// `XDP_PASS`, the only verdict the program returns.

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod churn;
+pub(crate) mod cpus;
 pub mod dispatcher_stress;
 pub mod error;
 pub mod external;
