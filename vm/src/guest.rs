@@ -91,13 +91,28 @@ impl Guest {
             console_log: console_log_path(&self.cache),
             qemu_args: self.qemu_args.clone(),
         };
+        let arch = self.arch;
+        let uml_scratch = self.cache.join("uml");
+        let mut boot = |req: &RunRequest, reporter: &mut dyn Reporter| match arch {
+            Arch::X86_64 => boot::run(req, cancel, reporter),
+            Arch::Um => crate::uml::run(req, &uml_scratch, cancel, reporter),
+        };
+        self.run_with(req, keep_console, &mut boot, reporter)
+    }
+
+    /// [`Guest::run`] with `boot` in place of booting: a first boot that
+    /// stalls under KVM is booted again under TCG (x86-64 only: UML never
+    /// stalls), and the result names the accelerator that ran.
+    fn run_with(
+        &self,
+        req: RunRequest,
+        keep_console: bool,
+        boot: &mut dyn FnMut(&RunRequest, &mut dyn Reporter) -> Result<ExitStatus>,
+        reporter: &mut dyn Reporter,
+    ) -> Result<Finished> {
         let mut console_log = req.console_log.clone();
         let mut accel = req.accel;
-        let first = match self.arch {
-            Arch::X86_64 => boot::run(&req, cancel, reporter),
-            Arch::Um => crate::uml::run(&req, &self.cache.join("uml"), cancel, reporter),
-        };
-        let status = match first {
+        let status = match boot(&req, reporter) {
             Err(e @ Error::KvmStalled { .. }) => {
                 reporter.event(Event::Warning(format!("{e}; retrying under TCG")));
                 console_log = console_log_path(&self.cache);
@@ -107,7 +122,7 @@ impl Guest {
                     console_log: console_log.clone(),
                     ..req
                 };
-                let retried = boot::run(&req, cancel, reporter);
+                let retried = boot(&req, reporter);
                 if retried.is_ok() {
                     let _ = accel::mark_kvm_stalled(
                         &self.cache.join("tmp"),
@@ -131,12 +146,114 @@ impl Guest {
     }
 }
 
-/// A fresh console log path under `<cache>/logs`.
+/// A fresh console log path under `<cache>/logs`: the time, the process
+/// and a count of the paths this process made, so that two boots in the
+/// same millisecond (a retry, parallel guests) never share a log.
 pub fn console_log_path(cache: &Path) -> PathBuf {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     cache
         .join("logs")
-        .join(format!("console-{stamp}-{}.log", std::process::id()))
+        .join(format!("console-{stamp}-{}-{n}.log", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+    use crate::events::NullReporter;
+
+    /// A guest whose boots `outcomes` answer in turn; the requests it saw.
+    fn run(
+        cache: &Path,
+        outcomes: Vec<Result<ExitStatus>>,
+    ) -> (Result<Finished>, Vec<(Accel, PathBuf)>) {
+        let guest = Guest::new("bzImage".into(), Accel::Kvm, cache.to_path_buf(), vec![]);
+        let req = RunRequest {
+            kernel: guest.kernel.clone(),
+            command: vec!["true".into()],
+            accel: guest.accel,
+            console_log: console_log_path(cache),
+            ..RunRequest::default()
+        };
+        let mut outcomes = outcomes.into_iter();
+        let mut seen = Vec::new();
+        let mut boot = |r: &RunRequest, _: &mut dyn Reporter| {
+            seen.push((r.accel, r.console_log.clone()));
+            outcomes.next().expect("no more boots expected")
+        };
+        let finished = guest.run_with(req, false, &mut boot, &mut NullReporter);
+        (finished, seen)
+    }
+
+    fn stalled() -> Result<ExitStatus> {
+        Err(Error::KvmStalled {
+            waited: accel::KVM_FIRST_OUTPUT,
+            console_log: "kvm.log".into(),
+        })
+    }
+
+    /// The run manifest's accelerator is `Finished::accel`: after a stall
+    /// under KVM it is TCG, the one that ran, with a console log of its
+    /// own, and later runs are told to skip KVM.
+    #[test]
+    fn a_stall_under_kvm_is_run_again_under_tcg_and_reported_as_tcg() {
+        let cache = tempfile::tempdir().unwrap();
+        let (finished, seen) = run(cache.path(), vec![stalled(), Ok(ExitStatus::from_raw(0))]);
+        let finished = finished.expect("the retry ran");
+        assert_eq!(finished.accel, Accel::Tcg);
+        assert!(finished.status.success());
+        assert_eq!(seen.len(), 2);
+        assert_eq!((seen[0].0, seen[1].0), (Accel::Kvm, Accel::Tcg));
+        assert_ne!(
+            seen[0].1, seen[1].1,
+            "the retry writes a console log of its own"
+        );
+        assert_eq!(finished.console_log, seen[1].1);
+        let mark = cache.path().join("tmp").join(accel::KVM_STALLED_FILE);
+        assert!(mark.is_file(), "later runs are not told to skip KVM");
+    }
+
+    /// A kernel that fails under TCG as well is broken, not KVM: the
+    /// error comes back and KVM is not marked unusable.
+    #[test]
+    fn a_retry_that_fails_too_leaves_kvm_alone() {
+        let cache = tempfile::tempdir().unwrap();
+        let timeout = Err(Error::GuestTimeout {
+            timeout: Duration::from_secs(1),
+            console_log: "tcg.log".into(),
+        });
+        let (finished, seen) = run(cache.path(), vec![stalled(), timeout]);
+        assert!(matches!(finished, Err(Error::GuestTimeout { .. })));
+        assert_eq!(seen.len(), 2);
+        assert!(!cache
+            .path()
+            .join("tmp")
+            .join(accel::KVM_STALLED_FILE)
+            .exists());
+    }
+
+    /// Without a stall there is one boot, under the accelerator asked
+    /// for, and a failing command keeps its console log.
+    #[test]
+    fn without_a_stall_the_accelerator_asked_for_is_the_one_reported() {
+        let cache = tempfile::tempdir().unwrap();
+        let (finished, seen) = run(cache.path(), vec![Ok(ExitStatus::from_raw(1 << 8))]);
+        let finished = finished.expect("it ran");
+        assert_eq!(finished.accel, Accel::Kvm);
+        assert_eq!(seen.len(), 1);
+        assert!(
+            finished.console_kept,
+            "a failing command keeps its console log"
+        );
+        assert!(!cache
+            .path()
+            .join("tmp")
+            .join(accel::KVM_STALLED_FILE)
+            .exists());
+    }
 }
