@@ -185,12 +185,15 @@ mod tests {
         );
     }
 
-    /// The cache's sizes are checked by clap, naming the option: a prune
-    /// needs its limit, and a limit that is no size is refused.
+    /// The cache's sizes are checked by clap, naming the option: a limit
+    /// that is neither a size nor `unlimited` is refused.
     #[test]
     fn cache_sizes_are_refused_by_name() {
         let cases: [(&[&str], &str); 4] = [
-            (&["vm", "cache", "prune"], "--max-size"),
+            (
+                &["vm", "cache", "list", "--kernel-cache-max", "x"],
+                "--kernel-cache-max",
+            ),
             (&["vm", "cache", "prune", "--max-size", "big"], "--max-size"),
             (
                 &["vm", "build", "--kernel-cache-max", "lots"],
@@ -216,6 +219,8 @@ mod tests {
                 "0",
             ],
             &["vm", "cache", "list"],
+            &["vm", "cache", "prune", "--max-size", "unlimited"],
+            &["vm", "cache", "prune"],
         ] {
             let argv = std::iter::once("fibneigh").chain(args.iter().copied());
             assert!(Cli::try_parse_from(argv).is_ok(), "{args:?}");

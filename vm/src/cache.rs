@@ -89,52 +89,109 @@ pub fn lookup(cache: &Path, key: &CacheKey) -> Option<KernelImage> {
 }
 
 /// Record a finished kernel; the manifest is written last so a partial
-/// store is never mistaken for a hit. The store is the kernel's first use.
+/// store is never mistaken for a hit.
 pub fn store(image: &KernelImage, dir: &Path) -> Result<()> {
     let path = dir.join(MANIFEST);
     let text = serde_json::to_string_pretty(image).expect("KernelImage serializes");
-    fs::write(&path, text).at(&path)?;
-    mark_used(dir)
+    fs::write(&path, text).at(&path)
 }
 
 /// The file in a kernel's directory whose modification time is the
-/// kernel's last use: the build that stored it or the last one that found
-/// it ([`mark_used`]). [`prune`] removes the least recently used first.
+/// kernel's last use: the build that stored it, the last one that found it
+/// and the last boot of it ([`mark_used`]). [`prune`] removes the least
+/// recently used first.
 const USED: &str = "used";
 
-/// Record that the kernel in `dir` is being used now.
+/// Record that the kernel in `dir` is being used now. The time is set to
+/// the kernel's "now" (`UTIME_NOW`), which needs write access to the file,
+/// not its ownership: a cache shared by several users works.
 pub fn mark_used(dir: &Path) -> Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+
     let path = dir.join(USED);
-    let file = fs::File::options()
+    fs::File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
         .at(&path)?;
-    file.set_modified(SystemTime::now()).at(&path)
+    utimensat(
+        None,
+        &path,
+        &TimeSpec::UTIME_NOW,
+        &TimeSpec::UTIME_NOW,
+        UtimensatFlags::FollowSymlink,
+    )
+    .map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e.into(),
+    })
+}
+
+/// Record a use of the kernel whose image is `image`, if it lies in a
+/// cache's kernel directory (a kernel given by path elsewhere has none).
+pub fn mark_image_used(image: &Path) -> Result<()> {
+    match image.parent() {
+        Some(dir) if dir.join(MANIFEST).is_file() => mark_used(dir),
+        _ => Ok(()),
+    }
+}
+
+/// What a directory under `<cache>/kernels` holds.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A kernel, with its manifest.
+    Kernel(Box<KernelImage>),
+    /// A manifest this program cannot read or that is not of its
+    /// directory's key (another version of fibneigh sharing the cache?):
+    /// kept and pruned as a kernel.
+    Unreadable,
+    /// No manifest: what a build that failed, was stopped or is still
+    /// running left (its `build.log`).
+    NoKernel,
 }
 
 /// A directory under `<cache>/kernels`.
 #[derive(Debug, Clone)]
 pub struct CachedKernel {
     pub dir: PathBuf,
-    /// Its manifest, if it holds a kernel; `None` for what a build that
-    /// failed, was killed or is still running left (its `build.log`).
-    pub image: Option<KernelImage>,
-    /// The bytes of its files.
+    pub content: Content,
+    /// The apparent size of its files.
     pub bytes: u64,
     /// Its last use ([`USED`]); for a kernel stored before uses were
     /// recorded, or a directory with no kernel, its newest file.
     pub used: SystemTime,
 }
 
-/// Every directory under `<cache>/kernels`, least recently used first.
+impl CachedKernel {
+    pub fn image(&self) -> Option<&KernelImage> {
+        match &self.content {
+            Content::Kernel(image) => Some(image),
+            _ => None,
+        }
+    }
+
+    fn holds_kernel(&self) -> bool {
+        !matches!(self.content, Content::NoKernel)
+    }
+}
+
+/// Is `e` a file that went away while it was being read (another process
+/// pruning, or make and ccache at work)?
+fn gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+}
+
+/// Every directory under `<cache>/kernels`, least recently used first. A
+/// directory that goes away while it is read (another process pruning) is
+/// left out.
 pub fn entries(cache: &Path) -> Result<Vec<CachedKernel>> {
     let kernels = cache.join("kernels");
     let mut out = Vec::new();
     let listing = match fs::read_dir(&kernels) {
         Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) if gone(&e) => return Ok(out),
         Err(e) => return Err(e).at(&kernels),
     };
     for item in listing {
@@ -145,47 +202,63 @@ pub fn entries(cache: &Path) -> Result<Vec<CachedKernel>> {
         if !item.file_type().at(&dir)?.is_dir() || name.to_string_lossy().starts_with('.') {
             continue;
         }
-        let image = fs::read_to_string(dir.join(MANIFEST))
-            .ok()
-            .and_then(|t| serde_json::from_str::<KernelImage>(&t).ok())
-            .filter(|i| name.to_str() == Some(i.key.digest().as_str()));
-        let (bytes, newest) = dir_usage(&dir)?;
-        let used = fs::metadata(dir.join(USED))
-            .and_then(|m| m.modified())
-            .ok()
-            .filter(|_| image.is_some())
-            .unwrap_or(newest);
+        let Some((bytes, newest)) = dir_usage(&dir)? else {
+            continue;
+        };
+        let content = match fs::read_to_string(dir.join(MANIFEST)) {
+            Ok(text) => match serde_json::from_str::<KernelImage>(&text) {
+                Ok(i) if name.to_str() == Some(i.key.digest().as_str()) => {
+                    Content::Kernel(Box::new(i))
+                }
+                _ => Content::Unreadable,
+            },
+            Err(_) => Content::NoKernel,
+        };
+        let used = match content {
+            Content::NoKernel => None,
+            _ => fs::metadata(dir.join(USED)).and_then(|m| m.modified()).ok(),
+        };
         out.push(CachedKernel {
             dir,
-            image,
+            content,
             bytes,
-            used,
+            used: used.unwrap_or(newest),
         });
     }
     out.sort_by_key(|k| k.used);
     Ok(out)
 }
 
-/// The bytes of the files under `path` (or of the file `path`), each
-/// file counted once however many links it has, not following symbolic
-/// links.
-pub fn disk_usage(path: &Path) -> Result<u64> {
-    let meta = fs::symlink_metadata(path).at(path)?;
+/// The apparent size of the files under `path` (or of the file `path`),
+/// each file counted once however many links it has within `path`, not
+/// following symbolic links; files that go away while it is read are
+/// left out. 0 if `path` itself is gone.
+pub fn apparent_size(path: &Path) -> Result<u64> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if gone(&e) => return Ok(0),
+        Err(e) => return Err(e).at(path),
+    };
     if meta.is_dir() {
-        Ok(dir_usage(path)?.0)
+        Ok(dir_usage(path)?.map_or(0, |u| u.0))
     } else {
         Ok(meta.len())
     }
 }
 
-/// The bytes of the files under `dir` (a file with several links counted
-/// once) and the newest modification time among them (the directory's
-/// own if it has none); symbolic links are not followed.
-fn dir_usage(dir: &Path) -> Result<(u64, SystemTime)> {
-    let mut seen = HashSet::new();
-    let mut usage = (0, fs::symlink_metadata(dir).at(dir)?.modified().at(dir)?);
-    add_usage(dir, &mut usage, &mut seen)?;
-    Ok(usage)
+/// The apparent size of the files under `dir` (a file with several links
+/// counted once) and the newest modification time among them and the
+/// directories (`dir`'s own if it is empty); symbolic links are not
+/// followed. `None` if `dir` itself is gone.
+fn dir_usage(dir: &Path) -> Result<Option<(u64, SystemTime)>> {
+    let modified = match fs::symlink_metadata(dir).and_then(|m| m.modified()) {
+        Ok(t) => t,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(e).at(dir),
+    };
+    let mut usage = (0, modified);
+    add_usage(dir, &mut usage, &mut HashSet::new())?;
+    Ok(Some(usage))
 }
 
 fn add_usage(
@@ -195,9 +268,22 @@ fn add_usage(
 ) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
 
-    for item in fs::read_dir(dir).at(dir)? {
-        let path = item.at(dir)?.path();
-        let meta = fs::symlink_metadata(&path).at(&path)?;
+    let listing = match fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(e).at(dir),
+    };
+    for item in listing {
+        let path = match item {
+            Ok(item) => item.path(),
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e).at(dir),
+        };
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e).at(&path),
+        };
         usage.1 = usage.1.max(meta.modified().at(&path)?);
         if meta.is_dir() {
             add_usage(&path, usage, seen)?;
@@ -214,6 +300,16 @@ fn add_usage(
 pub enum CacheLimit {
     Bytes(ByteSize),
     Unlimited,
+}
+
+impl CacheLimit {
+    /// The limit in bytes; `None` for no limit.
+    pub fn bytes(self) -> Option<u64> {
+        match self {
+            Self::Bytes(b) => Some(b.as_u64()),
+            Self::Unlimited => None,
+        }
+    }
 }
 
 impl std::str::FromStr for CacheLimit {
@@ -238,28 +334,36 @@ impl std::fmt::Display for CacheLimit {
     }
 }
 
-/// A kernel used this recently is never removed, whatever the limit: a
-/// run may have found it and not yet booted it.
-pub const IN_USE: Duration = Duration::from_secs(2 * 3600);
+/// A kernel used this recently (found, stored or booted) is never
+/// removed, whatever the limit: a run may have found it and not yet
+/// booted it.
+pub const IN_USE: Duration = Duration::from_secs(6 * 3600);
+
+/// What a build that failed left (its `build.log`, which the error names)
+/// is kept this long after its last write.
+pub const FAILED_KEPT: Duration = Duration::from_secs(7 * 86_400);
 
 /// Which of `entries` (least recently used first, as [`entries`] gives
-/// them) to remove so that the rest fit in `limit`: every directory that
-/// holds no kernel and has not been written for [`IN_USE`] (a failed
-/// build's), then kernels, least recently used first, until the rest fit;
-/// none used within [`IN_USE`] of `now`, so the limit can be exceeded
-/// while they are. Indices into `entries`, ascending.
-pub fn plan_prune(entries: &[CachedKernel], limit: u64, now: SystemTime) -> Vec<usize> {
-    let idle = |k: &CachedKernel| now.duration_since(k.used).is_ok_and(|d| d >= IN_USE);
+/// them) to remove: every directory with no kernel idle for
+/// [`FAILED_KEPT`], whatever the size; then, if `limit` is given, kernels,
+/// least recently used first, until the rest fit, none used within
+/// [`IN_USE`] of `now` (so the limit can be exceeded while they are).
+/// Indices into `entries`, ascending.
+pub fn plan_prune(entries: &[CachedKernel], limit: Option<u64>, now: SystemTime) -> Vec<usize> {
+    let idle_for = |k: &CachedKernel, d: Duration| now.duration_since(k.used).is_ok_and(|i| i >= d);
     let mut remove: Vec<usize> = (0..entries.len())
-        .filter(|&i| entries[i].image.is_none() && idle(&entries[i]))
+        .filter(|&i| !entries[i].holds_kernel() && idle_for(&entries[i], FAILED_KEPT))
         .collect();
+    let Some(limit) = limit else {
+        return remove;
+    };
     let mut total: u64 = entries.iter().map(|k| k.bytes).sum();
     total -= remove.iter().map(|&i| entries[i].bytes).sum::<u64>();
     for (i, k) in entries.iter().enumerate() {
-        if total <= limit || !idle(k) {
+        if total <= limit || !idle_for(k, IN_USE) {
             break;
         }
-        if k.image.is_some() {
+        if k.holds_kernel() {
             remove.push(i);
             total -= k.bytes;
         }
@@ -285,13 +389,24 @@ impl Pruned {
     }
 }
 
-/// Remove what [`plan_prune`] chooses for `limit`, and what an earlier
-/// prune that was stopped left. A directory is first renamed to a hidden
-/// name, so that no lookup finds half a kernel.
-pub fn prune(cache: &Path, limit: u64, dry_run: bool) -> Result<Pruned> {
+/// The name a directory gets while [`prune`] removes it.
+const DOOMED: &str = ".prune-";
+
+/// Remove what [`plan_prune`] chooses for `limit`, and what a prune that
+/// was stopped left. Several processes may prune and use the cache at
+/// once:
+/// - a kernel's use is read again just before it goes, and a kernel used
+///   since it was chosen is kept; the build that finds a kernel records the
+///   use and then looks again ([`crate::build`]), so a kernel is either
+///   kept or found missing and built again;
+/// - a directory is renamed to a hidden name before it is removed, so that
+///   no lookup finds half a kernel;
+/// - a directory another process removed first is counted as removed.
+pub fn prune(cache: &Path, limit: Option<u64>, dry_run: bool) -> Result<Pruned> {
     let kernels = cache.join("kernels");
     let all = entries(cache)?;
-    let chosen = plan_prune(&all, limit, SystemTime::now());
+    let now = SystemTime::now();
+    let chosen = plan_prune(&all, limit, now);
     let (mut removed, mut kept) = (Vec::new(), Vec::new());
     for (i, k) in all.into_iter().enumerate() {
         if chosen.binary_search(&i).is_ok() {
@@ -303,21 +418,61 @@ pub fn prune(cache: &Path, limit: u64, dry_run: bool) -> Result<Pruned> {
     if dry_run {
         return Ok(Pruned { removed, kept });
     }
-    for k in &removed {
+    let mut done = Vec::new();
+    for k in removed {
+        let used_since = k.holds_kernel()
+            && fs::metadata(k.dir.join(USED))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).map_or(true, |d| d < IN_USE));
+        if used_since {
+            kept.push(k);
+            continue;
+        }
         let name = k.dir.file_name().unwrap_or_default().to_string_lossy();
-        let doomed = kernels.join(format!(".prune-{name}-{}", std::process::id()));
-        fs::rename(&k.dir, &doomed).at(&k.dir)?;
-        fs::remove_dir_all(&doomed).at(&doomed)?;
-    }
-    if let Ok(listing) = fs::read_dir(&kernels) {
-        for item in listing.flatten() {
-            if item.file_name().to_string_lossy().starts_with(".prune-") {
-                let path = item.path();
-                fs::remove_dir_all(&path).at(&path)?;
+        let doomed = kernels.join(format!("{DOOMED}{name}-{}", std::process::id()));
+        match fs::rename(&k.dir, &doomed) {
+            Ok(()) => {}
+            Err(e) if gone(&e) => {
+                done.push(k);
+                continue;
             }
+            Err(e) => return Err(e).at(&k.dir),
+        }
+        match fs::remove_dir_all(&doomed) {
+            Err(e) if !gone(&e) => return Err(e).at(&doomed),
+            _ => done.push(k),
         }
     }
-    Ok(Pruned { removed, kept })
+    remove_stopped_prunes(&kernels)?;
+    kept.sort_by_key(|k| k.used);
+    Ok(Pruned {
+        removed: done,
+        kept,
+    })
+}
+
+/// Remove the hidden directories of prunes whose process is gone.
+fn remove_stopped_prunes(kernels: &Path) -> Result<()> {
+    let Ok(listing) = fs::read_dir(kernels) else {
+        return Ok(());
+    };
+    for item in listing.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(DOOMED) else {
+            continue;
+        };
+        let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| Path::new("/proc").join(p.to_string()).exists());
+        if alive {
+            continue;
+        }
+        let path = item.path();
+        match fs::remove_dir_all(&path) {
+            Err(e) if !gone(&e) => return Err(e).at(&path),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Fail, naming the free space and the need, unless the file system that
@@ -436,51 +591,66 @@ mod tests {
 
     fn entry(
         name: &str,
-        complete: bool,
+        content: Content,
         bytes: u64,
-        idle_hours: u64,
+        idle: Duration,
         now: SystemTime,
     ) -> CachedKernel {
-        let mut k = key();
-        k.series = name.into();
         CachedKernel {
             dir: PathBuf::from(name),
-            image: complete.then(|| KernelImage {
-                bzimage: "b".into(),
-                vmlinux: "v".into(),
-                release: "7.3.4".into(),
-                upstream: "7.3.4".into(),
-                origin: "test".into(),
-                key: k,
-                tree: "t".into(),
-            }),
+            content,
             bytes,
-            used: now - Duration::from_secs(idle_hours * 3600),
+            used: now - idle,
         }
     }
 
+    fn kernel(series: &str) -> Content {
+        let mut k = key();
+        k.series = series.into();
+        Content::Kernel(Box::new(KernelImage {
+            bzimage: "b".into(),
+            vmlinux: "v".into(),
+            release: "7.3.4".into(),
+            upstream: "7.3.4".into(),
+            origin: "test".into(),
+            key: k,
+            tree: "t".into(),
+        }))
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
     /// Least recently used first, until the rest fit; what failed builds
-    /// left goes whatever the size; nothing used within IN_USE goes.
+    /// left goes after a week whatever the size; nothing used within
+    /// IN_USE goes; an unreadable manifest is a kernel.
     #[test]
     fn prune_removes_the_least_recently_used_until_the_rest_fit() {
         let now = SystemTime::now();
         // as entries() gives them: least recently used first
         let all = [
-            entry("a", true, 100, 50, now),
-            entry("failed", false, 1, 40, now),
-            entry("b", true, 100, 30, now),
-            entry("c", true, 100, 3, now),
-            entry("running", false, 1, 0, now),
-            entry("d", true, 100, 1, now),
+            entry("failed-long-ago", Content::NoKernel, 1, 200 * HOUR, now),
+            entry("a", kernel("a"), 100, 50 * HOUR, now),
+            entry("failed", Content::NoKernel, 1, 40 * HOUR, now),
+            entry("other-version", Content::Unreadable, 100, 30 * HOUR, now),
+            entry("c", kernel("c"), 100, IN_USE, now),
+            entry("running", Content::NoKernel, 1, Duration::ZERO, now),
+            entry("d", kernel("d"), 100, HOUR, now),
         ];
-        // 402 bytes: a failed build's directory goes even under the limit
-        assert_eq!(plan_prune(&all, 1000, now), vec![1]);
-        // 301 left after a and the failed one
-        assert_eq!(plan_prune(&all, 301, now), vec![0, 1]);
-        assert_eq!(plan_prune(&all, 300, now), vec![0, 1, 2]);
-        // d (used an hour ago) stays even at 0; the running build's too
-        assert_eq!(plan_prune(&all, 0, now), vec![0, 1, 2, 3]);
-        assert!(plan_prune(&[], 0, now).is_empty());
+        // 403 bytes in all
+        assert_eq!(
+            plan_prune(&all, None, now),
+            vec![0],
+            "no limit: a week-old failure only"
+        );
+        assert_eq!(plan_prune(&all, Some(1000), now), vec![0]);
+        // 302 left after a
+        assert_eq!(plan_prune(&all, Some(302), now), vec![0, 1]);
+        assert_eq!(plan_prune(&all, Some(301), now), vec![0, 1, 3]);
+        // idle for exactly IN_USE: may go
+        assert_eq!(plan_prune(&all, Some(200), now), vec![0, 1, 3, 4]);
+        // d (used an hour ago) stays even at 0, and so do the recent failures
+        assert_eq!(plan_prune(&all, Some(0), now), vec![0, 1, 3, 4]);
+        assert!(plan_prune(&[], Some(0), now).is_empty());
     }
 
     #[test]
@@ -504,59 +674,64 @@ mod tests {
         );
     }
 
-    /// A real cache: a lookup marks the kernel used, prune removes the
-    /// idle kernel and a failed build's directory, and a lookup of the
-    /// removed key misses.
+    /// A cached kernel on disk, stored and last used `idle` ago.
+    fn stored(cache: &Path, series: &str, idle: Duration) -> CacheKey {
+        let mut k = key();
+        k.series = series.into();
+        let dir = kernel_dir(cache, &k);
+        fs::create_dir_all(&dir).unwrap();
+        let image = KernelImage {
+            bzimage: dir.join("bzImage"),
+            vmlinux: dir.join("vmlinux"),
+            release: "7.3.4".into(),
+            upstream: "7.3.4".into(),
+            origin: "test".into(),
+            key: k.clone(),
+            tree: cache.to_path_buf(),
+        };
+        fs::write(&image.bzimage, vec![0u8; 1000]).unwrap();
+        fs::write(&image.vmlinux, vec![0u8; 3000]).unwrap();
+        store(&image, &dir).unwrap();
+        mark_used(&dir).unwrap();
+        let then = SystemTime::now() - idle;
+        for f in [USED, MANIFEST, "bzImage", "vmlinux"] {
+            let f = fs::File::options().write(true).open(dir.join(f)).unwrap();
+            f.set_modified(then).unwrap();
+        }
+        fs::File::open(&dir).unwrap().set_modified(then).unwrap();
+        k
+    }
+
+    /// A real cache: a use recorded keeps a kernel, prune removes the
+    /// idle one and a week-old failed build's directory, a lookup of the
+    /// removed key misses, and nothing hidden is left.
     #[test]
     fn prune_on_disk_keeps_the_kernel_just_used() {
         let cache = tempfile::tempdir().unwrap();
-        let long_ago = SystemTime::now() - Duration::from_secs(10 * 3600);
-        let mut stored = Vec::new();
-        for series in ["old", "new"] {
-            let mut k = key();
-            k.series = series.into();
-            let dir = kernel_dir(cache.path(), &k);
-            fs::create_dir_all(&dir).unwrap();
-            let image = KernelImage {
-                bzimage: dir.join("bzImage"),
-                vmlinux: dir.join("vmlinux"),
-                release: "7.3.4".into(),
-                upstream: "7.3.4".into(),
-                origin: "test".into(),
-                key: k.clone(),
-                tree: cache.path().to_path_buf(),
-            };
-            fs::write(&image.bzimage, vec![0u8; 1000]).unwrap();
-            fs::write(&image.vmlinux, vec![0u8; 3000]).unwrap();
-            store(&image, &dir).unwrap();
-            let used = fs::File::options()
-                .write(true)
-                .open(dir.join(USED))
-                .unwrap();
-            used.set_modified(long_ago).unwrap();
-            stored.push(k);
-        }
+        let old = stored(cache.path(), "old", 10 * HOUR);
+        let new = stored(cache.path(), "new", 10 * HOUR);
         let failed = cache.path().join("kernels/0123456789abcdef0123");
         fs::create_dir_all(&failed).unwrap();
         let log = fs::File::create(failed.join("build.log")).unwrap();
+        let long_ago = SystemTime::now() - FAILED_KEPT - HOUR;
         log.set_modified(long_ago).unwrap();
         fs::File::open(&failed)
             .unwrap()
             .set_modified(long_ago)
             .unwrap();
-        // "new" is found again: used now
-        mark_used(&kernel_dir(cache.path(), &stored[1])).unwrap();
+        // "new" is booted: the image's directory records the use
+        mark_image_used(&kernel_dir(cache.path(), &new).join("bzImage")).unwrap();
 
         let listed = entries(cache.path()).unwrap();
         assert_eq!(listed.len(), 3);
         assert_eq!(
             listed[2].dir,
-            kernel_dir(cache.path(), &stored[1]),
+            kernel_dir(cache.path(), &new),
             "most recent last"
         );
-        assert!(listed.iter().all(|k| k.bytes >= 4000 || k.image.is_none()));
+        assert!(listed.iter().all(|k| k.bytes >= 4000 || !k.holds_kernel()));
 
-        let dry = prune(cache.path(), 0, true).unwrap();
+        let dry = prune(cache.path(), Some(0), true).unwrap();
         assert_eq!(dry.removed.len(), 2);
         assert_eq!(
             entries(cache.path()).unwrap().len(),
@@ -564,16 +739,54 @@ mod tests {
             "a dry run removes nothing"
         );
 
-        let done = prune(cache.path(), 0, false).unwrap();
+        let done = prune(cache.path(), Some(0), false).unwrap();
         assert_eq!(done.removed.len(), 2);
         assert_eq!(done.kept.len(), 1);
-        assert!(lookup(cache.path(), &stored[0]).is_none());
-        assert!(lookup(cache.path(), &stored[1]).is_some());
+        assert!(lookup(cache.path(), &old).is_none());
+        assert!(lookup(cache.path(), &new).is_some());
         assert!(!failed.exists());
         let left: Vec<_> = fs::read_dir(cache.path().join("kernels"))
             .unwrap()
             .collect();
         assert_eq!(left.len(), 1, "no hidden directory left behind");
+    }
+
+    /// Two prunes at once over the same kernels both succeed, each
+    /// kernel goes, and nothing hidden is left.
+    #[test]
+    fn prunes_at_once_do_not_fail_each_other() {
+        let cache = tempfile::tempdir().unwrap();
+        let keys: Vec<CacheKey> = (0..40)
+            .map(|i| stored(cache.path(), &format!("k{i}"), 10 * HOUR))
+            .collect();
+        let results: Vec<Result<Pruned>> = std::thread::scope(|s| {
+            let a = s.spawn(|| prune(cache.path(), Some(0), false));
+            let b = s.spawn(|| prune(cache.path(), Some(0), false));
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        let mut removed = 0;
+        for r in results {
+            removed += r.expect("a prune failed").removed.len();
+        }
+        assert!(removed >= keys.len(), "{removed} of {}", keys.len());
+        assert!(keys.iter().all(|k| lookup(cache.path(), k).is_none()));
+        let left: Vec<_> = fs::read_dir(cache.path().join("kernels"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A use recorded after the prune chose the kernel keeps it.
+    #[test]
+    fn a_kernel_used_after_it_was_chosen_is_kept() {
+        let cache = tempfile::tempdir().unwrap();
+        let k = stored(cache.path(), "k", 10 * HOUR);
+        let listed = entries(cache.path()).unwrap();
+        assert_eq!(plan_prune(&listed, Some(0), SystemTime::now()), vec![0]);
+        mark_used(&kernel_dir(cache.path(), &k)).unwrap();
+        let done = prune(cache.path(), Some(0), false).unwrap();
+        assert!(done.removed.is_empty() && done.kept.len() == 1);
+        assert!(lookup(cache.path(), &k).is_some());
     }
 
     #[test]

@@ -91,6 +91,12 @@ impl Guest {
             console_log: console_log_path(&self.cache),
             qemu_args: self.qemu_args.clone(),
         };
+        // a boot is a use: a prune elsewhere keeps the kernel
+        if let Err(e) = crate::cache::mark_image_used(&self.kernel) {
+            reporter.event(Event::Warning(format!(
+                "could not record the use of the cached kernel: {e}"
+            )));
+        }
         let arch = self.arch;
         let uml_scratch = self.cache.join("uml");
         let mut boot = |req: &RunRequest, reporter: &mut dyn Reporter| match arch {
@@ -110,7 +116,8 @@ impl Guest {
         boot: &mut dyn FnMut(&RunRequest, &mut dyn Reporter) -> Result<ExitStatus>,
         reporter: &mut dyn Reporter,
     ) -> Result<Finished> {
-        let mut console_log = req.console_log.clone();
+        let first_log = req.console_log.clone();
+        let mut console_log = first_log.clone();
         let mut accel = req.accel;
         let status = match boot(&req, reporter) {
             Err(e @ Error::KvmStalled { .. }) => {
@@ -123,6 +130,10 @@ impl Guest {
                     ..req
                 };
                 let retried = boot(&req, reporter);
+                if !keep_console {
+                    // the silent boot's log: nothing in it
+                    let _ = std::fs::remove_file(&first_log);
+                }
                 if retried.is_ok() {
                     let _ = accel::mark_kvm_stalled(
                         &self.cache.join("tmp"),
@@ -147,8 +158,8 @@ impl Guest {
 }
 
 /// A fresh console log path under `<cache>/logs`: the time, the process
-/// and a count of the paths this process made, so that two boots in the
-/// same millisecond (a retry, parallel guests) never share a log.
+/// and a count of the paths this process made, so that two guests that
+/// one process starts in the same millisecond never share a log.
 pub fn console_log_path(cache: &Path) -> PathBuf {
     static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let stamp = std::time::SystemTime::now()
@@ -184,6 +195,10 @@ mod tests {
         let mut seen = Vec::new();
         let mut boot = |r: &RunRequest, _: &mut dyn Reporter| {
             seen.push((r.accel, r.console_log.clone()));
+            if let Some(dir) = r.console_log.parent() {
+                std::fs::create_dir_all(dir).expect("logs");
+            }
+            std::fs::write(&r.console_log, "").expect("a console log");
             outcomes.next().expect("no more boots expected")
         };
         let finished = guest.run_with(req, false, &mut boot, &mut NullReporter);
@@ -216,6 +231,7 @@ mod tests {
         assert_eq!(finished.console_log, seen[1].1);
         let mark = cache.path().join("tmp").join(accel::KVM_STALLED_FILE);
         assert!(mark.is_file(), "later runs are not told to skip KVM");
+        assert!(!seen[0].1.exists(), "the silent boot's log is left");
     }
 
     /// A kernel that fails under TCG as well is broken, not KVM: the

@@ -214,21 +214,34 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         profile: req.profile.name().to_string(),
         arch: req.arch.name().to_string(),
     };
-    if let Some(image) = cache::lookup(&req.cache_dir, &key) {
-        cache::mark_used(&cache::kernel_dir(&req.cache_dir, &key))?;
-        reporter.event(Event::Cached(
-            Phase::Build,
-            format!("kernel {} is cached", key.digest()),
-        ));
-        return Ok(image);
+    let out = cache::kernel_dir(&req.cache_dir, &key);
+    if cache::lookup(&req.cache_dir, &key).is_some() {
+        // the use first, then the files again: a prune running now either
+        // sees the use and keeps the kernel, or removes it before this
+        // looks again, and then the kernel is built (cache::prune)
+        mark_used(&out, reporter);
+        if let Some(image) = cache::lookup(&req.cache_dir, &key) {
+            reporter.event(Event::Cached(
+                Phase::Build,
+                format!("kernel {} is cached", key.digest()),
+            ));
+            return Ok(image);
+        }
     }
 
-    cache::check_free(&req.cache_dir, req.min_free)?;
+    if let Err(e @ Error::DiskSpace { .. }) = cache::check_free(&req.cache_dir, req.min_free) {
+        // what the cache may give back first
+        if prune_cache(req, reporter) == 0 {
+            return Err(e);
+        }
+        cache::check_free(&req.cache_dir, req.min_free)?;
+    }
     let tree = base.patched(&req.cache_dir, req.arch, &series, reporter)?;
     let stamp = base.config_stamp(&key.series, &key.config);
     kconfig::configure(&tree.path, req.arch, &fragment, &stamp, reporter)?;
-    let out = cache::kernel_dir(&req.cache_dir, &key);
     fs::create_dir_all(&out).at(&out)?;
+    // a failed build's directory, reused: not idle any more
+    mark_used(&out, reporter);
     kbuild::build(
         &tree.path,
         req.arch,
@@ -261,20 +274,48 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         fs::copy(&from, to).at(&from)?;
     }
     cache::store(&image, &out)?;
-    if let CacheLimit::Bytes(limit) = req.kernel_cache_limit {
-        let pruned = cache::prune(&req.cache_dir, limit.as_u64(), false)?;
-        if !pruned.removed.is_empty() {
-            reporter.event(Event::Note(format!(
-                "removed {} cached kernel(s) used least recently ({}) to keep the kernel cache within {} (--kernel-cache-max); {} kept ({})",
-                pruned.removed.len(),
-                ByteSize(pruned.removed_bytes()).display().iec(),
-                req.kernel_cache_limit,
-                pruned.kept.len(),
-                ByteSize(pruned.kept_bytes()).display().iec(),
+    // the kernel is built and stored: a prune that fails is reported, and
+    // does not fail the build
+    prune_cache(req, reporter);
+    Ok(image)
+}
+
+/// Record a use of the kernel in `dir`; a cache this process cannot write
+/// is warned of, and the kernel used all the same.
+fn mark_used(dir: &std::path::Path, reporter: &mut dyn Reporter) {
+    if let Err(e) = cache::mark_used(dir) {
+        reporter.event(Event::Warning(format!(
+            "could not record the use of the cached kernel (a prune may take it sooner): {e}"
+        )));
+    }
+}
+
+/// Keep `<cache>/kernels` within `req.kernel_cache_limit` ([`cache::prune`]),
+/// saying what went; a failure is a warning. The bytes removed.
+fn prune_cache(req: &BuildRequest, reporter: &mut dyn Reporter) -> u64 {
+    match cache::prune(&req.cache_dir, req.kernel_cache_limit.bytes(), false) {
+        Ok(pruned) => {
+            if !pruned.removed.is_empty() {
+                reporter.event(Event::Note(format!(
+                    "removed {} cached kernel director{} ({}: the kernels used least recently beyond {} (--kernel-cache-max), and failed builds' left for a week); {} kept ({})",
+                    pruned.removed.len(),
+                    if pruned.removed.len() == 1 { "y" } else { "ies" },
+                    ByteSize(pruned.removed_bytes()).display().iec(),
+                    req.kernel_cache_limit,
+                    pruned.kept.len(),
+                    ByteSize(pruned.kept_bytes()).display().iec(),
+                )));
+            }
+            pruned.removed_bytes()
+        }
+        Err(e) => {
+            reporter.event(Event::Warning(format!(
+                "the kernel cache could not be pruned to {} (--kernel-cache-max): {e}",
+                req.kernel_cache_limit
             )));
+            0
         }
     }
-    Ok(image)
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use fibneigh::present::table::Table;
-use fibneigh_vm::cache::{self, CachedKernel};
-use fibneigh_vm::{ByteSize, DEFAULT_KERNEL_CACHE_LIMIT};
+use fibneigh_vm::cache::{self, CachedKernel, Content};
+use fibneigh_vm::{ByteSize, CacheLimit, DEFAULT_KERNEL_CACHE_LIMIT};
 use serde::Serialize;
 
 use super::write_json;
@@ -19,8 +19,9 @@ pub enum CacheCmd {
     /// last use), and the size of the rest of the cache.
     List(ListArgs),
     /// Remove the cached kernels used least recently until
-    /// `<cache>/kernels` fits in --max-size, and what failed builds left.
-    /// Kernels used in the last two hours stay, whatever the size.
+    /// `<cache>/kernels` fits in --max-size, and what failed builds left a
+    /// week ago or more. Kernels used in the last six hours stay, whatever
+    /// the size.
     Prune(PruneArgs),
 }
 
@@ -28,6 +29,10 @@ pub enum CacheCmd {
 pub struct ListArgs {
     #[command(flatten)]
     pub cache: CacheDir,
+    /// The limit the builds keep the kernels within, to show beside their
+    /// size (as `vm build --kernel-cache-max`).
+    #[arg(long, value_name = "SIZE", env = "FIBNEIGH_KERNEL_CACHE_MAX", default_value_t = DEFAULT_KERNEL_CACHE_LIMIT)]
+    pub kernel_cache_max: CacheLimit,
     /// Write the listing as JSON here (`-`: standard output).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -37,9 +42,12 @@ pub struct ListArgs {
 pub struct PruneArgs {
     #[command(flatten)]
     pub cache: CacheDir,
-    /// What `<cache>/kernels` may hold afterwards (e.g. 8GiB, 500MB, 0).
-    #[arg(long, value_name = "SIZE")]
-    pub max_size: ByteSize,
+    /// What `<cache>/kernels` may hold afterwards: e.g. 8GiB (GiB, MiB:
+    /// powers of 1024; GB, MB, G, M: of 1000), 0, or `unlimited` (then
+    /// only failed builds' directories go). The builds' limit unless
+    /// given.
+    #[arg(long, value_name = "SIZE", env = "FIBNEIGH_KERNEL_CACHE_MAX", default_value_t = DEFAULT_KERNEL_CACHE_LIMIT)]
+    pub max_size: CacheLimit,
     /// Say what would be removed, and remove nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -68,8 +76,12 @@ pub fn run(cmd: CacheCmd) -> Result<ExitCode> {
 struct KernelRow {
     digest: String,
     dir: PathBuf,
-    /// False: no manifest (a build that failed, was killed or is running).
+    /// False: no kernel this program can read (see `unreadable`).
     complete: bool,
+    /// A manifest this program cannot read (another version's?); false
+    /// with `complete` false: no manifest (a build that failed, was
+    /// stopped or is running).
+    unreadable: bool,
     bytes: u64,
     /// Last use, seconds since the epoch.
     used: u64,
@@ -82,11 +94,12 @@ impl KernelRow {
         Self {
             digest: digest(k),
             dir: k.dir.clone(),
-            complete: k.image.is_some(),
+            complete: k.image().is_some(),
+            unreadable: matches!(k.content, Content::Unreadable),
             bytes: k.bytes,
             used: k.used.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            key: k.image.as_ref().map(|i| i.key.clone()),
-            release: k.image.as_ref().map(|i| i.release.clone()),
+            key: k.image().map(|i| i.key.clone()),
+            release: k.image().map(|i| i.release.clone()),
         }
     }
 }
@@ -120,8 +133,8 @@ fn kernel_table(kernels: &[CachedKernel], now: SystemTime) -> Table {
         ])
         .rule();
     for k in kernels {
-        let row = match &k.image {
-            Some(i) => vec![
+        let row = match &k.content {
+            Content::Kernel(i) => vec![
                 digest(k),
                 age(k.used, now),
                 size(k.bytes),
@@ -130,7 +143,13 @@ fn kernel_table(kernels: &[CachedKernel], now: SystemTime) -> Table {
                 i.key.base.clone(),
                 i.key.series.clone(),
             ],
-            None => vec![
+            Content::Unreadable => vec![
+                digest(k),
+                age(k.used, now),
+                size(k.bytes),
+                "(a manifest this fibneigh cannot read: another version's?)".into(),
+            ],
+            Content::NoKernel => vec![
                 digest(k),
                 age(k.used, now),
                 size(k.bytes),
@@ -160,19 +179,22 @@ fn list(args: &ListArgs) -> Result<ExitCode> {
     let total: u64 = kernels.iter().map(|k| k.bytes).sum();
     print!("{}", kernel_table(&kernels, now).render());
     println!(
-        "{} kernel director{} in {}, {} (each build keeps them within --kernel-cache-max, {} unless given)",
+        "{} kernel director{} in {}, {} (each build keeps them within --kernel-cache-max: {})",
         kernels.len(),
         if kernels.len() == 1 { "y" } else { "ies" },
         dir.join("kernels").display(),
         size(total),
-        DEFAULT_KERNEL_CACHE_LIMIT,
+        args.kernel_cache_max,
     );
     if !other.is_empty() {
         let parts: Vec<String> = other
             .iter()
             .map(|(name, b)| format!("{name} {}", size(*b)))
             .collect();
-        println!("the rest of the cache: {}", parts.join(", "));
+        println!(
+            "the rest of the cache (apparent sizes): {}",
+            parts.join(", ")
+        );
     }
     write_json(
         args.json.as_deref(),
@@ -199,7 +221,7 @@ fn other_parts(dir: &Path) -> Result<Vec<(String, u64)>> {
         let item = item.with_context(|| format!("failed to read {}", dir.display()))?;
         let name = item.file_name().to_string_lossy().into_owned();
         if name != "kernels" {
-            out.push((name, cache::disk_usage(&item.path())?));
+            out.push((name, cache::apparent_size(&item.path())?));
         }
     }
     out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -209,7 +231,8 @@ fn other_parts(dir: &Path) -> Result<Vec<(String, u64)>> {
 #[derive(Serialize)]
 struct PruneReport {
     cache_dir: PathBuf,
-    max_size: u64,
+    /// None: unlimited.
+    max_size: Option<u64>,
     dry_run: bool,
     removed: Vec<KernelRow>,
     kept: Vec<KernelRow>,
@@ -218,7 +241,8 @@ struct PruneReport {
 
 fn prune(args: &PruneArgs) -> Result<ExitCode> {
     let dir = &args.cache.cache_dir;
-    let pruned = cache::prune(dir, args.max_size.as_u64(), args.dry_run)
+    let limit = args.max_size.bytes();
+    let pruned = cache::prune(dir, limit, args.dry_run)
         .with_context(|| format!("failed to prune the kernel cache in {}", dir.display()))?;
     let now = SystemTime::now();
     if !pruned.removed.is_empty() {
@@ -240,9 +264,9 @@ fn prune(args: &PruneArgs) -> Result<ExitCode> {
         size(pruned.removed_bytes()),
         pruned.kept.len(),
         size(pruned.kept_bytes()),
-        size(args.max_size.as_u64()),
+        args.max_size,
     );
-    if pruned.kept_bytes() > args.max_size.as_u64() {
+    if limit.is_some_and(|l| pruned.kept_bytes() > l) {
         println!(
             "still over the limit: the rest were used within the last {} h",
             cache::IN_USE.as_secs() / 3600
@@ -252,7 +276,7 @@ fn prune(args: &PruneArgs) -> Result<ExitCode> {
         args.json.as_deref(),
         &PruneReport {
             cache_dir: dir.clone(),
-            max_size: args.max_size.as_u64(),
+            max_size: limit,
             dry_run: args.dry_run,
             removed: pruned.removed.iter().map(KernelRow::of).collect(),
             kept: pruned.kept.iter().map(KernelRow::of).collect(),

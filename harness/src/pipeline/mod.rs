@@ -130,12 +130,15 @@ pub struct KernelChoice {
     #[arg(long, value_enum, default_value_t = Arch::X86_64)]
     pub arch: Arch,
     /// Refuse to build a kernel or prepare a tree with less than this free
-    /// on the cache's file system (e.g. 4GiB, 500MB).
+    /// on the cache's file system: e.g. 4GiB (GiB, MiB: powers of 1024;
+    /// GB, MB, G, M: of 1000), or 0. Before refusing a build, the kernel
+    /// cache is pruned (--kernel-cache-max) and the space looked at again.
     #[arg(long, value_name = "SIZE", env = "FIBNEIGH_MIN_FREE", default_value_t = vm::DEFAULT_MIN_FREE)]
     pub min_free: vm::ByteSize,
     /// After a kernel is built, remove the cached kernels used least
     /// recently until `<cache>/kernels` fits in SIZE (e.g. 16GiB), or
-    /// `unlimited`. None used in the last two hours is removed.
+    /// `unlimited`. None used (found, built or booted) in the last six
+    /// hours is removed; every user of the cache directory shares it.
     #[arg(long, value_name = "SIZE", env = "FIBNEIGH_KERNEL_CACHE_MAX", default_value_t = vm::DEFAULT_KERNEL_CACHE_LIMIT)]
     pub kernel_cache_max: vm::CacheLimit,
 }
