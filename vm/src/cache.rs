@@ -570,15 +570,7 @@ mod tests {
         assert!(lookup(cache.path(), &k).is_none());
         let dir = kernel_dir(cache.path(), &k);
         fs::create_dir_all(&dir).unwrap();
-        let image = KernelImage {
-            bzimage: dir.join("bzImage"),
-            vmlinux: dir.join("vmlinux"),
-            release: "7.3.4".into(),
-            upstream: "7.3.4".into(),
-            origin: "test".into(),
-            key: k.clone(),
-            tree: cache.path().to_path_buf(),
-        };
+        let image = image_in(&dir, k.clone());
         store(&image, &dir).unwrap();
         assert!(lookup(cache.path(), &k).is_none(), "files missing");
         fs::write(&image.bzimage, b"x").unwrap();
@@ -607,15 +599,20 @@ mod tests {
     fn kernel(series: &str) -> Content {
         let mut k = key();
         k.series = series.into();
-        Content::Kernel(Box::new(KernelImage {
-            bzimage: "b".into(),
-            vmlinux: "v".into(),
+        Content::Kernel(Box::new(image_in(Path::new("k"), k)))
+    }
+
+    /// The manifest of a kernel `key` in `dir`.
+    fn image_in(dir: &Path, key: CacheKey) -> KernelImage {
+        KernelImage {
+            bzimage: dir.join("bzImage"),
+            vmlinux: dir.join("vmlinux"),
             release: "7.3.4".into(),
             upstream: "7.3.4".into(),
             origin: "test".into(),
-            key: k,
-            tree: "t".into(),
-        }))
+            key,
+            tree: dir.join("tree"),
+        }
     }
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -680,15 +677,7 @@ mod tests {
         k.series = series.into();
         let dir = kernel_dir(cache, &k);
         fs::create_dir_all(&dir).unwrap();
-        let image = KernelImage {
-            bzimage: dir.join("bzImage"),
-            vmlinux: dir.join("vmlinux"),
-            release: "7.3.4".into(),
-            upstream: "7.3.4".into(),
-            origin: "test".into(),
-            key: k.clone(),
-            tree: cache.to_path_buf(),
-        };
+        let image = image_in(&dir, k.clone());
         fs::write(&image.bzimage, vec![0u8; 1000]).unwrap();
         fs::write(&image.vmlinux, vec![0u8; 3000]).unwrap();
         store(&image, &dir).unwrap();
