@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, IoContext, Result};
-use crate::events::Reporter;
+use crate::events::{Event, Reporter};
 use crate::{build, kbuild, Accel, BuildRequest, Guest, KernelImage};
 
 /// What to measure.
@@ -27,6 +27,8 @@ pub struct TimingRequest {
 /// The figures.
 #[derive(Debug, Clone)]
 pub struct Timings {
+    /// The kernel measured; after a clean build its files are gone with
+    /// the private cache they were built in.
     pub image: KernelImage,
     pub jobs: usize,
     pub accel: Accel,
@@ -113,6 +115,20 @@ pub fn measure(
         boots.push(t.elapsed());
     }
     boots.sort();
+    if req.clean_build {
+        // a fresh tree and a kernel no other command finds (about 4 GiB)
+        let dir = &build_req.cache_dir;
+        match fs::remove_dir_all(dir) {
+            Ok(()) => reporter.event(Event::Note(format!(
+                "removed the clean build's private cache, {}",
+                dir.display()
+            ))),
+            Err(e) => reporter.event(Event::Warning(format!(
+                "could not remove the clean build's private cache, {}: {e}",
+                dir.display()
+            ))),
+        }
+    }
     Ok(Timings {
         image,
         jobs: build_req.jobs,
