@@ -296,7 +296,9 @@ fn prune_cache(req: &BuildRequest, reporter: &mut dyn Reporter) -> u64 {
     match cache::prune(&req.cache_dir, req.kernel_cache_limit.bytes(), false) {
         Ok(pruned) => {
             if !pruned.removed.is_empty() {
-                reporter.event(Event::Note(format!(
+                // a Warning, so that it is printed: kernels another
+                // command may look for are gone
+                reporter.event(Event::Warning(format!(
                     "removed {} cached kernel director{} ({}: the kernels used least recently beyond {} (--kernel-cache-max), and failed builds' left for a week); {} kept ({})",
                     pruned.removed.len(),
                     if pruned.removed.len() == 1 { "y" } else { "ies" },
@@ -321,6 +323,76 @@ fn prune_cache(req: &BuildRequest, reporter: &mut dyn Reporter) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prune after a build is printed (a warning: the default
+    /// reporter shows no notes), says what went, and is off with
+    /// `unlimited`.
+    #[test]
+    fn the_prune_after_a_build_is_reported_and_unlimited_keeps_all() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let cache = d.path().join("cache");
+        let key = CacheKey {
+            base: "b".into(),
+            series: "s".into(),
+            config: "c".into(),
+            profile: "o2".into(),
+            arch: "x86_64".into(),
+        };
+        let dir = cache::kernel_dir(&cache, &key);
+        fs::create_dir_all(&dir).expect("mkdir");
+        let image = KernelImage {
+            bzimage: dir.join("bzImage"),
+            vmlinux: dir.join("vmlinux"),
+            release: "r".into(),
+            upstream: "u".into(),
+            origin: "o".into(),
+            key,
+            tree: d.path().to_path_buf(),
+        };
+        cache::store(&image, &dir).expect("store");
+        let long_ago = std::time::SystemTime::now() - cache::IN_USE * 2;
+        let manifest = fs::File::options()
+            .write(true)
+            .open(dir.join("kernel.json"))
+            .expect("open");
+        manifest.set_modified(long_ago).expect("mtime");
+        fs::File::open(&dir)
+            .expect("dir")
+            .set_modified(long_ago)
+            .expect("mtime");
+        let req = |limit| BuildRequest {
+            cache_dir: cache.clone(),
+            source: SourceSpec::Path(d.path().join("src")),
+            patches: d.path().to_path_buf(),
+            config: d.path().join("config"),
+            profile: Profile::O2,
+            jobs: 1,
+            refresh_source: false,
+            ccache: false,
+            arch: Arch::X86_64,
+            min_free: DEFAULT_MIN_FREE,
+            kernel_cache_limit: limit,
+        };
+        let mut seen = Vec::new();
+        let mut record = |e: Event| seen.push(e);
+        prune_cache(&req(CacheLimit::Unlimited), &mut record);
+        assert!(seen.is_empty(), "{seen:?}");
+        assert!(dir.is_dir(), "unlimited removed a kernel");
+
+        let limit = CacheLimit::Bytes(ByteSize::b(0));
+        let mut record = |e: Event| seen.push(e);
+        prune_cache(&req(limit), &mut record);
+        assert!(!dir.exists(), "the idle kernel is still there");
+        match seen.as_slice() {
+            [Event::Warning(text)] => {
+                assert!(
+                    text.starts_with("removed 1 cached kernel directory"),
+                    "{text}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// A profile with a fragment of its own merges it from next to the
     /// config; a config with none beside it is refused by name, with the
