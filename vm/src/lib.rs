@@ -229,12 +229,15 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         }
     }
 
-    if let Err(e @ Error::DiskSpace { .. }) = cache::check_free(&req.cache_dir, req.min_free) {
-        // what the cache may give back first
-        if prune_cache(req, reporter) == 0 {
-            return Err(e);
+    match cache::check_free(&req.cache_dir, req.min_free) {
+        Err(e @ Error::DiskSpace { .. }) => {
+            // what the cache may give back first
+            if prune_cache(req, reporter) == 0 {
+                return Err(e);
+            }
+            cache::check_free(&req.cache_dir, req.min_free)?;
         }
-        cache::check_free(&req.cache_dir, req.min_free)?;
+        other => other?,
     }
     let tree = base.patched(&req.cache_dir, req.arch, &series, reporter)?;
     let stamp = base.config_stamp(&key.series, &key.config);
