@@ -123,10 +123,8 @@ pub fn mark_used(dir: &Path) -> Result<()> {
         &TimeSpec::UTIME_NOW,
         UtimensatFlags::FollowSymlink,
     )
-    .map_err(|e| Error::Io {
-        path: path.clone(),
-        source: e.into(),
-    })
+    .map_err(std::io::Error::from)
+    .at(&path)
 }
 
 /// Record a use of the kernel whose image is `image`, if it lies in a
@@ -177,10 +175,19 @@ impl CachedKernel {
     }
 }
 
-/// Is `e` a file that went away while it was being read (another process
-/// pruning, or make and ccache at work)?
-fn gone(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::NotFound
+/// `None` for a file that went away while it was being read (another
+/// process pruning, or make and ccache at work); other errors stay.
+fn present<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Has the entry last used at `used` been idle for `d` at `now`?
+fn idle(used: SystemTime, now: SystemTime, d: Duration) -> bool {
+    now.duration_since(used).is_ok_and(|i| i >= d)
 }
 
 /// Every directory under `<cache>/kernels`, least recently used first. A
@@ -189,10 +196,8 @@ fn gone(e: &std::io::Error) -> bool {
 pub fn entries(cache: &Path) -> Result<Vec<CachedKernel>> {
     let kernels = cache.join("kernels");
     let mut out = Vec::new();
-    let listing = match fs::read_dir(&kernels) {
-        Ok(l) => l,
-        Err(e) if gone(&e) => return Ok(out),
-        Err(e) => return Err(e).at(&kernels),
+    let Some(listing) = present(fs::read_dir(&kernels)).at(&kernels)? else {
+        return Ok(out);
     };
     for item in listing {
         let item = item.at(&kernels)?;
@@ -234,10 +239,8 @@ pub fn entries(cache: &Path) -> Result<Vec<CachedKernel>> {
 /// following symbolic links; files that go away while it is read are
 /// left out. 0 if `path` itself is gone.
 pub fn apparent_size(path: &Path) -> Result<u64> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if gone(&e) => return Ok(0),
-        Err(e) => return Err(e).at(path),
+    let Some(meta) = present(fs::symlink_metadata(path)).at(path)? else {
+        return Ok(0);
     };
     if meta.is_dir() {
         Ok(dir_usage(path)?.map_or(0, |u| u.0))
@@ -251,10 +254,9 @@ pub fn apparent_size(path: &Path) -> Result<u64> {
 /// directories (`dir`'s own if it is empty); symbolic links are not
 /// followed. `None` if `dir` itself is gone.
 fn dir_usage(dir: &Path) -> Result<Option<(u64, SystemTime)>> {
-    let modified = match fs::symlink_metadata(dir).and_then(|m| m.modified()) {
-        Ok(t) => t,
-        Err(e) if gone(&e) => return Ok(None),
-        Err(e) => return Err(e).at(dir),
+    let Some(modified) = present(fs::symlink_metadata(dir).and_then(|m| m.modified())).at(dir)?
+    else {
+        return Ok(None);
     };
     let mut usage = (0, modified);
     add_usage(dir, &mut usage, &mut HashSet::new())?;
@@ -268,21 +270,16 @@ fn add_usage(
 ) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
 
-    let listing = match fs::read_dir(dir) {
-        Ok(l) => l,
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => return Err(e).at(dir),
+    let Some(listing) = present(fs::read_dir(dir)).at(dir)? else {
+        return Ok(());
     };
     for item in listing {
-        let path = match item {
-            Ok(item) => item.path(),
-            Err(e) if gone(&e) => continue,
-            Err(e) => return Err(e).at(dir),
+        let Some(item) = present(item).at(dir)? else {
+            continue;
         };
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if gone(&e) => continue,
-            Err(e) => return Err(e).at(&path),
+        let path = item.path();
+        let Some(meta) = present(fs::symlink_metadata(&path)).at(&path)? else {
+            continue;
         };
         usage.1 = usage.1.max(meta.modified().at(&path)?);
         if meta.is_dir() {
@@ -350,9 +347,8 @@ pub const FAILED_KEPT: Duration = Duration::from_secs(7 * 86_400);
 /// [`IN_USE`] of `now` (so the limit can be exceeded while they are).
 /// Indices into `entries`, ascending.
 pub fn plan_prune(entries: &[CachedKernel], limit: Option<u64>, now: SystemTime) -> Vec<usize> {
-    let idle_for = |k: &CachedKernel, d: Duration| now.duration_since(k.used).is_ok_and(|i| i >= d);
     let mut remove: Vec<usize> = (0..entries.len())
-        .filter(|&i| !entries[i].holds_kernel() && idle_for(&entries[i], FAILED_KEPT))
+        .filter(|&i| !entries[i].holds_kernel() && idle(entries[i].used, now, FAILED_KEPT))
         .collect();
     let Some(limit) = limit else {
         return remove;
@@ -360,7 +356,7 @@ pub fn plan_prune(entries: &[CachedKernel], limit: Option<u64>, now: SystemTime)
     let mut total: u64 = entries.iter().map(|k| k.bytes).sum();
     total -= remove.iter().map(|&i| entries[i].bytes).sum::<u64>();
     for (i, k) in entries.iter().enumerate() {
-        if total <= limit || !idle_for(k, IN_USE) {
+        if total <= limit || !idle(k.used, now, IN_USE) {
             break;
         }
         if k.holds_kernel() {
@@ -423,25 +419,18 @@ pub fn prune(cache: &Path, limit: Option<u64>, dry_run: bool) -> Result<Pruned> 
         let used_since = k.holds_kernel()
             && fs::metadata(k.dir.join(USED))
                 .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).map_or(true, |d| d < IN_USE));
+                .is_ok_and(|t| !idle(t, now, IN_USE));
         if used_since {
             kept.push(k);
             continue;
         }
         let name = k.dir.file_name().unwrap_or_default().to_string_lossy();
         let doomed = kernels.join(format!("{DOOMED}{name}-{}", std::process::id()));
-        match fs::rename(&k.dir, &doomed) {
-            Ok(()) => {}
-            Err(e) if gone(&e) => {
-                done.push(k);
-                continue;
-            }
-            Err(e) => return Err(e).at(&k.dir),
+        // gone already: another prune removed it
+        if present(fs::rename(&k.dir, &doomed)).at(&k.dir)?.is_some() {
+            present(fs::remove_dir_all(&doomed)).at(&doomed)?;
         }
-        match fs::remove_dir_all(&doomed) {
-            Err(e) if !gone(&e) => return Err(e).at(&doomed),
-            _ => done.push(k),
-        }
+        done.push(k);
     }
     remove_stopped_prunes(&kernels)?;
     kept.sort_by_key(|k| k.used);
@@ -467,10 +456,7 @@ fn remove_stopped_prunes(kernels: &Path) -> Result<()> {
             continue;
         }
         let path = item.path();
-        match fs::remove_dir_all(&path) {
-            Err(e) if !gone(&e) => return Err(e).at(&path),
-            _ => {}
-        }
+        present(fs::remove_dir_all(&path)).at(&path)?;
     }
     Ok(())
 }
@@ -480,10 +466,9 @@ fn remove_stopped_prunes(kernels: &Path) -> Result<()> {
 /// an unprivileged user.
 pub fn check_free(dir: &Path, need: ByteSize) -> Result<()> {
     let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
-    let stat = nix::sys::statvfs::statvfs(existing).map_err(|e| Error::Io {
-        path: existing.to_path_buf(),
-        source: e.into(),
-    })?;
+    let stat = nix::sys::statvfs::statvfs(existing)
+        .map_err(std::io::Error::from)
+        .at(existing)?;
     let free = stat.blocks_available().saturating_mul(stat.fragment_size());
     free_enough(existing, free, need)
 }
