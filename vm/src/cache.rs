@@ -127,6 +127,16 @@ pub fn mark_used(dir: &Path) -> Result<()> {
     .at(&path)
 }
 
+/// A use that could not be recorded (a cache this process cannot write)
+/// is a warning; the kernel is used all the same.
+pub(crate) fn warn_unrecorded(recorded: Result<()>, reporter: &mut dyn crate::events::Reporter) {
+    if let Err(e) = recorded {
+        reporter.event(crate::events::Event::Warning(format!(
+            "could not record the use of the cached kernel (a prune may take it sooner): {e}"
+        )));
+    }
+}
+
 /// Record a use of the kernel whose image is `image`, if it lies in a
 /// cache's kernel directory (a kernel given by path elsewhere has none).
 pub fn mark_image_used(image: &Path) -> Result<()> {

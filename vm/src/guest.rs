@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::accel::{self, Accel, TcgThreads};
 use crate::boot::{self, RunRequest};
+use crate::cache;
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
 use crate::kbuild::Arch;
@@ -92,11 +93,7 @@ impl Guest {
             qemu_args: self.qemu_args.clone(),
         };
         // a boot is a use: a prune elsewhere keeps the kernel
-        if let Err(e) = crate::cache::mark_image_used(&self.kernel) {
-            reporter.event(Event::Warning(format!(
-                "could not record the use of the cached kernel: {e}"
-            )));
-        }
+        cache::warn_unrecorded(cache::mark_image_used(&self.kernel), reporter);
         let arch = self.arch;
         let uml_scratch = self.cache.join("uml");
         let mut boot = |req: &RunRequest, reporter: &mut dyn Reporter| match arch {

@@ -219,7 +219,7 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         // the use first, then the files again: a prune running now either
         // sees the use and keeps the kernel, or removes it before this
         // looks again, and then the kernel is built (cache::prune)
-        mark_used(&out, reporter);
+        cache::warn_unrecorded(cache::mark_used(&out), reporter);
         if let Some(image) = cache::lookup(&req.cache_dir, &key) {
             reporter.event(Event::Cached(
                 Phase::Build,
@@ -244,7 +244,7 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
     kconfig::configure(&tree.path, req.arch, &fragment, &stamp, reporter)?;
     fs::create_dir_all(&out).at(&out)?;
     // a failed build's directory, reused: not idle any more
-    mark_used(&out, reporter);
+    cache::warn_unrecorded(cache::mark_used(&out), reporter);
     kbuild::build(
         &tree.path,
         req.arch,
@@ -281,16 +281,6 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
     // does not fail the build
     prune_cache(req, reporter);
     Ok(image)
-}
-
-/// Record a use of the kernel in `dir`; a cache this process cannot write
-/// is warned of, and the kernel used all the same.
-fn mark_used(dir: &std::path::Path, reporter: &mut dyn Reporter) {
-    if let Err(e) = cache::mark_used(dir) {
-        reporter.event(Event::Warning(format!(
-            "could not record the use of the cached kernel (a prune may take it sooner): {e}"
-        )));
-    }
 }
 
 /// Keep `<cache>/kernels` within `req.kernel_cache_limit` ([`cache::prune`]),
