@@ -133,29 +133,21 @@ fn kernel_table(kernels: &[CachedKernel], now: SystemTime) -> Table {
         ])
         .rule();
     for k in kernels {
-        let row = match &k.content {
-            Content::Kernel(i) => vec![
-                digest(k),
-                age(k.used, now),
-                size(k.bytes),
+        let mut row = vec![digest(k), age(k.used, now), size(k.bytes)];
+        match &k.content {
+            Content::Kernel(i) => row.extend([
                 i.key.profile.clone(),
                 i.key.arch.clone(),
                 i.key.base.clone(),
                 i.key.series.clone(),
-            ],
-            Content::Unreadable => vec![
-                digest(k),
-                age(k.used, now),
-                size(k.bytes),
-                "(a manifest this fibneigh cannot read: another version's?)".into(),
-            ],
-            Content::NoKernel => vec![
-                digest(k),
-                age(k.used, now),
-                size(k.bytes),
-                "(no kernel: a build that failed, was stopped or is running)".into(),
-            ],
-        };
+            ]),
+            Content::Unreadable => {
+                row.push("(a manifest this fibneigh cannot read: another version's?)".into())
+            }
+            Content::NoKernel => {
+                row.push("(no kernel: a build that failed, was stopped or is running)".into())
+            }
+        }
         t.row(row);
     }
     t
