@@ -301,6 +301,24 @@ fn add_usage(
     Ok(())
 }
 
+/// The apparent size of every entry of the cache directory but
+/// `kernels`, by name, largest first; none if there is no cache.
+pub fn other_parts(cache: &Path) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    let Some(listing) = present(fs::read_dir(cache)).at(cache)? else {
+        return Ok(out);
+    };
+    for item in listing {
+        let item = item.at(cache)?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name != "kernels" {
+            out.push((name, apparent_size(&item.path())?));
+        }
+    }
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(out)
+}
+
 /// How large `<cache>/kernels` may grow (`--kernel-cache-max`): a size
 /// (`16GiB`, `500MB`, bytes) or `unlimited`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! `fibneigh vm cache ...`: what the kernel cache holds, and its pruning.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -122,6 +122,11 @@ fn age(t: SystemTime, now: SystemTime) -> String {
     }
 }
 
+/// `n kernel directories`, or `1 kernel directory`.
+fn directories(n: usize) -> String {
+    format!("{n} kernel director{}", if n == 1 { "y" } else { "ies" })
+}
+
 fn size(bytes: u64) -> String {
     ByteSize(bytes).display().iec().to_string()
 }
@@ -166,14 +171,14 @@ fn list(args: &ListArgs) -> Result<ExitCode> {
     let dir = &args.cache.cache_dir;
     let kernels = cache::entries(dir)
         .with_context(|| format!("failed to read the kernel cache in {}", dir.display()))?;
-    let other = other_parts(dir)?;
+    let other = cache::other_parts(dir)
+        .with_context(|| format!("failed to read the cache in {}", dir.display()))?;
     let now = SystemTime::now();
     let total: u64 = kernels.iter().map(|k| k.bytes).sum();
     print!("{}", kernel_table(&kernels, now).render());
     println!(
-        "{} kernel director{} in {}, {} (each build keeps them within --kernel-cache-max: {})",
-        kernels.len(),
-        if kernels.len() == 1 { "y" } else { "ies" },
+        "{} in {}, {} (each build keeps them within --kernel-cache-max: {})",
+        directories(kernels.len()),
         dir.join("kernels").display(),
         size(total),
         args.kernel_cache_max,
@@ -198,26 +203,6 @@ fn list(args: &ListArgs) -> Result<ExitCode> {
         },
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The size of every entry of the cache directory but `kernels`, largest
-/// first.
-fn other_parts(dir: &Path) -> Result<Vec<(String, u64)>> {
-    let mut out = Vec::new();
-    let listing = match std::fs::read_dir(dir) {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("failed to read {}", dir.display())),
-    };
-    for item in listing {
-        let item = item.with_context(|| format!("failed to read {}", dir.display()))?;
-        let name = item.file_name().to_string_lossy().into_owned();
-        if name != "kernels" {
-            out.push((name, cache::apparent_size(&item.path())?));
-        }
-    }
-    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(out)
 }
 
 #[derive(Serialize)]
@@ -246,13 +231,8 @@ fn prune(args: &PruneArgs) -> Result<ExitCode> {
         "removed"
     };
     println!(
-        "{verb} {} kernel director{} ({}); {} kept ({}, limit {})",
-        pruned.removed.len(),
-        if pruned.removed.len() == 1 {
-            "y"
-        } else {
-            "ies"
-        },
+        "{verb} {} ({}); {} kept ({}, limit {})",
+        directories(pruned.removed.len()),
         size(pruned.removed_bytes()),
         pruned.kept.len(),
         size(pruned.kept_bytes()),
