@@ -4,9 +4,11 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bytesize::ByteSize;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -102,10 +104,19 @@ pub fn store(image: &KernelImage, dir: &Path) -> Result<()> {
 /// recently used first.
 const USED: &str = "used";
 
-/// Record that the kernel in `dir` is being used now. The time is set to
-/// the kernel's "now" (`UTIME_NOW`), which needs write access to the file,
-/// not its ownership: a cache shared by several users works.
+/// Record that the kernel in `dir` is being used now, and hold it for the
+/// rest of this process ([`hold`]). The time is set to the kernel's "now"
+/// (`UTIME_NOW`), which needs write access to the file, not its
+/// ownership: a cache shared by several users works.
 pub fn mark_used(dir: &Path) -> Result<()> {
+    // a cache this process cannot write can still be held
+    let touched = touch_used(dir);
+    let held = hold(dir);
+    touched.and(held)
+}
+
+/// Set the kernel's last use ([`USED`]) to now.
+fn touch_used(dir: &Path) -> Result<()> {
     use nix::sys::stat::{utimensat, UtimensatFlags};
     use nix::sys::time::TimeSpec;
 
@@ -125,6 +136,79 @@ pub fn mark_used(dir: &Path) -> Result<()> {
     )
     .map_err(std::io::Error::from)
     .at(&path)
+}
+
+/// The kernels this process has found, built or booted, each with a shared
+/// `flock()` on its [`USED`] file.
+static HELD: Mutex<Vec<(PathBuf, Flock<fs::File>)>> = Mutex::new(Vec::new());
+
+/// Hold the kernel in `dir` until this process exits: a shared lock on its
+/// [`USED`] file, which [`prune`] must take exclusively to remove the
+/// kernel. So a process that found a kernel keeps it however long it runs
+/// before it boots it, and however long since the last recorded use; the
+/// kernel goes to the exit of the last process holding it (the lock is the
+/// open file's, and goes with it). Waits while a prune removes the
+/// kernel; the caller then looks for it again and finds it gone.
+pub fn hold(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    let path = dir.join(USED);
+    let file = fs::File::open(&path).at(&path)?;
+    let id = |f: &fs::File| f.metadata().map(|m| (m.dev(), m.ino())).ok();
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    // a kernel removed and built again in the same place is another file
+    if let Some(i) = held.iter().position(|(d, _)| d == dir) {
+        if id(&held[i].1).is_some_and(|h| id(&file) == Some(h)) {
+            return Ok(());
+        }
+        held.swap_remove(i);
+    }
+    let lock = Flock::lock(file, FlockArg::LockShared)
+        .map_err(|(_, e)| std::io::Error::from(e))
+        .at(&path)?;
+    held.push((dir.to_path_buf(), lock));
+    Ok(())
+}
+
+/// What [`claim`] found of a kernel chosen for removal.
+enum Claim {
+    /// Another prune removed it.
+    Gone,
+    /// A process holds it ([`hold`]).
+    Held,
+    /// No process holds it: the exclusive lock, kept while it is removed
+    /// (none in a dry run of a kernel stored before uses were recorded,
+    /// which no process can hold).
+    Free(Option<Flock<fs::File>>),
+}
+
+/// Take the [`USED`] file of the kernel in `dir` exclusively, without
+/// waiting: so it is removed only when no process holds it. A dry run
+/// (`create` false) creates no file.
+fn claim(dir: &Path, create: bool) -> Result<Claim> {
+    let path = dir.join(USED);
+    let file = match present(fs::File::open(&path)).at(&path)? {
+        Some(file) => file,
+        None if !dir.exists() => return Ok(Claim::Gone),
+        None if !create => return Ok(Claim::Free(None)),
+        None => match present(
+            fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path),
+        )
+        .at(&path)?
+        {
+            Some(file) => file,
+            None => return Ok(Claim::Gone),
+        },
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Claim::Free(Some(lock))),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(Claim::Held),
+        Err((_, e)) => Err(std::io::Error::from(e)).at(&path),
+    }
 }
 
 /// A use that could not be recorded (a cache this process cannot write)
@@ -360,8 +444,8 @@ impl std::fmt::Display for CacheLimit {
 }
 
 /// A kernel used this recently (found, stored or booted) is never
-/// removed, whatever the limit: a run may have found it and not yet
-/// booted it.
+/// removed, whatever the limit, even when no process holds it any more
+/// ([`hold`]): the next run of the same command is likely to want it.
 pub const IN_USE: Duration = Duration::from_secs(6 * 3600);
 
 /// What a build that failed left (its `build.log`, which the error names)
@@ -419,10 +503,11 @@ const DOOMED: &str = ".prune-";
 /// Remove what [`plan_prune`] chooses for `limit`, and what a prune that
 /// was stopped left. Several processes may prune and use the cache at
 /// once:
-/// - a kernel's use is read again just before it goes, and a kernel used
-///   since it was chosen is kept; the build that finds a kernel records the
-///   use and then looks again ([`crate::build`]), so a kernel is either
-///   kept or found missing and built again;
+/// - a kernel a process holds ([`hold`]: every process that found, built
+///   or booted it, until it exits) is kept, and so is one whose use, read
+///   again just before it goes, is recent; the build that finds a kernel
+///   holds it and then looks again ([`crate::build`]), so a kernel is
+///   either kept or found missing and built again;
 /// - a directory is renamed to a hidden name before it is removed, so that
 ///   no lookup finds half a kernel;
 /// - a directory another process removed first is counted as removed.
@@ -439,11 +524,13 @@ pub fn prune(cache: &Path, limit: Option<u64>, dry_run: bool) -> Result<Pruned> 
             kept.push(k);
         }
     }
-    if dry_run {
-        return Ok(Pruned { removed, kept });
-    }
     let mut done = Vec::new();
     for k in removed {
+        // a use recorded since the plan: kept. Read before the claim,
+        // which may create the file; a process that records a use after
+        // this holds the kernel too (mark_used()), and then either the
+        // claim fails or the process waits for the removal and finds the
+        // kernel gone
         let used_since = k.holds_kernel()
             && fs::metadata(k.dir.join(USED))
                 .and_then(|m| m.modified())
@@ -452,13 +539,35 @@ pub fn prune(cache: &Path, limit: Option<u64>, dry_run: bool) -> Result<Pruned> 
             kept.push(k);
             continue;
         }
+        // held by a process (this one too): kept
+        let _lock = match claim(&k.dir, !dry_run)? {
+            Claim::Gone => {
+                done.push(k);
+                continue;
+            }
+            Claim::Held => {
+                kept.push(k);
+                continue;
+            }
+            Claim::Free(lock) => lock,
+        };
+        if dry_run {
+            done.push(k);
+            continue;
+        }
         let name = k.dir.file_name().unwrap_or_default().to_string_lossy();
         let doomed = kernels.join(format!("{DOOMED}{name}-{}", std::process::id()));
-        // gone already: another prune removed it
         if present(fs::rename(&k.dir, &doomed)).at(&k.dir)?.is_some() {
             present(fs::remove_dir_all(&doomed)).at(&doomed)?;
         }
         done.push(k);
+    }
+    if dry_run {
+        kept.sort_by_key(|k| k.used);
+        return Ok(Pruned {
+            removed: done,
+            kept,
+        });
     }
     remove_stopped_prunes(&kernels)?;
     kept.sort_by_key(|k| k.used);
@@ -694,7 +803,8 @@ mod tests {
         fs::write(&image.bzimage, vec![0u8; 1000]).unwrap();
         fs::write(&image.vmlinux, vec![0u8; 3000]).unwrap();
         store(&image, &dir).unwrap();
-        mark_used(&dir).unwrap();
+        // recorded, not held: this test process holds nothing
+        touch_used(&dir).unwrap();
         let then = SystemTime::now() - idle;
         for f in [USED, MANIFEST, "bzImage", "vmlinux"] {
             let f = fs::File::options().write(true).open(dir.join(f)).unwrap();
@@ -789,6 +899,97 @@ mod tests {
         let done = prune(cache.path(), Some(0), false).unwrap();
         assert!(done.removed.is_empty() && done.kept.len() == 1);
         assert!(lookup(cache.path(), &k).is_some());
+    }
+
+    /// A kernel another process holds (here: a shared lock taken as
+    /// hold() takes it) is kept however long ago its last recorded use,
+    /// by a dry run too, and goes once the lock is released.
+    #[test]
+    fn a_held_kernel_is_kept_until_released() {
+        let cache = tempfile::tempdir().unwrap();
+        let k = stored(cache.path(), "k", 10 * HOUR);
+        let dir = kernel_dir(cache.path(), &k);
+        let other = Flock::lock(
+            fs::File::open(dir.join(USED)).unwrap(),
+            FlockArg::LockShared,
+        )
+        .map_err(|(_, e)| e)
+        .unwrap();
+        for dry_run in [true, false] {
+            let done = prune(cache.path(), Some(0), dry_run).unwrap();
+            assert!(done.removed.is_empty(), "dry run {dry_run}");
+            assert_eq!(done.kept.len(), 1);
+        }
+        assert!(lookup(cache.path(), &k).is_some());
+        drop(other);
+        let done = prune(cache.path(), Some(0), false).unwrap();
+        assert_eq!(done.removed.len(), 1);
+        assert!(lookup(cache.path(), &k).is_none());
+    }
+
+    /// mark_used() holds the kernel for the rest of the process: it is
+    /// kept after its recorded use has aged past IN_USE.
+    #[test]
+    fn a_kernel_this_process_used_is_held() {
+        let cache = tempfile::tempdir().unwrap();
+        let k = stored(cache.path(), "k", 10 * HOUR);
+        let dir = kernel_dir(cache.path(), &k);
+        mark_used(&dir).unwrap();
+        mark_used(&dir).unwrap();
+        let then = SystemTime::now() - 10 * HOUR;
+        fs::File::options()
+            .write(true)
+            .open(dir.join(USED))
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        assert_eq!(
+            plan_prune(&entries(cache.path()).unwrap(), Some(0), SystemTime::now()),
+            vec![0]
+        );
+        let done = prune(cache.path(), Some(0), false).unwrap();
+        assert!(done.removed.is_empty() && done.kept.len() == 1);
+        assert!(lookup(cache.path(), &k).is_some());
+    }
+
+    /// A kernel removed and built again in the same directory is held
+    /// again, not taken for the one held before.
+    #[test]
+    fn a_kernel_built_again_is_held_again() {
+        let cache = tempfile::tempdir().unwrap();
+        let k = stored(cache.path(), "k", 10 * HOUR);
+        let dir = kernel_dir(cache.path(), &k);
+        mark_used(&dir).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        stored(cache.path(), "k", 10 * HOUR);
+        mark_used(&dir).unwrap();
+        let then = SystemTime::now() - 10 * HOUR;
+        fs::File::options()
+            .write(true)
+            .open(dir.join(USED))
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        let done = prune(cache.path(), Some(0), false).unwrap();
+        assert!(done.removed.is_empty(), "the new kernel was not held");
+    }
+
+    /// A dry run writes nothing: a kernel stored before uses were
+    /// recorded (no `used` file) would go, and still has no such file.
+    #[test]
+    fn a_dry_run_creates_no_file() {
+        let cache = tempfile::tempdir().unwrap();
+        let k = stored(cache.path(), "k", 10 * HOUR);
+        let dir = kernel_dir(cache.path(), &k);
+        fs::remove_file(dir.join(USED)).unwrap();
+        let then = SystemTime::now() - 10 * HOUR;
+        fs::File::open(&dir).unwrap().set_modified(then).unwrap();
+        let done = prune(cache.path(), Some(0), true).unwrap();
+        assert_eq!(done.removed.len(), 1);
+        assert!(!dir.join(USED).exists());
+        let done = prune(cache.path(), Some(0), false).unwrap();
+        assert_eq!(done.removed.len(), 1);
+        assert!(!dir.exists());
     }
 
     #[test]

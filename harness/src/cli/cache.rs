@@ -240,7 +240,7 @@ fn prune(args: &PruneArgs) -> Result<ExitCode> {
     );
     if limit.is_some_and(|l| pruned.kept_bytes() > l) {
         println!(
-            "still over the limit: the rest were used within the last {} h",
+            "still over the limit: the rest were used within the last {} h or are held by a running process",
             cache::IN_USE.as_secs() / 3600
         );
     }
