@@ -8,7 +8,6 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bytesize::ByteSize;
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -104,15 +103,25 @@ pub fn store(image: &KernelImage, dir: &Path) -> Result<()> {
 /// recently used first.
 const USED: &str = "used";
 
+/// What [`mark_used`] did: the use recorded ([`USED`]'s time) and the
+/// kernel held ([`hold`]), each of which can fail alone.
+#[derive(Debug)]
+pub struct Use {
+    pub recorded: Result<()>,
+    pub held: Result<()>,
+}
+
 /// Record that the kernel in `dir` is being used now, and hold it for the
 /// rest of this process ([`hold`]). The time is set to the kernel's "now"
 /// (`UTIME_NOW`), which needs write access to the file, not its
-/// ownership: a cache shared by several users works.
-pub fn mark_used(dir: &Path) -> Result<()> {
-    // a cache this process cannot write can still be held
-    let touched = touch_used(dir);
-    let held = hold(dir);
-    touched.and(held)
+/// ownership: a cache shared by several users works if they can all
+/// write its files (a group-writable cache); the hold needs read access
+/// only.
+pub fn mark_used(dir: &Path) -> Use {
+    Use {
+        recorded: touch_used(dir),
+        held: hold(dir),
+    }
 }
 
 /// Set the kernel's last use ([`USED`]) to now.
@@ -138,36 +147,56 @@ fn touch_used(dir: &Path) -> Result<()> {
     .at(&path)
 }
 
-/// The kernels this process has found, built or booted, each with a shared
-/// `flock()` on its [`USED`] file.
-static HELD: Mutex<Vec<(PathBuf, Flock<fs::File>)>> = Mutex::new(Vec::new());
-
-/// Hold the kernel in `dir` until this process exits: a shared lock on its
-/// [`USED`] file, which [`prune`] must take exclusively to remove the
-/// kernel. So a process that found a kernel keeps it however long it runs
-/// before it boots it, and however long since the last recorded use; the
-/// kernel goes to the exit of the last process holding it (the lock is the
-/// open file's, and goes with it). Waits while a prune removes the
-/// kernel; the caller then looks for it again and finds it gone.
-pub fn hold(dir: &Path) -> Result<()> {
+/// A file's identity: its device and inode.
+fn identity(meta: &fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
 
-    let path = dir.join(USED);
-    let file = fs::File::open(&path).at(&path)?;
-    let id = |f: &fs::File| f.metadata().map(|m| (m.dev(), m.ino())).ok();
-    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
-    // a kernel removed and built again in the same place is another file
-    if let Some(i) = held.iter().position(|(d, _)| d == dir) {
-        if id(&held[i].1).is_some_and(|h| id(&file) == Some(h)) {
+    (meta.dev(), meta.ino())
+}
+
+/// The kernel directories this process holds, each open with a shared
+/// `flock()` on it, and its identity.
+static HELD: Mutex<Vec<((u64, u64), fs::File)>> = Mutex::new(Vec::new());
+
+/// Hold the kernel in `dir` until this process exits: a shared `flock()`
+/// on the directory, which [`prune`] must take exclusively to remove the
+/// kernel. So a process that found a kernel keeps it however long it runs
+/// before it boots it; once the last process holding it has exited, the
+/// kernel can be removed by the rules of [`plan_prune`]. The lock belongs
+/// to the open directory and goes with it. The cache must be on a local
+/// file system: NFS emulates `flock()` with locks of the whole process,
+/// and there [`prune`] falls back to the time of the last use alone.
+///
+/// Waits while a prune removes the kernel, and then fails with NotFound
+/// ([`Error::is_not_found`]) unless the directory was made again; a
+/// caller that needs the kernel looks for it again.
+pub fn hold(dir: &Path) -> Result<()> {
+    for _ in 0..3 {
+        let now = identity(&fs::metadata(dir).at(dir)?);
+        if HELD
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(id, _)| *id == now)
+        {
             return Ok(());
         }
-        held.swap_remove(i);
+        // not under HELD's mutex: this may wait for a prune
+        let open = fs::File::open(dir).at(dir)?;
+        open.lock_shared().at(dir)?;
+        let locked = identity(&open.metadata().at(dir)?);
+        // removed (or removed and made again) while this waited
+        if present(fs::metadata(dir))
+            .at(dir)?
+            .is_some_and(|m| identity(&m) == locked)
+        {
+            HELD.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((locked, open));
+            return Ok(());
+        }
     }
-    let lock = Flock::lock(file, FlockArg::LockShared)
-        .map_err(|(_, e)| std::io::Error::from(e))
-        .at(&path)?;
-    held.push((dir.to_path_buf(), lock));
-    Ok(())
+    Err(std::io::Error::from(std::io::ErrorKind::NotFound)).at(dir)
 }
 
 /// What [`claim`] found of a kernel chosen for removal.
@@ -176,57 +205,58 @@ enum Claim {
     Gone,
     /// A process holds it ([`hold`]).
     Held,
-    /// No process holds it: the exclusive lock, kept while it is removed
-    /// (none in a dry run of a kernel stored before uses were recorded,
-    /// which no process can hold).
-    Free(Option<Flock<fs::File>>),
+    /// No process holds it: the directory with the exclusive lock, kept
+    /// while it is removed; `None` where locks cannot be taken (see
+    /// [`hold`]), where only the time of the last use counts.
+    Free(Option<fs::File>),
 }
 
-/// Take the [`USED`] file of the kernel in `dir` exclusively, without
-/// waiting: so it is removed only when no process holds it. A dry run
-/// (`create` false) creates no file.
-fn claim(dir: &Path, create: bool) -> Result<Claim> {
-    let path = dir.join(USED);
-    let file = match present(fs::File::open(&path)).at(&path)? {
-        Some(file) => file,
-        None if !dir.exists() => return Ok(Claim::Gone),
-        None if !create => return Ok(Claim::Free(None)),
-        None => match present(
-            fs::File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path),
-        )
-        .at(&path)?
-        {
-            Some(file) => file,
-            None => return Ok(Claim::Gone),
-        },
+/// Take the kernel directory `dir` exclusively, without waiting: so that
+/// it is removed only when no process holds it. Creates no file.
+fn claim(dir: &Path) -> Result<Claim> {
+    let Some(open) = present(fs::File::open(dir)).at(dir)? else {
+        return Ok(Claim::Gone);
     };
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Claim::Free(Some(lock))),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(Claim::Held),
-        Err((_, e)) => Err(std::io::Error::from(e)).at(&path),
+    match open.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Ok(Claim::Held),
+        Err(fs::TryLockError::Error(_)) => return Ok(Claim::Free(None)),
+    }
+    let locked = identity(&open.metadata().at(dir)?);
+    // removed by another prune between the open and the lock, and maybe
+    // made again: what is there now is not what was chosen
+    match present(fs::metadata(dir)).at(dir)? {
+        Some(m) if identity(&m) == locked => Ok(Claim::Free(Some(open))),
+        _ => Ok(Claim::Gone),
     }
 }
 
-/// A use that could not be recorded (a cache this process cannot write)
-/// is a warning; the kernel is used all the same.
-pub(crate) fn warn_unrecorded(recorded: Result<()>, reporter: &mut dyn crate::events::Reporter) {
-    if let Err(e) = recorded {
+/// Warn of a use that could not be recorded or a kernel that could not be
+/// held (a cache this process cannot write, or one on NFS); the kernel is
+/// used all the same.
+pub(crate) fn warn_unrecorded(used: Use, reporter: &mut dyn crate::events::Reporter) {
+    if let Err(e) = used.recorded {
         reporter.event(crate::events::Event::Warning(format!(
-            "could not record the use of the cached kernel (a prune may take it sooner): {e}"
+            "could not record the use of the cached kernel (a prune may take it six hours after the last recorded use, once no process holds it): {e}"
+        )));
+    }
+    if let Err(e) = used.held {
+        reporter.event(crate::events::Event::Warning(format!(
+            "could not hold the cached kernel (a prune in another process may take it six hours after its last recorded use, while this process runs): {e}"
         )));
     }
 }
 
-/// Record a use of the kernel whose image is `image`, if it lies in a
-/// cache's kernel directory (a kernel given by path elsewhere has none).
-pub fn mark_image_used(image: &Path) -> Result<()> {
+/// Record a use of the kernel whose image is `image`, and hold it, if it
+/// lies in a cache's kernel directory (a kernel given by path elsewhere
+/// has none).
+pub fn mark_image_used(image: &Path) -> Use {
     match image.parent() {
         Some(dir) if dir.join(MANIFEST).is_file() => mark_used(dir),
-        _ => Ok(()),
+        _ => Use {
+            recorded: Ok(()),
+            held: Ok(()),
+        },
     }
 }
 
@@ -457,10 +487,21 @@ pub const FAILED_KEPT: Duration = Duration::from_secs(7 * 86_400);
 /// [`FAILED_KEPT`], whatever the size; then, if `limit` is given, kernels,
 /// least recently used first, until the rest fit, none used within
 /// [`IN_USE`] of `now` (so the limit can be exceeded while they are).
+/// `pinned` (indices) are kept whatever they are: [`prune`] pins what it
+/// found held or could not remove, and the next kernel goes in its place.
 /// Indices into `entries`, ascending.
-pub fn plan_prune(entries: &[CachedKernel], limit: Option<u64>, now: SystemTime) -> Vec<usize> {
+pub fn plan_prune(
+    entries: &[CachedKernel],
+    limit: Option<u64>,
+    now: SystemTime,
+    pinned: &HashSet<usize>,
+) -> Vec<usize> {
     let mut remove: Vec<usize> = (0..entries.len())
-        .filter(|&i| !entries[i].holds_kernel() && idle(entries[i].used, now, FAILED_KEPT))
+        .filter(|&i| {
+            !pinned.contains(&i)
+                && !entries[i].holds_kernel()
+                && idle(entries[i].used, now, FAILED_KEPT)
+        })
         .collect();
     let Some(limit) = limit else {
         return remove;
@@ -471,7 +512,7 @@ pub fn plan_prune(entries: &[CachedKernel], limit: Option<u64>, now: SystemTime)
         if total <= limit || !idle(k.used, now, IN_USE) {
             break;
         }
-        if k.holds_kernel() {
+        if k.holds_kernel() && !pinned.contains(&i) {
             remove.push(i);
             total -= k.bytes;
         }
@@ -485,6 +526,9 @@ pub fn plan_prune(entries: &[CachedKernel], limit: Option<u64>, now: SystemTime)
 pub struct Pruned {
     pub removed: Vec<CachedKernel>,
     pub kept: Vec<CachedKernel>,
+    /// What could not be removed (kept, and in `kept` if a kernel's
+    /// directory), and why.
+    pub failed: Vec<(PathBuf, String)>,
 }
 
 impl Pruned {
@@ -505,82 +549,99 @@ const DOOMED: &str = ".prune-";
 /// once:
 /// - a kernel a process holds ([`hold`]: every process that found, built
 ///   or booted it, until it exits) is kept, and so is one whose use, read
-///   again just before it goes, is recent; the build that finds a kernel
-///   holds it and then looks again ([`crate::build`]), so a kernel is
-///   either kept or found missing and built again;
+///   again just before it goes, is recent; then the plan is made again
+///   without it, so that the next kernel goes in its place. The build that
+///   finds a kernel holds it and then looks again ([`crate::build`]), so a
+///   kernel is either kept or found missing and built again;
 /// - a directory is renamed to a hidden name before it is removed, so that
 ///   no lookup finds half a kernel;
-/// - a directory another process removed first is counted as removed.
+/// - a directory another process removed first is counted as removed;
+/// - one that cannot be removed (another user's) is kept and named in
+///   [`Pruned::failed`], and the prune goes on.
+///
+/// A dry run removes nothing and creates no file; it takes each chosen
+/// kernel's lock for a moment to see whether a process holds it.
 pub fn prune(cache: &Path, limit: Option<u64>, dry_run: bool) -> Result<Pruned> {
     let kernels = cache.join("kernels");
     let all = entries(cache)?;
     let now = SystemTime::now();
-    let chosen = plan_prune(&all, limit, now);
+    let (mut pinned, mut done, mut failed) = (HashSet::new(), HashSet::new(), Vec::new());
+    loop {
+        let mut again = false;
+        for i in plan_prune(&all, limit, now, &pinned) {
+            if done.contains(&i) {
+                continue;
+            }
+            match remove_one(&all[i], &kernels, now, dry_run) {
+                Ok(true) => {
+                    done.insert(i);
+                }
+                // a plan without it: only while the pins grow
+                Ok(false) => again |= pinned.insert(i),
+                Err(e) => {
+                    failed.push((all[i].dir.clone(), e.to_string()));
+                    again |= pinned.insert(i);
+                }
+            }
+        }
+        if !again {
+            break;
+        }
+    }
+    if !dry_run {
+        failed.extend(remove_stopped_prunes(&kernels));
+    }
     let (mut removed, mut kept) = (Vec::new(), Vec::new());
     for (i, k) in all.into_iter().enumerate() {
-        if chosen.binary_search(&i).is_ok() {
+        if done.contains(&i) {
             removed.push(k);
         } else {
             kept.push(k);
         }
     }
-    let mut done = Vec::new();
-    for k in removed {
-        // a use recorded since the plan: kept. Read before the claim,
-        // which may create the file; a process that records a use after
-        // this holds the kernel too (mark_used()), and then either the
-        // claim fails or the process waits for the removal and finds the
-        // kernel gone
-        let used_since = k.holds_kernel()
-            && fs::metadata(k.dir.join(USED))
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| !idle(t, now, IN_USE));
-        if used_since {
-            kept.push(k);
-            continue;
-        }
-        // held by a process (this one too): kept
-        let _lock = match claim(&k.dir, !dry_run)? {
-            Claim::Gone => {
-                done.push(k);
-                continue;
-            }
-            Claim::Held => {
-                kept.push(k);
-                continue;
-            }
-            Claim::Free(lock) => lock,
-        };
-        if dry_run {
-            done.push(k);
-            continue;
-        }
-        let name = k.dir.file_name().unwrap_or_default().to_string_lossy();
-        let doomed = kernels.join(format!("{DOOMED}{name}-{}", std::process::id()));
-        if present(fs::rename(&k.dir, &doomed)).at(&k.dir)?.is_some() {
-            present(fs::remove_dir_all(&doomed)).at(&doomed)?;
-        }
-        done.push(k);
-    }
-    if dry_run {
-        kept.sort_by_key(|k| k.used);
-        return Ok(Pruned {
-            removed: done,
-            kept,
-        });
-    }
-    remove_stopped_prunes(&kernels)?;
-    kept.sort_by_key(|k| k.used);
     Ok(Pruned {
-        removed: done,
+        removed,
         kept,
+        failed,
     })
 }
 
-/// Remove the hidden directories of prunes whose process is gone.
-fn remove_stopped_prunes(kernels: &Path) -> Result<()> {
+/// Remove the directory `k` (a dry run: see whether it could be): `true`
+/// if it is gone, `false` if it is kept because a process holds it or
+/// used it since the plan.
+fn remove_one(k: &CachedKernel, kernels: &Path, now: SystemTime, dry_run: bool) -> Result<bool> {
+    // a process that records a use after this holds the kernel too
+    // (mark_used()): then either the claim fails, or the process waits
+    // for the removal and finds the kernel gone
+    let used_since = k.holds_kernel()
+        && fs::metadata(k.dir.join(USED))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| !idle(t, now, IN_USE));
+    if used_since {
+        return Ok(false);
+    }
+    let _lock = match claim(&k.dir)? {
+        Claim::Gone => return Ok(true),
+        Claim::Held => return Ok(false),
+        Claim::Free(lock) => lock,
+    };
+    if dry_run {
+        return Ok(true);
+    }
+    let name = k.dir.file_name().unwrap_or_default().to_string_lossy();
+    let doomed = kernels.join(format!("{DOOMED}{name}-{}", std::process::id()));
+    if present(fs::rename(&k.dir, &doomed)).at(&k.dir)?.is_some() {
+        present(fs::remove_dir_all(&doomed)).at(&doomed)?;
+    }
+    Ok(true)
+}
+
+/// Remove the hidden directories of prunes whose process is gone; what
+/// could not be removed, and why.
+fn remove_stopped_prunes(kernels: &Path) -> Vec<(PathBuf, String)> {
+    let mut failed = Vec::new();
     let Ok(listing) = fs::read_dir(kernels) else {
-        return Ok(());
+        return failed;
     };
     for item in listing.flatten() {
         let name = item.file_name().to_string_lossy().into_owned();
@@ -593,9 +654,11 @@ fn remove_stopped_prunes(kernels: &Path) -> Result<()> {
             continue;
         }
         let path = item.path();
-        present(fs::remove_dir_all(&path)).at(&path)?;
+        if let Err(e) = present(fs::remove_dir_all(&path)).at(&path) {
+            failed.push((path, e.to_string()));
+        }
     }
-    Ok(())
+    failed
 }
 
 /// Fail, naming the free space and the need, unless the file system that
@@ -757,19 +820,23 @@ mod tests {
         ];
         // 403 bytes in all
         assert_eq!(
-            plan_prune(&all, None, now),
+            plan_prune(&all, None, now, &none()),
             vec![0],
             "no limit: a week-old failure only"
         );
-        assert_eq!(plan_prune(&all, Some(1000), now), vec![0]);
+        assert_eq!(plan_prune(&all, Some(1000), now, &none()), vec![0]);
         // 302 left after a
-        assert_eq!(plan_prune(&all, Some(302), now), vec![0, 1]);
-        assert_eq!(plan_prune(&all, Some(301), now), vec![0, 1, 3]);
+        assert_eq!(plan_prune(&all, Some(302), now, &none()), vec![0, 1]);
+        assert_eq!(plan_prune(&all, Some(301), now, &none()), vec![0, 1, 3]);
         // idle for exactly IN_USE: may go
-        assert_eq!(plan_prune(&all, Some(200), now), vec![0, 1, 3, 4]);
+        assert_eq!(plan_prune(&all, Some(200), now, &none()), vec![0, 1, 3, 4]);
         // d (used an hour ago) stays even at 0, and so do the recent failures
-        assert_eq!(plan_prune(&all, Some(0), now), vec![0, 1, 3, 4]);
-        assert!(plan_prune(&[], Some(0), now).is_empty());
+        assert_eq!(plan_prune(&all, Some(0), now, &none()), vec![0, 1, 3, 4]);
+        assert!(plan_prune(&[], Some(0), now, &none()).is_empty());
+        // a pinned kernel is kept, and the next goes in its place
+        let a = HashSet::from([1]);
+        assert_eq!(plan_prune(&all, Some(302), now, &a), vec![0, 3]);
+        assert_eq!(plan_prune(&all, Some(0), now, &a), vec![0, 3, 4]);
     }
 
     #[test]
@@ -831,8 +898,9 @@ mod tests {
             .unwrap()
             .set_modified(long_ago)
             .unwrap();
-        // "new" is booted: the image's directory records the use
-        mark_image_used(&kernel_dir(cache.path(), &new).join("bzImage")).unwrap();
+        // "new" was booted by a process that has exited since: its use
+        // is recorded, and nothing holds it
+        touch_used(&kernel_dir(cache.path(), &new)).unwrap();
 
         let listed = entries(cache.path()).unwrap();
         assert_eq!(listed.len(), 3);
@@ -894,27 +962,47 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let k = stored(cache.path(), "k", 10 * HOUR);
         let listed = entries(cache.path()).unwrap();
-        assert_eq!(plan_prune(&listed, Some(0), SystemTime::now()), vec![0]);
-        mark_used(&kernel_dir(cache.path(), &k)).unwrap();
+        assert_eq!(
+            plan_prune(&listed, Some(0), SystemTime::now(), &none()),
+            vec![0]
+        );
+        // recorded by a process that has exited since: not held
+        touch_used(&kernel_dir(cache.path(), &k)).unwrap();
         let done = prune(cache.path(), Some(0), false).unwrap();
         assert!(done.removed.is_empty() && done.kept.len() == 1);
         assert!(lookup(cache.path(), &k).is_some());
     }
 
+    fn none() -> HashSet<usize> {
+        HashSet::new()
+    }
+
+    /// Both parts of a use succeeded.
+    fn ok(used: Use) {
+        used.recorded.expect("use recorded");
+        used.held.expect("kernel held");
+    }
+
+    /// Age the recorded use of the kernel in `dir` to `idle` ago.
+    fn age(dir: &Path, idle: Duration) {
+        fs::File::options()
+            .write(true)
+            .open(dir.join(USED))
+            .unwrap()
+            .set_modified(SystemTime::now() - idle)
+            .unwrap();
+    }
+
     /// A kernel another process holds (here: a shared lock taken as
-    /// hold() takes it) is kept however long ago its last recorded use,
-    /// by a dry run too, and goes once the lock is released.
+    /// hold() takes it, on another open of the directory) is kept however
+    /// long ago its last recorded use, by a dry run too, and goes once the
+    /// lock is released.
     #[test]
     fn a_held_kernel_is_kept_until_released() {
         let cache = tempfile::tempdir().unwrap();
         let k = stored(cache.path(), "k", 10 * HOUR);
-        let dir = kernel_dir(cache.path(), &k);
-        let other = Flock::lock(
-            fs::File::open(dir.join(USED)).unwrap(),
-            FlockArg::LockShared,
-        )
-        .map_err(|(_, e)| e)
-        .unwrap();
+        let other = fs::File::open(kernel_dir(cache.path(), &k)).unwrap();
+        other.lock_shared().unwrap();
         for dry_run in [true, false] {
             let done = prune(cache.path(), Some(0), dry_run).unwrap();
             assert!(done.removed.is_empty(), "dry run {dry_run}");
@@ -927,24 +1015,50 @@ mod tests {
         assert!(lookup(cache.path(), &k).is_none());
     }
 
-    /// mark_used() holds the kernel for the rest of the process: it is
-    /// kept after its recorded use has aged past IN_USE.
+    /// A held kernel does not stop the prune: the next idle one goes in
+    /// its place, until the rest fit.
+    #[test]
+    fn the_next_idle_kernel_goes_in_place_of_a_held_one() {
+        let cache = tempfile::tempdir().unwrap();
+        let oldest = stored(cache.path(), "oldest", 30 * HOUR);
+        let older = stored(cache.path(), "older", 20 * HOUR);
+        let recent = stored(cache.path(), "recent", 10 * HOUR);
+        let other = fs::File::open(kernel_dir(cache.path(), &oldest)).unwrap();
+        other.lock_shared().unwrap();
+        // room for two kernels of 4,000 bytes and their manifests
+        let done = prune(cache.path(), Some(9000), false).unwrap();
+        assert_eq!(done.removed.len(), 1);
+        assert!(lookup(cache.path(), &oldest).is_some(), "held");
+        assert!(lookup(cache.path(), &older).is_none(), "not replaced");
+        assert!(lookup(cache.path(), &recent).is_some());
+        assert!(done.failed.is_empty());
+    }
+
+    /// mark_used() holds the kernel for the rest of the process, once: it
+    /// is kept after its recorded use has aged past IN_USE.
     #[test]
     fn a_kernel_this_process_used_is_held() {
         let cache = tempfile::tempdir().unwrap();
         let k = stored(cache.path(), "k", 10 * HOUR);
         let dir = kernel_dir(cache.path(), &k);
-        mark_used(&dir).unwrap();
-        mark_used(&dir).unwrap();
-        let then = SystemTime::now() - 10 * HOUR;
-        fs::File::options()
-            .write(true)
-            .open(dir.join(USED))
+        ok(mark_used(&dir));
+        ok(mark_image_used(&dir.join("bzImage")));
+        let id = identity(&fs::metadata(&dir).unwrap());
+        let held = HELD
+            .lock()
             .unwrap()
-            .set_modified(then)
-            .unwrap();
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .count();
+        assert_eq!(held, 1, "held twice");
+        age(&dir, 10 * HOUR);
         assert_eq!(
-            plan_prune(&entries(cache.path()).unwrap(), Some(0), SystemTime::now()),
+            plan_prune(
+                &entries(cache.path()).unwrap(),
+                Some(0),
+                SystemTime::now(),
+                &none()
+            ),
             vec![0]
         );
         let done = prune(cache.path(), Some(0), false).unwrap();
@@ -959,19 +1073,71 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let k = stored(cache.path(), "k", 10 * HOUR);
         let dir = kernel_dir(cache.path(), &k);
-        mark_used(&dir).unwrap();
+        ok(mark_used(&dir));
         fs::remove_dir_all(&dir).unwrap();
         stored(cache.path(), "k", 10 * HOUR);
-        mark_used(&dir).unwrap();
-        let then = SystemTime::now() - 10 * HOUR;
-        fs::File::options()
-            .write(true)
-            .open(dir.join(USED))
-            .unwrap()
-            .set_modified(then)
-            .unwrap();
+        ok(mark_used(&dir));
+        age(&dir, 10 * HOUR);
         let done = prune(cache.path(), Some(0), false).unwrap();
         assert!(done.removed.is_empty(), "the new kernel was not held");
+    }
+
+    /// A hold that waited for a prune's removal fails with NotFound; if
+    /// the directory was made again meanwhile, it holds the new one.
+    #[test]
+    fn a_hold_that_waited_for_a_removal() {
+        let cache = tempfile::tempdir().unwrap();
+        for again in [false, true] {
+            let k = stored(cache.path(), &format!("k{again}"), 10 * HOUR);
+            let dir = kernel_dir(cache.path(), &k);
+            // the prune's lock
+            let prune = fs::File::open(&dir).unwrap();
+            prune.lock().unwrap();
+            let waiting = std::thread::spawn({
+                let dir = dir.clone();
+                move || hold(&dir)
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            fs::remove_dir_all(&dir).unwrap();
+            if again {
+                stored(cache.path(), &format!("k{again}"), 10 * HOUR);
+            }
+            drop(prune);
+            let held = waiting.join().unwrap();
+            if again {
+                held.expect("the new directory held");
+                let done = prune_all(cache.path());
+                assert!(done.removed.is_empty(), "not held");
+            } else {
+                let e = held.expect_err("held a removed kernel");
+                assert!(e.is_not_found(), "{e}");
+            }
+        }
+    }
+
+    fn prune_all(cache: &Path) -> Pruned {
+        prune(cache, Some(0), false).unwrap()
+    }
+
+    /// A directory that cannot be removed is named, kept, and the prune
+    /// goes on to the next.
+    #[test]
+    fn a_kernel_that_cannot_be_removed_does_not_stop_the_prune() {
+        let cache = tempfile::tempdir().unwrap();
+        let stuck = stored(cache.path(), "stuck", 20 * HOUR);
+        let next = stored(cache.path(), "next", 10 * HOUR);
+        let dir = kernel_dir(cache.path(), &stuck);
+        // the hidden name it would be renamed to is taken: rename fails
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let blocker = cache
+            .path()
+            .join(format!("kernels/{DOOMED}{name}-{}", std::process::id()));
+        fs::create_dir_all(blocker.join("x")).unwrap();
+        let done = prune(cache.path(), Some(5000), false).unwrap();
+        assert_eq!(done.failed.len(), 1, "{:?}", done.failed);
+        assert_eq!(done.failed[0].0, dir);
+        assert!(lookup(cache.path(), &stuck).is_some());
+        assert!(lookup(cache.path(), &next).is_none(), "the next one went");
     }
 
     /// A dry run writes nothing: a kernel stored before uses were

@@ -120,6 +120,13 @@ fn tail_suffix(output: &str) -> String {
     format!(":\n{}", lines[start..].join("\n"))
 }
 
+impl Error {
+    /// An I/O error for a file or directory that does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attach a path to an I/O error.

@@ -216,9 +216,10 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
     };
     let out = cache::kernel_dir(&req.cache_dir, &key);
     if cache::lookup(&req.cache_dir, &key).is_some() {
-        // the use first, then the files again: a prune running now either
-        // sees the use and keeps the kernel, or removes it before this
-        // looks again, and then the kernel is built (cache::prune)
+        // the use and the hold first, then the files again: a prune
+        // running now either sees them and keeps the kernel, or removes it
+        // before this looks again, and then the kernel is built
+        // (cache::prune)
         cache::warn_unrecorded(cache::mark_used(&out), reporter);
         if let Some(image) = cache::lookup(&req.cache_dir, &key) {
             reporter.event(Event::Cached(
@@ -242,9 +243,17 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
     let tree = base.patched(&req.cache_dir, req.arch, &series, reporter)?;
     let stamp = base.config_stamp(&key.series, &key.config);
     kconfig::configure(&tree.path, req.arch, &fragment, &stamp, reporter)?;
-    fs::create_dir_all(&out).at(&out)?;
-    // a failed build's directory, reused: not idle any more
-    cache::warn_unrecorded(cache::mark_used(&out), reporter);
+    // a failed build's directory, reused: not idle any more, and held. A
+    // prune that was removing it when this held it: made again
+    for attempt in 1.. {
+        fs::create_dir_all(&out).at(&out)?;
+        let used = cache::mark_used(&out);
+        if attempt < 3 && used.held.as_ref().is_err_and(|e| e.is_not_found()) {
+            continue;
+        }
+        cache::warn_unrecorded(used, reporter);
+        break;
+    }
     kbuild::build(
         &tree.path,
         req.arch,
@@ -299,6 +308,12 @@ fn prune_cache(req: &BuildRequest, reporter: &mut dyn Reporter) -> u64 {
                     req.kernel_cache_limit,
                     pruned.kept.len(),
                     ByteSize(pruned.kept_bytes()).display().iec(),
+                )));
+            }
+            for (dir, error) in &pruned.failed {
+                reporter.event(Event::Warning(format!(
+                    "the kernel cache's prune could not remove {}: {error}",
+                    dir.display()
                 )));
             }
             pruned.removed_bytes()

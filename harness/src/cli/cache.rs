@@ -21,7 +21,9 @@ pub enum CacheCmd {
     /// Remove the cached kernels used least recently until
     /// `<cache>/kernels` fits in --max-size, and what failed builds left a
     /// week ago or more. Kernels used in the last six hours stay, whatever
-    /// the size.
+    /// the size, and so do those a running process holds (one that found,
+    /// built or booted them); the next goes in their place. Exits 1 if a
+    /// directory could not be removed.
     Prune(PruneArgs),
 }
 
@@ -214,6 +216,14 @@ struct PruneReport {
     removed: Vec<KernelRow>,
     kept: Vec<KernelRow>,
     kept_bytes: u64,
+    /// What could not be removed, and why.
+    failed: Vec<Failed>,
+}
+
+#[derive(Serialize)]
+struct Failed {
+    dir: PathBuf,
+    error: String,
 }
 
 fn prune(args: &PruneArgs) -> Result<ExitCode> {
@@ -238,10 +248,18 @@ fn prune(args: &PruneArgs) -> Result<ExitCode> {
         size(pruned.kept_bytes()),
         args.max_size,
     );
+    for (dir, error) in &pruned.failed {
+        eprintln!("could not remove {}: {error}", dir.display());
+    }
     if limit.is_some_and(|l| pruned.kept_bytes() > l) {
         println!(
-            "still over the limit: the rest were used within the last {} h or are held by a running process",
-            cache::IN_USE.as_secs() / 3600
+            "still over the limit: the rest were used within the last {} h, are held by a running process{}",
+            cache::IN_USE.as_secs() / 3600,
+            if pruned.failed.is_empty() {
+                ""
+            } else {
+                ", or could not be removed"
+            }
         );
     }
     write_json(
@@ -253,7 +271,19 @@ fn prune(args: &PruneArgs) -> Result<ExitCode> {
             removed: pruned.removed.iter().map(KernelRow::of).collect(),
             kept: pruned.kept.iter().map(KernelRow::of).collect(),
             kept_bytes: pruned.kept_bytes(),
+            failed: pruned
+                .failed
+                .iter()
+                .map(|(dir, error)| Failed {
+                    dir: dir.clone(),
+                    error: error.clone(),
+                })
+                .collect(),
         },
     )?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if pruned.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
