@@ -253,12 +253,12 @@ fn prune(args: &PruneArgs) -> Result<ExitCode> {
     }
     if limit.is_some_and(|l| pruned.kept_bytes() > l) {
         println!(
-            "still over the limit: the rest were used within the last {} h, are held by a running process{}",
+            "still over the limit: the rest were used within the last {} h{}",
             cache::IN_USE.as_secs() / 3600,
             if pruned.failed.is_empty() {
-                ""
+                " or are held by a running process"
             } else {
-                ", or could not be removed"
+                ", are held by a running process, or could not be removed"
             }
         );
     }
