@@ -231,6 +231,14 @@ fn claim(dir: &Path) -> Result<Claim> {
     }
 }
 
+/// Whether a running process holds the kernel in `dir` ([`hold`]): its
+/// lock, tried exclusively and released at once. False where locks cannot
+/// be taken, or if `dir` is gone.
+pub fn is_held(dir: &Path) -> bool {
+    fs::File::open(dir)
+        .is_ok_and(|open| matches!(open.try_lock(), Err(fs::TryLockError::WouldBlock)))
+}
+
 /// Warn of a use that could not be recorded or a kernel that could not be
 /// held (a cache this process cannot write, or one on NFS); the kernel is
 /// used all the same.
@@ -1013,6 +1021,22 @@ mod tests {
         let done = prune(cache.path(), Some(0), false).unwrap();
         assert_eq!(done.removed.len(), 1);
         assert!(lookup(cache.path(), &k).is_none());
+    }
+
+    /// is_held() sees another open's shared lock, and leaves none.
+    #[test]
+    fn is_held_sees_a_hold_and_leaves_no_lock() {
+        let cache = tempfile::tempdir().unwrap();
+        let k = stored(cache.path(), "k", 10 * HOUR);
+        let dir = kernel_dir(cache.path(), &k);
+        assert!(!is_held(&dir));
+        assert!(!is_held(&dir), "the probe left its lock");
+        let other = fs::File::open(&dir).unwrap();
+        other.lock_shared().unwrap();
+        assert!(is_held(&dir));
+        drop(other);
+        assert!(!is_held(&dir));
+        assert!(!is_held(&cache.path().join("gone")));
     }
 
     /// A held kernel does not stop the prune: the next idle one goes in

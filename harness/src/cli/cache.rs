@@ -87,6 +87,9 @@ struct KernelRow {
     bytes: u64,
     /// Last use, seconds since the epoch.
     used: u64,
+    /// A running process holds it (found, built or booted it): no prune
+    /// removes it while it does.
+    held: bool,
     key: Option<cache::CacheKey>,
     release: Option<String>,
 }
@@ -100,6 +103,7 @@ impl KernelRow {
             unreadable: matches!(k.content, Content::Unreadable),
             bytes: k.bytes,
             used: k.used.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            held: cache::is_held(&k.dir),
             key: k.image().map(|i| i.key.clone()),
             release: k.image().map(|i| i.release.clone()),
         }
@@ -140,7 +144,11 @@ fn kernel_table(kernels: &[CachedKernel], now: SystemTime) -> Table {
         ])
         .rule();
     for k in kernels {
-        let mut row = vec![digest(k), age(k.used, now), size(k.bytes)];
+        let mut used = age(k.used, now);
+        if cache::is_held(&k.dir) {
+            used.push_str(", held");
+        }
+        let mut row = vec![digest(k), used, size(k.bytes)];
         match &k.content {
             Content::Kernel(i) => row.extend([
                 i.key.profile.clone(),
