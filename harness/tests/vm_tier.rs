@@ -280,6 +280,140 @@ fn the_cache_lists_the_kernel_just_used_and_a_prune_keeps_it() {
     assert!(dir.join("bzImage").is_file(), "a dry run removes nothing");
 }
 
+/// A process that boots a kernel holds it while it runs: `vm cache list`
+/// shows it held, and a prune to nothing keeps it with its recorded use
+/// aged past the six hours that would otherwise protect it; once the
+/// process has exited, the same prune would remove it. Dry runs: nothing
+/// is removed. `vm run --kernel` finds no kernel in the cache, so the hold
+/// seen is the boot's, taken after it recorded its use. Whatever happens,
+/// the use is set back to now (the kernel was just used) and the run is
+/// stopped.
+#[test]
+#[ignore = "VM tier: boots the kernel"]
+fn a_running_vm_holds_its_kernel() {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    /// Sets the kernel's use back to now and stops the run, on every way
+    /// out of the test.
+    struct Restore {
+        used: std::path::PathBuf,
+        child: std::process::Child,
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SIGINT: vm run stops its guest (a SIGKILL would leave QEMU)
+            if let Ok(None) = self.child.try_wait() {
+                let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+                let _ = self.child.wait();
+            }
+            if let Ok(f) = std::fs::File::options().write(true).open(&self.used) {
+                let _ = f.set_modified(SystemTime::now());
+            }
+        }
+    }
+
+    let image = kernel();
+    let bzimage = image["bzimage"].as_str().expect("bzimage path").to_string();
+    let dir = Path::new(&bzimage)
+        .parent()
+        .expect("the kernel's directory")
+        .to_path_buf();
+    let digest = dir
+        .file_name()
+        .expect("a digest")
+        .to_string_lossy()
+        .into_owned();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = run(fibneigh().args(args));
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let row = |v: &serde_json::Value, part: &str| {
+        v[part]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|k| k["digest"] == *digest)
+            .cloned()
+    };
+    let prune = || {
+        json(&[
+            "vm",
+            "cache",
+            "prune",
+            "--max-size",
+            "0",
+            "--dry-run",
+            "--json",
+            "-",
+        ])
+    };
+    let used = dir.join("used");
+    let age = |t: SystemTime| {
+        std::fs::File::options()
+            .write(true)
+            .open(&used)
+            .expect("the kernel's used file")
+            .set_modified(t)
+            .expect("mtime")
+    };
+
+    let log = tempfile::NamedTempFile::new().expect("a log file");
+    let child = fibneigh()
+        .args(["vm", "run", "--timeout", "600", "--kernel", &bzimage])
+        .args(["--", "sleep", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().expect("the log file"))
+        .spawn()
+        .expect("start fibneigh vm run");
+    let mut guard = Restore {
+        used: used.clone(),
+        child,
+    };
+    let said = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = json(&["vm", "cache", "list", "--json", "-"]);
+        if row(&list, "kernels").is_some_and(|r| r["held"] == true) {
+            break;
+        }
+        if let Ok(Some(status)) = guard.child.try_wait() {
+            panic!(
+                "vm run ended ({status}) before the kernel was listed held: {}",
+                said()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never listed held: {list}\nvm run: {}",
+            said()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ten_hours_ago = SystemTime::now() - Duration::from_secs(10 * 3600);
+    age(ten_hours_ago);
+    let pruned = prune();
+    let kept = row(&pruned, "kept").unwrap_or_else(|| panic!("not kept while held: {pruned}"));
+    let aged = ten_hours_ago
+        .duration_since(UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs();
+    assert!(
+        kept["used"].as_u64().is_some_and(|u| u.abs_diff(aged) < 60),
+        "its use was recorded again after it was aged, so the hold is not what kept it: {kept}"
+    );
+
+    let status = guard.child.wait().expect("wait for vm run");
+    assert!(status.success(), "vm run: {status}: {}", said());
+    age(ten_hours_ago);
+    let pruned = prune();
+    assert!(
+        row(&pruned, "removed").is_some(),
+        "kept once vm run has exited (does another process hold it?): {pruned}"
+    );
+}
+
 /// A build that needs more free space than the cache's file system has is
 /// refused before anything is applied or compiled, naming the free space
 /// and the option, and leaves no kernel directory behind.

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
@@ -158,18 +158,29 @@ fn identity(meta: &fs::Metadata) -> (u64, u64) {
 /// `flock()` on it, and its identity.
 static HELD: Mutex<Vec<((u64, u64), fs::File)>> = Mutex::new(Vec::new());
 
+/// How long [`hold`] waits for a prune that has the kernel's directory
+/// locked for its removal (a removal takes well under a second).
+const HOLD_WAIT: Duration = Duration::from_secs(30);
+
+/// How long [`claim`] and [`is_held`] wait out another prune or probe
+/// that has a directory locked exclusively.
+const EXCLUSIVE_WAIT: Duration = Duration::from_secs(10);
+
+const LOCK_POLL: Duration = Duration::from_millis(20);
+
 /// Hold the kernel in `dir` until this process exits: a shared `flock()`
 /// on the directory, which [`prune`] must take exclusively to remove the
 /// kernel. So a process that found a kernel keeps it however long it runs
 /// before it boots it; once the last process holding it has exited, the
 /// kernel can be removed by the rules of [`plan_prune`]. The lock belongs
-/// to the open directory and goes with it. The cache must be on a local
-/// file system: NFS emulates `flock()` with locks of the whole process,
-/// and there [`prune`] falls back to the time of the last use alone.
+/// to the open directory and goes with it. Locks are seen by processes on
+/// the same machine only: on a cache several machines share (NFS), a
+/// prune on one does not see the holds of another, and only the time of
+/// the last use protects a kernel across machines.
 ///
-/// Waits while a prune removes the kernel, and then fails with NotFound
-/// ([`Error::is_not_found`]) unless the directory was made again; a
-/// caller that needs the kernel looks for it again.
+/// Waits (up to [`HOLD_WAIT`]) while a prune removes the kernel, and then
+/// fails with NotFound ([`Error::is_not_found`]) unless the directory was
+/// made again; a caller that needs the kernel looks for it again.
 pub fn hold(dir: &Path) -> Result<()> {
     for _ in 0..3 {
         let now = identity(&fs::metadata(dir).at(dir)?);
@@ -183,7 +194,26 @@ pub fn hold(dir: &Path) -> Result<()> {
         }
         // not under HELD's mutex: this may wait for a prune
         let open = fs::File::open(dir).at(dir)?;
-        open.lock_shared().at(dir)?;
+        let deadline = Instant::now() + HOLD_WAIT;
+        loop {
+            match open.try_lock_shared() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_POLL)
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "another process has had the directory locked for removal for {} s (a prune stopped half-way?)",
+                            HOLD_WAIT.as_secs()
+                        ),
+                    ))
+                    .at(dir)
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e).at(dir),
+            }
+        }
         let locked = identity(&open.metadata().at(dir)?);
         // removed (or removed and made again) while this waited
         if present(fs::metadata(dir))
@@ -199,28 +229,67 @@ pub fn hold(dir: &Path) -> Result<()> {
     Err(std::io::Error::from(std::io::ErrorKind::NotFound)).at(dir)
 }
 
-/// What [`claim`] found of a kernel chosen for removal.
+/// Who has the lock of an open kernel directory.
+enum Lockers {
+    /// Nobody: it is now locked exclusively through this open.
+    Nobody,
+    /// Processes holding the kernel ([`hold`]): shared locks.
+    Holders,
+    /// Locks cannot be taken here.
+    Unsupported,
+}
+
+/// Take `open`'s lock exclusively without waiting for holders. Another
+/// prune or probe ([`is_held`]) has it exclusively only for a moment, and
+/// is told apart from holders by a shared lock it would refuse; that is
+/// waited out (up to [`EXCLUSIVE_WAIT`], then counted as holders).
+fn lock_exclusive(open: &fs::File) -> Lockers {
+    let deadline = Instant::now() + EXCLUSIVE_WAIT;
+    loop {
+        match open.try_lock() {
+            Ok(()) => return Lockers::Nobody,
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(_)) => return Lockers::Unsupported,
+        }
+        match open.try_lock_shared() {
+            Ok(()) => {
+                // closing the file would release it too
+                let _ = open.unlock();
+                return Lockers::Holders;
+            }
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(LOCK_POLL)
+            }
+            Err(fs::TryLockError::WouldBlock) => return Lockers::Holders,
+            Err(fs::TryLockError::Error(_)) => return Lockers::Unsupported,
+        }
+    }
+}
+
+/// What [`claim`] found of a directory chosen for removal.
 enum Claim {
-    /// Another prune removed it.
+    /// Removed by another prune since it was chosen (and maybe made
+    /// again: then it is not the directory that was chosen).
     Gone,
     /// A process holds it ([`hold`]).
     Held,
     /// No process holds it: the directory with the exclusive lock, kept
-    /// while it is removed; `None` where locks cannot be taken (see
-    /// [`hold`]), where only the time of the last use counts.
+    /// while it is removed; `None` where locks cannot be taken, where
+    /// only the time of the last use counts.
     Free(Option<fs::File>),
 }
 
-/// Take the kernel directory `dir` exclusively, without waiting: so that
-/// it is removed only when no process holds it. Creates no file.
+/// Take the kernel directory `dir` exclusively, without waiting for
+/// holders: so that it is removed only when no process holds it. Creates
+/// no file.
 fn claim(dir: &Path) -> Result<Claim> {
     let Some(open) = present(fs::File::open(dir)).at(dir)? else {
         return Ok(Claim::Gone);
     };
-    match open.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => return Ok(Claim::Held),
-        Err(fs::TryLockError::Error(_)) => return Ok(Claim::Free(None)),
+    match lock_exclusive(&open) {
+        Lockers::Nobody => {}
+        Lockers::Holders => return Ok(Claim::Held),
+        Lockers::Unsupported => return Ok(Claim::Free(None)),
     }
     let locked = identity(&open.metadata().at(dir)?);
     // removed by another prune between the open and the lock, and maybe
@@ -232,16 +301,15 @@ fn claim(dir: &Path) -> Result<Claim> {
 }
 
 /// Whether a running process holds the kernel in `dir` ([`hold`]): its
-/// lock, tried exclusively and released at once. False where locks cannot
-/// be taken, or if `dir` is gone.
+/// lock, tried exclusively and released at once (a prune removing it is
+/// waited out). False where locks cannot be taken, or if `dir` is gone.
 pub fn is_held(dir: &Path) -> bool {
-    fs::File::open(dir)
-        .is_ok_and(|open| matches!(open.try_lock(), Err(fs::TryLockError::WouldBlock)))
+    fs::File::open(dir).is_ok_and(|open| matches!(lock_exclusive(&open), Lockers::Holders))
 }
 
 /// Warn of a use that could not be recorded or a kernel that could not be
-/// held (a cache this process cannot write, or one on NFS); the kernel is
-/// used all the same.
+/// held (a cache this process cannot write); the kernel is used all the
+/// same.
 pub(crate) fn warn_unrecorded(used: Use, reporter: &mut dyn crate::events::Reporter) {
     if let Err(e) = used.recorded {
         reporter.event(crate::events::Event::Warning(format!(
@@ -534,8 +602,9 @@ pub fn plan_prune(
 pub struct Pruned {
     pub removed: Vec<CachedKernel>,
     pub kept: Vec<CachedKernel>,
-    /// What could not be removed (kept, and in `kept` if a kernel's
-    /// directory), and why.
+    /// What could not be removed, and why: a directory kept (in `kept`),
+    /// or the hidden name of one renamed and then not removed (in
+    /// `removed`: no lookup finds it; a later prune tries again).
     pub failed: Vec<(PathBuf, String)>,
 }
 
@@ -581,11 +650,16 @@ pub fn prune(cache: &Path, limit: Option<u64>, dry_run: bool) -> Result<Pruned> 
                 continue;
             }
             match remove_one(&all[i], &kernels, now, dry_run) {
-                Ok(true) => {
+                Ok(Removal::Gone) => {
                     done.insert(i);
                 }
+                // no lookup finds it any more
+                Ok(Removal::Hidden(doomed, e)) => {
+                    done.insert(i);
+                    failed.push((doomed, e.to_string()));
+                }
                 // a plan without it: only while the pins grow
-                Ok(false) => again |= pinned.insert(i),
+                Ok(Removal::Kept) => again |= pinned.insert(i),
                 Err(e) => {
                     failed.push((all[i].dir.clone(), e.to_string()));
                     again |= pinned.insert(i);
@@ -614,34 +688,50 @@ pub fn prune(cache: &Path, limit: Option<u64>, dry_run: bool) -> Result<Pruned> 
     })
 }
 
-/// Remove the directory `k` (a dry run: see whether it could be): `true`
-/// if it is gone, `false` if it is kept because a process holds it or
-/// used it since the plan.
-fn remove_one(k: &CachedKernel, kernels: &Path, now: SystemTime, dry_run: bool) -> Result<bool> {
+/// What [`remove_one`] did with a directory.
+enum Removal {
+    /// Removed (by this prune or another); a dry run: would be.
+    Gone,
+    /// Kept: a process holds it or used it since the plan.
+    Kept,
+    /// Renamed to its hidden name, so that no lookup finds it, but not
+    /// removed: the hidden directory and why. A later prune tries again.
+    Hidden(PathBuf, Error),
+}
+
+/// Remove the directory `k` (a dry run: see whether it could be).
+fn remove_one(k: &CachedKernel, kernels: &Path, now: SystemTime, dry_run: bool) -> Result<Removal> {
     // a process that records a use after this holds the kernel too
     // (mark_used()): then either the claim fails, or the process waits
-    // for the removal and finds the kernel gone
-    let used_since = k.holds_kernel()
-        && fs::metadata(k.dir.join(USED))
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| !idle(t, now, IN_USE));
+    // for the removal and finds the kernel gone. A failed build's
+    // directory is reused by a build that records its use.
+    let kept_for = if k.holds_kernel() {
+        IN_USE
+    } else {
+        FAILED_KEPT
+    };
+    let used_since = fs::metadata(k.dir.join(USED))
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| !idle(t, now, kept_for));
     if used_since {
-        return Ok(false);
+        return Ok(Removal::Kept);
     }
     let _lock = match claim(&k.dir)? {
-        Claim::Gone => return Ok(true),
-        Claim::Held => return Ok(false),
+        Claim::Gone => return Ok(Removal::Gone),
+        Claim::Held => return Ok(Removal::Kept),
         Claim::Free(lock) => lock,
     };
     if dry_run {
-        return Ok(true);
+        return Ok(Removal::Gone);
     }
     let name = k.dir.file_name().unwrap_or_default().to_string_lossy();
     let doomed = kernels.join(format!("{DOOMED}{name}-{}", std::process::id()));
     if present(fs::rename(&k.dir, &doomed)).at(&k.dir)?.is_some() {
-        present(fs::remove_dir_all(&doomed)).at(&doomed)?;
+        if let Err(e) = present(fs::remove_dir_all(&doomed)).at(&doomed) {
+            return Ok(Removal::Hidden(doomed, e));
+        }
     }
-    Ok(true)
+    Ok(Removal::Gone)
 }
 
 /// Remove the hidden directories of prunes whose process is gone; what
@@ -1049,13 +1139,53 @@ mod tests {
         let recent = stored(cache.path(), "recent", 10 * HOUR);
         let other = fs::File::open(kernel_dir(cache.path(), &oldest)).unwrap();
         other.lock_shared().unwrap();
-        // room for two kernels of 4,000 bytes and their manifests
-        let done = prune(cache.path(), Some(9000), false).unwrap();
+        // room for two of the three
+        let listed = entries(cache.path()).unwrap();
+        let room = listed[0].bytes + listed[2].bytes;
+        let done = prune(cache.path(), Some(room), false).unwrap();
         assert_eq!(done.removed.len(), 1);
         assert!(lookup(cache.path(), &oldest).is_some(), "held");
         assert!(lookup(cache.path(), &older).is_none(), "not replaced");
         assert!(lookup(cache.path(), &recent).is_some());
         assert!(done.failed.is_empty());
+    }
+
+    /// Another prune's exclusive lock is not a hold: a prune that meets it
+    /// waits it out, counts the kernel the other removed as removed, and
+    /// removes no other in its place; a probe meanwhile does not call it
+    /// held.
+    #[test]
+    fn another_prunes_lock_is_not_a_hold() {
+        let cache = tempfile::tempdir().unwrap();
+        let oldest = stored(cache.path(), "oldest", 30 * HOUR);
+        let older = stored(cache.path(), "older", 20 * HOUR);
+        stored(cache.path(), "recent", 10 * HOUR);
+        let listed = entries(cache.path()).unwrap();
+        let room = listed[1].bytes + listed[2].bytes;
+        let dir = kernel_dir(cache.path(), &oldest);
+        let other = fs::File::open(&dir).unwrap();
+        other.lock().unwrap();
+        let removing = std::thread::spawn({
+            let dir = dir.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(300));
+                fs::remove_dir_all(&dir).unwrap();
+                drop(other);
+            }
+        });
+        let probe = std::thread::spawn({
+            let dir = dir.clone();
+            move || is_held(&dir)
+        });
+        let done = prune(cache.path(), Some(room), false).unwrap();
+        removing.join().unwrap();
+        assert!(!probe.join().unwrap(), "a prune's lock taken for a hold");
+        assert_eq!(done.removed.len(), 1, "{:?}", done.removed);
+        assert_eq!(done.removed[0].dir, dir);
+        assert!(
+            lookup(cache.path(), &older).is_some(),
+            "removed in its place"
+        );
     }
 
     /// mark_used() holds the kernel for the rest of the process, once: it
@@ -1157,7 +1287,9 @@ mod tests {
             .path()
             .join(format!("kernels/{DOOMED}{name}-{}", std::process::id()));
         fs::create_dir_all(blocker.join("x")).unwrap();
-        let done = prune(cache.path(), Some(5000), false).unwrap();
+        // room for one of the two
+        let room = entries(cache.path()).unwrap()[0].bytes;
+        let done = prune(cache.path(), Some(room), false).unwrap();
         assert_eq!(done.failed.len(), 1, "{:?}", done.failed);
         assert_eq!(done.failed[0].0, dir);
         assert!(lookup(cache.path(), &stuck).is_some());

@@ -220,7 +220,11 @@ pub fn build(req: &BuildRequest, reporter: &mut dyn Reporter) -> Result<KernelIm
         // running now either sees them and keeps the kernel, or removes it
         // before this looks again, and then the kernel is built
         // (cache::prune)
-        cache::warn_unrecorded(cache::mark_used(&out), reporter);
+        let used = cache::mark_used(&out);
+        // pruned meanwhile: no warning, the lookup misses and it is built
+        if !used.held.as_ref().is_err_and(|e| e.is_not_found()) {
+            cache::warn_unrecorded(used, reporter);
+        }
         if let Some(image) = cache::lookup(&req.cache_dir, &key) {
             reporter.event(Event::Cached(
                 Phase::Build,
