@@ -446,7 +446,7 @@ if [ "$tier" = host ]; then
 	exit 0
 fi
 
-step "VM tier: kernel build, boot, checks in the guest, failure paths, the kernel cache (listed, pruned, too little free space refused)"
+step "VM tier: kernel build, boot, checks in the guest, failure paths, the kernel cache (listed, pruned, a running boot's kernel held past six hours, too little free space refused)"
 cargo test -p fibneigh --test vm_tier -- --ignored --test-threads=1
 
 # A minimal Debian 12 root with nothing but what scripts/setup.sh installs
