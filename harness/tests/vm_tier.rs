@@ -220,6 +220,53 @@ fn vm_run(command: &[&str]) -> std::process::Output {
         .args(command))
 }
 
+/// The cached kernel `vm build` finds: its image, directory and digest.
+fn cached_kernel() -> (String, std::path::PathBuf, String) {
+    let image = kernel();
+    let bzimage = image["bzimage"].as_str().expect("bzimage path").to_string();
+    let dir = Path::new(&bzimage)
+        .parent()
+        .expect("the kernel's directory")
+        .to_path_buf();
+    let digest = dir
+        .file_name()
+        .expect("a digest")
+        .to_string_lossy()
+        .into_owned();
+    (bzimage, dir, digest)
+}
+
+/// What a `fibneigh` command with `--json -` printed; it must succeed.
+fn fibneigh_json(args: &[&str]) -> serde_json::Value {
+    let out = run(fibneigh().args(args));
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// What a prune of the kernel cache down to nothing would do (a dry run).
+fn dry_prune_to_nothing() -> serde_json::Value {
+    fibneigh_json(&[
+        "vm",
+        "cache",
+        "prune",
+        "--max-size",
+        "0",
+        "--dry-run",
+        "--json",
+        "-",
+    ])
+}
+
+/// The row of the kernel `digest` in the list `part` of a cache report.
+fn cache_row(report: &serde_json::Value, part: &str, digest: &str) -> Option<serde_json::Value> {
+    report[part]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|k| k["digest"] == *digest)
+        .cloned()
+}
+
 /// The kernel cache: the kernel `vm build` just found is listed, complete
 /// and used moments ago, the list runs from the least recently used, and a
 /// prune down to nothing (a dry run) keeps it, since it was used within
@@ -227,24 +274,15 @@ fn vm_run(command: &[&str]) -> std::process::Output {
 #[test]
 #[ignore = "VM tier: needs the kernel built by the first VM test"]
 fn the_cache_lists_the_kernel_just_used_and_a_prune_keeps_it() {
-    let image = kernel();
-    let dir = Path::new(image["bzimage"].as_str().expect("bzimage path"))
-        .parent()
-        .expect("the kernel's directory")
-        .to_path_buf();
-    let digest = dir.file_name().expect("a digest").to_string_lossy();
+    let (_, dir, digest) = cached_kernel();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after the epoch")
         .as_secs();
 
-    let out = run(fibneigh().args(["vm", "cache", "list", "--json", "-"]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let list = fibneigh_json(&["vm", "cache", "list", "--json", "-"]);
     let kernels = list["kernels"].as_array().expect("kernels");
-    let row = kernels
-        .iter()
-        .find(|k| k["digest"] == *digest)
+    let row = cache_row(&list, "kernels", &digest)
         .unwrap_or_else(|| panic!("{digest} is not listed: {list}"));
     assert_eq!(row["complete"], true, "{row}");
     let used = row["used"].as_u64().expect("used");
@@ -257,25 +295,8 @@ fn the_cache_lists_the_kernel_just_used_and_a_prune_keeps_it() {
         "least recently used first: {used:?}"
     );
 
-    let out = run(fibneigh().args([
-        "vm",
-        "cache",
-        "prune",
-        "--max-size",
-        "0",
-        "--dry-run",
-        "--json",
-        "-",
-    ]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let pruned: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let named = |part: &str| {
-        pruned[part]
-            .as_array()
-            .expect("a list")
-            .iter()
-            .any(|k| k["digest"] == *digest)
-    };
+    let pruned = dry_prune_to_nothing();
+    let named = |part: &str| cache_row(&pruned, part, &digest).is_some();
     assert!(named("kept") && !named("removed"), "{pruned}");
     assert!(dir.join("bzImage").is_file(), "a dry run removes nothing");
 }
@@ -313,42 +334,10 @@ fn a_running_vm_holds_its_kernel() {
         }
     }
 
-    let image = kernel();
-    let bzimage = image["bzimage"].as_str().expect("bzimage path").to_string();
-    let dir = Path::new(&bzimage)
-        .parent()
-        .expect("the kernel's directory")
-        .to_path_buf();
-    let digest = dir
-        .file_name()
-        .expect("a digest")
-        .to_string_lossy()
-        .into_owned();
-    let json = |args: &[&str]| -> serde_json::Value {
-        let out = run(fibneigh().args(args));
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).expect("JSON")
-    };
-    let row = |v: &serde_json::Value, part: &str| {
-        v[part]
-            .as_array()
-            .expect("a list")
-            .iter()
-            .find(|k| k["digest"] == *digest)
-            .cloned()
-    };
-    let prune = || {
-        json(&[
-            "vm",
-            "cache",
-            "prune",
-            "--max-size",
-            "0",
-            "--dry-run",
-            "--json",
-            "-",
-        ])
-    };
+    let (bzimage, dir, digest) = cached_kernel();
+    let json = fibneigh_json;
+    let row = |v: &serde_json::Value, part: &str| cache_row(v, part, &digest);
+    let prune = dry_prune_to_nothing;
     let used = dir.join("used");
     let age = |t: SystemTime| {
         std::fs::File::options()

@@ -979,6 +979,15 @@ mod tests {
         k
     }
 
+    /// A cache with one kernel, idle for ten hours: the cache, its key and
+    /// its directory.
+    fn one_kernel() -> (tempfile::TempDir, CacheKey, PathBuf) {
+        let cache = tempfile::tempdir().unwrap();
+        let k = stored(cache.path(), "k", 10 * HOUR);
+        let dir = kernel_dir(cache.path(), &k);
+        (cache, k, dir)
+    }
+
     /// A real cache: a use recorded keeps a kernel, prune removes the
     /// idle one and a week-old failed build's directory, a lookup of the
     /// removed key misses, and nothing hidden is left.
@@ -1116,9 +1125,7 @@ mod tests {
     /// is_held() sees another open's shared lock, and leaves none.
     #[test]
     fn is_held_sees_a_hold_and_leaves_no_lock() {
-        let cache = tempfile::tempdir().unwrap();
-        let k = stored(cache.path(), "k", 10 * HOUR);
-        let dir = kernel_dir(cache.path(), &k);
+        let (cache, _, dir) = one_kernel();
         assert!(!is_held(&dir));
         assert!(!is_held(&dir), "the probe left its lock");
         let other = fs::File::open(&dir).unwrap();
@@ -1192,9 +1199,7 @@ mod tests {
     /// is kept after its recorded use has aged past IN_USE.
     #[test]
     fn a_kernel_this_process_used_is_held() {
-        let cache = tempfile::tempdir().unwrap();
-        let k = stored(cache.path(), "k", 10 * HOUR);
-        let dir = kernel_dir(cache.path(), &k);
+        let (cache, k, dir) = one_kernel();
         ok(mark_used(&dir));
         ok(mark_image_used(&dir.join("bzImage")));
         let id = identity(&fs::metadata(&dir).unwrap());
@@ -1224,9 +1229,7 @@ mod tests {
     /// again, not taken for the one held before.
     #[test]
     fn a_kernel_built_again_is_held_again() {
-        let cache = tempfile::tempdir().unwrap();
-        let k = stored(cache.path(), "k", 10 * HOUR);
-        let dir = kernel_dir(cache.path(), &k);
+        let (cache, _, dir) = one_kernel();
         ok(mark_used(&dir));
         fs::remove_dir_all(&dir).unwrap();
         stored(cache.path(), "k", 10 * HOUR);
@@ -1300,9 +1303,7 @@ mod tests {
     /// recorded (no `used` file) would go, and still has no such file.
     #[test]
     fn a_dry_run_creates_no_file() {
-        let cache = tempfile::tempdir().unwrap();
-        let k = stored(cache.path(), "k", 10 * HOUR);
-        let dir = kernel_dir(cache.path(), &k);
+        let (cache, _, dir) = one_kernel();
         fs::remove_file(dir.join(USED)).unwrap();
         let then = SystemTime::now() - 10 * HOUR;
         fs::File::open(&dir).unwrap().set_modified(then).unwrap();
