@@ -214,12 +214,8 @@ pub fn hold(dir: &Path) -> Result<()> {
                 Err(fs::TryLockError::Error(e)) => return Err(e).at(dir),
             }
         }
-        let locked = identity(&open.metadata().at(dir)?);
         // removed (or removed and made again) while this waited
-        if present(fs::metadata(dir))
-            .at(dir)?
-            .is_some_and(|m| identity(&m) == locked)
-        {
+        if let Some(locked) = still_at(&open, dir)? {
             HELD.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((locked, open));
@@ -291,13 +287,24 @@ fn claim(dir: &Path) -> Result<Claim> {
         Lockers::Holders => return Ok(Claim::Held),
         Lockers::Unsupported => return Ok(Claim::Free(None)),
     }
-    let locked = identity(&open.metadata().at(dir)?);
     // removed by another prune between the open and the lock, and maybe
     // made again: what is there now is not what was chosen
-    match present(fs::metadata(dir)).at(dir)? {
-        Some(m) if identity(&m) == locked => Ok(Claim::Free(Some(open))),
-        _ => Ok(Claim::Gone),
-    }
+    Ok(if still_at(&open, dir)?.is_some() {
+        Claim::Free(Some(open))
+    } else {
+        Claim::Gone
+    })
+}
+
+/// The identity of the directory `open` (just locked) if it is still the
+/// one at `dir`; `None` if a prune removed it while the lock was awaited,
+/// or it was made again.
+fn still_at(open: &fs::File, dir: &Path) -> Result<Option<(u64, u64)>> {
+    let locked = identity(&open.metadata().at(dir)?);
+    Ok(present(fs::metadata(dir))
+        .at(dir)?
+        .filter(|m| identity(m) == locked)
+        .map(|_| locked))
 }
 
 /// Whether a running process holds the kernel in `dir` ([`hold`]): its

@@ -95,7 +95,7 @@ struct KernelRow {
 }
 
 impl KernelRow {
-    fn of(k: &CachedKernel) -> Self {
+    fn of(k: &CachedKernel, held: bool) -> Self {
         Self {
             digest: digest(k),
             dir: k.dir.clone(),
@@ -103,7 +103,7 @@ impl KernelRow {
             unreadable: matches!(k.content, Content::Unreadable),
             bytes: k.bytes,
             used: k.used.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            held: cache::is_held(&k.dir),
+            held,
             key: k.image().map(|i| i.key.clone()),
             release: k.image().map(|i| i.release.clone()),
         }
@@ -137,15 +137,30 @@ fn size(bytes: u64) -> String {
     ByteSize(bytes).display().iec().to_string()
 }
 
-fn kernel_table(kernels: &[CachedKernel], now: SystemTime) -> Table {
+/// Whether a running process holds each of `kernels` (a lock probe
+/// each, made once for both the table and the JSON).
+fn holds(kernels: &[CachedKernel]) -> Vec<bool> {
+    kernels.iter().map(|k| cache::is_held(&k.dir)).collect()
+}
+
+/// The rows of `kernels`, each with the matching entry of `held`.
+fn rows(kernels: &[CachedKernel], held: &[bool]) -> Vec<KernelRow> {
+    kernels
+        .iter()
+        .zip(held)
+        .map(|(k, &h)| KernelRow::of(k, h))
+        .collect()
+}
+
+fn kernel_table(kernels: &[CachedKernel], held: &[bool], now: SystemTime) -> Table {
     let mut t = Table::new()
         .header([
             "kernel", "used", "size", "profile", "arch", "base", "series",
         ])
         .rule();
-    for k in kernels {
+    for (k, &held) in kernels.iter().zip(held) {
         let mut used = age(k.used, now);
-        if cache::is_held(&k.dir) {
+        if held {
             used.push_str(", held");
         }
         let mut row = vec![digest(k), used, size(k.bytes)];
@@ -185,7 +200,8 @@ fn list(args: &ListArgs) -> Result<ExitCode> {
         .with_context(|| format!("failed to read the cache in {}", dir.display()))?;
     let now = SystemTime::now();
     let total: u64 = kernels.iter().map(|k| k.bytes).sum();
-    print!("{}", kernel_table(&kernels, now).render());
+    let held = holds(&kernels);
+    print!("{}", kernel_table(&kernels, &held, now).render());
     println!(
         "{} in {}, {} (each build keeps them within --kernel-cache-max: {})",
         directories(kernels.len()),
@@ -207,7 +223,7 @@ fn list(args: &ListArgs) -> Result<ExitCode> {
         args.json.as_deref(),
         &Listing {
             cache_dir: dir.clone(),
-            kernels: kernels.iter().map(KernelRow::of).collect(),
+            kernels: rows(&kernels, &held),
             kernels_bytes: total,
             other,
         },
@@ -240,8 +256,12 @@ fn prune(args: &PruneArgs) -> Result<ExitCode> {
     let pruned = cache::prune(dir, limit, args.dry_run)
         .with_context(|| format!("failed to prune the kernel cache in {}", dir.display()))?;
     let now = SystemTime::now();
+    let removed_held = holds(&pruned.removed);
     if !pruned.removed.is_empty() {
-        print!("{}", kernel_table(&pruned.removed, now).render());
+        print!(
+            "{}",
+            kernel_table(&pruned.removed, &removed_held, now).render()
+        );
     }
     let verb = if args.dry_run {
         "would remove"
@@ -276,8 +296,8 @@ fn prune(args: &PruneArgs) -> Result<ExitCode> {
             cache_dir: dir.clone(),
             max_size: limit,
             dry_run: args.dry_run,
-            removed: pruned.removed.iter().map(KernelRow::of).collect(),
-            kept: pruned.kept.iter().map(KernelRow::of).collect(),
+            removed: rows(&pruned.removed, &removed_held),
+            kept: rows(&pruned.kept, &holds(&pruned.kept)),
             kept_bytes: pruned.kept_bytes(),
             failed: pruned
                 .failed
